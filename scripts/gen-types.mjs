@@ -13,7 +13,7 @@ const files = readdirSync(schemas).filter((f) => f.endsWith('.schema.json')).sor
 const seen = new Set();
 for (const file of files) {
   const schema = JSON.parse(readFileSync(join(schemas, file), 'utf8'));
-  let ts = await compile(schema, schema.title, { bannerComment: '', cwd: schemas, declareExternallyReferenced: true, additionalProperties: false, strictIndexSignatures: true, format: true });
+  let ts = await compile(schema, schema.title, { bannerComment: '', cwd: schemas, declareExternallyReferenced: true, additionalProperties: false, strictIndexSignatures: true, ignoreMinAndMaxItems: true, format: true });
   // Referenced schemas are emitted once, by their own file.
   ts = ts.replace(/export (type|interface) (\w+)[^]*?(?=\nexport |$)/g, (block, _k, name) => {
     if (seen.has(name)) return '';

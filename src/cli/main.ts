@@ -1,0 +1,243 @@
+// mountgate: the command-line client. Every subcommand prints errors as
+// "mountgate: <sentence>" and exits with the code of its failure class
+// (see `mountgate --help`); --json gives machine-readable output.
+import { closeSync, constants as fsConstants, openSync, readFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { lookupAccount } from '../accounts/load.js';
+import { identityMap, controlledIds } from '../policy/idmap.js';
+import { closeFd, connect, type MountgateBroker } from '../client/broker.js';
+import { namespaceMap, ownerMap } from '../client/idmaps.js';
+import { runInNamespace, type NamespaceMounts } from '../client/namespace.js';
+import { BrokerUnavailableError, exitCodes, MountgateError } from '../errors.js';
+import { packageVersion } from '../paths.js';
+import type { BindRequest } from '../schema/types.generated.js';
+import { formatIssues, guessKind, parseAndValidate, schemaKinds, type SchemaKind } from '../schema/validate.js';
+import { parseBindSpec } from './bind-spec.js';
+
+class UsageError extends Error {}
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function readInput(file: string): string {
+  return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+}
+
+function kindOf(file: string, text: string, explicit?: string): SchemaKind {
+  if (explicit) return explicit as SchemaKind;
+  const name = basename(file);
+  for (const k of schemaKinds) if (name.includes(k)) return k;
+  try {
+    const guessed = guessKind(JSON.parse(text));
+    if (guessed) return guessed;
+  } catch {
+    // not JSON: the validation below reports it
+  }
+  throw new UsageError(`cannot tell which schema ${file} follows; pass --kind ${schemaKinds.join('|')}`);
+}
+
+async function withBroker<T>(busAddress: string | undefined, fn: (b: MountgateBroker) => Promise<T>): Promise<T> {
+  const broker = await connect(busAddress ? { busAddress } : {});
+  try {
+    return await fn(broker);
+  } finally {
+    broker.close();
+  }
+}
+
+function openDirectory(path: string): number {
+  try {
+    return openSync(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(code === 'ENOTDIR' ? `${path} is not a directory` : code === 'ENOENT' ? `${path} does not exist` : `cannot open ${path}: ${(err as Error).message}`);
+  }
+}
+
+const program = new Command('mountgate')
+  .description('Idmapped and composefs mounts for rootless containers, through the mountgated broker.')
+  .version(packageVersion)
+  .enablePositionalOptions()
+  .addOption(new Option('--bus-address <address>', 'D-Bus address of the broker (default: $MOUNTGATE_BUS_ADDRESS, else the system bus)').env('MOUNTGATE_BUS_ADDRESS'))
+  .addHelpText(
+    'after',
+    `
+Exit codes:
+  0 success              4 denied by the policy      7 not found
+  1 internal error       5 not owned by you          8 broker unavailable
+  2 usage error          6 a limit was exceeded      9 not supported here
+  3 invalid request
+
+Examples:
+  mountgate validate request.json                 check a request, manifest or policy
+  mountgate explain request.json --source ~/src   what the broker would do, and why
+  mountgate run --bind ~/src:/src:owner=1000 -- ls -ln /src
+  mountgate run -it --bind ~/src:/src -- bash`,
+  );
+
+const busOf = () => program.opts<{ busAddress?: string }>().busAddress;
+
+program
+  .command('validate')
+  .description('check a manifest, bind/mount request or policy file against its JSON Schema')
+  .argument('<file>', 'the file, or - for standard input')
+  .addOption(new Option('--kind <kind>', 'which schema (guessed from the name or shape otherwise)').choices([...schemaKinds]))
+  .option('--json', 'print {file, kind, valid, issues} as JSON')
+  .addHelpText('after', '\nEvery problem is printed as "FILE: POINTER: what to change"; exit 0 when valid, 3 when not.\n\nExample:\n  mountgate validate --kind bind-request my-request.json')
+  .action((file: string, opts: { kind?: string; json?: boolean }) => {
+    const text = readInput(file);
+    const kind = kindOf(file, text, opts.kind);
+    const result = parseAndValidate(kind, text);
+    const issues = result.ok ? [] : result.issues;
+    if (opts.json) say(JSON.stringify({ file, kind, valid: result.ok, issues }));
+    else if (result.ok) say(`${file}: valid ${kind}`);
+    else for (const line of formatIssues(issues)) say(`${file}: ${line}`);
+    process.exitCode = result.ok ? 0 : exitCodes.InvalidRequest;
+  });
+
+program
+  .command('explain')
+  .description("print the broker's verdict and plan for a request, without performing it")
+  .argument('<request>', 'request JSON file, or - for standard input')
+  .option('--method <name>', 'the broker method the request is for', 'BindIdmapped')
+  .option('--source <dir>', 'for BindIdmapped: the directory you would bind')
+  .option('--json', 'print the verdict as JSON')
+  .addHelpText('after', '\nOne line per check ("ok" or "FAIL"), then the plan of mount steps when allowed.\nExit 0 when the request would be allowed, the code of the refusal otherwise.\n\nExample:\n  echo {} | mountgate explain - --source ~/src')
+  .action(async (file: string, opts: { method: string; source?: string; json?: boolean }) => {
+    const text = readInput(file);
+    let request: unknown;
+    try {
+      request = JSON.parse(text);
+    } catch (err) {
+      throw new MountgateError('InvalidRequest', `${file} is not valid JSON: ${(err as Error).message}`);
+    }
+    const fds = opts.source ? [openDirectory(opts.source)] : [];
+    try {
+      const verdict = await withBroker(busOf(), (b) => b.explain(opts.method, request, fds));
+      if (opts.json) say(JSON.stringify(verdict));
+      else {
+        say(`${verdict.method}: ${verdict.allowed ? 'would be allowed' : 'would be denied'}`);
+        for (const c of verdict.checks) say(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.message}`);
+        for (const line of verdict.plan?.text ?? []) say(`  plan ${line}`);
+      }
+      if (!verdict.allowed) {
+        const reason = verdict.error?.name.split('.').pop() as keyof typeof exitCodes | undefined;
+        process.exitCode = reason && reason in exitCodes ? exitCodes[reason] : exitCodes.PolicyDenied;
+      }
+    } finally {
+      fds.forEach(closeFd);
+    }
+  });
+
+program
+  .command('info')
+  .description('show the broker version and the kernel features it detected')
+  .option('--json', 'print as JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const info = await withBroker(busOf(), (b) => b.getInfo());
+    if (opts.json) say(JSON.stringify(info));
+    else for (const [k, v] of Object.entries(info)) say(`${k}: ${String(v)}`);
+  });
+
+program
+  .command('run')
+  .description('run a command in a new user+mount namespace of yours, with idmapped binds from the broker')
+  .argument('<command...>', 'the command and its arguments (after --)')
+  .option('--bind <SRC:DST[:OPTS]>', 'bind a directory you own at DST; OPTS: ro, noexec, owner=N, uid=N, gid=N (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('-i, --interactive', 'keep standard input open (with -t: an interactive terminal)')
+  .option('-t, --tty', 'run the command on a pseudo-terminal')
+  .option('--cwd <dir>', 'working directory inside the namespace')
+  .passThroughOptions()
+  .addHelpText(
+    'after',
+    `
+Your namespace maps id 0 to you and 1.. to your /etc/subuid and /etc/subgid
+ranges. A bind without owner= keeps ids as they are on the host (your files
+appear as root inside); owner=1000 makes your files appear as uid/gid 1000
+inside, and files that uid 1000 creates land on disk as yours.
+
+Examples:
+  mountgate run --bind ~/project:/src:owner=1000 -- ls -ln /src
+  mountgate run -it --bind ~/project:/src -- bash`,
+  )
+  .action(async (command: string[], opts: { bind: string[]; interactive?: boolean; tty?: boolean; cwd?: string }) => {
+    const uid = process.getuid!();
+    const account = lookupAccount(uid);
+    if (!account) throw new UsageError(`uid ${uid} has no entry in /etc/passwd`);
+    if (account.subuids.length === 0 || account.subgids.length === 0) {
+      throw new MountgateError('PolicyDenied', `user ${account.name} has no range in /etc/subuid or /etc/subgid; ask the administrator for one`);
+    }
+    const uidNs = namespaceMap(uid, account.subuids);
+    const gidNs = namespaceMap(account.gid, account.subgids);
+    const specs = opts.bind.map(parseBindSpec);
+    const mounts: NamespaceMounts[] = [];
+    try {
+      await withBroker(busOf(), async (broker) => {
+        for (const spec of specs) {
+          const request: BindRequest = {
+            uidMap: spec.uid === undefined ? identityMap(controlledIds(uid, account.subuids)) : ownerMap(uid, account.subuids, uidNs, spec.uid),
+            gidMap: spec.gid === undefined ? identityMap(controlledIds(account.gid, account.subgids)) : ownerMap(account.gid, account.subgids, gidNs, spec.gid),
+            ...(spec.readOnly ? { readOnly: true } : {}),
+            ...(spec.noexec ? { noexec: true } : {}),
+          };
+          const dir = openDirectory(resolve(spec.source));
+          try {
+            const { mountFd } = await broker.bindIdmapped(dir, request);
+            mounts.push({ fd: mountFd, target: spec.target });
+          } finally {
+            closeSync(dir);
+          }
+        }
+      });
+    } catch (err) {
+      mounts.forEach((m) => closeFd(m.fd));
+      throw err;
+    }
+    process.exitCode = await runInNamespace({
+      uidMap: uidNs,
+      gidMap: gidNs,
+      mounts,
+      command,
+      interactive: Boolean(opts.interactive && opts.tty),
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    });
+  });
+
+async function registerOptional(): Promise<void> {
+  // Commands that live in their own modules (manifest and image tools).
+  for (const mod of ['./manifest.js', './image.js']) {
+    try {
+      const m = (await import(mod)) as { register?: (p: Command) => void };
+      m.register?.(program);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    }
+  }
+}
+
+function report(err: unknown): number {
+  if (err instanceof MountgateError || err instanceof BrokerUnavailableError) {
+    process.stderr.write(`mountgate: ${err.message}\n`);
+    return err.exitCode;
+  }
+  if (err instanceof UsageError) {
+    process.stderr.write(`mountgate: ${err.message}\n`);
+    return exitCodes.Usage;
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOENT' && e.path) {
+    process.stderr.write(`mountgate: ${e.path} does not exist\n`);
+    return exitCodes.Usage;
+  }
+  process.stderr.write(`mountgate: ${(e as Error)?.message ?? String(err)}\n`);
+  return exitCodes.Internal;
+}
+
+await registerOptional();
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  process.exitCode = report(err);
+}

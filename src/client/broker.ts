@@ -1,0 +1,123 @@
+// The typed library API: `import { connect } from 'mountgate'`. It validates
+// every request locally with the broker's own schemas (so a mistake is
+// reported before anything crosses the bus), calls the broker, and returns
+// mount fds that the program attaches in a mount namespace it owns.
+import { closeSync } from 'node:fs';
+import { dbus, openBus, type MessageBus } from '../bus/connect.js';
+import { busName, interfaceName, objectPath } from '../bus/names.js';
+import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError } from '../errors.js';
+import type { BindRequest } from '../schema/types.generated.js';
+import { formatIssues, validate } from '../schema/validate.js';
+
+type Message = InstanceType<typeof dbus.Message>;
+
+export interface ConnectOptions {
+  /** D-Bus address of the broker's bus; default $MOUNTGATE_BUS_ADDRESS, else the system bus. */
+  busAddress?: string;
+}
+
+export interface BrokerInfo {
+  version: string;
+  fileBackedErofs: boolean;
+  idmappedMounts: boolean;
+  fsVerity: boolean;
+  overlayDataOnly: boolean;
+  /** Your uid, as the broker sees it. */
+  uid: number;
+}
+
+export interface BindResult {
+  /** A detached mount: attach it with move_mount in a mount namespace you own, then close it. */
+  mountFd: number;
+  info: { source?: string; uidMap: BindRequest['uidMap']; gidMap: BindRequest['gidMap']; flags: string[] };
+}
+
+export interface ExplainResult {
+  method: string;
+  allowed: boolean;
+  checks: { ok: boolean; message: string }[];
+  error?: { name: string; message: string };
+  plan?: { steps: unknown[]; text: string[] };
+}
+
+function checked<T>(kind: 'bind-request', request: unknown): T {
+  const result = validate(kind, request);
+  if (!result.ok) throw new InvalidRequestError(`the ${kind} is invalid: ${formatIssues(result.issues).join('; ')}`);
+  return result.value as T;
+}
+
+export class MountgateBroker {
+  constructor(private readonly bus: MessageBus) {}
+
+  private async call(member: string, signature: string, body: unknown[]): Promise<Message> {
+    let reply: Message | null;
+    try {
+      reply = await this.bus.call(new dbus.Message({ destination: busName, path: objectPath, interface: interfaceName, member, signature, body }));
+    } catch (err) {
+      const e = err as { type?: string; text?: string; message?: string };
+      const typed = e.type ? errorFromBus(e.type, e.text ?? '') : undefined;
+      if (typed) throw typed;
+      if (e.type === 'org.freedesktop.DBus.Error.ServiceUnknown' || e.type === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
+        throw new BrokerUnavailableError(`no broker is running on the bus (${busName} has no owner); start mountgated`);
+      }
+      if (e.type === 'org.freedesktop.DBus.Error.AccessDenied') throw new BrokerUnavailableError(`the bus refused the call: ${e.text ?? ''}`);
+      throw new InternalError(`${member} failed: ${e.text ?? e.message ?? String(err)}`);
+    }
+    if (!reply) throw new InternalError(`${member}: no reply`);
+    return reply;
+  }
+
+  async getInfo(): Promise<BrokerInfo> {
+    const reply = await this.call('GetInfo', '', []);
+    const raw = reply.body[0] as Record<string, { value: unknown }>;
+    const get = (k: string) => raw[k]?.value;
+    return {
+      version: String(get('version')),
+      fileBackedErofs: Boolean(get('fileBackedErofs')),
+      idmappedMounts: Boolean(get('idmappedMounts')),
+      fsVerity: Boolean(get('fsVerity')),
+      overlayDataOnly: Boolean(get('overlayDataOnly')),
+      uid: Number(get('uid')),
+    };
+  }
+
+  /**
+   * An idmapped mount of the directory behind `directoryFd` (which you must
+   * own, opened in the broker's mount namespace, i.e. the host's).
+   */
+  async bindIdmapped(directoryFd: number, request: BindRequest = {}): Promise<BindResult> {
+    const req = checked<BindRequest>('bind-request', request);
+    const reply = await this.call('BindIdmapped', 'hs', [directoryFd, JSON.stringify(req)]);
+    const [mountFd, infoJson] = reply.body as [number, string];
+    return { mountFd, info: JSON.parse(infoJson) as BindResult['info'] };
+  }
+
+  /** What `method` would do with this request and fds; nothing is mounted. */
+  async explain(method: string, request: unknown, fds: number[] = []): Promise<ExplainResult> {
+    const reply = await this.call('Explain', 'sah', [method, JSON.stringify(request), fds]);
+    return JSON.parse(reply.body[0] as string) as ExplainResult;
+  }
+
+  close(): void {
+    this.bus.disconnect();
+  }
+}
+
+/** Connects to the broker's bus. The connection is the caller's identity: one per user. */
+export async function connect(opts: ConnectOptions = {}): Promise<MountgateBroker> {
+  const address = opts.busAddress ?? process.env.MOUNTGATE_BUS_ADDRESS;
+  try {
+    return new MountgateBroker(await openBus(address));
+  } catch (err) {
+    throw new BrokerUnavailableError(`cannot connect to the bus${address ? ` at ${address}` : ' (system bus)'}: ${(err as Error).message}`);
+  }
+}
+
+/** Closes an fd the broker returned, ignoring one already closed. */
+export function closeFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}

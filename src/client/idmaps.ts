@@ -1,0 +1,35 @@
+// The user namespace a client builds for itself, and bind maps expressed in
+// its terms. Pure: takes the caller's ids and ranges, returns maps.
+import type { IdRange } from '../schema/types.generated.js';
+import { controlledIds, identityMap, subtract, type Interval } from '../policy/idmap.js';
+
+/** The rootless layout: namespace id 0 is the caller's own id, 1.. its subordinate ranges in order. */
+export function namespaceMap(own: number, subordinate: { start: number; count: number }[]): IdRange[] {
+  const map: IdRange[] = [{ from: 0, to: own, count: 1 }];
+  let next = 1;
+  for (const s of subordinate) {
+    map.push({ from: next, to: s.start, count: s.count });
+    next += s.count;
+  }
+  return map;
+}
+
+/** Host id that namespace id `inner` stands for, through a namespaceMap. */
+export function hostIdOf(nsMap: IdRange[], inner: number): number | undefined {
+  for (const r of nsMap) if (inner >= r.from && inner < r.from + r.count) return r.to + (inner - r.from);
+  return undefined;
+}
+
+/**
+ * A bind map under which files the caller owns on disk (id `own`) appear in
+ * its namespace as id `inner`: on-disk `own` goes to the host id that `inner`
+ * stands for, that host id comes back as `own` (a swap), and every other id
+ * the caller controls maps to itself.
+ */
+export function ownerMap(own: number, subordinate: { start: number; count: number }[], nsMap: IdRange[], inner: number): IdRange[] {
+  const host = hostIdOf(nsMap, inner);
+  if (host === undefined) throw new Error(`id ${inner} is not mapped in your namespace (it maps ${nsMap.map((r) => `${r.from}..${r.from + r.count - 1}`).join(', ')})`);
+  if (host === own) return identityMap(controlledIds(own, subordinate));
+  const rest: Interval[] = subtract(controlledIds(own, subordinate), [own, host]);
+  return [{ from: own, to: host, count: 1 }, { from: host, to: own, count: 1 }, ...identityMap(rest)];
+}

@@ -1,0 +1,152 @@
+// The only place that calls into the kernel directly: the new mount API,
+// fstatfs and close, through koffi (a prebuilt FFI: no compiler at install
+// time). Each wrapper returns a number or throws SyscallError with the errno
+// name; none of them knows any policy.
+import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
+
+const require = createRequire(import.meta.url);
+// koffi is CommonJS with a native prebuilt module.
+const koffi = require('koffi') as typeof import('koffi');
+
+const libc = koffi.load('libc.so.6');
+const syscall = libc.func('long syscall(long nr, ...)');
+const errnoLocation = libc.func('int *__errno_location()');
+const closeFd = libc.func('int close(int fd)');
+const execvpFn = libc.func('int execvp(const char *file, const char **argv)');
+const fcntlFn = libc.func('int fcntl(int fd, int cmd, ...)');
+const F_SETFD = 2;
+
+const StatFs = koffi.struct('mg_statfs', {
+  f_type: 'long',
+  f_bsize: 'long',
+  f_blocks: 'uint64',
+  f_bfree: 'uint64',
+  f_bavail: 'uint64',
+  f_files: 'uint64',
+  f_ffree: 'uint64',
+  f_fsid: koffi.array('int', 2),
+  f_namelen: 'long',
+  f_frsize: 'long',
+  f_flags: 'long',
+  f_spare: koffi.array('long', 4),
+});
+const fstatfsFn = libc.func('int fstatfs(int fd, _Out_ mg_statfs *buf)');
+
+const MountAttrStruct = koffi.struct('mg_mount_attr', {
+  attr_set: 'uint64',
+  attr_clr: 'uint64',
+  propagation: 'uint64',
+  userns_fd: 'uint64',
+});
+
+// x86_64 and aarch64 share these numbers (the new mount API came after the
+// unified syscall table).
+const NR = { open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, pidfd_open: 434, mount_setattr: 442 } as const;
+
+export const AT_FDCWD = -100;
+export const AT_EMPTY_PATH = 0x1000;
+export const AT_RECURSIVE = 0x8000;
+export const OPEN_TREE_CLONE = 1;
+export const OPEN_TREE_CLOEXEC = 0o2000000;
+export const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+export const FSOPEN_CLOEXEC = 1;
+export const FSMOUNT_CLOEXEC = 1;
+export const FSCONFIG = { SET_FLAG: 0, SET_STRING: 1, SET_BINARY: 2, SET_PATH: 3, SET_PATH_EMPTY: 4, SET_FD: 5, CMD_CREATE: 6, CMD_RECONFIGURE: 7 } as const;
+export const MOUNT_ATTR = { RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8, NOSYMFOLLOW: 0x200000, IDMAP: 0x100000 } as const;
+
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([name, num]) => [num, name]));
+
+export class SyscallError extends Error {
+  readonly syscall: string;
+  readonly errno: number;
+  readonly code: string;
+  constructor(call: string, errno: number) {
+    const code = errnoNames.get(errno) ?? `errno ${errno}`;
+    super(`${call} failed: ${code}`);
+    this.name = 'SyscallError';
+    this.syscall = call;
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+function errno(): number {
+  return koffi.decode(errnoLocation(), 'int') as number;
+}
+
+function check(call: string, result: number | bigint): number {
+  const r = Number(result);
+  if (r < 0) throw new SyscallError(call, errno());
+  return r;
+}
+
+/** open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC): a detached copy of the mount at fd. */
+export function openTreeClone(fd: number, recursive = false): number {
+  const flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
+  return check('open_tree', syscall(NR.open_tree, 'int', fd, 'str', '', 'uint', flags));
+}
+
+/** mount_setattr(fd, "", AT_EMPTY_PATH, {set, clear, userns}) on a mount fd. */
+export function mountSetattr(fd: number, set: number, clear = 0, usernsFd?: number): void {
+  const attr = { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: usernsFd ?? 0 };
+  check('mount_setattr', syscall(NR.mount_setattr, 'int', fd, 'str', '', 'uint', AT_EMPTY_PATH, koffi.pointer(MountAttrStruct), attr, 'size_t', koffi.sizeof(MountAttrStruct)));
+}
+
+/** move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH): attach a detached mount at a path. */
+export function moveMount(fd: number, target: string): void {
+  check('move_mount', syscall(NR.move_mount, 'int', fd, 'str', '', 'int', AT_FDCWD, 'str', target, 'uint', MOVE_MOUNT_F_EMPTY_PATH));
+}
+
+export function fsopen(fsType: string): number {
+  return check('fsopen', syscall(NR.fsopen, 'str', fsType, 'uint', FSOPEN_CLOEXEC));
+}
+
+/** fsconfig with a string value (or a flag when value is undefined). */
+export function fsconfigString(fsFd: number, key: string, value?: string): void {
+  if (value === undefined) check('fsconfig', syscall(NR.fsconfig, 'int', fsFd, 'uint', FSCONFIG.SET_FLAG, 'str', key, 'void *', null, 'int', 0));
+  else check('fsconfig', syscall(NR.fsconfig, 'int', fsFd, 'uint', FSCONFIG.SET_STRING, 'str', key, 'str', value, 'int', 0));
+}
+
+/** fsconfig(FSCONFIG_SET_FD): hand the filesystem an open file, e.g. an overlay layer mount fd. */
+export function fsconfigFd(fsFd: number, key: string, fd: number): void {
+  check('fsconfig', syscall(NR.fsconfig, 'int', fsFd, 'uint', FSCONFIG.SET_FD, 'str', key, 'void *', null, 'int', fd));
+}
+
+export function fsconfigCreate(fsFd: number): void {
+  check('fsconfig', syscall(NR.fsconfig, 'int', fsFd, 'uint', FSCONFIG.CMD_CREATE, 'void *', null, 'void *', null, 'int', 0));
+}
+
+export function fsmount(fsFd: number, attrs = 0): number {
+  return check('fsmount', syscall(NR.fsmount, 'int', fsFd, 'uint', FSMOUNT_CLOEXEC, 'uint', attrs));
+}
+
+export function pidfdOpen(pid: number): number {
+  return check('pidfd_open', syscall(NR.pidfd_open, 'int', pid, 'uint', 0));
+}
+
+/** fstatfs(fd).f_type: the filesystem's magic number. */
+export function fsMagic(fd: number): number {
+  const buf: Record<string, unknown> = {};
+  check('fstatfs', fstatfsFn(fd, buf) as number);
+  return Number(buf.f_type) >>> 0;
+}
+
+export function close(fd: number): void {
+  check('close', closeFd(fd) as number);
+}
+
+/** Replaces this process with `file` (PATH searched). Returns only by throwing. */
+export function execvp(file: string, argv: string[]): never {
+  // Node marks fds 0-2 close-on-exec; the new program must keep its stdio.
+  for (const fd of [0, 1, 2]) fcntlFn(fd, F_SETFD, 'int', 0);
+  execvpFn(file, [...argv, null]);
+  throw new SyscallError(`execvp ${file}`, errno());
+}
+
+const ioctlFn = libc.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t *arg)');
+
+/** ioctl(fd, req, buf) with an in/out buffer argument. */
+export function ioctlBuffer(fd: number, request: number, buf: Buffer): void {
+  check('ioctl', ioctlFn(fd, request, buf) as number);
+}
