@@ -16,7 +16,10 @@ if [ -z "${MOUNTGATE_TEST_NS:-}" ]; then
   exec unshare --mount --propagation private env MOUNTGATE_TEST_NS=1 bash "$0" "$@"
 fi
 
-npm run -s build || { echo "0 passed, 1 failed"; exit 1; }
+# MOUNTGATE_SKIP_BUILD=1 reuses dist/ (for iterating on one test file).
+if [ -z "${MOUNTGATE_SKIP_BUILD:-}" ]; then
+  npm run -s build || { echo "0 passed, 1 failed"; exit 1; }
+fi
 
 # Unprivileged test users must be able to run the client from this tree, but
 # the clone may sit below a directory only root can enter (mktemp -d is 0700).

@@ -23,7 +23,7 @@ type Message = InstanceType<typeof dbus.Message>;
 const introspectionXml = readFileSync(join(schemasDir, 'org.mountgate.Broker1.xml'), 'utf8');
 
 /** Signatures of the methods, from the interface XML (the wire contract). */
-const signatures: Record<string, string> = { GetInfo: '', BindIdmapped: 'hs', Explain: 'sah' };
+const signatures: Record<string, string> = { GetInfo: '', BindIdmapped: 'hs', Explain: 'ssah' };
 
 export interface BrokerDeps {
   bus: MessageBus;

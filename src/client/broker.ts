@@ -94,7 +94,7 @@ export class MountgateBroker {
 
   /** What `method` would do with this request and fds; nothing is mounted. */
   async explain(method: string, request: unknown, fds: number[] = []): Promise<ExplainResult> {
-    const reply = await this.call('Explain', 'sah', [method, JSON.stringify(request), fds]);
+    const reply = await this.call('Explain', 'ssah', [method, JSON.stringify(request), fds]);
     return JSON.parse(reply.body[0] as string) as ExplainResult;
   }
 

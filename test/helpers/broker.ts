@@ -25,7 +25,8 @@ export async function startBroker(busAddress: string, policy?: Policy | string):
   const dir = mkdtempSync(join(tmpdir(), 'mountgate-broker.'));
   const policyPath = join(dir, 'policy.json');
   if (policy !== undefined) writeFileSync(policyPath, typeof policy === 'string' ? policy : JSON.stringify(policy));
-  const child = spawn(process.execPath, [brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', join(dir, 'state')], {
+  // Without tap's NODE_OPTIONS hooks: the broker runs as it would in production.
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', join(dir, 'state')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const audit: Record<string, unknown>[] = [];

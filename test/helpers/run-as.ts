@@ -12,7 +12,9 @@ export interface RunResult {
 
 export function runAs(user: TestUser, argv: string[], opts: { busAddress?: string; input?: string; cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), {
+    // tap wraps child_process to inject its process-info hooks through
+    // NODE_OPTIONS; a test user's programs run without them, as a user's would.
+    const child = spawn('env', ['-u', 'NODE_OPTIONS', ...argv], {
       uid: user.uid,
       gid: user.gid,
       cwd: opts.cwd ?? '/',

@@ -1,0 +1,30 @@
+import t from 'tap';
+import { hostIdOf, namespaceMap, ownerMap } from '../../src/client/idmaps.js';
+import { parseBindSpec } from '../../src/cli/bind-spec.js';
+
+const subs = [{ start: 100000, count: 65536 }];
+
+t.test('namespaceMap is the rootless layout', async (tt) => {
+  const m = namespaceMap(1000, subs);
+  tt.same(m, [{ from: 0, to: 1000, count: 1 }, { from: 1, to: 100000, count: 65536 }]);
+  tt.equal(hostIdOf(m, 0), 1000);
+  tt.equal(hostIdOf(m, 1000), 100999);
+  tt.equal(hostIdOf(m, 70000), undefined);
+});
+
+t.test('ownerMap swaps the own id with the host id of the wanted inner id', async (tt) => {
+  const m = ownerMap(1000, subs, namespaceMap(1000, subs), 1000);
+  tt.same(m.slice(0, 2), [{ from: 1000, to: 100999, count: 1 }, { from: 100999, to: 1000, count: 1 }]);
+  tt.same(m.slice(2), [{ from: 100000, to: 100000, count: 999 }, { from: 101000, to: 101000, count: 64536 }], 'the rest is identity');
+  tt.same(ownerMap(1000, subs, namespaceMap(1000, subs), 0), [{ from: 1000, to: 1000, count: 1 }, { from: 100000, to: 100000, count: 65536 }], 'owner=0 is the identity');
+  tt.throws(() => ownerMap(1000, subs, namespaceMap(1000, subs), 70000), /not mapped in your namespace/);
+});
+
+t.test('--bind specs', async (tt) => {
+  tt.same(parseBindSpec('/a:/b'), { source: '/a', target: '/b', readOnly: false, noexec: false });
+  tt.same(parseBindSpec('/a:/b:ro,owner=1000'), { source: '/a', target: '/b', readOnly: true, noexec: false, uid: 1000, gid: 1000 });
+  tt.throws(() => parseBindSpec('/a'), /expected SRC:DST/);
+  tt.throws(() => parseBindSpec('/a:rel'), /must be an absolute path/);
+  tt.throws(() => parseBindSpec('/a:/b:suid'), /unknown option "suid"/);
+  tt.throws(() => parseBindSpec('/a:/b:uid=x'), /numeric id/);
+});

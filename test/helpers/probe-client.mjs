@@ -1,0 +1,82 @@
+// A raw D-Bus client of the broker, run AS A TEST USER by the tests. It sends
+// exactly what it is told (unvalidated JSON text, pipes or files as directory
+// fds, bursts of pipelined calls), so tests see the broker's own refusals.
+//   node probe-client.mjs '<ops JSON>'   -> one JSON line per op on stdout
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, constants } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+const pkg = process.env.MOUNTGATE_TEST_PKG ?? join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..');
+const require = createRequire(join(pkg, 'package.json'));
+const dbus = require('dbus-next');
+
+const dest = { destination: 'org.mountgate.Broker1', path: '/org/mountgate/Broker1', interface: 'org.mountgate.Broker1' };
+
+function openSource(src) {
+  if (src.kind === 'dir') return openSync(src.path, constants.O_RDONLY | constants.O_DIRECTORY);
+  if (src.kind === 'file') return openSync(src.path, constants.O_RDONLY);
+  if (src.kind === 'pipe') {
+    // A named pipe opened read-write (which never blocks on Linux): a fifo fd.
+    if (!existsSync(src.path)) execFileSync('mkfifo', [src.path]);
+    return openSync(src.path, constants.O_RDWR);
+  }
+  throw new Error(`unknown source ${JSON.stringify(src)}`);
+}
+
+async function call(bus, member, signature, body) {
+  try {
+    const reply = await bus.call(new dbus.Message({ ...dest, member, signature, body }));
+    for (const x of reply.body) if (typeof x === 'number' && member === 'BindIdmapped') closeSync(x);
+    return { ok: true, body: reply.body.map((x) => (typeof x === 'number' ? '<fd>' : x)) };
+  } catch (err) {
+    return { ok: false, name: err.type, message: err.text ?? err.message };
+  }
+}
+
+const ops = JSON.parse(process.argv[2]);
+const bus = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, negotiateUnixFd: true });
+await new Promise((res, rej) => { bus.once('connect', res); bus.once('error', rej); });
+for (const op of ops) {
+  let out;
+  if (op.op === 'info') {
+    const r = await call(bus, 'GetInfo', '', []);
+    out = r.ok ? { ok: true, info: Object.fromEntries(Object.entries(r.body[0]).map(([k, v]) => [k, v.value])) } : r;
+  } else if (op.op === 'bind') {
+    const fd = openSource(op.source);
+    const text = typeof op.request === 'string' ? op.request : JSON.stringify(op.request ?? {});
+    out = await call(bus, 'BindIdmapped', 'hs', [fd, text]);
+    closeSync(fd);
+  } else if (op.op === 'explain') {
+    const fds = op.source ? [openSource(op.source)] : [];
+    out = await call(bus, 'Explain', 'ssah', [op.method, JSON.stringify(op.request ?? {}), fds]);
+    fds.forEach((fd) => closeSync(fd));
+    if (out.ok) out.verdict = JSON.parse(out.body[0]);
+  } else if (op.op === 'raw') {
+    out = await call(bus, op.member, op.signature, op.body);
+  } else if (op.op === 'burst') {
+    // Pipelined: every call is written before any reply is read. The bus
+    // daemon allows 128 pending replies per connection, so the calls are
+    // spread over several connections to all reach the broker.
+    const dir = openSync(op.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    const pipeFd = openSource({ kind: 'pipe', path: op.fifo });
+    const perConnection = 100;
+    const buses = [];
+    for (let k = 0; k < op.count; k += perConnection) {
+      const b = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, negotiateUnixFd: true });
+      await new Promise((res, rej) => { b.once('connect', res); b.once('error', rej); });
+      buses.push(b);
+    }
+    const calls = [];
+    for (let k = 0; k < op.count; k++) calls.push(call(buses[Math.floor(k / perConnection)], 'BindIdmapped', 'hs', [k % 2 ? dir : pipeFd, '{}']));
+    const results = await Promise.all(calls);
+    buses.forEach((b) => b.disconnect());
+    closeSync(dir);
+    const byName = {};
+    for (const r of results) byName[r.ok ? 'ok' : r.name] = (byName[r.ok ? 'ok' : r.name] ?? 0) + 1;
+    out = { ok: true, answered: results.length, byName, clientFds: readdirSync('/proc/self/fd').length };
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+bus.disconnect();
+process.exit(0);
