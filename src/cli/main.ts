@@ -27,8 +27,8 @@ function readInput(file: string): string {
 
 function kindOf(file: string, text: string, explicit?: string): SchemaKind {
   if (explicit) return explicit as SchemaKind;
-  const name = basename(file);
-  for (const k of schemaKinds) if (name.includes(k)) return k;
+  // The file's name, then its directories: "bind-request.json", "policy/x.json".
+  for (const name of [basename(file), file]) for (const k of schemaKinds) if (name.includes(k)) return k;
   try {
     const guessed = guessKind(JSON.parse(text));
     if (guessed) return guessed;
