@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what mountgate's tests and demo need on a Debian 12 machine, as
+# root: the Debian packages (apt-get, only those missing) and the npm
+# packages (npm ci, when package-lock.json changed since the last install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# dbus-daemon/dbus-bin: the private bus and dbus-send; uidmap: newuidmap and
+# newgidmap for user namespaces; util-linux: unshare, setpriv; passwd: useradd;
+# procps: pkill; erofs-utils: fsck.erofs on the images we write; fsverity:
+# reference fs-verity digests; systemd: systemd-analyze for the unit tests
+# (systemd need not run); g++/make/python3: native addons (usocket, node-pty).
+packages=(dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd g++ make python3 ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "mountgate: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+stamp=node_modules/.mountgate-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "mountgate: installing npm packages (npm ci)"
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+fi
