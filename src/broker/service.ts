@@ -228,8 +228,10 @@ export class BrokerService {
 
   /** Sends a reply carrying an fd, and closes the broker's copy once the reply has left. */
   private replyWithFd(msg: Message, signature: string, body: unknown[], fd: number): void {
-    this.deps.bus.send(dbus.Message.newMethodReturn(msg, signature, body));
-    closeQuietly(fd);
+    // The patched dbus-next resolves send() once the message and its fds are
+    // written to the socket; closing earlier could send a different file.
+    const sent = this.deps.bus.send(dbus.Message.newMethodReturn(msg, signature, body));
+    sent.finally(() => closeQuietly(fd)).catch(() => undefined);
   }
 }
 

@@ -12,6 +12,7 @@ export type { MessageBus };
 /** Connects to `address`, or to the system bus when it is undefined, and waits for the Hello reply. */
 export async function openBus(address: string | undefined): Promise<MessageBus> {
   const opts = { negotiateUnixFd: true, ...(address ? { busAddress: address } : {}) };
+  // The patched dbus-next throws here when usocket (fd passing) cannot load.
   const bus = address ? dbus.sessionBus(opts) : dbus.systemBus(opts);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => reject(err);

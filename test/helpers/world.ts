@@ -24,6 +24,8 @@ export interface WorldSpec {
   /** name -> options; every user gets a directory of its own. */
   users: Record<string, { subids?: boolean }>;
   policy?: Policy | ((users: Record<string, TestUser>) => Policy);
+  /** dbus-daemon limits of the private bus (the policy is always the production one). */
+  busLimits?: Record<string, number>;
 }
 
 export async function createWorld(spec: WorldSpec): Promise<World> {
@@ -48,7 +50,7 @@ export async function createWorld(spec: WorldSpec): Promise<World> {
       chownSync(dir, user.uid, user.gid);
       dirs[name] = dir;
     }
-    bus = await startPrivateBus();
+    bus = await startPrivateBus(spec.busLimits ? { limits: spec.busLimits } : {});
     const policy = typeof spec.policy === 'function' ? spec.policy(users) : spec.policy;
     broker = await startBroker(bus.address, policy);
   } catch (err) {
