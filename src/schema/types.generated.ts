@@ -3,8 +3,9 @@
 
 // bind-request.schema.json
 /**
- * An id mapping as explicit ranges. Each range maps `count` ids starting at `from` (the id as stored on disk, or in the image) to ids starting at `to` (the id on the host). Ids outside every range stay unmapped and appear as the overflow id with no rights. At most 340 ranges, the kernel's limit for one user namespace.
+ * An id mapping as explicit ranges. Each range maps `count` ids starting at `from` (the id as stored on disk, or in the image) to ids starting at `to` (the id on the host). Ids outside every range stay unmapped and appear as the overflow id with no rights. At least one and at most 340 ranges, the kernel's limit for one user namespace.
  *
+ * @minItems 1
  * @maxItems 340
  */
 export type IdMap = IdRange[];
@@ -41,15 +42,349 @@ export interface IdRange {
 
 // idmap.schema.json
 /**
- * An id mapping as explicit ranges. Each range maps `count` ids starting at `from` (the id as stored on disk, or in the image) to ids starting at `to` (the id on the host). Ids outside every range stay unmapped and appear as the overflow id with no rights. At most 340 ranges, the kernel's limit for one user namespace.
+ * An id mapping as explicit ranges. Each range maps `count` ids starting at `from` (the id as stored on disk, or in the image) to ids starting at `to` (the id on the host). Ids outside every range stay unmapped and appear as the overflow id with no rights. At least one and at most 340 ranges, the kernel's limit for one user namespace.
  *
+ * @minItems 1
  * @maxItems 340
  */
 
+// manifest.schema.json
+/**
+ * One file; "type" says which kind and which fields apply.
+ */
+export type Entry =
+  | DirEntry
+  | FileEntry
+  | SymlinkEntry
+  | HardlinkEntry
+  | ChardevEntry
+  | BlockdevEntry
+  | FifoEntry
+  | SocketEntry
+  | WhiteoutEntry;
+/**
+ * Absolute path in the image: "/" or "/" followed by names joined by single "/"; no empty, "." or ".." name, no trailing "/", no NUL.
+ */
+export type Path = string;
+/**
+ * Bytes in base64 (RFC 4648 section 4, with padding).
+ */
+export type Base64 = string;
+/**
+ * Extended attributes, in any order (the image sorts them); keys are unique within an entry.
+ *
+ * @maxItems 4094
+ */
+export type Xattrs = {
+  /**
+   * Full name with its namespace, e.g. "user.foo" or "security.selinux".
+   */
+  key: string;
+  value: Base64;
+}[];
+
+/**
+ * An image manifest: one filesystem tree, described completely. It is the JSON twin of the composefs dump format (composefs-dump(5)): `mountgate manifest from-dump` and `to-dump` convert losslessly, and the broker builds from it the same EROFS image mkcomposefs builds from the dump. Entries are sorted by path, component by component (a directory comes right before its contents, and siblings in byte order of their UTF-8 names), start with the root directory "/", and every parent appears as a directory. Names, paths, symlink targets and xattr keys are text (UTF-8); xattr values and inline contents are bytes, written in base64 (RFC 4648, with padding). Limits beyond this schema (checked by mountgate, with a message naming the entry): names at most 255 bytes, paths at most 4095 bytes and 1024 components, symlink targets 1..4095 bytes, xattr keys 1..255 bytes, xattr values at most 65535 bytes, and all xattrs of one entry at most 32767 bytes counted as composefs does (12 + the sum of 7 + key + value bytes).
+ */
+export interface Manifest {
+  /**
+   * Manifest format version: 1.
+   */
+  version: 1;
+  /**
+   * A human name for the image (not stored in it).
+   */
+  name?: string;
+  /**
+   * Every file of the tree, sorted by path; the first is the root directory "/".
+   *
+   * @minItems 1
+   * @maxItems 10000000
+   */
+  entries: Entry[];
+}
+/**
+ * A directory.
+ */
+export interface DirEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "dir";
+  /**
+   * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
+   */
+  size?: number;
+}
+/**
+ * Modification time as seconds and nanoseconds since the epoch (two integers, because nanoseconds since the epoch do not fit a JSON number exactly).
+ */
+export interface Mtime {
+  /**
+   * Seconds since the epoch.
+   */
+  sec: number;
+  /**
+   * Nanoseconds within the second.
+   */
+  nsec: number;
+}
+/**
+ * A regular file. Its data lives outside the image (the image stores its fs-verity digest and the path of the backing object) unless it is small enough to be inline.
+ */
+export interface FileEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "file";
+  /**
+   * File size in bytes (at most 2^53: 1024 chunks of 2^43 bytes).
+   */
+  size: number;
+  /**
+   * fs-verity sha256 digest of the content, 64 lowercase hex characters. Written to the image (overlay metacopy) for a non-inline file of non-zero size; overlayfs with verity=require checks the backing object against it.
+   */
+  digest?: string;
+  /**
+   * Bytes in base64 (RFC 4648 section 4, with padding).
+   */
+  inline?: string;
+  /**
+   * Path of the backing object in the object store, relative to it (e.g. "35/d02f81...": the dump PAYLOAD field). Written as the overlay redirect of a non-inline file of non-zero size; without it, the file is looked up under its own path.
+   */
+  backing?: string;
+}
+/**
+ * A symbolic link.
+ */
+export interface SymlinkEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "symlink";
+  /**
+   * The link target, 1..4095 bytes.
+   */
+  target: string;
+}
+/**
+ * Another name for an existing entry. It has no attributes of its own: stat shows those of the target.
+ */
+export interface HardlinkEntry {
+  path: Path;
+  type: "hardlink";
+  /**
+   * Absolute path in the image: "/" or "/" followed by names joined by single "/"; no empty, "." or ".." name, no trailing "/", no NUL.
+   */
+  target: string;
+}
+/**
+ * A character device. The format keeps it; the mount policy refuses images that have one.
+ */
+export interface ChardevEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "chardev";
+  /**
+   * Device number as the kernel encodes it (new_encode_dev), not 0: a 0:0 character device is a whiteout.
+   */
+  rdev: number;
+  /**
+   * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
+   */
+  size?: number;
+}
+/**
+ * A block device. The format keeps it; the mount policy refuses images that have one.
+ */
+export interface BlockdevEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "blockdev";
+  /**
+   * Device number as the kernel encodes it (new_encode_dev).
+   */
+  rdev: number;
+  /**
+   * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
+   */
+  size?: number;
+}
+/**
+ * A named pipe.
+ */
+export interface FifoEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "fifo";
+  /**
+   * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
+   */
+  size?: number;
+}
+/**
+ * A unix socket node.
+ */
+export interface SocketEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "socket";
+  /**
+   * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
+   */
+  size?: number;
+}
+/**
+ * An overlay whiteout (a 0:0 character device): hides the same name in lower layers. In the image it becomes an escaped whiteout, as mkcomposefs writes it.
+ */
+export interface WhiteoutEntry {
+  path: Path;
+  /**
+   * Permission bits (st_mode & 07777: setuid, setgid, sticky, rwx), as a number: 493 is 0755. The file type comes from "type".
+   */
+  mode: number;
+  /**
+   * Owner user id, as stored in the image (before any idmap).
+   */
+  uid: number;
+  /**
+   * Owner group id, as stored in the image (before any idmap).
+   */
+  gid: number;
+  mtime: Mtime;
+  /**
+   * Link count shown by stat. Optional: for a directory the default is 2 + its subdirectories (and the image always stores that), otherwise 1 + the hardlink entries that point here. Given only to keep a composefs dump lossless.
+   */
+  nlink?: number;
+  xattrs?: Xattrs;
+  type: "whiteout";
+  /**
+   * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
+   */
+  size?: number;
+}
+
 // mount-request.schema.json
 /**
- * An id mapping as explicit ranges. Each range maps `count` ids starting at `from` (the id as stored on disk, or in the image) to ids starting at `to` (the id on the host). Ids outside every range stay unmapped and appear as the overflow id with no rights. At most 340 ranges, the kernel's limit for one user namespace.
+ * An id mapping as explicit ranges. Each range maps `count` ids starting at `from` (the id as stored on disk, or in the image) to ids starting at `to` (the id on the host). Ids outside every range stay unmapped and appear as the overflow id with no rights. At least one and at most 340 ranges, the kernel's limit for one user namespace.
  *
+ * @minItems 1
  * @maxItems 340
  */
 
@@ -102,6 +437,33 @@ export interface Policy {
    * @maxItems 256
    */
   deniedSources?: string[];
+  /**
+   * Composefs images: where the store lives and what each user may keep in it.
+   */
+  images?: {
+    /**
+     * The broker-owned store directory (default: <state dir>/store). Read at start only.
+     */
+    store?: string;
+    /**
+     * Images one user may have registered (default 64).
+     */
+    maxImagesPerUser?: number;
+    /**
+     * Content bytes (the sum of the file sizes of a user's images) one user may have registered (default 10 GiB).
+     */
+    maxBytesPerUser?: number;
+    /**
+     * Entries one image may have (default 2000000).
+     */
+    maxEntriesPerImage?: number;
+    /**
+     * Image ids whose objects every user may reference without uploading them (base images the administrator vouches for).
+     *
+     * @maxItems 4096
+     */
+    shared?: string[];
+  };
 }
 export interface MethodRule {
   /**

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { schemasDir } from '../paths.js';
-import type { BindRequest, MountRequest, Policy } from './types.generated.js';
+import type { BindRequest, Manifest, MountRequest, Policy } from './types.generated.js';
 
 export const schemaKinds = ['manifest', 'bind-request', 'mount-request', 'policy'] as const;
 export type SchemaKind = (typeof schemaKinds)[number];
@@ -14,7 +14,7 @@ export interface SchemaTypes {
   'bind-request': BindRequest;
   'mount-request': MountRequest;
   policy: Policy;
-  manifest: unknown;
+  manifest: Manifest;
 }
 
 export interface ValidationIssue {
