@@ -18,6 +18,36 @@ export interface Executed {
   mountFd: number;
 }
 
+/** A read-only detached EROFS mount of an image file. */
+function mountErofs(image: string): number {
+  const fs = sys.fsopen('erofs');
+  try {
+    sys.fsconfigString(fs, 'source', image);
+    sys.fsconfigString(fs, 'ro');
+    sys.fsconfigCreate(fs);
+    return sys.fsmount(fs, sys.MOUNT_ATTR.RDONLY | sys.MOUNT_ATTR.NOSUID | sys.MOUNT_ATTR.NODEV);
+  } finally {
+    closeSync(fs);
+  }
+}
+
+/** A read-only overlay with `lower` (a detached mount fd) as its layer and dataDir as data-only layer. */
+function mountOverlay(lower: number, dataDir: string, verity: boolean): number {
+  const fs = sys.fsopen('overlay');
+  try {
+    sys.fsconfigString(fs, 'source', 'composefs');
+    sys.fsconfigFd(fs, 'lowerdir+', lower);
+    sys.fsconfigString(fs, 'datadir+', dataDir);
+    sys.fsconfigString(fs, 'metacopy', 'on');
+    sys.fsconfigString(fs, 'redirect_dir', 'on');
+    if (verity) sys.fsconfigString(fs, 'verity', 'require');
+    sys.fsconfigCreate(fs);
+    return sys.fsmount(fs, sys.MOUNT_ATTR.RDONLY | sys.MOUNT_ATTR.NOSUID | sys.MOUNT_ATTR.NODEV);
+  } finally {
+    closeSync(fs);
+  }
+}
+
 export async function executePlan(plan: Plan, fds: number[], userns: UserNamespaceCache): Promise<Executed> {
   let nsFd: number | undefined;
   let mountFd: number | undefined;
@@ -33,8 +63,23 @@ export async function executePlan(plan: Plan, fds: number[], userns: UserNamespa
           mountFd = sys.openTreeClone(fd);
           break;
         }
+        case 'erofs':
+          mountFd = mountErofs(step.image);
+          break;
+        case 'overlay': {
+          if (mountFd === undefined) throw new Error('overlay without a lower mount');
+          const lower = mountFd;
+          mountFd = undefined;
+          try {
+            mountFd = mountOverlay(lower, step.dataDir, step.verity);
+          } finally {
+            // The overlay holds its own reference to the layer.
+            closeSync(lower);
+          }
+          break;
+        }
         case 'setattr': {
-          if (mountFd === undefined) throw new Error('setattr before clone');
+          if (mountFd === undefined) throw new Error('setattr before a mount');
           const bits = step.set.reduce((acc, a) => acc | attrBits[a], 0);
           if (step.set.includes('idmap') && nsFd === undefined) throw new Error('idmap without a userns step');
           sys.mountSetattr(mountFd, bits, 0, nsFd);

@@ -12,6 +12,7 @@ import { UserNamespaceCache } from '../sys/userns.js';
 import { stdoutAudit } from './audit.js';
 import { loadPolicyFile, PolicyStore } from './policy-store.js';
 import { BrokerService } from './service.js';
+import { ImageService } from './images.js';
 
 interface Options {
   busAddress?: string;
@@ -49,7 +50,8 @@ async function main(opts: Options): Promise<void> {
     process.exit(exitCodes.BrokerUnavailable);
   });
 
-  const service = new BrokerService({ bus, policy, userns, features, audit: stdoutAudit });
+  const images = new ImageService({ stateDir: opts.stateDir, policy: () => policy.policy, userns, features });
+  const service = new BrokerService({ bus, policy, userns, features, images, audit: stdoutAudit });
   service.attach();
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);

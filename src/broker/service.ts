@@ -17,16 +17,27 @@ import { executePlan } from './execute.js';
 import { identityOf, sourceFacts } from './facts.js';
 import type { PolicyStore } from './policy-store.js';
 import { UsageTracker } from './usage.js';
+import type { ImageService } from './images.js';
 
 type Message = InstanceType<typeof dbus.Message>;
 
 const introspectionXml = readFileSync(join(schemasDir, 'org.mountgate.Broker1.xml'), 'utf8');
 
 /** Signatures of the methods, from the interface XML (the wire contract). */
-const signatures: Record<string, string> = { GetInfo: '', BindIdmapped: 'hs', Explain: 'ssah' };
+const signatures: Record<string, string> = {
+  GetInfo: '',
+  BindIdmapped: 'hs',
+  Explain: 'ssah',
+  AddImage: 'h',
+  PutObjects: 'h',
+  MountImage: 'ss',
+  ListImages: '',
+  RemoveImage: 's',
+};
 
 export interface BrokerDeps {
   bus: MessageBus;
+  images: ImageService;
   policy: PolicyStore;
   userns: UserNamespaceCache;
   features: KernelFeatures;
@@ -35,7 +46,7 @@ export interface BrokerDeps {
 
 /** Fd numbers carried by a message body of the given signature. */
 function fdsOf(member: string, body: unknown[]): number[] {
-  if (member === 'BindIdmapped') return typeof body[0] === 'number' ? [body[0]] : [];
+  if (member === 'BindIdmapped' || member === 'AddImage' || member === 'PutObjects') return typeof body[0] === 'number' ? [body[0]] : [];
   if (member === 'Explain') return Array.isArray(body[2]) ? (body[2] as unknown[]).filter((x): x is number => typeof x === 'number') : [];
   return [];
 }
@@ -94,6 +105,8 @@ export class BrokerService {
           return await this.bindIdmapped(msg, caller, fds[0]!, msg.body[1] as string);
         case 'Explain':
           return this.explain(msg, caller, msg.body[0] as string, msg.body[1] as string, fds);
+        default:
+          return await this.imageMethod(msg, member, caller, fds, carried);
       }
     } catch (err) {
       const error = err instanceof MountgateError ? err : new InternalError('the broker failed to carry out the request; see its log');
@@ -219,6 +232,53 @@ export class BrokerService {
     }
     this.deps.audit({ event: 'decision', method: 'Explain', caller: this.auditCaller(caller, msg), allowed: true, message: `explained ${method}: ${result.allowed ? 'would be allowed' : 'would be denied'}` });
     this.deps.bus.send(dbus.Message.newMethodReturn(msg, 's', [JSON.stringify(result)]));
+  }
+
+  private async imageMethod(msg: Message, member: string, caller: CallerIdentity, fds: number[], carried: number[]): Promise<void> {
+    const images = this.deps.images;
+    const audit = (verdict: Verdict, extra: Record<string, unknown> = {}) => this.auditVerdict(msg, caller, verdict, extra);
+    const usage = this.usage.snapshot(caller.uid);
+    const reply = (signature: string, body: unknown[]) => this.deps.bus.send(dbus.Message.newMethodReturn(msg, signature, body));
+    switch (member) {
+      case 'AddImage': {
+        const done = this.usage.begin(caller.uid);
+        try {
+          const { imageId, missing } = images.addImage(caller, usage, fds[0]!, audit);
+          reply('sas', [imageId, missing]);
+        } finally {
+          done();
+        }
+        return;
+      }
+      case 'PutObjects': {
+        const done = this.usage.begin(caller.uid);
+        try {
+          const taken = (fd: number) => carried.splice(carried.indexOf(fd), 1);
+          const { objects, bytes } = await images.putObjects(caller, usage, fds[0]!, taken, audit);
+          reply('tt', [objects, bytes]);
+        } finally {
+          done();
+        }
+        return;
+      }
+      case 'MountImage': {
+        const done = this.usage.begin(caller.uid);
+        try {
+          const { mountFd, info } = await images.mountImage(caller, usage, msg.body[0] as string, msg.body[1] as string, audit);
+          this.replyWithFd(msg, 'hs', [mountFd, JSON.stringify(info)], mountFd);
+        } finally {
+          done();
+        }
+        return;
+      }
+      case 'ListImages':
+        reply('s', [images.listImages(caller, audit)]);
+        return;
+      case 'RemoveImage':
+        images.removeImage(caller, msg.body[0] as string, audit);
+        reply('', []);
+        return;
+    }
   }
 
   private replyError(msg: Message, err: MountgateError): void {

@@ -6,7 +6,7 @@ import { closeSync } from 'node:fs';
 import { dbus, openBus, type MessageBus } from '../bus/connect.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
 import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError } from '../errors.js';
-import type { BindRequest } from '../schema/types.generated.js';
+import type { BindRequest, MountRequest } from '../schema/types.generated.js';
 import { formatIssues, validate } from '../schema/validate.js';
 
 type Message = InstanceType<typeof dbus.Message>;
@@ -40,7 +40,17 @@ export interface ExplainResult {
   plan?: { steps: unknown[]; text: string[] };
 }
 
-function checked<T>(kind: 'bind-request', request: unknown): T {
+export interface ImageListing {
+  id: string;
+  name?: string;
+  entries: number;
+  objects: number;
+  missing: number;
+  bytes: number;
+  added: string;
+}
+
+function checked<T>(kind: 'bind-request' | 'mount-request', request: unknown): T {
   const result = validate(kind, request);
   if (!result.ok) throw new InvalidRequestError(`the ${kind} is invalid: ${formatIssues(result.issues).join('; ')}`);
   return result.value as T;
@@ -90,6 +100,40 @@ export class MountgateBroker {
     const reply = await this.call('BindIdmapped', 'hs', [directoryFd, JSON.stringify(req)]);
     const [mountFd, infoJson] = reply.body as [number, string];
     return { mountFd, info: JSON.parse(infoJson) as BindResult['info'] };
+  }
+
+  /**
+   * Registers an image from a manifest held in `manifestFd` (a regular file
+   * or memfd); returns its id and the digests you still have to upload.
+   */
+  async addImage(manifestFd: number): Promise<{ imageId: string; missing: string[] }> {
+    const reply = await this.call('AddImage', 'h', [manifestFd]);
+    const [imageId, missing] = reply.body as [string, string[]];
+    return { imageId, missing };
+  }
+
+  /** Uploads objects written into the pipe whose read end is `streamFd` (see the interface XML for the record format). */
+  async putObjects(streamFd: number): Promise<{ objects: number; bytes: number }> {
+    const reply = await this.call('PutObjects', 'h', [streamFd]);
+    const [objects, bytes] = reply.body as [bigint | number, bigint | number];
+    return { objects: Number(objects), bytes: Number(bytes) };
+  }
+
+  /** A read-only composefs mount of one of your images, idmapped per `request`. */
+  async mountImage(imageId: string, request: MountRequest = {}): Promise<{ mountFd: number; info: Record<string, unknown> }> {
+    const req = checked<MountRequest>('mount-request', request);
+    const reply = await this.call('MountImage', 'ss', [imageId, JSON.stringify(req)]);
+    const [mountFd, infoJson] = reply.body as [number, string];
+    return { mountFd, info: JSON.parse(infoJson) as Record<string, unknown> };
+  }
+
+  async listImages(): Promise<ImageListing[]> {
+    const reply = await this.call('ListImages', '', []);
+    return JSON.parse(reply.body[0] as string) as ImageListing[];
+  }
+
+  async removeImage(imageId: string): Promise<void> {
+    await this.call('RemoveImage', 's', [imageId]);
   }
 
   /** What `method` would do with this request and fds; nothing is mounted. */

@@ -1,18 +1,10 @@
 // The user namespace a client builds for itself, and bind maps expressed in
 // its terms. Pure: takes the caller's ids and ranges, returns maps.
 import type { IdRange } from '../schema/types.generated.js';
-import { controlledIds, identityMap, subtract, type Interval } from '../policy/idmap.js';
+import { controlledIds, identityMap, rootlessMap, subtract, type Interval } from '../policy/idmap.js';
 
 /** The rootless layout: namespace id 0 is the caller's own id, 1.. its subordinate ranges in order. */
-export function namespaceMap(own: number, subordinate: { start: number; count: number }[]): IdRange[] {
-  const map: IdRange[] = [{ from: 0, to: own, count: 1 }];
-  let next = 1;
-  for (const s of subordinate) {
-    map.push({ from: next, to: s.start, count: s.count });
-    next += s.count;
-  }
-  return map;
-}
+export const namespaceMap = rootlessMap;
 
 /** Host id that namespace id `inner` stands for, through a namespaceMap. */
 export function hostIdOf(nsMap: IdRange[], inner: number): number | undefined {

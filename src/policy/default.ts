@@ -1,12 +1,20 @@
 // The policy in force when /etc/mountgate/policy.json does not exist: every
-// local user with a subuid and a subgid range may bind directories they own
-// and ask for explanations; nothing else.
+// local user with a subuid and a subgid range may bind directories they own,
+// keep and mount composefs images within the default quotas, and ask for
+// explanations; nothing else.
 import type { Policy } from '../schema/types.generated.js';
+
+const withSubids = { users: ['*'], requireSubordinateIds: true };
 
 export const defaultPolicy: Policy = {
   version: 1,
   methods: {
-    BindIdmapped: { users: ['*'], requireSubordinateIds: true },
+    BindIdmapped: withSubids,
+    AddImage: withSubids,
+    PutObjects: withSubids,
+    MountImage: withSubids,
+    ListImages: withSubids,
+    RemoveImage: withSubids,
     Explain: { users: ['*'], requireSubordinateIds: false },
   },
   limits: { concurrentRequests: 8, requestsPerMinute: 600 },
@@ -14,3 +22,5 @@ export const defaultPolicy: Policy = {
 };
 
 export const defaultLimits = { concurrentRequests: 8, requestsPerMinute: 600 } as const;
+
+export const defaultImageLimits = { maxImagesPerUser: 64, maxBytesPerUser: 10 * 2 ** 30, maxEntriesPerImage: 2_000_000 } as const;

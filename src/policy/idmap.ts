@@ -101,3 +101,17 @@ export function mapKey(uidMap: IdRange[], gidMap: IdRange[]): string {
   const side = (m: IdRange[]) => m.map((r) => `${r.from}:${r.to}:${r.count}`).sort().join(',');
   return `u=${side(uidMap)};g=${side(gidMap)}`;
 }
+
+/**
+ * The rootless layout (what podman and `mountgate run` use): id 0 is the
+ * caller's own id, 1.. its subordinate ranges in order.
+ */
+export function rootlessMap(own: number, subordinate: { start: number; count: number }[]): IdRange[] {
+  const map: IdRange[] = [{ from: 0, to: own, count: 1 }];
+  let next = 1;
+  for (const s of subordinate) {
+    map.push({ from: next, to: s.start, count: s.count });
+    next += s.count;
+  }
+  return map;
+}

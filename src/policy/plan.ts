@@ -3,6 +3,7 @@
 // bus-facing part never decides what to mount, and `explain` can print it.
 import type { IdRange } from '../schema/types.generated.js';
 import type { BindGrant } from './decide.js';
+import type { MountGrant } from './images.js';
 
 export type MountAttr = 'idmap' | 'rdonly' | 'nosuid' | 'nodev' | 'noexec';
 
@@ -13,11 +14,15 @@ export type PlanStep =
   | { step: 'clone'; fd: number }
   /** Set attributes on the detached mount; with 'idmap', the namespace of the 'userns' step. */
   | { step: 'setattr'; set: MountAttr[] }
+  /** Mount a broker-written composefs EROFS image file read-only (file-backed) as a detached mount. */
+  | { step: 'erofs'; image: string }
+  /** Overlayfs over the current mount as lower layer, the object store as data-only layer; read-only. */
+  | { step: 'overlay'; dataDir: string; verity: boolean }
   /** Hand the detached mount back to the caller as an fd. */
   | { step: 'reply' };
 
 export interface Plan {
-  method: 'BindIdmapped';
+  method: 'BindIdmapped' | 'MountImage';
   steps: PlanStep[];
 }
 
@@ -36,6 +41,26 @@ export function planBind(grant: BindGrant): Plan {
   };
 }
 
+/**
+ * A composefs mount: the EROFS image, idmapped into the caller's ids (only
+ * the EROFS layer can be idmapped: overlayfs refuses MOUNT_ATTR_IDMAP), then
+ * a read-only overlay whose data-only layer holds the content objects.
+ */
+export function planComposefsMount(grant: MountGrant, image: string, dataDir: string, verity: boolean): Plan {
+  const set: MountAttr[] = ['idmap', 'nosuid', 'nodev'];
+  if (grant.noexec) set.push('noexec');
+  return {
+    method: 'MountImage',
+    steps: [
+      { step: 'userns', uidMap: grant.uidMap, gidMap: grant.gidMap },
+      { step: 'erofs', image },
+      { step: 'setattr', set },
+      { step: 'overlay', dataDir, verity },
+      { step: 'reply' },
+    ],
+  };
+}
+
 /** One line per step, for `mountgate explain` and the audit log. */
 export function describePlan(plan: Plan): string[] {
   const ranges = (m: IdRange[]) => m.map((r) => `${r.from}->${r.to}x${r.count}`).join(' ');
@@ -47,6 +72,10 @@ export function describePlan(plan: Plan): string[] {
         return `clone: open_tree(fd ${s.fd}, OPEN_TREE_CLONE) -> detached mount`;
       case 'setattr':
         return `setattr: mount_setattr(${s.set.join(', ')})`;
+      case 'erofs':
+        return `erofs: fsopen(erofs), source=${s.image} (file-backed, read-only) -> detached mount`;
+      case 'overlay':
+        return `overlay: lowerdir+=<the idmapped erofs mount>, datadir+=${s.dataDir}, metacopy=on, redirect_dir=on${s.verity ? ', verity=require' : ''}, read-only`;
       case 'reply':
         return 'reply: return the detached mount as an fd';
     }

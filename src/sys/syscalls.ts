@@ -150,3 +150,13 @@ const ioctlFn = libc.func('int ioctl(int fd, unsigned long req, _Inout_ uint8_t 
 export function ioctlBuffer(fd: number, request: number, buf: Buffer): void {
   check('ioctl', ioctlFn(fd, request, buf) as number);
 }
+
+const pipe2Fn = libc.func('int pipe2(_Out_ int *fds, int flags)');
+const O_CLOEXEC = 0o2000000;
+
+/** pipe2(O_CLOEXEC): [read end, write end]. */
+export function pipe(): [number, number] {
+  const fds = [0, 0];
+  check('pipe2', pipe2Fn(fds, O_CLOEXEC) as number);
+  return [fds[0]!, fds[1]!];
+}

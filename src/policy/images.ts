@@ -1,0 +1,130 @@
+// Decisions about composefs images, pure: may this caller register this
+// image, which objects must it still upload, may it mount it with this map.
+import type { IdRange, MountRequest, Policy } from '../schema/types.generated.js';
+import { defaultImageLimits } from './default.js';
+import { limitChecks, methodChecks, type CallerIdentity, type Check, type UsageFacts, type Verdict } from './decide.js';
+import { controlledIds, covers, rootlessMap, shapeProblems } from './idmap.js';
+
+/** What the broker learned from a validated manifest. */
+export interface ImageFacts {
+  entries: number;
+  bytes: number;
+  /** Paths of character or block devices (overlay whiteouts are not devices). */
+  devices: string[];
+}
+
+/** The caller's current use of the store, not counting the image at hand. */
+export interface StoreUsage {
+  images: number;
+  bytes: number;
+}
+
+function verdict<G>(method: Verdict['method'], checks: Check[], grant?: G): Verdict<G> {
+  const failed = checks.find((c) => !c.ok);
+  if (failed) return { method, allowed: false, checks, error: { reason: failed.reason ?? 'PolicyDenied', message: failed.message } };
+  return grant === undefined ? { method, allowed: true, checks } : { method, allowed: true, checks, grant };
+}
+
+function deviceCheck(devices: string[]): Check {
+  if (devices.length === 0) return { ok: true, message: 'the image has no device nodes' };
+  const shown = devices.slice(0, 3).join(', ') + (devices.length > 3 ? `, and ${devices.length - 3} more` : '');
+  return {
+    ok: false,
+    reason: 'PolicyDenied',
+    message: `the image contains device nodes (${shown}); they are refused because a user can clear nodev on a mount it attached`,
+  };
+}
+
+export function decideAddImage(input: { caller: CallerIdentity; policy: Policy; usage: UsageFacts; image: ImageFacts; store: StoreUsage; alreadyRegistered: boolean }): Verdict {
+  const { caller, policy, image, store } = input;
+  const checks = methodChecks('AddImage', caller, policy);
+  if (checks.some((c) => !c.ok)) return verdict('AddImage', checks);
+  checks.push(...limitChecks(policy, input.usage));
+  const limits = { ...defaultImageLimits, ...policy.images };
+  checks.push(
+    image.entries <= limits.maxEntriesPerImage
+      ? { ok: true, message: `${image.entries} entries (at most ${limits.maxEntriesPerImage})` }
+      : { ok: false, reason: 'LimitExceeded', message: `the image has ${image.entries} entries; the policy allows at most ${limits.maxEntriesPerImage}` },
+  );
+  checks.push(deviceCheck(image.devices));
+  if (!input.alreadyRegistered) {
+    checks.push(
+      store.images < limits.maxImagesPerUser
+        ? { ok: true, message: `${store.images} of ${limits.maxImagesPerUser} images in use` }
+        : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: you have ${store.images} images, the limit is ${limits.maxImagesPerUser}; remove one first` },
+    );
+    checks.push(
+      store.bytes + image.bytes <= limits.maxBytesPerUser
+        ? { ok: true, message: `${store.bytes + image.bytes} of ${limits.maxBytesPerUser} bytes of content in use with this image` }
+        : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: this image's ${image.bytes} bytes would bring you to ${store.bytes + image.bytes}, the limit is ${limits.maxBytesPerUser}` },
+    );
+  }
+  return verdict('AddImage', checks);
+}
+
+/**
+ * The digests a caller must still upload: every object the store lacks, and
+ * every object the caller has not uploaded itself unless a shared image
+ * holds it. Knowing a digest must never be enough to read a file.
+ */
+export function missingObjects(digests: Iterable<string>, facts: { inStore(d: string): boolean; proven(d: string): boolean; shared(d: string): boolean }): string[] {
+  const out: string[] = [];
+  for (const d of digests) if (!facts.inStore(d) || !(facts.proven(d) || facts.shared(d))) out.push(d);
+  return out.sort();
+}
+
+export interface MountGrant {
+  uidMap: IdRange[];
+  gidMap: IdRange[];
+  noexec: boolean;
+}
+
+function hostSideChecks(name: 'uidMap' | 'gidMap', map: IdRange[], own: number, subordinate: { start: number; count: number }[]): Check[] {
+  const controlled = controlledIds(own, subordinate);
+  const checks: Check[] = shapeProblems(map, name).map((p) => ({ ok: false, reason: 'InvalidRequest' as const, message: p }));
+  map.forEach((r, k) => {
+    const label = `${name}[${k}] image ${r.from}..${r.from + r.count - 1} -> host ${r.to}..${r.to + r.count - 1}`;
+    checks.push(
+      covers(controlled, r.to, r.count)
+        ? { ok: true, message: `${label}: the host ids are yours` }
+        : { ok: false, reason: 'PolicyDenied', message: `${label}: host ids include ids you do not control` },
+    );
+  });
+  return checks;
+}
+
+export function decideMountImage(input: {
+  caller: CallerIdentity;
+  policy: Policy;
+  usage: UsageFacts;
+  imageId: string;
+  /** Undefined when the caller has no such image (whether or not someone else does). */
+  image?: ImageFacts;
+  missing: string[];
+  request: MountRequest;
+}): Verdict<MountGrant> {
+  const { caller, policy, image } = input;
+  const checks = methodChecks('MountImage', caller, policy);
+  if (checks.some((c) => !c.ok)) return verdict('MountImage', checks);
+  checks.push(...limitChecks(policy, input.usage));
+  if (!image) {
+    checks.push({ ok: false, reason: 'NotFound', message: `you have no image ${input.imageId}; see ListImages (mountgate image ls)` });
+    return verdict('MountImage', checks);
+  }
+  checks.push(deviceCheck(image.devices));
+  checks.push(
+    input.missing.length === 0
+      ? { ok: true, message: 'every object of the image is in the store and yours' }
+      : {
+          ok: false,
+          reason: 'NotFound',
+          message: `the image lacks ${input.missing.length} object(s) you have not uploaded: ${input.missing.slice(0, 5).join(', ')}${input.missing.length > 5 ? ', ...' : ''}; upload them with PutObjects`,
+        },
+  );
+  const account = caller.account!;
+  const uidMap = input.request.uidMap ?? rootlessMap(caller.uid, account.subuids);
+  const gidMap = input.request.gidMap ?? rootlessMap(account.gid, account.subgids);
+  checks.push(...hostSideChecks('uidMap', uidMap, caller.uid, account.subuids), ...hostSideChecks('gidMap', gidMap, account.gid, account.subgids));
+  checks.push({ ok: true, message: `flags: read-only, nosuid, nodev (always)${input.request.noexec ? ', noexec' : ''}` });
+  return verdict('MountImage', checks, { uidMap, gidMap, noexec: input.request.noexec ?? false });
+}

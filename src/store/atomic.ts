@@ -1,0 +1,29 @@
+// Writing files so that a crash never leaves a wrong file under a final name:
+// a temporary file in the same directory, fsync, rename, fsync the directory.
+import { closeSync, fsyncSync, openSync, renameSync, writeSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+  const tmp = join(dirname(path), `.tmp-${randomBytes(6).toString('hex')}`);
+  writeFileSync(tmp, data, { mode, flag: 'wx' });
+  const fd = openSync(tmp, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  fsyncDir(dirname(path));
+}
+
+export { writeSync };

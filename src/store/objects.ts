@@ -1,0 +1,93 @@
+// The content-addressed object store: objects/xx/rest named by their
+// fs-verity digest, root-owned, mode 0444, in root-only directories (users
+// reach content only through composefs mounts). Objects enter only through
+// `ingest`, which hashes every byte and publishes atomically, so a crash
+// never leaves a wrong or partial object under a digest name.
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { open, rename, chmod } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { FsVerityHasher } from '../verity/fsverity.js';
+import { fsyncDir } from './atomic.js';
+
+export const digestPattern = /^[0-9a-f]{64}$/;
+
+/** The object's path relative to the objects directory: the composefs backing path. */
+export function objectPath(digest: string): string {
+  return `${digest.slice(0, 2)}/${digest.slice(2)}`;
+}
+
+export class DigestMismatchError extends Error {}
+
+export class ObjectStore {
+  readonly objectsDir: string;
+  private readonly tmpDir: string;
+
+  constructor(readonly root: string) {
+    this.objectsDir = join(root, 'objects');
+    this.tmpDir = join(root, 'tmp');
+    mkdirSync(this.objectsDir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
+    // Leftovers of uploads interrupted by a crash: never published, dropped.
+    for (const f of readdirSync(this.tmpDir)) rmSync(join(this.tmpDir, f), { force: true });
+  }
+
+  has(digest: string): boolean {
+    return existsSync(join(this.objectsDir, objectPath(digest)));
+  }
+
+  size(digest: string): number {
+    return statSync(join(this.objectsDir, objectPath(digest))).size;
+  }
+
+  /**
+   * Receives one object's content through `chunks` (exactly `size` bytes),
+   * hashes it, and publishes it under `digest` when the hash matches. When
+   * the object already exists the bytes are still hashed (proof of
+   * possession) and then dropped. Throws DigestMismatchError otherwise;
+   * nothing is left behind in either case.
+   */
+  async ingest(digest: string, size: number, chunks: AsyncIterable<Uint8Array>): Promise<{ stored: boolean }> {
+    const tmp = join(this.tmpDir, `${digest}.${randomBytes(6).toString('hex')}`);
+    const file = await open(tmp, 'wx', 0o600);
+    const hasher = new FsVerityHasher();
+    let received = 0;
+    try {
+      for await (const chunk of chunks) {
+        hasher.update(chunk);
+        received += chunk.length;
+        await file.write(chunk);
+      }
+      if (received !== size) throw new DigestMismatchError(`object ${digest}: got ${received} bytes, expected ${size}`);
+      const actual = hasher.digest().toString('hex');
+      if (actual !== digest) throw new DigestMismatchError(`object ${digest}: its content hashes to ${actual}`);
+      if (this.has(digest)) return { stored: false };
+      await file.sync();
+      await file.close();
+      await chmod(tmp, 0o444);
+      const dir = join(this.objectsDir, digest.slice(0, 2));
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      await rename(tmp, join(this.objectsDir, objectPath(digest)));
+      fsyncDir(dir);
+      return { stored: true };
+    } finally {
+      await file.close().catch(() => undefined);
+      rmSync(tmp, { force: true });
+    }
+  }
+
+  remove(digest: string): void {
+    try {
+      unlinkSync(join(this.objectsDir, objectPath(digest)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  /** Every digest in the store (for garbage collection). */
+  *list(): Generator<string> {
+    for (const prefix of readdirSync(this.objectsDir)) {
+      for (const rest of readdirSync(join(this.objectsDir, prefix))) yield prefix + rest;
+    }
+  }
+}
