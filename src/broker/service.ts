@@ -283,7 +283,7 @@ export class BrokerService {
 
   private replyError(msg: Message, err: MountgateError): void {
     // dbus-next's types declare newError(msg: string, ...); it takes the call message.
-    this.deps.bus.send(dbus.Message.newError(msg as unknown as string, err.busName, err.message));
+    this.deps.bus.send(dbus.Message.newError(msg as unknown as string, err.busName, busSafe(err.message)));
   }
 
   /** Sends a reply carrying an fd, and closes the broker's copy once the reply has left. */
@@ -293,6 +293,16 @@ export class BrokerService {
     const sent = this.deps.bus.send(dbus.Message.newMethodReturn(msg, signature, body));
     sent.finally(() => closeQuietly(fd)).catch(() => undefined);
   }
+}
+
+/**
+ * A D-Bus string may not contain NUL: a message that echoes a caller's bytes
+ * (a path with a NUL in it) would make the bus daemon drop the broker's
+ * connection. Control characters are shown escaped instead.
+ */
+export function busSafe(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 export interface ExplainResult {

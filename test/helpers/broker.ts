@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Policy } from '../../src/schema/types.generated.js';
 import { brokerPath } from './paths.js';
 
@@ -14,6 +14,8 @@ export interface BrokerHandle {
   audit: Record<string, unknown>[];
   stderr(): string;
   policyPath: string;
+  /** The broker's state directory (store, images). */
+  stateDir: string;
   /** Open fds of the broker process right now. */
   openFds(): number;
   /** Waits until an audit line matches. */
@@ -21,12 +23,14 @@ export interface BrokerHandle {
   stop(): Promise<void>;
 }
 
-export async function startBroker(busAddress: string, policy?: Policy | string): Promise<BrokerHandle> {
-  const dir = mkdtempSync(join(tmpdir(), 'mountgate-broker.'));
+/** Starts a broker; with `reuse`, on the state directory of an earlier one (a restart). */
+export async function startBroker(busAddress: string, policy?: Policy | string, reuse?: BrokerHandle): Promise<BrokerHandle> {
+  const dir = reuse ? dirname(reuse.stateDir) : mkdtempSync(join(tmpdir(), 'mountgate-broker.'));
   const policyPath = join(dir, 'policy.json');
   if (policy !== undefined) writeFileSync(policyPath, typeof policy === 'string' ? policy : JSON.stringify(policy));
+  const stateDir = join(dir, 'state');
   // Without tap's NODE_OPTIONS hooks: the broker runs as it would in production.
-  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', join(dir, 'state')], {
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const audit: Record<string, unknown>[] = [];
@@ -83,6 +87,7 @@ export async function startBroker(busAddress: string, policy?: Policy | string):
     audit,
     stderr: () => err,
     policyPath,
+    stateDir,
     openFds: () => readdirSync(`/proc/${child.pid}/fd`).length,
     waitFor,
     stop,

@@ -3,13 +3,15 @@
 // fds, bursts of pipelined calls), so tests see the broker's own refusals.
 //   node probe-client.mjs '<ops JSON>'   -> one JSON line per op on stdout
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, constants } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, openSync, readdirSync, unlinkSync, writeFileSync, constants } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 const pkg = process.env.MOUNTGATE_TEST_PKG ?? join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..');
 const require = createRequire(join(pkg, 'package.json'));
 const dbus = require('dbus-next');
+const { pipe } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
 
 const dest = { destination: 'org.mountgate.Broker1', path: '/org/mountgate/Broker1', interface: 'org.mountgate.Broker1' };
 
@@ -27,7 +29,7 @@ function openSource(src) {
 async function call(bus, member, signature, body) {
   try {
     const reply = await bus.call(new dbus.Message({ ...dest, member, signature, body }));
-    for (const x of reply.body) if (typeof x === 'number' && member === 'BindIdmapped') closeSync(x);
+    for (const x of reply.body) if (typeof x === 'number' && (member === 'BindIdmapped' || member === 'MountImage')) closeSync(x);
     return { ok: true, body: reply.body.map((x) => (typeof x === 'number' ? '<fd>' : x)) };
   } catch (err) {
     return { ok: false, name: err.type, message: err.text ?? err.message };
@@ -52,6 +54,45 @@ for (const op of ops) {
     out = await call(bus, 'Explain', 'ssah', [op.method, JSON.stringify(op.request ?? {}), fds]);
     fds.forEach((fd) => closeSync(fd));
     if (out.ok) out.verdict = JSON.parse(out.body[0]);
+  } else if (op.op === 'addImage') {
+    // The manifest travels as an fd of an unlinked temp file, as the client sends it.
+    const path = join(tmpdir(), `probe-manifest-${process.pid}-${Math.random().toString(16).slice(2)}.json`);
+    writeFileSync(path, typeof op.manifest === 'string' ? op.manifest : JSON.stringify(op.manifest), { mode: 0o600 });
+    const fd = openSync(path, 'r');
+    unlinkSync(path);
+    out = await call(bus, 'AddImage', 'h', [fd]);
+    closeSync(fd);
+    if (out.ok) out = { ok: true, id: out.body[0], missing: out.body[1] };
+  } else if (op.op === 'putObjects') {
+    // records: [{ digest, content (utf8) or repeat: [text, times], size? }]; holdMs: pause after `partial` bytes of the last record.
+    const [r, w] = pipe();
+    const pending = call(bus, 'PutObjects', 'h', [r]);
+    const ws = createWriteStream(null, { fd: w });
+    for (const [k, rec] of op.records.entries()) {
+      const content = rec.repeat ? Buffer.from(rec.repeat[0].repeat(rec.repeat[1])) : Buffer.from(rec.content);
+      const header = Buffer.alloc(40);
+      Buffer.from(rec.digest, 'hex').copy(header, 0);
+      header.writeBigUInt64LE(BigInt(rec.size ?? content.length), 32);
+      ws.write(header);
+      if (k === op.records.length - 1 && op.partial !== undefined) {
+        ws.write(content.subarray(0, op.partial));
+        process.stderr.write('partial-written\n');
+        await new Promise((res) => setTimeout(res, op.holdMs ?? 1000));
+      }
+      ws.write(k === op.records.length - 1 && op.partial !== undefined ? content.subarray(op.partial) : content);
+    }
+    ws.end();
+    out = await pending;
+    closeSync(r);
+    if (out.ok) out = { ok: true, objects: Number(out.body[0]), bytes: Number(out.body[1]) };
+  } else if (op.op === 'mountImage') {
+    out = await call(bus, 'MountImage', 'ss', [op.id, JSON.stringify(op.request ?? {})]);
+    if (out.ok) out = { ok: true, info: JSON.parse(out.body[1]) };
+  } else if (op.op === 'listImages') {
+    out = await call(bus, 'ListImages', '', []);
+    if (out.ok) out = { ok: true, images: JSON.parse(out.body[0]) };
+  } else if (op.op === 'removeImage') {
+    out = await call(bus, 'RemoveImage', 's', [op.id]);
   } else if (op.op === 'raw') {
     out = await call(bus, op.member, op.signature, op.body);
   } else if (op.op === 'burst') {

@@ -1,0 +1,227 @@
+// The image methods as unprivileged users see them, against a real broker:
+// proof of possession, ownership, refusals of bad manifests and uploads,
+// quotas, and a store that a SIGKILL in the middle of an upload cannot corrupt.
+import t from 'tap';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { FsVerityHasher } from '../../src/verity/fsverity.js';
+import { runAs } from '../helpers/run-as.js';
+import { pkgRoot } from '../helpers/paths.js';
+import { startBroker } from '../helpers/broker.js';
+import { createWorld, type World } from '../helpers/world.js';
+import type { TestUser } from '../helpers/users.js';
+
+const probe = join(pkgRoot, 'test', 'helpers', 'probe-client.mjs');
+const all = { users: ['*'] };
+let world: World;
+
+t.before(async () => {
+  world = await createWorld({
+    users: { alice: {}, bob: {}, carol: {} },
+    policy: {
+      version: 1,
+      methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
+      limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
+      images: { maxImagesPerUser: 4, maxEntriesPerImage: 50 },
+    },
+  });
+});
+t.teardown(() => world?.teardown());
+
+type Reply = { ok: boolean; name?: string; message?: string; id?: string; missing?: string[]; [k: string]: unknown };
+
+async function probeAs(user: TestUser, ops: unknown[], broker = world.broker): Promise<Reply[]> {
+  void broker;
+  const r = await runAs(user, [process.execPath, probe, JSON.stringify(ops)], { busAddress: world.bus.address });
+  if (r.code !== 0) throw new Error(`probe failed (${r.code}): ${r.stderr}`);
+  return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Reply);
+}
+
+const mtime = { sec: 1700000000, nsec: 5 };
+const digestOf = (content: string) => new FsVerityHasher().update(Buffer.from(content)).digest().toString('hex');
+
+function manifest(files: Record<string, string>, extra: object[] = []): object {
+  const entries: object[] = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }];
+  for (const [name, content] of Object.entries(files).sort()) {
+    entries.push({ path: `/${name}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: Buffer.byteLength(content), digest: digestOf(content) });
+  }
+  return { version: 1, entries: [...entries, ...extra] };
+}
+
+const objectsDir = () => join(world.broker.stateDir, 'store', 'objects');
+function storeObjects(): string[] {
+  const dir = objectsDir();
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((p) => readdirSync(join(dir, p)).map((r) => p + r));
+}
+const tmpFiles = () => readdirSync(join(world.broker.stateDir, 'store', 'tmp'));
+
+const shared = 'shared content, '.repeat(500);
+
+t.test('a user adds an image, uploads its objects and mounts it', async (tt) => {
+  const [added, put, mounted, listed] = await probeAs(world.users.alice!, [
+    { op: 'addImage', manifest: manifest({ 'a.txt': shared, 'only-alice.txt': 'alice private\n' }) },
+    { op: 'putObjects', records: [{ digest: digestOf(shared), content: shared }, { digest: digestOf('alice private\n'), content: 'alice private\n' }] },
+    { op: 'mountImage', id: 'PLACEHOLDER' },
+    { op: 'listImages' },
+  ].map((op, k, ops) => op));
+  tt.ok(added!.ok, 'AddImage answered');
+  tt.same(added!.missing!.sort(), [digestOf(shared), digestOf('alice private\n')].sort(), 'both objects reported missing');
+  tt.same(put, { ok: true, objects: 2, bytes: Buffer.byteLength(shared) + 14 }, 'both uploaded and verified');
+  tt.equal(mounted!.ok, false, 'an unknown image id is refused');
+  tt.equal(mounted!.name, 'org.mountgate.Error.NotFound');
+  const [m] = await probeAs(world.users.alice!, [{ op: 'mountImage', id: added!.id }]);
+  tt.ok(m!.ok, `MountImage returned a mount (${m!.message ?? ''})`);
+  tt.equal((listed!.images as { missing: number }[])[0]!.missing, 0, 'ListImages shows nothing missing');
+  tt.same(storeObjects().sort(), [digestOf(shared), digestOf('alice private\n')].sort(), 'the store holds exactly the two objects');
+});
+
+t.test('a second user with the same files must upload them too, and the store gains no bytes', async (tt) => {
+  const before = statSync(join(objectsDir(), digestOf(shared).slice(0, 2), digestOf(shared).slice(2)));
+  const [added, early, put, mounted] = await probeAs(world.users.bob!, [
+    { op: 'addImage', manifest: manifest({ 'b.txt': shared }) },
+    { op: 'mountImage', id: 'x' },
+    { op: 'putObjects', records: [{ digest: digestOf(shared), content: shared }] },
+    { op: 'listImages' },
+  ]);
+  tt.same(added!.missing, [digestOf(shared)], 'reported missing although the store has it: bob has not proven he holds it');
+  tt.ok(early, 'answered');
+  tt.same(put, { ok: true, objects: 1, bytes: Buffer.byteLength(shared) }, 'bob uploads the bytes');
+  tt.equal((mounted!.images as { missing: number }[])[0]!.missing, 0);
+  const after = statSync(join(objectsDir(), digestOf(shared).slice(0, 2), digestOf(shared).slice(2)));
+  tt.equal(after.ino, before.ino, 'the stored object is the same file: no new bytes in the store');
+  tt.equal(storeObjects().length, 2);
+});
+
+t.test("knowing another user's digest is not enough to read its file", async (tt) => {
+  const secret = digestOf('alice private\n');
+  const [added, mount, forged] = await probeAs(world.users.carol!, [
+    { op: 'addImage', manifest: manifest({ 'stolen.txt': 'alice private\n' }) },
+    { op: 'mountImage', id: 'PLACEHOLDER' },
+    { op: 'putObjects', records: [{ digest: secret, content: 'alice privatX\n' }] },
+  ]);
+  tt.same(added!.missing, [secret], "alice's digest is reported missing to carol");
+  tt.ok(mount, 'answered');
+  tt.equal(forged!.name, 'org.mountgate.Error.InvalidRequest', 'an upload whose bytes do not match is refused');
+  tt.match(forged!.message, /hashes to [0-9a-f]{64}; nothing of it was stored/);
+  const [m] = await probeAs(world.users.carol!, [{ op: 'mountImage', id: added!.id }]);
+  tt.equal(m!.name, 'org.mountgate.Error.NotFound', 'carol cannot mount it');
+  tt.match(m!.message, new RegExp(`lacks 1 object\\(s\\) you have not uploaded: ${secret}`));
+  tt.same(tmpFiles(), [], 'the refused upload left nothing behind');
+  tt.equal(storeObjects().length, 2, 'the store is unchanged');
+});
+
+t.test("a user cannot mount or remove another user's image", async (tt) => {
+  const [alices] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
+  const id = (alices!.images as { id: string }[])[0]!.id;
+  const [mount, remove] = await probeAs(world.users.carol!, [{ op: 'mountImage', id }, { op: 'removeImage', id }]);
+  tt.equal(mount!.name, 'org.mountgate.Error.NotFound');
+  tt.match(mount!.message, /you have no image/);
+  tt.equal(remove!.name, 'org.mountgate.Error.NotFound');
+  const [still] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
+  tt.equal((still!.images as unknown[]).length, 1, "alice's image is still there");
+});
+
+t.test('a digest that was never uploaded: listed at AddImage and at MountImage', async (tt) => {
+  const ghost = 'ab'.repeat(32);
+  const m = manifest({}, [{ path: '/ghost', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: 5, digest: ghost }]);
+  const [added] = await probeAs(world.users.bob!, [{ op: 'addImage', manifest: m }]);
+  tt.same(added!.missing, [ghost]);
+  const [mount] = await probeAs(world.users.bob!, [{ op: 'mountImage', id: added!.id }]);
+  tt.equal(mount!.name, 'org.mountgate.Error.NotFound');
+  tt.match(mount!.message, new RegExp(ghost));
+  const [put] = await probeAs(world.users.bob!, [{ op: 'putObjects', records: [{ digest: digestOf('x'), content: 'x' }] }]);
+  tt.match(put!.message, /is not missing from any of your images/, 'objects no image needs are refused');
+  await probeAs(world.users.bob!, [{ op: 'removeImage', id: added!.id }]);
+});
+
+const dirEntry = (path: string) => ({ path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
+const badManifests: { name: string; manifest: () => unknown; error: string; reason: RegExp }[] = [
+  {
+    name: 'a device node',
+    manifest: () => manifest({}, [{ path: '/dev-null', type: 'chardev', mode: 0o666, uid: 0, gid: 0, mtime, rdev: 259 }]),
+    error: 'PolicyDenied',
+    reason: /contains device nodes \(\/dev-null\)/,
+  },
+  { name: 'a ".." name', manifest: () => manifest({}, [dirEntry('/..')]), error: 'InvalidRequest', reason: /\.\./ },
+  { name: 'an empty name ("//")', manifest: () => manifest({}, [dirEntry('/a//b')]), error: 'InvalidRequest', reason: /entries\/1\/path/ },
+  { name: 'a NUL byte in a name', manifest: () => manifest({}, [dirEntry('/a\u0000b')]), error: 'InvalidRequest', reason: /NUL|entries\/1\/path/ },
+  {
+    name: 'an oversized xattr',
+    manifest: () => manifest({}, [{ ...dirEntry('/x'), xattrs: { 'user.big': Buffer.alloc(70000).toString('base64') } }]),
+    error: 'InvalidRequest',
+    reason: /xattr/,
+  },
+  {
+    name: 'too many entries for the policy',
+    manifest: () => manifest({}, Array.from({ length: 60 }, (_, k) => dirEntry(`/d${String(k).padStart(3, '0')}`))),
+    error: 'LimitExceeded',
+    reason: /61 entries; the policy allows at most 50/,
+  },
+  { name: 'a manifest that is not JSON', manifest: () => '{"version": 1, "entries": [', error: 'InvalidRequest', reason: /not valid JSON/ },
+  {
+    name: 'a backing path that is not the digest',
+    manifest: () => ({ version: 1, entries: [dirEntry('/'), { path: '/f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: 1, digest: digestOf('x'), backing: '../../etc/shadow' }] }),
+    error: 'InvalidRequest',
+    reason: /objects are stored by digest/,
+  },
+];
+
+for (const bad of badManifests) {
+  t.test(`AddImage refuses ${bad.name}`, async (tt) => {
+    const [r] = await probeAs(world.users.carol!, [{ op: 'addImage', manifest: bad.manifest() }]);
+    tt.equal(r!.ok, false, 'refused');
+    tt.equal(r!.name, `org.mountgate.Error.${bad.error}`);
+    tt.match(r!.message ?? '', bad.reason, 'the message names the reason');
+    const [info] = await probeAs(world.users.bob!, [{ op: 'listImages' }]);
+    tt.ok(info!.ok, 'the broker still serves the next caller');
+  });
+}
+
+t.test('the image quota is enforced', async (tt) => {
+  const ops = [1, 2, 3, 4, 5].map((k) => ({ op: 'addImage', manifest: manifest({}, [dirEntry(`/quota${k}`)]) }));
+  const replies = await probeAs(world.users.carol!, ops);
+  // carol already has one image (the "stolen" one): 3 more fit under the limit of 4.
+  tt.same(replies.map((r) => r.ok), [true, true, true, false, false]);
+  tt.equal(replies[3]!.name, 'org.mountgate.Error.LimitExceeded');
+  tt.match(replies[3]!.message, /quota exceeded: you have 4 images, the limit is 4/);
+});
+
+t.test('removing the last registration removes the image and its unreferenced objects', async (tt) => {
+  const [list] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
+  const id = (list!.images as { id: string }[])[0]!.id;
+  const [removed] = await probeAs(world.users.alice!, [{ op: 'removeImage', id }]);
+  tt.ok(removed!.ok);
+  tt.ok(storeObjects().includes(digestOf(shared)), "the object bob's image still uses stays");
+  tt.ok(storeObjects().includes(digestOf('alice private\n')), "alice's private object stays while carol's image names it (carol still cannot read it)");
+  const [carols] = await probeAs(world.users.carol!, [{ op: 'listImages' }]);
+  const stolen = (carols!.images as { id: string; missing: number }[]).find((i) => i.missing === 1)!;
+  await probeAs(world.users.carol!, [{ op: 'removeImage', id: stolen.id }]);
+  tt.notOk(storeObjects().includes(digestOf('alice private\n')), 'once no image names it, the object is removed');
+});
+
+t.test('SIGKILL in the middle of PutObjects leaves no wrong or partial object', async (tt) => {
+  const big = 'x'.repeat(3 * 1024 * 1024);
+  const digest = digestOf(big);
+  const [added] = await probeAs(world.users.alice!, [{ op: 'addImage', manifest: { version: 1, entries: [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }, { path: '/big.bin', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: big.length, digest }] } }]);
+  tt.same(added!.missing, [digest]);
+  const upload = runAs(world.users.alice!, [process.execPath, probe, JSON.stringify([{ op: 'putObjects', records: [{ digest, repeat: ['x', big.length] }], partial: 1024 * 1024, holdMs: 3000 }])], { busAddress: world.bus.address });
+  for (let k = 0; k < 100 && tmpFiles().length === 0; k++) await new Promise((r) => setTimeout(r, 50));
+  tt.equal(tmpFiles().length, 1, 'the upload is under way in the store tmp dir');
+  world.broker.process.kill('SIGKILL');
+  await new Promise((r) => world.broker.process.once('exit', r));
+  const r = await upload;
+  tt.match(r.stdout, /"ok":false/, 'the uploader saw the call fail');
+  tt.notOk(storeObjects().includes(digest), 'no object under the digest');
+  const restarted = await startBroker(world.bus.address, undefined, world.broker);
+  try {
+    tt.same(tmpFiles(), [], 'the restarted broker dropped the partial upload');
+    const [list] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
+    tt.equal((list!.images as { missing: number }[])[0]?.missing, 1, 'the object is still missing after the restart');
+    const [put, mount] = await probeAs(world.users.alice!, [{ op: 'putObjects', records: [{ digest, repeat: ['x', big.length] }] }, { op: 'mountImage', id: added!.id }]);
+    tt.same(put, { ok: true, objects: 1, bytes: big.length }, 'the upload succeeds after the restart');
+    tt.ok(mount!.ok, 'and the image mounts');
+  } finally {
+    await restarted.stop();
+  }
+});
