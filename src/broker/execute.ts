@@ -2,6 +2,7 @@
 // nothing but the plan and the caller's fds. It knows no policy.
 import { closeSync } from 'node:fs';
 import type { MountAttr, Plan } from '../policy/plan.js';
+import { attachLoop } from '../sys/loop.js';
 import * as sys from '../sys/syscalls.js';
 import type { UserNamespaceCache } from '../sys/userns.js';
 
@@ -18,16 +19,19 @@ export interface Executed {
   mountFd: number;
 }
 
-/** A read-only detached EROFS mount of an image file. */
-function mountErofs(image: string): number {
+/** A read-only detached EROFS mount of an image file, file-backed or through a loop device. */
+function mountErofs(image: string, loop: boolean): number {
+  const device = loop ? attachLoop(image) : undefined;
   const fs = sys.fsopen('erofs');
   try {
-    sys.fsconfigString(fs, 'source', image);
+    sys.fsconfigString(fs, 'source', device ? device.path : image);
     sys.fsconfigString(fs, 'ro');
     sys.fsconfigCreate(fs);
     return sys.fsmount(fs, sys.MOUNT_ATTR.RDONLY | sys.MOUNT_ATTR.NOSUID | sys.MOUNT_ATTR.NODEV);
   } finally {
     closeSync(fs);
+    // The superblock holds the device now (or the mount failed): autoclear takes it from here.
+    if (device) closeSync(device.fd);
   }
 }
 
@@ -64,7 +68,7 @@ export async function executePlan(plan: Plan, fds: number[], userns: UserNamespa
           break;
         }
         case 'erofs':
-          mountFd = mountErofs(step.image);
+          mountFd = mountErofs(step.image, step.loop);
           break;
         case 'overlay': {
           if (mountFd === undefined) throw new Error('overlay without a lower mount');

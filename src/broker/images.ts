@@ -99,7 +99,7 @@ export class ImageService {
   readonly registry: ImageRegistry;
 
   constructor(private readonly deps: ImageDeps) {
-    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'));
+    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), deps.features.fsVerity);
     this.registry = new ImageRegistry(deps.stateDir);
   }
 
@@ -218,7 +218,10 @@ export class ImageService {
       audit(verdict, { image: imageId });
       refuse(verdict);
     }
-    const plan = planComposefsMount(verdict.grant, this.registry.imagePath(imageId), this.store.objectsDir, this.deps.features.fsVerity);
+    const plan = planComposefsMount(verdict.grant, this.registry.imagePath(imageId), this.store.objectsDir, {
+      verity: this.deps.features.fsVerity,
+      fileBackedErofs: this.deps.features.fileBackedErofs,
+    });
     const { mountFd } = await executePlan(plan, [], this.deps.userns);
     const info = { image: imageId, name: meta.name, uidMap: verdict.grant.uidMap, gidMap: verdict.grant.gidMap, verity: this.deps.features.fsVerity };
     audit(verdict, { mounted: info });

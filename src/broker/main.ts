@@ -2,7 +2,7 @@
 // bus given with --bus-address), owns org.mountgate.Broker1 and serves it
 // until SIGTERM. SIGHUP re-reads the policy file.
 import { mkdirSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { openBus, dbus } from '../bus/connect.js';
 import { busName } from '../bus/names.js';
 import { exitCodes } from '../errors.js';
@@ -18,6 +18,7 @@ interface Options {
   busAddress?: string;
   policy: string;
   stateDir: string;
+  erofsBacking: 'auto' | 'loop';
 }
 
 function fail(message: string, code: number): never {
@@ -37,7 +38,9 @@ async function main(opts: Options): Promise<void> {
 
   mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
   const userns = new UserNamespaceCache();
-  const features = await probeFeatures(userns, opts.stateDir);
+  const probed = await probeFeatures(userns, opts.stateDir);
+  // --erofs-backing loop forces the loop-device path (kernels before 6.12 take it by themselves).
+  const features = opts.erofsBacking === 'loop' ? { ...probed, fileBackedErofs: false } : probed;
 
   let bus;
   try {
@@ -79,6 +82,7 @@ const program = new Command('mountgated')
   .option('--bus-address <address>', 'D-Bus address to serve on instead of the system bus (tests, demos)')
   .option('--policy <file>', 'policy file; missing means the built-in default', '/etc/mountgate/policy.json')
   .option('--state-dir <dir>', 'the broker\'s state directory', '/var/lib/mountgate')
+  .addOption(new Option('--erofs-backing <how>', 'how EROFS images are mounted: auto (file-backed when the kernel can) or loop (always a loop device)').choices(['auto', 'loop']).default('auto'))
   .addHelpText('after', '\nExample:\n  mountgated --bus-address unix:path=/run/mountgate-test/bus --policy ./policy.json\n')
   .action((opts: Options) => main(opts).catch((err: Error) => fail(err.stack ?? String(err), exitCodes.Internal)));
 

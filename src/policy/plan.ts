@@ -14,8 +14,8 @@ export type PlanStep =
   | { step: 'clone'; fd: number }
   /** Set attributes on the detached mount; with 'idmap', the namespace of the 'userns' step. */
   | { step: 'setattr'; set: MountAttr[] }
-  /** Mount a broker-written composefs EROFS image file read-only (file-backed) as a detached mount. */
-  | { step: 'erofs'; image: string }
+  /** Mount a broker-written composefs EROFS image file read-only as a detached mount: file-backed, or through a loop device (kernels before 6.12). */
+  | { step: 'erofs'; image: string; loop: boolean }
   /** Overlayfs over the current mount as lower layer, the object store as data-only layer; read-only. */
   | { step: 'overlay'; dataDir: string; verity: boolean }
   /** Hand the detached mount back to the caller as an fd. */
@@ -46,14 +46,15 @@ export function planBind(grant: BindGrant): Plan {
  * the EROFS layer can be idmapped: overlayfs refuses MOUNT_ATTR_IDMAP), then
  * a read-only overlay whose data-only layer holds the content objects.
  */
-export function planComposefsMount(grant: MountGrant, image: string, dataDir: string, verity: boolean): Plan {
+export function planComposefsMount(grant: MountGrant, image: string, dataDir: string, kernel: { verity: boolean; fileBackedErofs: boolean }): Plan {
+  const verity = kernel.verity;
   const set: MountAttr[] = ['idmap', 'nosuid', 'nodev'];
   if (grant.noexec) set.push('noexec');
   return {
     method: 'MountImage',
     steps: [
       { step: 'userns', uidMap: grant.uidMap, gidMap: grant.gidMap },
-      { step: 'erofs', image },
+      { step: 'erofs', image, loop: !kernel.fileBackedErofs },
       { step: 'setattr', set },
       { step: 'overlay', dataDir, verity },
       { step: 'reply' },
@@ -73,7 +74,7 @@ export function describePlan(plan: Plan): string[] {
       case 'setattr':
         return `setattr: mount_setattr(${s.set.join(', ')})`;
       case 'erofs':
-        return `erofs: fsopen(erofs), source=${s.image} (file-backed, read-only) -> detached mount`;
+        return `erofs: fsopen(erofs), source=${s.image} (${s.loop ? 'through a read-only autoclear loop device' : 'file-backed'}, read-only) -> detached mount`;
       case 'overlay':
         return `overlay: lowerdir+=<the idmapped erofs mount>, datadir+=${s.dataDir}, metacopy=on, redirect_dir=on${s.verity ? ', verity=require' : ''}, read-only`;
       case 'reply':

@@ -160,3 +160,10 @@ export function pipe(): [number, number] {
   check('pipe2', pipe2Fn(fds, O_CLOEXEC) as number);
   return [fds[0]!, fds[1]!];
 }
+
+const ioctlValueFn = libc.func('int ioctl(int fd, unsigned long req, ...)');
+
+/** ioctl(fd, req, value) with an integer argument; returns the ioctl's result. */
+export function ioctlValue(fd: number, request: number, value = 0): number {
+  return check('ioctl', ioctlValueFn(fd, request, 'unsigned long', value) as number);
+}

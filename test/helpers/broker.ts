@@ -24,13 +24,13 @@ export interface BrokerHandle {
 }
 
 /** Starts a broker; with `reuse`, on the state directory of an earlier one (a restart). */
-export async function startBroker(busAddress: string, policy?: Policy | string, reuse?: BrokerHandle): Promise<BrokerHandle> {
+export async function startBroker(busAddress: string, policy?: Policy | string, reuse?: BrokerHandle, extraArgs: string[] = []): Promise<BrokerHandle> {
   const dir = reuse ? dirname(reuse.stateDir) : mkdtempSync(join(tmpdir(), 'mountgate-broker.'));
   const policyPath = join(dir, 'policy.json');
   if (policy !== undefined) writeFileSync(policyPath, typeof policy === 'string' ? policy : JSON.stringify(policy));
   const stateDir = join(dir, 'state');
   // Without tap's NODE_OPTIONS hooks: the broker runs as it would in production.
-  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir], {
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const audit: Record<string, unknown>[] = [];

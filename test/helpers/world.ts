@@ -26,6 +26,8 @@ export interface WorldSpec {
   policy?: Policy | ((users: Record<string, TestUser>) => Policy);
   /** dbus-daemon limits of the private bus (the policy is always the production one). */
   busLimits?: Record<string, number>;
+  /** Extra mountgated arguments. */
+  brokerArgs?: string[];
 }
 
 export async function createWorld(spec: WorldSpec): Promise<World> {
@@ -52,7 +54,7 @@ export async function createWorld(spec: WorldSpec): Promise<World> {
     }
     bus = await startPrivateBus(spec.busLimits ? { limits: spec.busLimits } : {});
     const policy = typeof spec.policy === 'function' ? spec.policy(users) : spec.policy;
-    broker = await startBroker(bus.address, policy);
+    broker = await startBroker(bus.address, policy, undefined, spec.brokerArgs ?? []);
   } catch (err) {
     await teardown();
     throw err;

@@ -1,0 +1,48 @@
+// Runs AS A TEST USER: adds an image from a manifest file, uploads objects
+// given as {digest: base64 content}, mounts it, attaches it in a new
+// user+mount namespace of the user and runs a shell command there.
+//   node image-reader.mjs SPEC.json   (SPEC: { manifest, objects, target, command })
+import { closeSync, createWriteStream, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const pkg = process.env.MOUNTGATE_TEST_PKG;
+const dist = (p) => import(join(pkg, 'dist', 'src', p));
+const { connect } = await dist('index.js');
+const { pipe } = await dist('sys/syscalls.js');
+const { runInNamespace } = await dist('client/namespace.js');
+const { lookupAccount } = await dist('accounts/load.js');
+const { rootlessMap } = await dist('policy/idmap.js');
+
+const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const broker = await connect();
+const file = join(tmpdir(), `reader-${process.pid}.json`);
+writeFileSync(file, JSON.stringify(spec.manifest), { mode: 0o600 });
+const fd = openSync(file, 'r');
+unlinkSync(file);
+const { imageId, missing } = await broker.addImage(fd);
+closeSync(fd);
+const [r, w] = pipe();
+const put = broker.putObjects(r);
+const ws = createWriteStream(null, { fd: w });
+for (const d of missing) {
+  const content = Buffer.from(spec.objects[d], 'base64');
+  const h = Buffer.alloc(40);
+  Buffer.from(d, 'hex').copy(h);
+  h.writeBigUInt64LE(BigInt(content.length), 32);
+  ws.write(h);
+  ws.write(content);
+}
+ws.end();
+await put;
+closeSync(r);
+const { mountFd } = await broker.mountImage(imageId, {});
+broker.close();
+const acct = lookupAccount(process.getuid());
+process.exitCode = await runInNamespace({
+  uidMap: rootlessMap(acct.uid, acct.subuids),
+  gidMap: rootlessMap(acct.gid, acct.subgids),
+  mounts: [{ fd: mountFd, target: spec.target }],
+  command: ['sh', '-c', spec.command],
+  interactive: false,
+});
