@@ -8,7 +8,8 @@ import { lookupAccount } from '../accounts/load.js';
 import { identityMap, controlledIds } from '../policy/idmap.js';
 import { closeFd, connect, type MountgateBroker } from '../client/broker.js';
 import { namespaceMap, ownerMap } from '../client/idmaps.js';
-import { runInNamespace, type NamespaceMounts } from '../client/namespace.js';
+import { resolveImageRef } from '../client/images.js';
+import { runInNamespace, type ImageMounts, type NamespaceMounts } from '../client/namespace.js';
 import { BrokerUnavailableError, exitCodes, MountgateError } from '../errors.js';
 import { packageVersion } from '../paths.js';
 import type { BindRequest } from '../schema/types.generated.js';
@@ -54,6 +55,16 @@ function openDirectory(path: string): number {
     const code = (err as NodeJS.ErrnoException).code;
     throw new UsageError(code === 'ENOTDIR' ? `${path} is not a directory` : code === 'ENOENT' ? `${path} does not exist` : `cannot open ${path}: ${(err as Error).message}`);
   }
+}
+
+/** --image REF[:DST]: DST is an absolute path after the first ":/", default "/". */
+function parseImageSpec(value: string): { ref: string; target: string } {
+  const at = value.indexOf(':/');
+  const ref = at < 0 ? value : value.slice(0, at);
+  const target = at < 0 ? '/' : value.slice(at + 1).replace(/(?<=.)\/+$/, '');
+  if (ref === '') throw new UsageError(`--image ${value}: name the image before the ":" (an id, id prefix or name)`);
+  if (target.split('/').some((n) => n === '..')) throw new UsageError(`--image ${value}: the target must not contain ".."`);
+  return { ref, target };
 }
 
 const program = new Command('mountgate')
@@ -146,6 +157,8 @@ program
   .description('run a command in a new user+mount namespace of yours, with idmapped binds from the broker')
   .argument('<command...>', 'the command and its arguments (after --)')
   .option('--bind <SRC:DST[:OPTS]>', 'bind a directory you own at DST; OPTS: ro, noexec, owner=N, uid=N, gid=N (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--image <REF[:DST]>', 'mount one of your images (id, id prefix or name) at DST, default / (the command runs in it) (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--writable', 'put a writable overlay over the images: writes go to a scratch directory removed at exit')
   .option('-i, --interactive', 'keep standard input open (with -t: an interactive terminal)')
   .option('-t, --tty', 'run the command on a pseudo-terminal')
   .option('--cwd <dir>', 'working directory inside the namespace')
@@ -158,11 +171,19 @@ ranges. A bind without owner= keeps ids as they are on the host (your files
 appear as root inside); owner=1000 makes your files appear as uid/gid 1000
 inside, and files that uid 1000 creates land on disk as yours.
 
+An image (see \`mountgate image add\`) shows its ids the same way: its id 0 is
+you. Mounted at / it becomes the command's root, with the host's /dev, /proc
+and /sys and a fresh /tmp; --bind targets are then paths inside the image and
+must be directories that exist in it (or lie under /tmp), unless --writable.
+
 Examples:
   mountgate run --bind ~/project:/src:owner=1000 -- ls -ln /src
-  mountgate run -it --bind ~/project:/src -- bash`,
+  mountgate run -it --bind ~/project:/src -- bash
+  mountgate run --image tools --bind ~/project:/mnt -- make -C /mnt
+  mountgate run --image tools:/opt/tools -- /opt/tools/bin/lint
+  mountgate run --image tools --writable -- sh -c 'echo changed > /etc/motd'`,
   )
-  .action(async (command: string[], opts: { bind: string[]; interactive?: boolean; tty?: boolean; cwd?: string }) => {
+  .action(async (command: string[], opts: { bind: string[]; image: string[]; writable?: boolean; interactive?: boolean; tty?: boolean; cwd?: string }) => {
     const uid = process.getuid!();
     const account = lookupAccount(uid);
     if (!account) throw new UsageError(`uid ${uid} has no entry in /etc/passwd`);
@@ -172,9 +193,19 @@ Examples:
     const uidNs = namespaceMap(uid, account.subuids);
     const gidNs = namespaceMap(account.gid, account.subgids);
     const specs = opts.bind.map(parseBindSpec);
+    const imageSpecs = opts.image.map(parseImageSpec);
+    if (imageSpecs.filter((i) => i.target === '/').length > 1) throw new UsageError('only one --image can be mounted at /');
+    if (opts.writable && imageSpecs.length === 0) throw new UsageError('--writable applies to images: add --image REF');
     const mounts: NamespaceMounts[] = [];
+    const images: ImageMounts[] = [];
     try {
       await withBroker(busOf(), async (broker) => {
+        const listing = imageSpecs.length > 0 ? await broker.listImages() : [];
+        for (const spec of imageSpecs) {
+          const { id } = resolveImageRef(listing, spec.ref);
+          const { mountFd } = await broker.mountImage(id, {});
+          images.push({ fd: mountFd, target: spec.target, writable: Boolean(opts.writable) });
+        }
         for (const spec of specs) {
           const request: BindRequest = {
             uidMap: spec.uid === undefined ? identityMap(controlledIds(uid, account.subuids)) : ownerMap(uid, account.subuids, uidNs, spec.uid),
@@ -192,13 +223,14 @@ Examples:
         }
       });
     } catch (err) {
-      mounts.forEach((m) => closeFd(m.fd));
+      [...mounts, ...images].forEach((m) => closeFd(m.fd));
       throw err;
     }
     process.exitCode = await runInNamespace({
       uidMap: uidNs,
       gidMap: gidNs,
       mounts,
+      images,
       command,
       interactive: Boolean(opts.interactive && opts.tty),
       ...(opts.cwd ? { cwd: opts.cwd } : {}),
@@ -207,7 +239,7 @@ Examples:
 
 async function registerOptional(): Promise<void> {
   // Commands that live in their own modules (manifest and image tools).
-  for (const mod of ['./manifest.js', './image.js']) {
+  for (const mod of ['./manifest.js', './image.js', './image-store.js']) {
     try {
       const m = (await import(mod)) as { register?: (p: Command) => void };
       m.register?.(program);

@@ -167,3 +167,9 @@ const ioctlValueFn = libc.func('int ioctl(int fd, unsigned long req, ...)');
 export function ioctlValue(fd: number, request: number, value = 0): number {
   return check('ioctl', ioctlValueFn(fd, request, 'unsigned long', value) as number);
 }
+
+const chrootFn = libc.func('int chroot(const char *path)');
+
+export function chroot(path: string): void {
+  check(`chroot ${path}`, chrootFn(path) as number);
+}

@@ -1,0 +1,298 @@
+// The client side of composefs images: turning a real directory tree into a
+// manifest (with the fs-verity digest of every file), finding object content
+// for a manifest that came from a file, and uploading an image to the broker
+// (AddImage, then PutObjects for exactly the objects it says are missing).
+// Regular files are never inlined (every non-empty file becomes an object),
+// and xattrs are not recorded: Node has no API to read them.
+import { createReadStream, createWriteStream, existsSync, lstatSync, openSync, readdirSync, readlinkSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from 'node:fs';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
+import { validateManifest } from '../manifest/load.js';
+import { FsVerityHasher } from '../verity/fsverity.js';
+import { pipe } from '../sys/syscalls.js';
+import { InvalidRequestError, NotFoundError } from '../errors.js';
+import { closeFd, type ImageListing, type MountgateBroker } from './broker.js';
+
+/** Owner id recorded for files whose host owner the id map does not cover (as a user namespace shows them). */
+export const OVERFLOW_ID = 65534;
+/** Bytes before each object's content in the PutObjects stream: 32 digest + 8 size. */
+export const RECORD_HEADER_BYTES = 40;
+
+export interface FromDirectoryOptions {
+  /** The manifest's name; default the directory's base name. */
+  name?: string;
+  /**
+   * How host owners become image owners: ranges of {from: image id, to: host
+   * id, count}, e.g. the rootless layout (your uid as 0, your subuids as
+   * 1..). Ids outside the map are recorded as 65534. Default: ids as on disk.
+   */
+  uidMap?: IdRange[];
+  gidMap?: IdRange[];
+}
+
+export interface DirectoryManifest {
+  manifest: Manifest;
+  /** Content digest (hex) -> absolute path of a file that holds it. */
+  sources: Map<string, string>;
+}
+
+function imageId(map: IdRange[] | undefined, hostId: number): number {
+  if (!map) return hostId;
+  for (const r of map) if (hostId >= r.to && hostId < r.to + r.count) return r.from + (hostId - r.to);
+  return OVERFLOW_ID;
+}
+
+/** The kernel's encoding of a device number (new_encode_dev), from glibc's dev_t. */
+function kernelDev(dev: bigint): number {
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return Number((minor & 0xffn) | (major << 8n) | ((minor & ~0xffn) << 12n)) >>> 0;
+}
+
+/** The fs-verity digest (hex) and size of a file, streamed. */
+export async function fileDigest(path: string): Promise<{ digest: string; size: number }> {
+  const hasher = new FsVerityHasher();
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    hasher.update(chunk);
+    size += chunk.length;
+  }
+  return { digest: hasher.digest().toString('hex'), size };
+}
+
+/** The backing path of an object in a composefs object directory: "xx/rest". */
+export function objectPath(digest: string): string {
+  return `${digest.slice(0, 2)}/${digest.slice(2)}`;
+}
+
+/**
+ * Builds the manifest of a directory tree, without following symlinks:
+ * entries in manifest order (a directory, then its contents, siblings in byte
+ * order of their UTF-8 names), a second name of an inode as a hardlink entry
+ * pointing to the first, and the fs-verity digest of every non-empty file.
+ */
+export async function manifestFromDirectory(dir: string, opts: FromDirectoryOptions = {}): Promise<DirectoryManifest> {
+  const root = resolve(dir);
+  const rootStat = statSync(root, { bigint: true });
+  if (!rootStat.isDirectory()) throw new InvalidRequestError(`${dir} is not a directory`);
+  const entries: Entry[] = [];
+  const sources = new Map<string, string>();
+  const firstPathOfInode = new Map<string, string>();
+
+  const common = (st: BigIntStats) => ({
+    mode: Number(st.mode & 0o7777n),
+    uid: imageId(opts.uidMap, Number(st.uid)),
+    gid: imageId(opts.gidMap, Number(st.gid)),
+    mtime: { sec: Number(st.mtimeNs / 1_000_000_000n), nsec: Number(st.mtimeNs % 1_000_000_000n) },
+  });
+
+  async function visit(hostPath: string, path: string, st: BigIntStats): Promise<void> {
+    if (st.mtimeNs < 0n) throw new InvalidRequestError(`${hostPath} has a modification time before 1970, which a manifest cannot hold`);
+    if (!st.isDirectory() && st.nlink > 1n) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = firstPathOfInode.get(key);
+      if (first !== undefined) {
+        entries.push({ path, type: 'hardlink', target: first });
+        return;
+      }
+      firstPathOfInode.set(key, path);
+    }
+    const base = { path, ...common(st) };
+    if (st.isDirectory()) {
+      entries.push({ ...base, type: 'dir' });
+      const names = readdirSync(hostPath, { encoding: 'buffer' });
+      for (const raw of names) {
+        const name = raw.toString('utf8');
+        if (!Buffer.from(name, 'utf8').equals(raw)) throw new InvalidRequestError(`a name in ${hostPath} is not valid UTF-8 (${JSON.stringify(name)}); manifests hold names as text`);
+      }
+      names.sort(Buffer.compare);
+      for (const raw of names) {
+        const name = raw.toString('utf8');
+        const child = join(hostPath, name);
+        await visit(child, path === '/' ? `/${name}` : `${path}/${name}`, lstatSync(child, { bigint: true }));
+      }
+    } else if (st.isFile()) {
+      if (st.size === 0n) {
+        entries.push({ ...base, type: 'file', size: 0 });
+        return;
+      }
+      const { digest, size } = await fileDigest(hostPath);
+      if (BigInt(size) !== st.size) throw new InvalidRequestError(`${hostPath} changed while it was read (${st.size} bytes, then ${size})`);
+      entries.push({ ...base, type: 'file', size, digest, backing: objectPath(digest) });
+      if (!sources.has(digest)) sources.set(digest, hostPath);
+    } else if (st.isSymbolicLink()) {
+      entries.push({ ...base, type: 'symlink', target: readlinkSync(hostPath, 'utf8') });
+    } else if (st.isFIFO()) {
+      entries.push({ ...base, type: 'fifo' });
+    } else if (st.isSocket()) {
+      entries.push({ ...base, type: 'socket' });
+    } else if (st.isCharacterDevice()) {
+      const rdev = kernelDev(st.rdev);
+      entries.push(rdev === 0 ? { ...base, type: 'whiteout' } : { ...base, type: 'chardev', rdev });
+    } else if (st.isBlockDevice()) {
+      entries.push({ ...base, type: 'blockdev', rdev: kernelDev(st.rdev) });
+    } else {
+      throw new InvalidRequestError(`${hostPath} is of a kind of file a manifest cannot hold`);
+    }
+  }
+
+  await visit(root, '/', rootStat);
+  const manifest = validateManifest({ version: 1, name: opts.name ?? (basename(root) || 'root'), entries });
+  return { manifest, sources };
+}
+
+/** Digest -> size of every object a manifest's files need. */
+export function manifestObjects(manifest: Manifest): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const e of manifest.entries) if (e.type === 'file' && e.digest !== undefined && e.inline === undefined && e.size > 0) out.set(e.digest, e.size);
+  return out;
+}
+
+/**
+ * Finds object content in a composefs-style object directory (DIR/xx/rest,
+ * as `mkcomposefs --digest-store` writes): digest -> path, for those present.
+ */
+export function findObjects(objectsDir: string, digests: Iterable<string>): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const d of digests) {
+    const p = join(resolve(objectsDir), objectPath(d));
+    if (existsSync(p)) found.set(d, p);
+  }
+  return found;
+}
+
+/** The 40 bytes before an object's content in the PutObjects stream. */
+export function recordHeader(digest: string, size: number): Buffer {
+  const h = Buffer.alloc(RECORD_HEADER_BYTES);
+  h.write(digest, 0, 32, 'hex');
+  h.writeBigUInt64LE(BigInt(size), 32);
+  return h;
+}
+
+export interface UploadProgress {
+  objects: number;
+  totalObjects: number;
+  bytes: number;
+  totalBytes: number;
+}
+
+export interface UploadResult {
+  imageId: string;
+  /** What PutObjects accepted (zero when the broker needed nothing). */
+  uploaded: { objects: number; bytes: number };
+}
+
+/** A read-only fd of the manifest JSON in an already-unlinked 0600 temp file. */
+function manifestFd(manifest: Manifest): number {
+  const path = join(tmpdir(), `mountgate-manifest-${randomBytes(8).toString('hex')}.json`);
+  writeFileSync(path, JSON.stringify(manifest), { mode: 0o600, flag: 'wx' });
+  try {
+    return openSync(path, 'r');
+  } finally {
+    unlinkSync(path);
+  }
+}
+
+/** Streams the records of `digests` into `writeFd` (closed at the end, or on error). */
+async function writeRecords(writeFd: number, todo: { digest: string; size: number; path: string }[], onChunk: (bytes: number, objectDone: boolean) => void): Promise<void> {
+  const out = createWriteStream('', { fd: writeFd, autoClose: true });
+  const failed = new Promise<never>((_, reject) => out.once('error', reject));
+  failed.catch(() => undefined);
+  const write = async (chunk: Buffer) => {
+    if (!out.write(chunk)) await Promise.race([once(out, 'drain'), failed]);
+  };
+  try {
+    for (const { digest, size, path } of todo) {
+      await write(recordHeader(digest, size));
+      let sent = 0;
+      for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+        if (sent + chunk.length > size) throw new InvalidRequestError(`${path} grew since the manifest was made (it was ${size} bytes)`);
+        await write(chunk);
+        sent += chunk.length;
+        onChunk(chunk.length, false);
+      }
+      if (sent !== size) throw new InvalidRequestError(`${path} shrank since the manifest was made (${size} bytes, now ${sent})`);
+      onChunk(0, true);
+    }
+    out.end();
+    await Promise.race([once(out, 'close'), failed]);
+  } catch (err) {
+    out.destroy();
+    throw err;
+  }
+}
+
+/**
+ * Registers `manifest` with the broker and uploads the objects it reports
+ * missing, reading each from `sources` (digest -> file path).
+ */
+export async function uploadImage(
+  broker: MountgateBroker,
+  manifest: Manifest,
+  sources: Map<string, string>,
+  opts: { onProgress?: (p: UploadProgress) => void } = {},
+): Promise<UploadResult> {
+  const sizes = manifestObjects(manifest);
+  const fd = manifestFd(manifest);
+  let added: { imageId: string; missing: string[] };
+  try {
+    added = await broker.addImage(fd);
+  } finally {
+    closeFd(fd);
+  }
+  const { imageId, missing } = added;
+  if (missing.length === 0) return { imageId, uploaded: { objects: 0, bytes: 0 } };
+
+  const lacking = missing.filter((d) => !sources.has(d));
+  if (lacking.length > 0) {
+    const users = (d: string) => manifest.entries.filter((e) => e.type === 'file' && e.digest === d).map((e) => e.path);
+    const shown = lacking.slice(0, 3).map((d) => `${d} (needed by ${users(d).slice(0, 3).join(', ') || 'no file of the manifest'})`);
+    throw new NotFoundError(
+      `the broker needs ${lacking.length} object(s) that no source provides: ${shown.join('; ')}${lacking.length > 3 ? '; ...' : ''}` +
+        '; give the directory the manifest was made from, or --objects DIR',
+    );
+  }
+  const todo = missing.map((digest) => {
+    const size = sizes.get(digest);
+    if (size === undefined) throw new InvalidRequestError(`the broker asked for object ${digest}, which no file of the manifest has`);
+    return { digest, size, path: sources.get(digest)! };
+  });
+  const progress: UploadProgress = { objects: 0, totalObjects: todo.length, bytes: 0, totalBytes: todo.reduce((n, o) => n + o.size, 0) };
+  opts.onProgress?.({ ...progress });
+
+  const [readFd, writeFd] = pipe();
+  // Send the call first: the broker reads while we write. Our copy of the read
+  // end stays open until the reply (dbus-next sends the fd asynchronously).
+  const put = broker.putObjects(readFd).finally(() => closeFd(readFd));
+  put.catch(() => undefined);
+  const written = writeRecords(writeFd, todo, (bytes, done) => {
+    progress.bytes += bytes;
+    if (done) progress.objects++;
+    opts.onProgress?.({ ...progress });
+  });
+  // A broker that refuses ends the call early: stop writing, report its reason.
+  const [w, p] = await Promise.allSettled([written, put]);
+  if (p.status === 'rejected') throw p.reason;
+  if (w.status === 'rejected') throw w.reason;
+  return { imageId, uploaded: p.value };
+}
+
+/**
+ * The image `ref` names among `images`: a full id, a unique id prefix of at
+ * least 8 hex characters, or a unique name.
+ */
+export function resolveImageRef(images: ImageListing[], ref: string): ImageListing {
+  const exact = images.find((i) => i.id === ref);
+  if (exact) return exact;
+  const byPrefix = /^[0-9a-f]{8,63}$/.test(ref) ? images.filter((i) => i.id.startsWith(ref)) : [];
+  if (byPrefix.length === 1) return byPrefix[0]!;
+  if (byPrefix.length > 1) throw new InvalidRequestError(`${ref} is the start of ${byPrefix.length} image ids; give more of the id`);
+  const byName = images.filter((i) => i.name === ref);
+  if (byName.length === 1) return byName[0]!;
+  if (byName.length > 1) throw new InvalidRequestError(`${byName.length} of your images are named ${ref}; give the id instead (mountgate image ls)`);
+  const hint = /^[0-9a-f]{1,7}$/.test(ref) ? ' (an id prefix needs at least 8 characters)' : '';
+  throw new NotFoundError(`you have no image ${ref}${hint}; see mountgate image ls`);
+}
