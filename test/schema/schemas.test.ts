@@ -45,6 +45,10 @@ t.test('mountgate validate: pinned output', async (tt) => {
     code: 3,
     out: 'policy/invalid/unknown-method.json: /methods: unknown field "Reboot": remove it (fields are checked strictly)\n',
   });
+  tt.same(validateCli(['../../manifest/fixtures/invalid/bad-digest.json']), {
+    code: 3,
+    out: '../../manifest/fixtures/invalid/bad-digest.json: /entries/1/digest: does not match the pattern ^[0-9a-f]{64}$\n',
+  }, 'a manifest gets the checks AddImage makes');
   const json = validateCli(['--json', '--kind', 'policy', 'policy/invalid/zero-limit.json']);
   tt.equal(json.code, 3);
   tt.same(JSON.parse(json.out), { file: 'policy/invalid/zero-limit.json', kind: 'policy', valid: false, issues: [{ pointer: '/limits/concurrentRequests', message: 'must be >= 1' }] });
