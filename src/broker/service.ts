@@ -5,7 +5,7 @@ import { closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dbus, type MessageBus } from '../bus/connect.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
-import { InternalError, InvalidRequestError, MountgateError, PolicyDeniedError } from '../errors.js';
+import { InternalError, InvalidRequestError, LimitExceededError, MountgateError, PolicyDeniedError } from '../errors.js';
 import { brokerMethods, decideBind, decideExplain, type BrokerMethod, type CallerIdentity, type Verdict } from '../policy/decide.js';
 import { describePlan, planBind, type Plan } from '../policy/plan.js';
 import { packageVersion, schemasDir } from '../paths.js';
@@ -59,8 +59,14 @@ function closeQuietly(fd: number): void {
   }
 }
 
+/** Calls of one bus connection being worked on at once; more are refused before any work. */
+const maxInFlightPerConnection = 64;
+/** How long the bus daemon may take to tell who a caller is. */
+const identifyTimeoutMs = 10_000;
+
 export class BrokerService {
   private readonly usage = new UsageTracker();
+  private readonly inFlight = new Map<string, number>();
   constructor(private readonly deps: BrokerDeps) {}
 
   /** Installs the dispatcher; it must be the bus's first method handler. */
@@ -90,7 +96,21 @@ export class BrokerService {
       this.replyError(msg, new InvalidRequestError(`${member} takes arguments of signature "${signatures[member]}", got "${msg.signature ?? ''}"`));
       return true;
     }
-    void this.handle(msg, member, fdsOf(member, msg.body ?? []), carried);
+    // Bounded per connection before anything else, so that a flood of calls
+    // (each holding its fds until answered) costs the broker a fixed amount.
+    const sender = msg.sender;
+    const busy = this.inFlight.get(sender) ?? 0;
+    if (busy >= maxInFlightPerConnection) {
+      carried.forEach(closeQuietly);
+      this.replyError(msg, new LimitExceededError(`too many calls in flight on this connection (${busy}); wait for the answers before sending more`));
+      return true;
+    }
+    this.inFlight.set(sender, busy + 1);
+    void this.handle(msg, member, fdsOf(member, msg.body ?? []), carried).finally(() => {
+      const n = (this.inFlight.get(sender) ?? 1) - 1;
+      if (n === 0) this.inFlight.delete(sender);
+      else this.inFlight.set(sender, n);
+    });
     return true;
   }
 
@@ -119,7 +139,11 @@ export class BrokerService {
 
   /** Who is calling, from the bus daemon: never from the message's claims. */
   private async identify(sender: string): Promise<CallerIdentity> {
-    const reply = await this.deps.bus.call(
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PolicyDeniedError(`the bus did not say who you are within ${identifyTimeoutMs / 1000} s, so the request is denied`)), identifyTimeoutMs);
+    });
+    const call = this.deps.bus.call(
       new dbus.Message({
         destination: 'org.freedesktop.DBus',
         path: '/org/freedesktop/DBus',
@@ -129,6 +153,16 @@ export class BrokerService {
         body: [sender],
       }),
     );
+    let reply;
+    try {
+      reply = await Promise.race([call, timeout]);
+    } catch (err) {
+      if (err instanceof MountgateError) throw err;
+      // The caller left, or the daemon refused: either way it cannot be identified.
+      throw new PolicyDeniedError(`the bus could not say who you are (${(err as { type?: string }).type ?? (err as Error).message}), so the request is denied`);
+    } finally {
+      clearTimeout(timer);
+    }
     const creds = (reply?.body?.[0] ?? {}) as Record<string, { value: unknown }>;
     const uid = creds.UnixUserID?.value;
     const pid = creds.ProcessID?.value;

@@ -16,9 +16,6 @@ let world: World;
 t.before(async () => {
   world = await createWorld({
     users: { alice: {}, bob: {}, carol: { subids: false }, dave: {} },
-    // The system bus queues at most 64 fds per connection; the burst test
-    // targets the broker, not the daemon's flow control, so raise them.
-    busLimits: { max_incoming_unix_fds: 4096, max_outgoing_unix_fds: 4096 },
     policy: (u) => ({
       version: 1,
       methods: {
@@ -143,22 +140,26 @@ t.test('refusals are audited with their reason', async (tt) => {
   tt.type((line.caller as { pid: number }).pid, 'number', 'the audit line names the caller pid');
 });
 
-t.test('a burst of 500 pipelined calls carrying fds: every call answered, no fd leaked', async (tt) => {
+t.test('a burst of 500 pipelined calls carrying fds: every call answered, others still served, no fd leaked', async (tt) => {
   // One bind first, so the user namespace for alice's identity map is cached
   // (the cache holds one fd per mapping) before the fds are counted.
   await probeAs(world.users.alice!, [{ op: 'bind', source: { kind: 'dir', path: world.dirs.alice }, request: {} }]);
   const before = world.broker.openFds();
-  const [r] = await probeAs(world.users.alice!, [{ op: 'burst', count: 500, dir: world.dirs.alice, fifo: join(world.dirs.alice!, 'burst-fifo') }]);
+  // The bus keeps the system bus's own limits (64 queued fds and 128 pending
+  // replies per connection): the burst meets the daemon's flow control too.
+  const burst = probeAs(world.users.alice!, [{ op: 'burst', count: 500, dir: world.dirs.alice, fifo: join(world.dirs.alice!, 'burst-fifo') }]);
+  await new Promise((res) => setTimeout(res, 1000));
+  await stillServes(tt);
+  const [r] = await burst;
   tt.equal(r!.answered, 500, 'all 500 calls got an answer');
   const byName = r!.byName as Record<string, number>;
   tt.comment(`answers: ${JSON.stringify(byName)}`);
-  const fromBroker = (byName.ok ?? 0) + (byName['org.mountgate.Error.InvalidRequest'] ?? 0) + (byName['org.mountgate.Error.LimitExceeded'] ?? 0);
-  tt.equal(fromBroker, 500, 'every answer came from the broker: bound, refused as not a directory, or refused by the concurrency limit');
-  tt.ok((byName['org.mountgate.Error.InvalidRequest'] ?? 0) > 0, 'fifo fds were refused as not directories');
-  tt.ok((byName.ok ?? 0) > 0, 'some binds went through');
+  const known = new Set(['ok', 'org.mountgate.Error.InvalidRequest', 'org.mountgate.Error.LimitExceeded', 'org.mountgate.Error.PolicyDenied', 'org.freedesktop.DBus.Error.LimitsExceeded']);
+  tt.same(Object.keys(byName).filter((k) => !known.has(k)), [], 'every answer is a bind, a refusal by the broker, or the daemon\'s own limit');
+  tt.ok((byName['org.mountgate.Error.InvalidRequest'] ?? 0) + (byName.ok ?? 0) > 0, 'some calls were fully examined');
   // The broker's fd table returns to where it started once replies are out.
   let after = world.broker.openFds();
-  for (let k = 0; k < 50 && after > before; k++) {
+  for (let k = 0; k < 100 && after > before; k++) {
     await new Promise((res) => setTimeout(res, 100));
     after = world.broker.openFds();
   }
