@@ -12,8 +12,8 @@ import { parseManifest } from '../manifest/load.js';
 import { MAX_MANIFEST_BYTES } from '../manifest/limits.js';
 import type { CallerIdentity, UsageFacts, Verdict } from '../policy/decide.js';
 import { limitChecks, methodChecks } from '../policy/decide.js';
-import { decideAddImage, decideMountImage, missingObjects, type ImageFacts } from '../policy/images.js';
-import { planComposefsMount } from '../policy/plan.js';
+import { decideAddImage, decideMountImage, missingObjects, type ImageFacts, type MountGrant } from '../policy/images.js';
+import { planComposefsMount, type Plan } from '../policy/plan.js';
 import type { Manifest, MountRequest, Policy } from '../schema/types.generated.js';
 import { formatIssues, parseAndValidate } from '../schema/validate.js';
 import { fsTypeName } from '../sys/fsmagic.js';
@@ -201,9 +201,8 @@ export class ImageService {
     return { objects, bytes };
   }
 
-  async mountImage(caller: CallerIdentity, usage: UsageFacts, imageId: string, requestJson: string, audit: AuditVerdict): Promise<{ mountFd: number; info: Record<string, unknown> }> {
-    const parsed = parseAndValidate('mount-request', requestJson);
-    if (!parsed.ok) throw new InvalidRequestError(`the mount request is invalid: ${formatIssues(parsed.issues).join('; ')}`);
+  /** The verdict and, when allowed, the plan for mounting an image: what MountImage does and Explain prints. */
+  planMount(caller: CallerIdentity, usage: UsageFacts, imageId: string, request: MountRequest): { verdict: Verdict<MountGrant>; plan?: Plan; meta?: ImageMeta } {
     const meta = digestPattern.test(imageId) ? this.registry.ownedBy(imageId, caller.uid) : undefined;
     const verdict = decideMountImage({
       caller,
@@ -212,16 +211,24 @@ export class ImageService {
       imageId,
       ...(meta ? { image: { entries: meta.entries, bytes: meta.bytes, devices: [] } } : {}),
       missing: meta ? this.missingFor(caller.uid, meta) : [],
-      request: parsed.value as MountRequest,
+      request,
     });
-    if (!verdict.allowed || !verdict.grant || !meta) {
-      audit(verdict, { image: imageId });
-      refuse(verdict);
-    }
+    if (!verdict.allowed || !verdict.grant || !meta) return { verdict };
     const plan = planComposefsMount(verdict.grant, this.registry.imagePath(imageId), this.store.objectsDir, {
       verity: this.deps.features.fsVerity,
       fileBackedErofs: this.deps.features.fileBackedErofs,
     });
+    return { verdict, plan, meta };
+  }
+
+  async mountImage(caller: CallerIdentity, usage: UsageFacts, imageId: string, requestJson: string, audit: AuditVerdict): Promise<{ mountFd: number; info: Record<string, unknown> }> {
+    const parsed = parseAndValidate('mount-request', requestJson);
+    if (!parsed.ok) throw new InvalidRequestError(`the mount request is invalid: ${formatIssues(parsed.issues).join('; ')}`);
+    const { verdict, plan, meta } = this.planMount(caller, usage, imageId, parsed.value as MountRequest);
+    if (!plan || !meta || !verdict.grant) {
+      audit(verdict, { image: imageId });
+      refuse(verdict);
+    }
     const { mountFd } = await executePlan(plan, [], this.deps.userns);
     const info = { image: imageId, name: meta.name, uidMap: verdict.grant.uidMap, gidMap: verdict.grant.gidMap, verity: this.deps.features.fsVerity };
     audit(verdict, { mounted: info });

@@ -259,6 +259,8 @@ export class BrokerService {
       result = verdict
         ? explainResult(verdict, verdict.grant && verdict.allowed ? planBind(verdict.grant) : undefined)
         : { method, allowed: false, checks: [{ ok: false, message: invalid! }], error: { name: 'org.mountgate.Error.InvalidRequest', message: invalid! } };
+    } else if (method === 'MountImage') {
+      result = this.explainMount(caller, requestJson);
     } else if (method === 'GetInfo') {
       result = { method, allowed: true, checks: [{ ok: true, message: 'GetInfo is open to every caller' }] };
     } else {
@@ -313,6 +315,22 @@ export class BrokerService {
         reply('', []);
         return;
     }
+  }
+
+  /** Explain('MountImage', '{"imageId": ID, "request": MOUNT-REQUEST}'). */
+  private explainMount(caller: CallerIdentity, requestJson: string): ExplainResult {
+    const invalid = (message: string): ExplainResult => ({ method: 'MountImage', allowed: false, checks: [{ ok: false, message }], error: { name: 'org.mountgate.Error.InvalidRequest', message } });
+    let wrapper: { imageId?: unknown; request?: unknown };
+    try {
+      wrapper = JSON.parse(requestJson) as typeof wrapper;
+    } catch (err) {
+      return invalid(`the request is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof wrapper !== 'object' || wrapper === null || typeof wrapper.imageId !== 'string') return invalid('explain MountImage takes {"imageId": "<id>", "request": {...}}');
+    const parsed = parseAndValidate('mount-request', JSON.stringify(wrapper.request ?? {}));
+    if (!parsed.ok) return invalid(`the mount request is invalid: ${formatIssues(parsed.issues).join('; ')}`);
+    const { verdict, plan } = this.deps.images.planMount(caller, this.usage.snapshot(caller.uid), wrapper.imageId, parsed.value);
+    return explainResult(verdict, plan);
   }
 
   private replyError(msg: Message, err: MountgateError): void {

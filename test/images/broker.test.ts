@@ -20,7 +20,7 @@ t.before(async () => {
     users: { alice: {}, bob: {}, carol: {} },
     policy: {
       version: 1,
-      methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
+      methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all, Explain: all },
       limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
       images: { maxImagesPerUser: 4, maxEntriesPerImage: 50 },
     },
@@ -74,6 +74,19 @@ t.test('a user adds an image, uploads its objects and mounts it', async (tt) => 
   tt.ok(m!.ok, `MountImage returned a mount (${m!.message ?? ''})`);
   tt.equal((listed!.images as { missing: number }[])[0]!.missing, 0, 'ListImages shows nothing missing');
   tt.same(storeObjects().sort(), [digestOf(shared), digestOf('alice private\n')].sort(), 'the store holds exactly the two objects');
+});
+
+t.test('Explain shows the composefs plan for an image, and refuses for a stranger', async (tt) => {
+  const [list] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
+  const id = (list!.images as { id: string }[])[0]!.id;
+  const [mine] = await probeAs(world.users.alice!, [{ op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
+  const v = mine!.verdict as { allowed: boolean; plan: { text: string[] } };
+  tt.equal(v.allowed, true);
+  tt.match(v.plan.text.join('\n'), /erofs: fsopen\(erofs\)[^]*setattr: mount_setattr\(idmap, nosuid, nodev\)[^]*overlay: lowerdir\+=/, 'erofs, idmap, overlay');
+  const [theirs] = await probeAs(world.users.carol!, [{ op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
+  const d = theirs!.verdict as { allowed: boolean; error: { name: string } };
+  tt.equal(d.allowed, false);
+  tt.equal(d.error.name, 'org.mountgate.Error.NotFound', "another user's image is not even acknowledged");
 });
 
 t.test('a second user with the same files must upload them too, and the store gains no bytes', async (tt) => {
