@@ -178,6 +178,7 @@ program
   .option('-i, --interactive', 'keep standard input open (with -t: an interactive terminal)')
   .option('-t, --tty', 'run the command on a pseudo-terminal')
   .option('--cwd <dir>', 'working directory inside the namespace')
+  .option('--dry-run', "print the broker's verdict and plan for every bind and image, mount nothing, run nothing")
   .passThroughOptions()
   .addHelpText(
     'after',
@@ -199,7 +200,7 @@ Examples:
   mountgate run --image tools:/opt/tools -- /opt/tools/bin/lint
   mountgate run --image tools --writable -- sh -c 'echo changed > /etc/motd'`,
   )
-  .action(async (command: string[], opts: { bind: string[]; image: string[]; writable?: boolean; interactive?: boolean; tty?: boolean; cwd?: string }) => {
+  .action(async (command: string[], opts: { bind: string[]; image: string[]; writable?: boolean; interactive?: boolean; tty?: boolean; cwd?: string; dryRun?: boolean }) => {
     const uid = process.getuid!();
     const account = lookupAccount(uid);
     if (!account) throw new UsageError(`uid ${uid} has no entry in /etc/passwd`);
@@ -214,6 +215,37 @@ Examples:
     if (opts.writable && imageSpecs.length === 0) throw new UsageError('--writable applies to images: add --image REF');
     const mounts: NamespaceMounts[] = [];
     const images: ImageMounts[] = [];
+    const bindRequest = (spec: ReturnType<typeof parseBindSpec>): BindRequest => ({
+      uidMap: spec.uid === undefined ? identityMap(controlledIds(uid, account.subuids)) : ownerMap(uid, account.subuids, uidNs, spec.uid),
+      gidMap: spec.gid === undefined ? identityMap(controlledIds(account.gid, account.subgids)) : ownerMap(account.gid, account.subgids, gidNs, spec.gid),
+      ...(spec.readOnly ? { readOnly: true } : {}),
+      ...(spec.noexec ? { noexec: true } : {}),
+    });
+    if (opts.dryRun) {
+      // Exactly what the broker's decide/plan would say; nothing is mounted.
+      let denial: string | undefined;
+      await withBroker(busOf(), async (broker) => {
+        const listing = imageSpecs.length > 0 ? await broker.listImages() : [];
+        const show = (what: string, v: Awaited<ReturnType<typeof broker.explain>>) => {
+          if (!v.allowed) denial ??= v.error?.name.split('.').pop() ?? 'PolicyDenied';
+          say(`${what}: ${v.allowed ? 'would be allowed' : 'would be denied'}`);
+          for (const c of v.checks) say(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.message}`);
+          for (const line of v.plan?.text ?? []) say(`  plan ${line}`);
+        };
+        for (const spec of imageSpecs) show(`--image ${spec.ref}`, await broker.explain('MountImage', { imageId: resolveImageRef(listing, spec.ref).id, request: {} }));
+        for (const spec of specs) {
+          const dir = openDirectory(resolve(spec.source));
+          try {
+            show(`--bind ${spec.source}:${spec.target}`, await broker.explain('BindIdmapped', bindRequest(spec), [dir]));
+          } finally {
+            closeSync(dir);
+          }
+        }
+      });
+      say(`namespace: uid_map ${uidNs.map((r) => `${r.from}->${r.to}x${r.count}`).join(' ')}; then: ${command.join(' ')}`);
+      process.exitCode = denial === undefined ? 0 : (exitCodes[denial as keyof typeof exitCodes] ?? exitCodes.PolicyDenied);
+      return;
+    }
     try {
       await withBroker(busOf(), async (broker) => {
         const listing = imageSpecs.length > 0 ? await broker.listImages() : [];
@@ -223,15 +255,9 @@ Examples:
           images.push({ fd: mountFd, target: spec.target, writable: Boolean(opts.writable) });
         }
         for (const spec of specs) {
-          const request: BindRequest = {
-            uidMap: spec.uid === undefined ? identityMap(controlledIds(uid, account.subuids)) : ownerMap(uid, account.subuids, uidNs, spec.uid),
-            gidMap: spec.gid === undefined ? identityMap(controlledIds(account.gid, account.subgids)) : ownerMap(account.gid, account.subgids, gidNs, spec.gid),
-            ...(spec.readOnly ? { readOnly: true } : {}),
-            ...(spec.noexec ? { noexec: true } : {}),
-          };
           const dir = openDirectory(resolve(spec.source));
           try {
-            const { mountFd } = await broker.bindIdmapped(dir, request);
+            const { mountFd } = await broker.bindIdmapped(dir, bindRequest(spec));
             mounts.push({ fd: mountFd, target: spec.target });
           } finally {
             closeSync(dir);

@@ -189,3 +189,15 @@ t.test('Explain prints the verdict and plan without mounting', async (tt) => {
   tt.equal(d.allowed, false);
   tt.equal(d.error.name, 'org.mountgate.Error.NotOwner');
 });
+
+t.test('run --dry-run prints the verdict and plan of each bind and mounts nothing', async (tt) => {
+  const cli = join(pkgRoot, 'bin', 'mountgate');
+  const ok = await runAs(world.users.alice!, [process.execPath, cli, 'run', '--dry-run', '--bind', `${world.dirs.alice}:/mnt:owner=1000`, '--', 'true'], { busAddress: world.bus.address });
+  tt.equal(ok.code, 0, ok.stderr);
+  tt.match(ok.stdout, /--bind .*:\/mnt: would be allowed/);
+  tt.match(ok.stdout, /plan setattr: mount_setattr\(idmap, nosuid, nodev\)/);
+  tt.match(ok.stdout, /namespace: uid_map 0->\d+x1 1->\d+x65536; then: true/);
+  const denied = await runAs(world.users.alice!, [process.execPath, cli, 'run', '--dry-run', '--bind', '/etc:/mnt', '--', 'true'], { busAddress: world.bus.address });
+  tt.equal(denied.code, 5, 'the exit code of the refusal (not owner)');
+  tt.match(denied.stdout, /FAIL \/etc is not owned by you/);
+});
