@@ -3,26 +3,25 @@
 // store and the registry; decisions from src/policy/images.ts; mounts from
 // the executor. The broker writes every image itself: the kernel never
 // parses filesystem bytes a user wrote.
-import { createHash } from 'node:crypto';
 import { fstatSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeImage } from '../composefs/writer.js';
 import { InvalidRequestError, MountgateError, NotFoundError } from '../errors.js';
-import { parseManifest } from '../manifest/load.js';
 import { MAX_MANIFEST_BYTES } from '../manifest/limits.js';
 import type { CallerIdentity, UsageFacts, Verdict } from '../policy/decide.js';
 import { limitChecks, methodChecks } from '../policy/decide.js';
-import { decideAddImage, decideMountImage, missingObjects, type ImageFacts, type MountGrant } from '../policy/images.js';
+import { decideAddImage, decideMountImage, missingObjects, type MountGrant } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
-import type { Manifest, MountRequest, Policy } from '../schema/types.generated.js';
+import type { MountRequest, Policy } from '../schema/types.generated.js';
 import { formatIssues, parseAndValidate } from '../schema/validate.js';
 import { fsTypeName } from '../sys/fsmagic.js';
 import type { KernelFeatures } from '../sys/features.js';
 import * as sys from '../sys/syscalls.js';
 import type { UserNamespaceCache } from '../sys/userns.js';
 import { ImageRegistry, type ImageMeta } from '../store/images.js';
-import { DigestMismatchError, digestPattern, ObjectStore, objectPath } from '../store/objects.js';
+import { DigestMismatchError, digestPattern, ObjectStore } from '../store/objects.js';
 import { executePlan } from './execute.js';
+import { defaultImageLimits } from '../policy/default.js';
+import { ImageBuilder } from './image-builder.js';
 import { StreamReader } from './stream.js';
 
 export interface ImageDeps {
@@ -68,35 +67,10 @@ function readManifestFd(fd: number): Buffer {
   return buf.subarray(0, at);
 }
 
-/**
- * Points every external file at its object (the broker decides the backing
- * path, from the digest), and collects what the policy needs to know.
- */
-function prepareManifest(manifest: Manifest): { manifest: Manifest; facts: ImageFacts; objects: Record<string, number> } {
-  const objects: Record<string, number> = {};
-  const devices: string[] = [];
-  let bytes = 0;
-  const entries = manifest.entries.map((e, k) => {
-    if (e.type === 'chardev' || e.type === 'blockdev') devices.push(e.path);
-    if (e.type !== 'file') return e;
-    bytes += e.size;
-    if (e.size === 0 || e.inline !== undefined) return e;
-    if (!e.digest) throw new InvalidRequestError(`/entries/${k}: ${e.path} has ${e.size} bytes but neither a digest nor inline content`);
-    const backing = objectPath(e.digest);
-    if (e.backing !== undefined && e.backing !== backing) {
-      throw new InvalidRequestError(`/entries/${k}: ${e.path} names backing "${e.backing}", but objects are stored by digest ("${backing}"): omit backing`);
-    }
-    const known = objects[e.digest];
-    if (known !== undefined && known !== e.size) throw new InvalidRequestError(`/entries/${k}: digest ${e.digest} appears with sizes ${known} and ${e.size}`);
-    objects[e.digest] = e.size;
-    return { ...e, backing };
-  });
-  return { manifest: { ...manifest, entries }, facts: { entries: entries.length, bytes, devices }, objects };
-}
-
 export class ImageService {
   readonly store: ObjectStore;
   readonly registry: ImageRegistry;
+  private readonly builder = new ImageBuilder();
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), deps.features.fsVerity);
@@ -123,16 +97,18 @@ export class ImageService {
     return { images: mine.length, bytes: mine.reduce((n, m) => n + m.bytes, 0) };
   }
 
-  addImage(caller: CallerIdentity, usage: UsageFacts, fd: number, audit: AuditVerdict): { imageId: string; missing: string[] } {
+  async addImage(caller: CallerIdentity, usage: UsageFacts, fd: number, audit: AuditVerdict): Promise<{ imageId: string; missing: string[] }> {
     gate('AddImage', caller, this.deps.policy(), audit);
-    const prepared = prepareManifest(parseManifest(readManifestFd(fd)));
-    const image = writeImage(prepared.manifest);
-    const imageId = createHash('sha256').update(image).digest('hex');
+    // Parsing, checking and writing a big image takes seconds: a worker
+    // thread does it, so the broker keeps answering everyone meanwhile.
+    const limits = { ...defaultImageLimits, ...this.deps.policy().images };
+    const built = await this.builder.build(readManifestFd(fd), { maxEntries: limits.maxEntriesPerImage });
+    const { imageId, image, facts, objects, name } = built;
     const verdict = decideAddImage({
       caller,
       policy: this.deps.policy(),
       usage,
-      image: prepared.facts,
+      image: facts,
       store: this.storeUsage(caller.uid, imageId),
       alreadyRegistered: this.registry.ownedBy(imageId, caller.uid) !== undefined,
     });
@@ -140,8 +116,7 @@ export class ImageService {
       audit(verdict);
       refuse(verdict);
     }
-    const name = prepared.manifest.name;
-    const meta = this.registry.register({ id: imageId, ...(name ? { name } : {}), entries: prepared.facts.entries, objects: prepared.objects, bytes: prepared.facts.bytes }, image, caller.uid);
+    const meta = this.registry.register({ id: imageId, ...(name ? { name } : {}), entries: facts.entries, objects, bytes: facts.bytes }, image, caller.uid);
     const missing = this.missingFor(caller.uid, meta);
     audit(verdict, { image: imageId, entries: meta.entries, missing: missing.length });
     return { imageId, missing };

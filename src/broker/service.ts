@@ -279,7 +279,7 @@ export class BrokerService {
       case 'AddImage': {
         const done = this.usage.begin(caller.uid);
         try {
-          const { imageId, missing } = images.addImage(caller, usage, fds[0]!, audit);
+          const { imageId, missing } = await images.addImage(caller, usage, fds[0]!, audit);
           reply('sas', [imageId, missing]);
         } finally {
           done();

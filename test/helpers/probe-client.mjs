@@ -36,6 +36,18 @@ async function call(bus, member, signature, body) {
   }
 }
 
+/** A manifest of n empty files in directories of 1000, in path order. */
+function synthetic(n) {
+  const mtime = { sec: 1700000000, nsec: 0 };
+  const entries = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }];
+  for (let d = 0; entries.length < n; d++) {
+    const dir = `/d${String(d).padStart(5, '0')}`;
+    entries.push({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
+    for (let f = 0; f < 1000 && entries.length < n; f++) entries.push({ path: `${dir}/f${String(f).padStart(4, '0')}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: 0 });
+  }
+  return { version: 1, entries };
+}
+
 const ops = JSON.parse(process.argv[2]);
 const bus = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, negotiateUnixFd: true });
 await new Promise((res, rej) => { bus.once('connect', res); bus.once('error', rej); });
@@ -57,7 +69,7 @@ for (const op of ops) {
   } else if (op.op === 'addImage') {
     // The manifest travels as an fd of an unlinked temp file, as the client sends it.
     const path = join(tmpdir(), `probe-manifest-${process.pid}-${Math.random().toString(16).slice(2)}.json`);
-    writeFileSync(path, typeof op.manifest === 'string' ? op.manifest : JSON.stringify(op.manifest), { mode: 0o600 });
+    writeFileSync(path, typeof op.manifest === 'string' ? op.manifest : JSON.stringify(op.manifest ?? synthetic(op.synthetic)), { mode: 0o600 });
     const fd = openSync(path, 'r');
     unlinkSync(path);
     out = await call(bus, 'AddImage', 'h', [fd]);
