@@ -1,14 +1,14 @@
 // The bus-facing part of mountgated: receives method calls, identifies the
 // caller from the bus, validates, asks the pure policy for a verdict, hands a
 // granted plan to the executor, replies (with fds), and audits every decision.
-import { closeSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync } from 'node:fs';
 import { dbus, type MessageBus } from '../bus/connect.js';
+import { brokerInterface, introspectionXml } from '../bus/interface.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
 import { InternalError, InvalidRequestError, LimitExceededError, MountgateError, PolicyDeniedError } from '../errors.js';
 import { brokerMethods, decideBind, decideExplain, type BrokerMethod, type CallerIdentity, type Verdict } from '../policy/decide.js';
 import { describePlan, planBind, type Plan } from '../policy/plan.js';
-import { packageVersion, schemasDir } from '../paths.js';
+import { packageVersion } from '../paths.js';
 import { formatIssues, parseAndValidate } from '../schema/validate.js';
 import type { KernelFeatures } from '../sys/features.js';
 import type { UserNamespaceCache } from '../sys/userns.js';
@@ -21,19 +21,8 @@ import type { ImageService } from './images.js';
 
 type Message = InstanceType<typeof dbus.Message>;
 
-const introspectionXml = readFileSync(join(schemasDir, 'org.mountgate.Broker1.xml'), 'utf8');
-
-/** Signatures of the methods, from the interface XML (the wire contract). */
-const signatures: Record<string, string> = {
-  GetInfo: '',
-  BindIdmapped: 'hs',
-  Explain: 'ssah',
-  AddImage: 'h',
-  PutObjects: 'h',
-  MountImage: 'ss',
-  ListImages: '',
-  RemoveImage: 's',
-};
+/** In-argument signatures of the methods, from the interface XML (the wire contract). */
+const signatures: Record<string, string> = Object.fromEntries([...brokerInterface].map(([name, spec]) => [name, spec.in]));
 
 export interface BrokerDeps {
   bus: MessageBus;

@@ -1,0 +1,19 @@
+// The interface XML is the contract: the broker dispatches exactly its
+// methods with exactly its signatures, and every method the policy knows is in it.
+import t from 'tap';
+import { brokerInterface, methodsOf, introspectionXml } from '../../src/bus/interface.js';
+import { brokerMethods } from '../../src/policy/decide.js';
+
+t.test('the broker interface lists every broker method with its signatures', async (tt) => {
+  tt.same([...brokerInterface.keys()].sort(), [...brokerMethods].sort());
+  tt.same(brokerInterface.get('BindIdmapped'), { in: 'hs', out: 'hs' });
+  tt.same(brokerInterface.get('Explain'), { in: 'ssah', out: 's' });
+  tt.same(brokerInterface.get('AddImage'), { in: 'h', out: 'sas' });
+  tt.same(brokerInterface.get('PutObjects'), { in: 'h', out: 'tt' });
+  tt.same(brokerInterface.get('GetInfo'), { in: '', out: 'a{sv}' });
+});
+
+t.test('the reader ignores comments and other interfaces', async (tt) => {
+  tt.same([...methodsOf(introspectionXml, 'org.freedesktop.DBus.Peer').keys()], ['Ping']);
+  tt.throws(() => methodsOf('<node/>', 'x.y'), /not in the introspection XML/);
+});
