@@ -50,11 +50,33 @@ try {
   const denied = await mg(['run', '--bind', `/etc:${target}`, '--', 'true']);
   console.log(indent(`${denied.stderr}exit status ${denied.code}`));
 
+  // A composefs image: the broker writes the EROFS metadata image itself,
+  // keeps the file contents in its content-addressed store, and mounts it.
+  const app = join(world.scratch, 'app');
+  for (const [path, content] of [['etc/os-release', 'NAME="mountgate demo"\n'], ['srv/hello.txt', 'hello from a composefs image\n'], ['srv/big.bin', 'x'.repeat(200_000)]] as const) {
+    mkdirSync(join(app, path, '..'), { recursive: true });
+    writeFileSync(join(app, path), content);
+  }
+  execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, app]);
+  step(`${user.name}$ mountgate image add ${app} --name demo-app`);
+  const added = await mg(['image', 'add', app, '--name', 'demo-app']);
+  console.log(indent(added.stdout + added.stderr));
+  step(`${user.name}$ mountgate image ls`);
+  console.log(indent((await mg(['image', 'ls'])).stdout));
+  const view = join(world.scratch, 'image-view');
+  mkdirSync(view);
+  chownSync(view, user.uid, user.gid);
+  step(`${user.name}$ mountgate run --image demo-app:${view} -- sh -c '...'`);
+  const imageRun = await mg(['run', '--image', `demo-app:${view}`, '--', 'sh', '-c', `cat ${view}/srv/hello.txt; ls -ln ${view}/srv; grep ' ${view} ' /proc/self/mountinfo | cut -d' ' -f5,6,9,10; touch ${view}/x 2>&1 | sed 's/^/   /'`]);
+  console.log(indent(imageRun.stdout + imageRun.stderr));
+  console.log('   -> a read-only composefs mount (EROFS, idmapped, under an overlay whose data layer is the store).');
+  await mg(['image', 'rm', 'demo-app']);
+
   step('Broker audit log (one line per decision):');
   for (const line of world.broker.audit.filter((l) => l.event === 'decision')) {
     console.log(indent(`${line.method} uid=${(line.caller as { uid: number }).uid} allowed=${line.allowed}${line.reason ? ` ${line.reason}: ${line.message}` : ''}`));
   }
-  if (run.code !== 0 || denied.code !== 5) {
+  if (run.code !== 0 || denied.code !== 5 || added.code !== 0 || imageRun.code !== 0) {
     console.error('\ndemo: unexpected result');
     process.exitCode = 1;
   } else console.log(`\n${bold('Demo complete.')} Tearing down the broker, the bus and the user.`);
