@@ -40,6 +40,19 @@ export function readComposefsHeader(buf: Buffer, off: number): ComposefsHeader {
   };
 }
 
+/**
+ * Writes a 64-bit field. Readers get bigints; a writer may pass a safe
+ * integer instead, which spares it BigInt arithmetic for every inode.
+ */
+function writeU64LE(buf: Buffer, off: number, v: bigint | number): void {
+  if (typeof v === 'bigint') {
+    buf.writeBigUInt64LE(v, off);
+    return;
+  }
+  buf.writeUInt32LE(v % 2 ** 32, off);
+  buf.writeUInt32LE(Math.floor(v / 2 ** 32), off + 4);
+}
+
 // ---- EROFS geometry ----------------------------------------------------------
 
 export const EROFS_BLOCK_BITS = 12;
@@ -143,23 +156,24 @@ export const EROFS_CHUNK_FORMAT_BLKBITS_MASK = 0x1f;
  * device number or chunk format); `chunkFormat`, when set, overwrites its low
  * 16 bits, as the chunk-info view of that union does.
  */
-export interface Inode {
+/** U64 is the type of the 64-bit fields: bigint when read, bigint or a safe integer when written. */
+export interface Inode<U64 = bigint> {
   format: number;
   xattrIcount: number;
   mode: number;
   nlink: number;
-  size: bigint;
+  size: U64;
   u: number;
   chunkFormat?: number;
   ino: number;
   uid: number;
   gid: number;
   /** Extended inodes only; compact ones take the superblock build time. */
-  mtime: bigint;
+  mtime: U64;
   mtimeNsec: number;
 }
 
-export function writeInode(buf: Buffer, off: number, i: Inode): void {
+export function writeInode(buf: Buffer, off: number, i: Inode<bigint | number>): void {
   buf.writeUInt16LE(i.format, off);
   buf.writeUInt16LE(i.xattrIcount, off + 2);
   buf.writeUInt16LE(i.mode & 0xffff, off + 4);
@@ -171,18 +185,18 @@ export function writeInode(buf: Buffer, off: number, i: Inode): void {
     buf.writeUInt16LE(i.uid, off + 24);
     buf.writeUInt16LE(i.gid, off + 26);
   } else {
-    buf.writeBigUInt64LE(i.size, off + 8);
+    writeU64LE(buf, off + 8, i.size);
     writeInodeUnion(buf, off + 16, i);
     buf.writeUInt32LE(i.ino, off + 20);
     buf.writeUInt32LE(i.uid, off + 24);
     buf.writeUInt32LE(i.gid, off + 28);
-    buf.writeBigUInt64LE(i.mtime, off + 32);
+    writeU64LE(buf, off + 32, i.mtime);
     buf.writeUInt32LE(i.mtimeNsec, off + 40);
     buf.writeUInt32LE(i.nlink, off + 44);
   }
 }
 
-function writeInodeUnion(buf: Buffer, off: number, i: Inode): void {
+function writeInodeUnion(buf: Buffer, off: number, i: Inode<bigint | number>): void {
   buf.writeUInt32LE(i.u >>> 0, off);
   if (i.chunkFormat !== undefined) buf.writeUInt16LE(i.chunkFormat, off);
 }
@@ -303,14 +317,14 @@ export const EROFS_FT_FIFO = 5;
 export const EROFS_FT_SOCK = 6;
 export const EROFS_FT_SYMLINK = 7;
 
-export interface Dirent {
-  nid: bigint;
+export interface Dirent<U64 = bigint> {
+  nid: U64;
   nameOffset: number;
   fileType: number;
 }
 
-export function writeDirent(buf: Buffer, off: number, d: Dirent): void {
-  buf.writeBigUInt64LE(d.nid, off);
+export function writeDirent(buf: Buffer, off: number, d: Dirent<bigint | number>): void {
+  writeU64LE(buf, off, d.nid);
   buf.writeUInt16LE(d.nameOffset, off + 8);
   buf.writeUInt8(d.fileType, off + 10);
 }

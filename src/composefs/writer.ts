@@ -11,10 +11,16 @@
 // records where every inode and data block lands, and an emitting pass that
 // writes each byte once into a buffer of exactly the measured size, using the
 // addresses the first pass found. Nothing is patched afterwards.
+//
+// Built for trees of millions of entries: names, symlink targets, backing paths
+// and digests stay the manifest's own strings until they are written into the
+// image; each distinct xattr (key and value) is one record that every inode
+// carrying it points to; keys are ranked once, so sorting compares integers.
 import type { Entry, Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { checkManifest } from '../manifest/check.js';
 import { MAX_XATTR_BUDGET, XATTR_BUDGET_HEADER, xattrBudgetCost } from '../manifest/limits.js';
+import { comparePaths } from '../manifest/paths.js';
 import {
   COMPOSEFS_DEFAULT_MAX_VERSION, COMPOSEFS_DEFAULT_MIN_VERSION, COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER_SIZE,
   COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC, COMPOSEFS_MAX_CHUNKS, COMPOSEFS_VERSION_MAX, EROFS_BLOCK_BITS,
@@ -38,67 +44,270 @@ export interface WriteOptions {
   maxVersion?: number;
 }
 
-// ---- the tree the image holds ---------------------------------------------------
+// ---- text as the image stores it: UTF-8 ---------------------------------------
 
-interface Xattr {
-  key: Buffer;
-  value: Buffer;
+/** UTF-8 byte length, as Buffer.from(s, 'utf8') counts it (a lone surrogate is 3 bytes). */
+function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 2; // a pair: 2 units, 4 bytes
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
+
+/** Writes `s` (of `bytes` UTF-8 bytes) at `at`; ASCII, the common case, without leaving JS. */
+function writeUtf8(buf: Buffer, at: number, s: string, bytes: number): void {
+  if (bytes !== s.length) {
+    buf.write(s, at, bytes, 'utf8');
+    return;
+  }
+  for (let i = 0; i < bytes; i++) buf[at + i] = s.charCodeAt(i);
+}
+
+const SURROGATE = /[\ud800-\udfff]/;
+
+/** A digest as the schema spells it: 64 lowercase hex digits. */
+function isLowerHex64(s: string): boolean {
+  if (s.length !== 64) return false;
+  for (let i = 0; i < 64; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+/** The string whose UTF-8 bytes it has: lone surrogates become U+FFFD, as in the image. */
+function canonicalText(s: string): string {
+  return SURROGATE.test(s) ? Buffer.from(s, 'utf8').toString('utf8') : s;
+}
+
+// ---- xattrs: one record per distinct key, one per distinct key and value ---------
+
+interface XattrKey {
+  /** The key as text (with its UTF-8 bytes in `bytes`). */
+  text: string;
+  bytes: Buffer;
   /** Index of the short prefix stripped on disk, and the rest of the key. */
   prefixIndex: number;
   suffix: Buffer;
-  /** Byte offset in the shared xattr area, or -1 when stored in the inode. */
-  sharedOffset: number;
-  /** Key and base64 value: equal xattrs of different inodes share one on-disk entry. */
-  identity: string;
+  /** The bit this key sets in an inode's xattr name filter. */
+  filterBit: number;
+  isAcl: boolean;
+  /** Position in byte order among all keys of the image, set before sorting. */
+  rank: number;
+  /** The values seen with this key, by identity (see Xattr.identity). */
+  values: Map<string, Xattr>;
+  /** The key a user's trusted.overlay.* key is renamed to, once asked for. */
+  escaped: XattrKey | null;
 }
 
+/** How a value's bytes are held: decoded, or still the manifest's text. */
+const VALUE_BYTES = 0;
+/** "/" and the UTF-8 backing path. */
+const VALUE_REDIRECT = 1;
+/** The fs-verity metacopy header and the digest from hex; empty without a digest. */
+const VALUE_METACOPY = 2;
+/** The identity of the metacopy of a file without digest (not hex, so no digest's). */
+const NO_DIGEST = '-';
+
+/** One distinct xattr; every inode that carries it points to this record. */
+interface Xattr {
+  key: XattrKey;
+  kind: number;
+  bytes: Buffer | null;
+  /**
+   * What makes two values of this key equal: canonical base64 of the bytes for
+   * VALUE_BYTES, the canonical text for the others (a key has only one kind).
+   */
+  identity: string;
+  valueSize: number;
+  /** Bytes of the on-disk entry, 4-aligned. */
+  entrySize: number;
+  /** Inodes that carry it, counted once the tree is final. */
+  count: number;
+  /** Byte offset in the shared xattr area, or -1. */
+  sharedOffset: number;
+}
+
+/** Interns keys and xattrs for one image. */
+class XattrTable {
+  private readonly keysByText = new Map<string, XattrKey>();
+  readonly keys: XattrKey[] = [];
+
+  key(text: string): XattrKey {
+    let k = this.keysByText.get(text);
+    if (k) return k;
+    const canonical = canonicalText(text);
+    k = this.keysByText.get(canonical);
+    if (!k) {
+      k = newKey(canonical);
+      this.keys.push(k);
+      this.keysByText.set(canonical, k);
+    }
+    this.keysByText.set(text, k);
+    return k;
+  }
+
+  /** The key trusted.overlay.X becomes: trusted.overlay.overlay.X. */
+  escapedKey(k: XattrKey): XattrKey {
+    return (k.escaped ??= this.key(OVERLAY_ESCAPE_PREFIX + k.text.slice(OVERLAY_PREFIX.length)));
+  }
+
+  /** A value given in canonical base64 (checkManifest made sure of that). */
+  fromBase64(key: XattrKey, base64: string): Xattr {
+    const x = key.values.get(base64);
+    return x ?? this.add(key, VALUE_BYTES, base64, Buffer.from(base64, 'base64'));
+  }
+
+  fromBytes(key: XattrKey, bytes: Buffer): Xattr {
+    return this.fromBase64(key, bytes.toString('base64'));
+  }
+
+  redirect(key: XattrKey, backing: string): Xattr {
+    const x = key.values.get(backing);
+    if (x) return x;
+    const identity = canonicalText(backing);
+    return key.values.get(identity) ?? this.add(key, VALUE_REDIRECT, identity, null, backing);
+  }
+
+  metacopy(key: XattrKey, digest: string | undefined): Xattr {
+    const given = digest ?? NO_DIGEST;
+    const x = key.values.get(given);
+    if (x) return x;
+    const identity = digest === undefined || isLowerHex64(digest) ? given : Buffer.from(digest, 'hex').toString('hex');
+    return key.values.get(identity) ?? this.add(key, VALUE_METACOPY, identity, null, given);
+  }
+
+  private add(key: XattrKey, kind: number, identity: string, bytes: Buffer | null, alias?: string): Xattr {
+    const valueSize =
+      kind === VALUE_BYTES ? bytes!.length : kind === VALUE_REDIRECT ? 1 + utf8Length(identity) : identity === NO_DIGEST ? 0 : 4 + identity.length / 2;
+    const x: Xattr = {
+      key, kind, bytes, identity, valueSize, count: 0, sharedOffset: -1,
+      entrySize: roundUp(EROFS_XATTR_ENTRY_SIZE + key.suffix.length + valueSize, 4),
+    };
+    key.values.set(identity, x);
+    if (alias !== undefined && alias !== identity) key.values.set(alias, x);
+    return x;
+  }
+}
+
+function newKey(text: string): XattrKey {
+  const bytes = Buffer.from(text, 'utf8');
+  let prefixIndex = 0;
+  let suffix = bytes;
+  for (const [prefix, index] of EROFS_XATTR_WRITE_PREFIXES) {
+    if (text.startsWith(prefix)) {
+      prefixIndex = index;
+      suffix = bytes.subarray(prefix.length); // the prefixes are ASCII
+      break;
+    }
+  }
+  return {
+    text, bytes, prefixIndex, suffix, rank: 0, values: new Map(), escaped: null,
+    filterBit: xxh32(suffix, (EROFS_XATTR_FILTER_SEED + prefixIndex) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1),
+    isAcl: text === 'system.posix_acl_access' || text === 'system.posix_acl_default',
+  };
+}
+
+/** The value bytes of an xattr, encoded at `at`. */
+function encodeXattrValue(x: Xattr, buf: Buffer, at: number): void {
+  if (x.kind === VALUE_BYTES) {
+    buf.set(x.bytes!, at);
+  } else if (x.kind === VALUE_REDIRECT) {
+    buf[at] = 0x2f; // "/"
+    writeUtf8(buf, at + 1, x.identity, x.valueSize - 1);
+  } else if (x.valueSize > 0) {
+    buf[at] = 0; // struct ovl_metacopy: version 0, length, flags, digest algorithm
+    buf[at + 1] = x.valueSize & 0xff;
+    buf[at + 2] = 0;
+    buf[at + 3] = FSVERITY_HASH_ALG_SHA256;
+    buf.write(x.identity, at + 4, 'hex');
+  }
+}
+
+function xattrValueBytes(x: Xattr): Buffer {
+  if (x.bytes) return x.bytes;
+  const b = Buffer.alloc(x.valueSize);
+  encodeXattrValue(x, b, 0);
+  return b;
+}
+
+// ---- the tree the image holds ---------------------------------------------------
+
 interface Child {
-  name: Buffer;
+  name: string;
+  /** UTF-8 bytes of the name. */
+  nameSize: number;
   node: Node;
   /** ".", ".." and hardlinks name a node that lives elsewhere in the tree. */
   isLink: boolean;
-}
-
-interface Node {
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  /** st_size: the file size for regular files, the target length for symlinks. */
-  size: number;
-  rdev: number;
-  xattrs: Xattr[];
-  /** Xattr bytes as composefs budgets them (it does not recount renamed keys). */
-  xattrBudget: number;
-  children: Child[];
-  parent: Node;
-  /** Symlink target, or the backing path of a regular file. */
-  payload: Buffer | null;
-  content: Buffer | null;
-  digest: Buffer | null;
-  /** Where the entry came from, for error messages. */
-  pointer: string;
-  // Set by numbering and layout:
-  ino: number;
-  nid: number;
-  compact: boolean;
-  xattrAreaSize: number;
-  sharedCount: number;
-  dataBlocks: number;
-  tailSize: number;
-  /** Chunk geometry of an external file, computed once. */
-  chunkBits: number;
-  chunkCount: number;
-  /** Directory entries split into blocks, computed once the children are final. */
-  chunks: DirentChunk[];
 }
 
 interface DirentChunk {
   first: number;
   count: number;
   bytes: number;
+}
+
+const NO_XATTRS: readonly Xattr[] = Object.freeze([]);
+const NO_CHILDREN: readonly Child[] = Object.freeze([]);
+
+class Node {
+  mode = 0;
+  uid = 0;
+  gid = 0;
+  nlink = 1;
+  mtimeSec = 0;
+  mtimeNsec = 0;
+  /** st_size: the file size for regular files, the target length for symlinks. */
+  size = 0;
+  rdev = 0;
+  /** Sorted by key once the tree is final. */
+  xattrs: Xattr[] = NO_XATTRS as Xattr[];
+  /** Xattr bytes as composefs budgets them (it does not recount renamed keys). */
+  xattrBudget = 0;
+  children: Child[] = NO_CHILDREN as Child[];
+  parent: Node;
+  /** Symlink target or backing path of a regular file (manifest text). */
+  payload: string | null = null;
+  payloadSize = 0;
+  content: Buffer | null = null;
+  digest: string | undefined = undefined;
+  /** The manifest entry it comes from, for error messages. */
+  entryIndex: number;
+  // Set by numbering and layout:
+  ino = 0;
+  nid = 0;
+  compact = false;
+  xattrAreaSize = 0;
+  sharedCount = 0;
+  dataBlocks = 0;
+  tailSize = 0;
+  /** Chunk geometry of an external file, computed once. */
+  chunkBits = 0;
+  chunkCount = 0;
+  /** Directory entries split into blocks, computed once the children are final. */
+  chunks: DirentChunk[] | null = null;
+
+  constructor(entryIndex: number, parent: Node | null) {
+    this.entryIndex = entryIndex;
+    this.parent = parent ?? this;
+  }
+
+  get pointer(): string {
+    return `/entries/${this.entryIndex}`;
+  }
+
+  addXattr(x: Xattr): void {
+    if (this.xattrs === NO_XATTRS) this.xattrs = [];
+    this.xattrs.push(x);
+  }
 }
 
 const typeModes: Record<Exclude<Entry['type'], 'hardlink'>, number> = {
@@ -110,85 +319,29 @@ function isType(node: Node, type: number): boolean {
   return (node.mode & S_IFMT) === type;
 }
 
-
-interface KeyInfo {
-  key: Buffer;
-  prefixIndex: number;
-  suffix: Buffer;
-  text: string;
-}
-
-const keyInfos = new Map<string, KeyInfo>();
-
-/** How a key is stored: the index of its short prefix and the rest (cached: keys repeat). */
-function keyInfo(key: Buffer): KeyInfo {
-  const text = key.toString('latin1');
-  let info = keyInfos.get(text);
-  if (info) return info;
-  info = { key, prefixIndex: 0, suffix: key, text };
-  for (const [prefix, index] of EROFS_XATTR_WRITE_PREFIXES) {
-    if (text.startsWith(prefix)) {
-      info = { key, prefixIndex: index, suffix: key.subarray(prefix.length), text };
-      break;
-    }
-  }
-  if (keyInfos.size < 10_000) keyInfos.set(text, info);
-  return info;
-}
-
-function makeXattr(k: KeyInfo, value: Buffer, valueBase64 = value.toString('base64')): Xattr {
-  return { key: k.key, value, prefixIndex: k.prefixIndex, suffix: k.suffix, sharedOffset: -1, identity: k.text + '\0' + valueBase64 };
-}
-
-/** Decoded keys and values, shared between the many entries that repeat them. */
-class XattrCache {
-  private readonly keys = new Map<string, KeyInfo>();
-  private readonly values = new Map<string, Buffer>();
-  key(text: string): KeyInfo {
-    let k = this.keys.get(text);
-    if (!k) this.keys.set(text, (k = keyInfo(Buffer.from(text, 'utf8'))));
-    return k;
-  }
-  value(base64: string): Buffer {
-    let b = this.values.get(base64);
-    if (!b) this.values.set(base64, (b = Buffer.from(base64, 'base64')));
-    return b;
-  }
-}
-
 /** Sets or replaces an xattr, under the per-inode budget composefs applies. */
-function setXattr(node: Node, keyText: string, value: Buffer): void {
-  const key = Buffer.from(keyText, 'latin1');
-  const existing = node.xattrs.findIndex((x) => x.key.equals(key));
-  if (existing >= 0) {
-    const old = node.xattrs[existing]!;
-    node.xattrs.splice(existing, 1);
-    node.xattrBudget = node.xattrs.length === 0 ? 0 : node.xattrBudget - xattrBudgetCost(old.key.length, old.value.length);
+function setXattr(node: Node, x: Xattr): void {
+  const xattrs = node.xattrs;
+  for (let i = 0; i < xattrs.length; i++) {
+    const old = xattrs[i]!;
+    if (old.key !== x.key) continue;
+    xattrs.splice(i, 1);
+    node.xattrBudget = xattrs.length === 0 ? 0 : node.xattrBudget - xattrBudgetCost(old.key.bytes.length, old.valueSize);
+    break;
   }
-  const cost = xattrBudgetCost(key.length, value.length) + (node.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
+  const cost = xattrBudgetCost(x.key.bytes.length, x.valueSize) + (node.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
   if (node.xattrBudget + cost > MAX_XATTR_BUDGET) {
     throw new InvalidManifestError(
-      `no room for the ${keyText} xattr the image needs: the xattrs would take ${node.xattrBudget + cost} bytes, at most ${MAX_XATTR_BUDGET}`,
+      `no room for the ${x.key.text} xattr the image needs: the xattrs would take ${node.xattrBudget + cost} bytes, at most ${MAX_XATTR_BUDGET}`,
       node.pointer,
     );
   }
-  node.xattrs.push(makeXattr(keyInfo(key), value));
+  node.addXattr(x);
   node.xattrBudget += cost;
 }
 
-function newNode(pointer: string, parent: Node | null): Node {
-  const node = {
-    mode: 0, uid: 0, gid: 0, nlink: 1, mtimeSec: 0, mtimeNsec: 0, size: 0, rdev: 0,
-    xattrs: [], xattrBudget: 0, children: [], parent: parent!, payload: null, content: null, digest: null, pointer,
-    ino: 0, nid: 0, compact: false, xattrAreaSize: 0, sharedCount: 0, dataBlocks: 0, tailSize: 0,
-    chunkBits: 0, chunkCount: 0, chunks: [],
-  } as Node;
-  if (!parent) node.parent = node;
-  return node;
-}
-
-function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, pointer: string, parent: Node | null, cache: XattrCache): Node {
-  const node = newNode(pointer, parent);
+function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, parent: Node | null, table: XattrTable): Node {
+  const node = new Node(index, parent);
   node.mode = typeModes[e.type] | e.mode;
   node.uid = e.uid;
   node.gid = e.gid;
@@ -199,17 +352,22 @@ function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, pointer: string,
     case 'file':
       node.size = e.size;
       if (e.inline !== undefined && e.size > 0) node.content = Buffer.from(e.inline, 'base64');
-      if (e.digest !== undefined) node.digest = Buffer.from(e.digest, 'hex');
-      if (e.backing !== undefined) node.payload = Buffer.from(e.backing, 'utf8');
+      node.digest = e.digest;
+      if (e.backing !== undefined) {
+        node.payload = e.backing;
+        node.payloadSize = utf8Length(e.backing);
+      }
       if (node.content === null && node.size > 0) {
-        const c = chunking(node.size);
-        node.chunkBits = c.chunkBits;
-        node.chunkCount = c.chunkCount;
+        const bitsNeeded = node.size <= 1 ? 1 : bitLength(node.size - 1);
+        // As few chunks as possible, each at least a block and at most 2^(12+31).
+        node.chunkBits = Math.min(Math.max(bitsNeeded, EROFS_BLOCK_BITS), EROFS_BLOCK_BITS + EROFS_CHUNK_FORMAT_BLKBITS_MASK);
+        node.chunkCount = Math.ceil(node.size / 2 ** node.chunkBits);
       }
       break;
     case 'symlink':
-      node.payload = Buffer.from(e.target, 'utf8');
-      node.size = node.payload.length;
+      node.payload = e.target;
+      node.payloadSize = utf8Length(e.target);
+      node.size = node.payloadSize;
       break;
     case 'chardev':
     case 'blockdev':
@@ -217,174 +375,194 @@ function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, pointer: string,
       node.size = e.size ?? 0;
       break;
     case 'dir':
+      node.children = [];
       break; // a directory's size is its dirents
     default:
       node.size = e.size ?? 0;
   }
   if (e.xattrs) {
-    for (const x of e.xattrs) {
-      const key = cache.key(x.key);
-      const value = cache.value(x.value);
-      node.xattrBudget += xattrBudgetCost(key.key.length, value.length) + (node.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
-      node.xattrs.push(makeXattr(key, value, x.value));
+    for (const given of e.xattrs) {
+      const x = table.fromBase64(table.key(given.key), given.value);
+      node.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize) + (node.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
+      node.addXattr(x);
     }
   }
   return node;
 }
 
-function nameOf(path: string): Buffer {
-  return Buffer.from(path.slice(path.lastIndexOf('/') + 1), 'utf8');
+function childOf(path: string, node: Node, isLink: boolean): Child {
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  return { name, nameSize: utf8Length(name), node, isLink };
+}
+
+interface BuiltTree {
+  root: Node;
+  /** Every node, in manifest order (which is depth-first, children in order). */
+  nodes: Node[];
+  hasWhiteouts: boolean;
 }
 
 /** Builds the node tree; manifest order is already sorted, so children come sorted. */
-function buildTree(manifest: Manifest): Node {
+function buildTree(manifest: Manifest, table: XattrTable): BuiltTree {
   const entries = manifest.entries;
-  const cache = new XattrCache();
-  const root = nodeFromEntry(entries[0] as Exclude<Entry, { type: 'hardlink' }>, '/entries/0', null, cache);
-  const nodes: Array<Node | undefined> = [root];
-  const stack: Array<{ path: string; node: Node }> = [{ path: '/', node: root }];
-  const links: Array<{ parent: Node; child: Child; target: string }> = [];
+  const root = nodeFromEntry(entries[0] as Exclude<Entry, { type: 'hardlink' }>, 0, null, table);
+  const nodes: Node[] = [root];
+  // The directories from the root down to the last one seen, with their paths.
+  const dirPaths: string[] = ['/'];
+  const dirNodes: Node[] = [root];
+  const links: Array<{ child: Child; target: string }> = [];
+  const nodeOfEntry: Array<Node | undefined> = [root];
+  let hasWhiteouts = isType(root, S_IFCHR) && root.rdev === 0;
   for (let i = 1; i < entries.length; i++) {
     const e = entries[i]!;
-    const parentPath = e.path.slice(0, Math.max(1, e.path.lastIndexOf('/')));
-    while (stack[stack.length - 1]!.path !== parentPath) stack.pop();
-    const parent = stack[stack.length - 1]!.node;
+    const path = e.path;
+    const cut = path.lastIndexOf('/');
+    const parentLength = cut === 0 ? 1 : cut;
+    let top = dirPaths.length - 1;
+    while (!(dirPaths[top]!.length === parentLength && path.startsWith(dirPaths[top]!))) top--;
+    dirPaths.length = top + 1;
+    dirNodes.length = top + 1;
+    const parent = dirNodes[top]!;
     if (e.type === 'hardlink') {
-      const child: Child = { name: nameOf(e.path), node: root, isLink: true };
+      const child = childOf(path, root, true);
       parent.children.push(child);
-      links.push({ parent, child, target: e.target });
-      nodes.push(undefined);
+      links.push({ child, target: e.target });
+      nodeOfEntry.push(undefined);
       continue;
     }
-    const node = nodeFromEntry(e, `/entries/${i}`, parent, cache);
-    parent.children.push({ name: nameOf(e.path), node, isLink: false });
-    if (e.type === 'dir') stack.push({ path: e.path, node });
+    const node = nodeFromEntry(e, i, parent, table);
+    parent.children.push(childOf(path, node, false));
+    if (e.type === 'dir') {
+      dirPaths.push(path);
+      dirNodes.push(node);
+    }
+    if (node.rdev === 0 && isType(node, S_IFCHR)) hasWhiteouts = true;
     nodes.push(node);
+    nodeOfEntry.push(node);
   }
   const incoming = new Map<Node, number>();
   if (links.length > 0) {
     const byPath = new Map<string, Node>();
-    entries.forEach((e, i) => nodes[i] && byPath.set(e.path, nodes[i]!));
+    entries.forEach((e, i) => nodeOfEntry[i] && byPath.set(e.path, nodeOfEntry[i]!));
     for (const l of links) {
       l.child.node = byPath.get(l.target)!;
       incoming.set(l.child.node, (incoming.get(l.child.node) ?? 0) + 1);
     }
   }
-  for (const n of nodes) if (n && n.nlink === 0) n.nlink = 1 + (incoming.get(n) ?? 0);
-  return root;
+  for (const n of nodes) if (n.nlink === 0) n.nlink = 1 + (incoming.get(n) ?? 0);
+  return { root, nodes, hasWhiteouts };
 }
 
-/** Inserts a child keeping strcmp order of names. */
-function insertChild(dir: Node, child: Child): void {
+/** Inserts a child in strcmp order of names, unless one of that name exists. */
+function insertChildIfAbsent(dir: Node, child: Child): void {
+  const children = dir.children;
   let lo = 0;
-  let hi = dir.children.length;
+  let hi = children.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (Buffer.compare(dir.children[mid]!.name, child.name) < 0) lo = mid + 1;
+    const order = comparePaths(children[mid]!.name, child.name); // names hold no "/": byte order
+    if (order === 0) return;
+    if (order < 0) lo = mid + 1;
     else hi = mid;
   }
-  dir.children.splice(lo, 0, child);
-}
-
-function hasChild(dir: Node, name: Buffer): boolean {
-  return dir.children.some((c) => c.name.equals(name));
+  children.splice(lo, 0, child);
 }
 
 function bitLength(n: number): number {
   return n >= 2 ** 32 ? 32 + bitLength(Math.floor(n / 2 ** 32)) : 32 - Math.clz32(n);
 }
 
-function chunking(size: number): { chunkBits: number; chunkCount: number } {
-  // As few chunks as possible, each at least a block and at most 2^(12+31).
-  const bitsNeeded = size <= 1 ? 1 : bitLength(size - 1);
-  const chunkBits = Math.min(Math.max(bitsNeeded, EROFS_BLOCK_BITS), EROFS_BLOCK_BITS + EROFS_CHUNK_FORMAT_BLKBITS_MASK);
-  return { chunkBits, chunkCount: Math.ceil(size / 2 ** chunkBits) };
-}
-
 function isExternalFile(node: Node): boolean {
   return isType(node, S_IFREG) && node.size > 0 && node.content === null;
 }
 
-const DOT = Buffer.from('.');
-const DOTDOT = Buffer.from('..');
-const EMPTY = Buffer.alloc(0);
+/** The overlay xattrs the image needs, made once per image. */
+class OverlayXattrs {
+  readonly metacopyKey: XattrKey;
+  readonly redirectKey: XattrKey;
+  readonly escapedWhiteout: Xattr;
+  readonly userWhiteout: Xattr;
+  readonly escapedWhiteouts: Xattr;
+  readonly userWhiteouts: Xattr;
+  readonly escapedOpaque: Xattr;
+  readonly userOpaque: Xattr;
+  readonly opaque: Xattr;
+  constructor(readonly table: XattrTable) {
+    const empty = Buffer.alloc(0);
+    const x = Buffer.from('x');
+    this.metacopyKey = table.key(OVERLAY_METACOPY);
+    this.redirectKey = table.key(OVERLAY_REDIRECT);
+    this.escapedWhiteout = table.fromBytes(table.key(OVERLAY_ESCAPED_WHITEOUT), empty);
+    this.userWhiteout = table.fromBytes(table.key(OVERLAY_USER_WHITEOUT), empty);
+    this.escapedWhiteouts = table.fromBytes(table.key(OVERLAY_ESCAPED_WHITEOUTS), empty);
+    this.userWhiteouts = table.fromBytes(table.key(OVERLAY_USER_WHITEOUTS), empty);
+    this.escapedOpaque = table.fromBytes(table.key(OVERLAY_ESCAPED_OPAQUE), x);
+    this.userOpaque = table.fromBytes(table.key(OVERLAY_USER_OPAQUE), x);
+    this.opaque = table.fromBytes(table.key(OVERLAY_OPAQUE), Buffer.from('y'));
+  }
+}
 
 /** The overlayfs view: escape user overlay xattrs, describe external files and whiteouts. */
-function addOverlayXattrs(node: Node, version: number): void {
-  for (const x of node.xattrs) {
-    if (x.key.length >= OVERLAY_PREFIX.length && x.key.toString('latin1', 0, OVERLAY_PREFIX.length) === OVERLAY_PREFIX) {
+function addOverlayXattrs(node: Node, version: number, overlay: OverlayXattrs): void {
+  const table = overlay.table;
+  const xattrs = node.xattrs;
+  for (let i = 0; i < xattrs.length; i++) {
+    const x = xattrs[i]!;
+    if (x.key.text.startsWith(OVERLAY_PREFIX)) {
       // Renamed in place; composefs keeps the budget of the old name.
-      const renamed = Buffer.concat([Buffer.from(OVERLAY_ESCAPE_PREFIX, 'latin1'), x.key.subarray(OVERLAY_PREFIX.length)]);
-      Object.assign(x, makeXattr(keyInfo(renamed), x.value));
+      const escaped = table.escapedKey(x.key);
+      xattrs[i] = x.kind === VALUE_BYTES ? table.fromBase64(escaped, x.identity) : table.fromBytes(escaped, xattrValueBytes(x));
     }
   }
   if (isExternalFile(node)) {
-    let metacopy = EMPTY;
-    if (node.digest) {
-      metacopy = Buffer.alloc(4 + node.digest.length);
-      metacopy[1] = metacopy.length;
-      metacopy[3] = FSVERITY_HASH_ALG_SHA256;
-      node.digest.copy(metacopy, 4);
-    }
-    setXattr(node, OVERLAY_METACOPY, metacopy);
-    if (node.payload && node.payload.length > 0) {
-      setXattr(node, OVERLAY_REDIRECT, Buffer.concat([Buffer.from('/'), node.payload]));
-    }
+    setXattr(node, table.metacopy(overlay.metacopyKey, node.digest));
+    if (node.payload !== null && node.payloadSize > 0) setXattr(node, table.redirect(overlay.redirectKey, node.payload));
   }
   if (isType(node, S_IFCHR) && node.rdev === 0) {
     // An overlay whiteout inside the image would act on the image's own
     // layer; stored escaped, overlayfs presents it to the upper mount.
     node.size = 0;
     node.mode = S_IFREG | (node.mode & ~S_IFMT);
-    setXattr(node, OVERLAY_ESCAPED_WHITEOUT, EMPTY);
-    setXattr(node, OVERLAY_USER_WHITEOUT, EMPTY);
-    setXattr(node.parent, OVERLAY_ESCAPED_WHITEOUTS, EMPTY);
-    setXattr(node.parent, OVERLAY_USER_WHITEOUTS, EMPTY);
+    setXattr(node, overlay.escapedWhiteout);
+    setXattr(node, overlay.userWhiteout);
+    setXattr(node.parent, overlay.escapedWhiteouts);
+    setXattr(node.parent, overlay.userWhiteouts);
     if (version >= 1) {
-      setXattr(node.parent, OVERLAY_ESCAPED_OPAQUE, Buffer.from('x'));
-      setXattr(node.parent, OVERLAY_USER_OPAQUE, Buffer.from('x'));
+      setXattr(node.parent, overlay.escapedOpaque);
+      setXattr(node.parent, overlay.userOpaque);
     }
   }
 }
 
-function rewriteForErofs(node: Node, version: number): void {
-  if (isExternalFile(node) && node.chunkCount > COMPOSEFS_MAX_CHUNKS) {
-    throw new InvalidManifestError(`file size ${node.size} is too large for composefs`, node.pointer);
+/** Every node in manifest order, which is the depth-first order mkcomposefs rewrites in. */
+function rewriteForErofs(nodes: Node[], version: number, overlay: OverlayXattrs): void {
+  for (const node of nodes) {
+    if (isExternalFile(node) && node.chunkCount > COMPOSEFS_MAX_CHUNKS) {
+      throw new InvalidManifestError(`file size ${node.size} is too large for composefs`, node.pointer);
+    }
+    addOverlayXattrs(node, version, overlay);
+    if (!isType(node, S_IFDIR)) continue;
+    insertChildIfAbsent(node, { name: '.', nameSize: 1, node, isLink: true });
+    insertChildIfAbsent(node, { name: '..', nameSize: 2, node: node.parent, isLink: true });
   }
-  addOverlayXattrs(node, version);
-  if (!isType(node, S_IFDIR)) return;
-  if (!hasChild(node, DOT)) insertChild(node, { name: DOT, node, isLink: true });
-  if (!hasChild(node, DOTDOT)) insertChild(node, { name: DOTDOT, node: node.parent, isLink: true });
-  for (const c of node.children) if (!c.isLink) rewriteForErofs(c.node, version);
 }
 
 const HEX_DIGITS = '0123456789abcdef';
 
 /** The character devices 0:0 named 00..ff that hide the object store's fan-out. */
 function addRootWhiteouts(root: Node): void {
-  const selinux = root.xattrs.find((x) => x.key.toString('latin1') === 'security.selinux');
+  const selinux = root.xattrs.find((x) => x.key.text === 'security.selinux');
   for (let i = 0; i <= 255; i++) {
-    const name = Buffer.from(HEX_DIGITS[i >> 4]! + HEX_DIGITS[i & 15]!);
-    if (hasChild(root, name)) continue;
-    const w = newNode(root.pointer, root);
+    const w = new Node(root.entryIndex, root);
     w.mode = S_IFCHR | 0o644;
     w.uid = root.uid;
     w.gid = root.gid;
     w.mtimeSec = root.mtimeSec;
     w.mtimeNsec = root.mtimeNsec;
-    if (selinux) setXattr(w, 'security.selinux', selinux.value);
-    insertChild(root, { name, node: w, isLink: false });
+    const before = root.children.length;
+    insertChildIfAbsent(root, { name: HEX_DIGITS[i >> 4]! + HEX_DIGITS[i & 15]!, nameSize: 2, node: w, isLink: false });
+    if (selinux && root.children.length > before) setXattr(w, selinux);
   }
-}
-
-function usesNewWhiteoutFormat(root: Node): boolean {
-  const stack = [root];
-  while (stack.length > 0) {
-    const n = stack.pop()!;
-    if (isType(n, S_IFCHR) && n.rdev === 0) return true;
-    for (const c of n.children) if (!c.isLink) stack.push(c.node);
-  }
-  return false;
 }
 
 interface PreparedTree {
@@ -398,12 +576,23 @@ interface PreparedTree {
   sharedXattrBytes: number;
 }
 
-function compareXattrKeys(a: Xattr, b: Xattr): number {
-  return Buffer.compare(a.key, b.key);
+/** Ranks the keys in byte order, so that sorting xattrs compares small integers. */
+function rankKeys(table: XattrTable): void {
+  const keys = [...table.keys].sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  keys.forEach((k, i) => (k.rank = i));
 }
 
-function xattrEntrySize(x: Xattr): number {
-  return roundUp(EROFS_XATTR_ENTRY_SIZE + x.suffix.length + x.value.length, 4);
+/** Sorts one inode's few xattrs by key (insertion sort: stable, and usually 0 to 3 items). */
+function sortXattrs(xattrs: Xattr[]): void {
+  for (let i = 1; i < xattrs.length; i++) {
+    const x = xattrs[i]!;
+    let j = i - 1;
+    while (j >= 0 && xattrs[j]!.key.rank > x.key.rank) {
+      xattrs[j + 1] = xattrs[j]!;
+      j--;
+    }
+    xattrs[j + 1] = x;
+  }
 }
 
 /** Breadth-first numbering, link counts, canonical xattr order, ACL flag, oldest mtime. */
@@ -417,64 +606,58 @@ function numberInodes(root: Node): Pick<PreparedTree, 'nodes' | 'hasAcl' | 'minM
     node.ino = i;
     if (isType(node, S_IFDIR)) {
       let subdirs = 0;
-      for (const c of node.children) if (!c.isLink && isType(c.node, S_IFDIR)) subdirs++;
+      for (const c of node.children) {
+        if (c.isLink) continue;
+        if (isType(c.node, S_IFDIR)) subdirs++;
+        nodes.push(c.node);
+      }
       node.nlink = 2 + subdirs;
+      node.chunks = direntChunks(node);
     }
-    node.xattrs.sort(compareXattrKeys);
+    if (node.xattrs.length > 1) sortXattrs(node.xattrs);
     if (node.mtimeSec < minSec || (node.mtimeSec === minSec && node.mtimeNsec < minNsec)) {
       minSec = node.mtimeSec;
       minNsec = node.mtimeNsec;
     }
-    for (const x of node.xattrs) {
-      const k = x.key.toString('latin1');
-      if (k === 'system.posix_acl_access' || k === 'system.posix_acl_default') hasAcl = true;
-    }
-    for (const c of node.children) if (!c.isLink) nodes.push(c.node);
+    for (const x of node.xattrs) if (x.key.isAcl) hasAcl = true;
   }
   return { nodes, hasAcl, minMtimeSec: minSec, minMtimeNsec: minNsec };
 }
 
+/** Whether an inode stores this xattr as a shared-area reference, given the references before it. */
+function isSharedHere(x: Xattr, sharedBefore: number): boolean {
+  return x.sharedOffset >= 0 && sharedBefore < EROFS_XATTR_MAX_SHARED;
+}
+
 /** Xattrs used by more than one inode go to the shared area, in a canonical order. */
 function shareXattrs(nodes: Node[]): { sharedXattrs: Xattr[]; sharedXattrBytes: number } {
-  const counts = new Map<string, { xattr: Xattr; count: number; offset: number }>();
+  const shared: Xattr[] = [];
   for (const n of nodes) {
-    for (const x of n.xattrs) {
-      const id = x.identity;
-      const c = counts.get(id);
-      if (c) c.count++;
-      else counts.set(id, { xattr: x, count: 1, offset: -1 });
-    }
+    for (const x of n.xattrs) if (++x.count === 2) shared.push(x);
   }
   // Descending by key, then by value length, then by value bytes.
-  const shared = [...counts.values()].filter((c) => c.count > 1);
+  for (const x of shared) x.bytes ??= xattrValueBytes(x); // kept for the comparisons
   shared.sort((a, b) => {
-    const byKey = Buffer.compare(b.xattr.key, a.xattr.key);
-    if (byKey !== 0) return byKey;
-    if (a.xattr.value.length !== b.xattr.value.length) return b.xattr.value.length - a.xattr.value.length;
-    return Buffer.compare(b.xattr.value, a.xattr.value);
+    if (a.key !== b.key) return b.key.rank - a.key.rank;
+    if (a.valueSize !== b.valueSize) return b.valueSize - a.valueSize;
+    return Buffer.compare(xattrValueBytes(b), xattrValueBytes(a));
   });
   let offset = 0;
-  for (const s of shared) {
-    s.offset = offset;
-    offset += xattrEntrySize(s.xattr);
+  for (const x of shared) {
+    x.sharedOffset = offset;
+    offset += x.entrySize;
   }
   for (const n of nodes) {
     let sharedHere = 0;
+    let inlineBytes = 0;
     for (const x of n.xattrs) {
-      const c = counts.get(x.identity)!;
-      if (c.offset >= 0 && sharedHere < EROFS_XATTR_MAX_SHARED) {
-        x.sharedOffset = c.offset;
-        sharedHere++;
-      } else {
-        x.sharedOffset = -1;
-      }
+      if (isSharedHere(x, sharedHere)) sharedHere++;
+      else inlineBytes += x.entrySize;
     }
     n.sharedCount = sharedHere;
-    let inlineBytes = 0;
-    for (const x of n.xattrs) if (x.sharedOffset < 0) inlineBytes += xattrEntrySize(x);
     n.xattrAreaSize = sharedHere === 0 && inlineBytes === 0 ? 0 : roundUp(EROFS_XATTR_HEADER_SIZE + sharedHere * 4 + inlineBytes, 4);
   }
-  return { sharedXattrs: shared.map((s) => s.xattr), sharedXattrBytes: offset };
+  return { sharedXattrs: shared, sharedXattrBytes: offset };
 }
 
 function resolveVersion(options: WriteOptions): { min: number; max: number } {
@@ -490,14 +673,16 @@ function resolveVersion(options: WriteOptions): { min: number; max: number } {
 
 export function prepareTree(manifest: Manifest, options: WriteOptions = {}): PreparedTree {
   const { min, max } = resolveVersion(options);
-  const root = buildTree(manifest);
+  const table = new XattrTable();
+  const overlay = new OverlayXattrs(table);
+  const { root, nodes, hasWhiteouts } = buildTree(manifest, table);
   // Format 1 changed how whiteouts are marked; use it only when needed.
-  const version = min < 1 && max >= 1 && usesNewWhiteoutFormat(root) ? 1 : min;
-  rewriteForErofs(root, version);
-  setXattr(root, OVERLAY_OPAQUE, Buffer.from('y'));
+  const version = min < 1 && max >= 1 && hasWhiteouts ? 1 : min;
+  rewriteForErofs(nodes, version, overlay);
+  setXattr(root, overlay.opaque);
   addRootWhiteouts(root);
+  rankKeys(table);
   const numbered = numberInodes(root);
-  for (const n of numbered.nodes) if (isType(n, S_IFDIR)) n.chunks = direntChunks(n);
   return { ...numbered, version, ...shareXattrs(numbered.nodes) };
 }
 
@@ -506,37 +691,37 @@ export function prepareTree(manifest: Manifest, options: WriteOptions = {}): Pre
 /** Where the layout writes. */
 interface ImageSink {
   readonly position: number;
-  bytes(data: Uint8Array): void;
+  /**
+   * Advances over `size` bytes and returns the buffer to encode them into,
+   * starting at the position before the call; null when only measuring.
+   */
+  take(size: number): Buffer | null;
   /** Skips n bytes (zeros). */
   zeros(n: number): void;
   fill(n: number, byte: number): void;
-  /** A fixed-size structure, encoded in place. */
-  struct(size: number, encode: (buf: Buffer, offset: number) => void): void;
 }
 
 class MeasuringSink implements ImageSink {
   position = 0;
-  bytes(data: Uint8Array): void { this.position += data.length; }
+  take(size: number): null {
+    this.position += size;
+    return null;
+  }
   zeros(n: number): void { this.position += n; }
   fill(n: number): void { this.position += n; }
-  struct(size: number): void { this.position += size; }
 }
 
 class BufferSink implements ImageSink {
   position = 0;
   constructor(private readonly buf: Buffer) {}
-  bytes(data: Uint8Array): void {
-    this.buf.set(data, this.position);
-    this.position += data.length;
+  take(size: number): Buffer {
+    this.position += size;
+    return this.buf;
   }
   zeros(n: number): void { this.position += n; } // the buffer starts zeroed
   fill(n: number, byte: number): void {
     this.buf.fill(byte, this.position, this.position + n);
     this.position += n;
-  }
-  struct(size: number, encode: (buf: Buffer, offset: number) => void): void {
-    encode(this.buf, this.position);
-    this.position += size;
   }
 }
 
@@ -559,18 +744,19 @@ function align(out: ImageSink, to: number): void {
 /** Splits a directory's entries into blocks; each chunk is the children of one block. */
 function direntChunks(node: Node): DirentChunk[] {
   const chunks: DirentChunk[] = [];
+  const children = node.children;
   let first = 0;
   let bytes = 0;
-  node.children.forEach((c, i) => {
-    const len = EROFS_DIRENT_SIZE + c.name.length;
+  for (let i = 0; i < children.length; i++) {
+    const len = EROFS_DIRENT_SIZE + children[i]!.nameSize;
     if (bytes + len > EROFS_BLOCK_SIZE) {
       chunks.push({ first, count: i - first, bytes });
       first = i;
       bytes = 0;
     }
     bytes += len;
-  });
-  chunks.push({ first, count: node.children.length - first, bytes });
+  }
+  chunks.push({ first, count: children.length - first, bytes });
   return chunks;
 }
 
@@ -578,18 +764,18 @@ function direntChunks(node: Node): DirentChunk[] {
 function initialDataShape(node: Node): void {
   node.dataBlocks = 0;
   node.tailSize = 0;
-  if (isType(node, S_IFDIR)) {
-    const chunks = node.chunks;
-    const last = chunks[chunks.length - 1]!;
+  const type = node.mode & S_IFMT;
+  if (type === S_IFDIR) {
+    const chunks = node.chunks!;
     node.dataBlocks = chunks.length - 1;
-    node.tailSize = last.bytes;
+    node.tailSize = chunks[chunks.length - 1]!.bytes;
     if (node.tailSize > EROFS_BLOCK_SIZE / 2) {
       node.dataBlocks++;
       node.tailSize = 0;
     }
-  } else if (isType(node, S_IFLNK)) {
-    node.tailSize = node.payload!.length;
-  } else if (isType(node, S_IFREG) && node.size > 0) {
+  } else if (type === S_IFLNK) {
+    node.tailSize = node.payloadSize;
+  } else if (type === S_IFREG && node.size > 0) {
     if (node.content) {
       node.dataBlocks = Math.floor(node.size / EROFS_BLOCK_SIZE);
       node.tailSize = node.size % EROFS_BLOCK_SIZE;
@@ -638,34 +824,33 @@ function tailPadding(node: Node, pos: number, inodeSize: number): number {
 
 function xattrNameFilter(node: Node): number {
   let filter = 0;
-  for (const x of node.xattrs) {
-    const bit = xxh32(x.suffix, (EROFS_XATTR_FILTER_SEED + x.prefixIndex) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1);
-    filter |= 1 << bit;
-  }
+  for (const x of node.xattrs) filter |= 1 << x.key.filterBit;
   return (EROFS_XATTR_FILTER_DEFAULT & ~filter) >>> 0;
 }
 
-function writeXattrEntry(out: ImageSink, x: Xattr): void {
-  out.struct(EROFS_XATTR_ENTRY_SIZE, (b, o) => writeXattrEntryHeader(b, o, { nameLength: x.suffix.length, nameIndex: x.prefixIndex, valueSize: x.value.length }));
-  out.bytes(x.suffix);
-  out.bytes(x.value);
-  align(out, 4);
+/** One xattr entry (header, key suffix, value) at `at`; its padding stays zero. */
+function encodeXattrEntry(buf: Buffer, at: number, x: Xattr): void {
+  const suffix = x.key.suffix;
+  writeXattrEntryHeader(buf, at, { nameLength: suffix.length, nameIndex: x.key.prefixIndex, valueSize: x.valueSize });
+  buf.set(suffix, at + EROFS_XATTR_ENTRY_SIZE);
+  encodeXattrValue(x, buf, at + EROFS_XATTR_ENTRY_SIZE + suffix.length);
 }
 
-function writeDirentChunk(out: ImageSink, node: Node, first: number, count: number, alignTo: number): void {
-  let nameOffset = count * EROFS_DIRENT_SIZE;
-  for (let i = first; i < first + count; i++) {
+/** The dirents and then the names of children [first, first + count) at `at`. */
+function encodeDirents(buf: Buffer, at: number, node: Node, chunk: DirentChunk): void {
+  const start = at;
+  let nameAt = at + chunk.count * EROFS_DIRENT_SIZE;
+  for (let i = chunk.first; i < chunk.first + chunk.count; i++) {
     const c = node.children[i]!;
-    const nid = c.node.nid;
-    const at = nameOffset;
-    out.struct(EROFS_DIRENT_SIZE, (b, o) => writeDirent(b, o, { nid: BigInt(nid), nameOffset: at, fileType: erofsFileType(c.node.mode) }));
-    nameOffset += c.name.length;
+    writeDirent(buf, at, { nid: c.node.nid, nameOffset: nameAt - start, fileType: erofsFileType(c.node.mode) });
+    writeUtf8(buf, nameAt, c.name, c.nameSize);
+    at += EROFS_DIRENT_SIZE;
+    nameAt += c.nameSize;
   }
-  for (let i = first; i < first + count; i++) out.bytes(node.children[i]!.name);
-  align(out, alignTo);
 }
 
-function writeInodeRecord(out: ImageSink, node: Node, t: PreparedTree, known: Addresses | null, blockAddr: number): void {
+/** The inode, its xattr area and its inline tail, as one record at `at`. */
+function encodeInodeRecord(buf: Buffer, at: number, node: Node, known: Addresses, blockAddr: number): void {
   const inodeLayout = node.compact ? EROFS_INODE_LAYOUT_COMPACT : EROFS_INODE_LAYOUT_EXTENDED;
   let dataLayout = node.tailSize > 0 ? EROFS_INODE_FLAT_INLINE : EROFS_INODE_FLAT_PLAIN;
   let size = 0;
@@ -683,48 +868,54 @@ function writeInodeRecord(out: ImageSink, node: Node, t: PreparedTree, known: Ad
       chunkFormat = node.chunkBits - EROFS_BLOCK_BITS;
     }
   } else if (type === S_IFLNK) {
-    size = node.payload!.length;
+    size = node.payloadSize;
     if (node.dataBlocks > 0) u = blockAddr;
   } else if (type === S_IFCHR || type === S_IFBLK) {
     u = node.rdev;
   }
   const icount = node.xattrAreaSize === 0 ? 0 : (node.xattrAreaSize - EROFS_XATTR_HEADER_SIZE) / 4 + 1;
-  out.struct(node.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE, (b, o) =>
-    writeInode(b, o, {
-      format: inodeFormat(inodeLayout, dataLayout),
-      xattrIcount: icount,
-      mode: node.mode,
-      nlink: node.nlink,
-      size: BigInt(size),
-      u,
-      chunkFormat,
-      ino: node.ino,
-      uid: node.uid,
-      gid: node.gid,
-      mtime: BigInt(node.mtimeSec),
-      mtimeNsec: node.mtimeNsec,
-    }),
-  );
+  writeInode(buf, at, {
+    format: inodeFormat(inodeLayout, dataLayout),
+    xattrIcount: icount,
+    mode: node.mode,
+    nlink: node.nlink,
+    size,
+    u,
+    chunkFormat,
+    ino: node.ino,
+    uid: node.uid,
+    gid: node.gid,
+    mtime: node.mtimeSec,
+    mtimeNsec: node.mtimeNsec,
+  });
+  at += node.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE;
   if (node.xattrAreaSize > 0) {
-    out.struct(EROFS_XATTR_HEADER_SIZE, (b, o) => writeXattrBodyHeader(b, o, { nameFilter: xattrNameFilter(node), sharedCount: node.sharedCount }));
-    const sharedBase = known ? known.inodesEnd % EROFS_BLOCK_SIZE : 0;
+    writeXattrBodyHeader(buf, at, { nameFilter: xattrNameFilter(node), sharedCount: node.sharedCount });
+    let ref = at + EROFS_XATTR_HEADER_SIZE;
+    let inline = ref + node.sharedCount * 4;
+    const sharedBase = known.inodesEnd % EROFS_BLOCK_SIZE;
+    let sharedHere = 0;
     for (const x of node.xattrs) {
-      if (x.sharedOffset < 0) continue;
-      const id = (sharedBase + x.sharedOffset) / 4;
-      out.struct(4, (b, o) => b.writeUInt32LE(id, o));
+      if (isSharedHere(x, sharedHere)) {
+        sharedHere++;
+        buf.writeUInt32LE((sharedBase + x.sharedOffset) / 4, ref);
+        ref += 4;
+      } else {
+        encodeXattrEntry(buf, inline, x);
+        inline += x.entrySize;
+      }
     }
-    for (const x of node.xattrs) if (x.sharedOffset < 0) writeXattrEntry(out, x);
+    at += node.xattrAreaSize;
   }
   if (node.tailSize === 0) return;
   if (type === S_IFDIR) {
-    const last = node.chunks[node.chunks.length - 1]!;
-    writeDirentChunk(out, node, last.first, last.count, 1);
+    encodeDirents(buf, at, node, node.chunks![node.chunks!.length - 1]!);
   } else if (type === S_IFLNK) {
-    out.bytes(node.payload!);
+    writeUtf8(buf, at, node.payload!, node.payloadSize);
   } else if (node.content) {
-    out.bytes(node.content.subarray(node.size - node.tailSize));
+    buf.set(node.content.subarray(node.size - node.tailSize), at);
   } else {
-    out.fill(node.tailSize, 0xff); // chunk pointers, all EROFS_NULL_ADDR
+    buf.fill(0xff, at, at + node.tailSize); // chunk pointers, all EROFS_NULL_ADDR
   }
 }
 
@@ -734,8 +925,9 @@ function writeDataBlocks(out: ImageSink, node: Node): void {
   if (isType(node, S_IFDIR)) {
     // Chunks beyond the block count stayed inline as the tail.
     for (let i = 0; i < node.dataBlocks; i++) {
-      const c = node.chunks[i]!;
-      writeDirentChunk(out, node, c.first, c.count, EROFS_BLOCK_SIZE);
+      const at = out.position;
+      const buf = out.take(EROFS_BLOCK_SIZE);
+      if (buf) encodeDirents(buf, at, node, node.chunks![i]!);
     }
     return;
   }
@@ -744,24 +936,35 @@ function writeDataBlocks(out: ImageSink, node: Node): void {
     return;
   }
   // composefs stores at most one out-of-line block here (inline files are <= 5000 bytes).
-  const source = node.content ?? node.payload!;
-  out.bytes(source.subarray(0, Math.min(source.length, EROFS_BLOCK_SIZE)));
-  align(out, EROFS_BLOCK_SIZE);
+  const at = out.position;
+  const buf = out.take(EROFS_BLOCK_SIZE);
+  if (!buf) return;
+  if (node.content) {
+    buf.set(node.content.subarray(0, Math.min(node.content.length, EROFS_BLOCK_SIZE)), at);
+  } else if (node.payloadSize <= EROFS_BLOCK_SIZE) {
+    writeUtf8(buf, at, node.payload!, node.payloadSize);
+  } else {
+    buf.set(Buffer.from(node.payload!, 'utf8').subarray(0, EROFS_BLOCK_SIZE), at);
+  }
 }
 
 function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): Addresses {
-  out.struct(COMPOSEFS_HEADER_SIZE, (b, o) =>
-    writeComposefsHeader(b, o, {
+  let at = out.position;
+  let buf = out.take(COMPOSEFS_HEADER_SIZE);
+  if (buf) {
+    writeComposefsHeader(buf, at, {
       magic: COMPOSEFS_MAGIC,
       version: COMPOSEFS_HEADER_VERSION,
       flags: t.hasAcl ? COMPOSEFS_FLAG_HAS_ACL : 0,
       composefsVersion: t.version,
-    }),
-  );
+    });
+  }
   out.zeros(EROFS_SUPER_OFFSET - COMPOSEFS_HEADER_SIZE);
   const root = t.nodes[0]!;
-  out.struct(EROFS_SUPER_SIZE, (b, o) =>
-    writeSuperBlock(b, o, {
+  at = out.position;
+  buf = out.take(EROFS_SUPER_SIZE);
+  if (buf && known) {
+    writeSuperBlock(buf, at, {
       magic: EROFS_SUPER_MAGIC,
       checksum: 0,
       featureCompat: EROFS_FEATURE_COMPAT_MTIME | EROFS_FEATURE_COMPAT_XATTR_FILTER,
@@ -771,12 +974,12 @@ function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): 
       inodeCount: BigInt(t.nodes.length),
       buildTime: BigInt(t.minMtimeSec),
       buildTimeNsec: t.minMtimeNsec,
-      blocks: known ? known.dataStart / EROFS_BLOCK_SIZE + known.dataBlocks : 0,
+      blocks: known.dataStart / EROFS_BLOCK_SIZE + known.dataBlocks,
       metaBlockAddr: Math.floor((EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE) / EROFS_BLOCK_SIZE),
-      xattrBlockAddr: known ? Math.floor(known.inodesEnd / EROFS_BLOCK_SIZE) : 0,
+      xattrBlockAddr: Math.floor(known.inodesEnd / EROFS_BLOCK_SIZE),
       featureIncompat: 0,
-    }),
-  );
+    });
+  }
   // nids count 32-byte slots from the start of the metadata block.
   const metaStart = Math.floor((EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE) / EROFS_BLOCK_SIZE) * EROFS_BLOCK_SIZE;
   let nextBlock = known ? known.dataStart / EROFS_BLOCK_SIZE : 0;
@@ -793,11 +996,17 @@ function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): 
     const blockAddr = node.dataBlocks > 0 ? nextBlock : 0;
     nextBlock += node.dataBlocks;
     dataBlocks += node.dataBlocks;
-    writeInodeRecord(out, node, t, known, blockAddr);
+    at = out.position;
+    buf = out.take(inodeSize + node.xattrAreaSize + node.tailSize);
+    if (buf && known) encodeInodeRecord(buf, at, node, known, blockAddr);
   }
   align(out, EROFS_SLOT_SIZE);
   const inodesEnd = out.position;
-  for (const x of t.sharedXattrs) writeXattrEntry(out, x);
+  for (const x of t.sharedXattrs) {
+    at = out.position;
+    buf = out.take(x.entrySize);
+    if (buf) encodeXattrEntry(buf, at, x);
+  }
   align(out, EROFS_BLOCK_SIZE);
   const dataStart = out.position;
   for (const node of t.nodes) writeDataBlocks(out, node);
@@ -816,4 +1025,3 @@ export function writeImage(manifest: Manifest, options: WriteOptions = {}): Buff
   }
   return image;
 }
-

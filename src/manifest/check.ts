@@ -18,90 +18,98 @@ export function decodeBase64(text: string, pointer: string): Buffer {
   return bytes;
 }
 
-/** Decoded length of canonical base64, remembered: xattr values repeat a lot. */
-function base64Length(text: string, pointer: string, seen: Map<string, number>): number {
-  let n = seen.get(text);
-  if (n === undefined) seen.set(text, (n = decodeBase64(text, pointer).length));
-  return n;
+/** JSON pointers are made only for a message: most entries have no problem. */
+function at(index: number, field: string): string {
+  return `/entries/${index}/${field}`;
 }
 
-function checkPath(path: string, pointer: string): void {
+function checkPath(path: string, index: number): void {
   const problem = pathProblem(path);
-  if (problem) throw new InvalidManifestError(`path "${path}" ${problem}`, pointer);
+  if (problem) throw new InvalidManifestError(`path "${path}" ${problem}`, at(index, 'path'));
   // UTF-8 takes at most 3 bytes per UTF-16 unit: short strings need no byte count.
   if (path.length * 3 > MAX_PATH_BYTES) {
     const bytes = utf8Length(path);
-    if (bytes > MAX_PATH_BYTES) throw new InvalidManifestError(`path is ${bytes} bytes long, at most ${MAX_PATH_BYTES}`, pointer);
+    if (bytes > MAX_PATH_BYTES) throw new InvalidManifestError(`path is ${bytes} bytes long, at most ${MAX_PATH_BYTES}`, at(index, 'path'));
   }
   if (path.length > MAX_PATH_DEPTH * 2) {
     const depth = pathNames(path).length;
-    if (depth > MAX_PATH_DEPTH) throw new InvalidManifestError(`path has ${depth} components, at most ${MAX_PATH_DEPTH}`, pointer);
+    if (depth > MAX_PATH_DEPTH) throw new InvalidManifestError(`path has ${depth} components, at most ${MAX_PATH_DEPTH}`, at(index, 'path'));
   }
+  if (path.length * 3 <= MAX_NAME_BYTES) return; // no name can be too long
   for (let start = 1; start < path.length; ) {
     let end = path.indexOf('/', start);
     if (end < 0) end = path.length;
     if ((end - start) * 3 > MAX_NAME_BYTES) {
       const name = path.slice(start, end);
       const n = utf8Length(name);
-      if (n > MAX_NAME_BYTES) throw new InvalidManifestError(`name "${name.slice(0, 40)}..." is ${n} bytes long, at most ${MAX_NAME_BYTES}`, pointer);
+      if (n > MAX_NAME_BYTES) throw new InvalidManifestError(`name "${name.slice(0, 40)}..." is ${n} bytes long, at most ${MAX_NAME_BYTES}`, at(index, 'path'));
     }
     start = end + 1;
   }
 }
 
-function checkText(value: string, what: string, max: number, pointer: string): void {
-  if (value.includes('\0')) throw new InvalidManifestError(`${what} contains a NUL character`, pointer);
+/** What is wrong with a piece of text (a key, a target, a path), or undefined. */
+function textProblem(value: string, what: string, max: number): string | undefined {
+  if (value.includes('\0')) return `${what} contains a NUL character`;
   const n = utf8Length(value);
-  if (n === 0) throw new InvalidManifestError(`${what} is empty`, pointer);
-  if (n > max) throw new InvalidManifestError(`${what} is ${n} bytes long, at most ${max}`, pointer);
+  if (n === 0) return `${what} is empty`;
+  if (n > max) return `${what} is ${n} bytes long, at most ${max}`;
+  return undefined;
 }
 
-function checkXattrs(entry: Exclude<Entry, { type: 'hardlink' }>, pointer: string, base64Seen: Map<string, number>): void {
-  const xattrs = entry.xattrs;
-  if (!xattrs || xattrs.length === 0) return;
-  const seen = new Set<string>();
+function hasKeyBefore(xattrs: ReadonlyArray<{ key: string }>, i: number): boolean {
+  const key = xattrs[i]!.key;
+  for (let j = 0; j < i; j++) if (xattrs[j]!.key === key) return true;
+  return false;
+}
+
+function checkXattrs(xattrs: ReadonlyArray<{ key: string; value: string }>, index: number, base64Seen: Map<string, number>): void {
+  // Few xattrs per entry: a scan finds a repeated key faster than a set.
+  const seen = xattrs.length > 16 ? new Set<string>() : undefined;
   let budget = XATTR_BUDGET_HEADER;
-  xattrs.forEach((x, i) => {
-    const p = `${pointer}/xattrs/${i}`;
-    checkText(x.key, 'xattr key', MAX_XATTR_KEY_BYTES, `${p}/key`);
-    if (seen.has(x.key)) throw new InvalidManifestError(`xattr key "${x.key}" appears twice`, `${p}/key`);
-    seen.add(x.key);
-    const valueLength = base64Length(x.value, `${p}/value`, base64Seen);
+  for (let i = 0; i < xattrs.length; i++) {
+    const x = xattrs[i]!;
+    const problem = textProblem(x.key, 'xattr key', MAX_XATTR_KEY_BYTES);
+    if (problem) throw new InvalidManifestError(problem, at(index, `xattrs/${i}/key`));
+    if (seen ? seen.has(x.key) : hasKeyBefore(xattrs, i)) throw new InvalidManifestError(`xattr key "${x.key}" appears twice`, at(index, `xattrs/${i}/key`));
+    seen?.add(x.key);
+    let valueLength = base64Seen.get(x.value);
+    if (valueLength === undefined) base64Seen.set(x.value, (valueLength = decodeBase64(x.value, at(index, `xattrs/${i}/value`)).length));
     if (valueLength > MAX_XATTR_VALUE_BYTES) {
-      throw new InvalidManifestError(`xattr value is ${valueLength} bytes, at most ${MAX_XATTR_VALUE_BYTES}`, `${p}/value`);
+      throw new InvalidManifestError(`xattr value is ${valueLength} bytes, at most ${MAX_XATTR_VALUE_BYTES}`, at(index, `xattrs/${i}/value`));
     }
     budget += xattrBudgetCost(utf8Length(x.key), valueLength);
-  });
+  }
   if (budget > MAX_XATTR_BUDGET) {
-    throw new InvalidManifestError(`the xattrs take ${budget} bytes as composefs counts them, at most ${MAX_XATTR_BUDGET}`, `${pointer}/xattrs`);
+    throw new InvalidManifestError(`the xattrs take ${budget} bytes as composefs counts them, at most ${MAX_XATTR_BUDGET}`, at(index, 'xattrs'));
   }
 }
 
-function checkTypeSpecific(entry: Entry, pointer: string): void {
+function checkTypeSpecific(entry: Entry, index: number): void {
   switch (entry.type) {
-    case 'symlink':
-      checkText(entry.target, 'symlink target', MAX_SYMLINK_BYTES, `${pointer}/target`);
+    case 'symlink': {
+      const problem = textProblem(entry.target, 'symlink target', MAX_SYMLINK_BYTES);
+      if (problem) throw new InvalidManifestError(problem, at(index, 'target'));
       break;
+    }
     case 'file':
       if (entry.inline !== undefined) {
-        const content = decodeBase64(entry.inline, `${pointer}/inline`);
+        const content = decodeBase64(entry.inline, at(index, 'inline'));
         if (content.length > MAX_INLINE_BYTES) {
-          throw new InvalidManifestError(`inline content is ${content.length} bytes, at most ${MAX_INLINE_BYTES}`, `${pointer}/inline`);
+          throw new InvalidManifestError(`inline content is ${content.length} bytes, at most ${MAX_INLINE_BYTES}`, at(index, 'inline'));
         }
         if (content.length !== entry.size) {
-          throw new InvalidManifestError(`inline content is ${content.length} bytes but size is ${entry.size}`, `${pointer}/inline`);
+          throw new InvalidManifestError(`inline content is ${content.length} bytes but size is ${entry.size}`, at(index, 'inline'));
         }
       }
-      if (entry.backing !== undefined) checkText(entry.backing, 'backing path', MAX_BACKING_BYTES, `${pointer}/backing`);
+      if (entry.backing !== undefined) {
+        const problem = textProblem(entry.backing, 'backing path', MAX_BACKING_BYTES);
+        if (problem) throw new InvalidManifestError(problem, at(index, 'backing'));
+      }
       break;
     default:
       break;
   }
-}
-
-interface Ancestor {
-  path: string;
-  isDir: boolean;
 }
 
 /**
@@ -115,43 +123,55 @@ export function checkManifest(manifest: Manifest): void {
   if (!first || first.path !== '/' || first.type !== 'dir') {
     throw new InvalidManifestError('the first entry must be the root directory "/"', '/entries/0');
   }
-  // Ancestors of the previous entry, and the entry itself: with sorted paths,
-  // an entry's parent is always on this stack.
-  const stack: Ancestor[] = [];
+  // Ancestors of the previous entry, and the entry itself (paths, and whether
+  // each is a directory): with sorted paths, an entry's parent is on this stack.
+  const stackPaths: string[] = [];
+  const stackIsDir: boolean[] = [];
   let previous: string | undefined;
   let hasHardlinks = false;
   const seenBase64 = new Map<string, number>();
-  entries.forEach((entry, i) => {
-    const pointer = `/entries/${i}`;
-    checkPath(entry.path, `${pointer}/path`);
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    checkPath(entry.path, i);
     if (previous !== undefined) {
       const order = comparePaths(previous, entry.path);
-      if (order === 0) throw new InvalidManifestError(`path "${entry.path}" appears twice`, `${pointer}/path`);
+      if (order === 0) throw new InvalidManifestError(`path "${entry.path}" appears twice`, at(i, 'path'));
       if (order > 0) {
-        throw new InvalidManifestError(`entries are not sorted by path: "${entry.path}" must come before "${entries[i - 1]!.path}"`, `${pointer}/path`);
+        throw new InvalidManifestError(`entries are not sorted by path: "${entry.path}" must come before "${entries[i - 1]!.path}"`, at(i, 'path'));
       }
     }
     previous = entry.path;
     if (i > 0) {
-      const parent = parentPath(entry.path);
-      while (stack.length > 0 && stack[stack.length - 1]!.path !== parent && !isAncestor(stack[stack.length - 1]!.path, parent)) stack.pop();
-      const top = stack[stack.length - 1];
-      if (!top || top.path !== parent) throw new InvalidManifestError(`parent directory "${parent}" of "${baseName(entry.path)}" is not in the manifest`, `${pointer}/path`);
-      if (!top.isDir) throw new InvalidManifestError(`parent "${parent}" is not a directory`, `${pointer}/path`);
+      // The parent is the path up to the last "/" (no string is cut for it).
+      const path = entry.path;
+      const cut = path.lastIndexOf('/');
+      const parentLength = cut === 0 ? 1 : cut;
+      let top = stackPaths.length - 1;
+      while (top >= 0 && !holdsOrIs(stackPaths[top]!, path, parentLength)) top--;
+      stackPaths.length = top + 1;
+      stackIsDir.length = top + 1;
+      if (top < 0 || stackPaths[top]!.length !== parentLength) {
+        throw new InvalidManifestError(`parent directory "${parentPath(path)}" of "${baseName(path)}" is not in the manifest`, at(i, 'path'));
+      }
+      if (!stackIsDir[top]) throw new InvalidManifestError(`parent "${parentPath(path)}" is not a directory`, at(i, 'path'));
     }
-    stack.push({ path: entry.path, isDir: entry.type === 'dir' });
+    stackPaths.push(entry.path);
+    stackIsDir.push(entry.type === 'dir');
     if (entry.type === 'hardlink') {
       hasHardlinks = true;
-    } else {
-      checkXattrs(entry, pointer, seenBase64);
+    } else if (entry.xattrs !== undefined && entry.xattrs.length > 0) {
+      checkXattrs(entry.xattrs, i, seenBase64); // decoded value lengths are remembered: values repeat
     }
-    checkTypeSpecific(entry, pointer);
-  });
+    if (entry.type === 'symlink' || entry.type === 'file') checkTypeSpecific(entry, i);
+  }
   if (hasHardlinks) checkHardlinks(entries);
 }
 
-function isAncestor(dir: string, path: string): boolean {
-  return dir === '/' || path.startsWith(dir + '/');
+/** Whether `dir` is the first `length` characters of `path` (a parent), or an ancestor of those. */
+function holdsOrIs(dir: string, path: string, length: number): boolean {
+  if (dir === '/') return true;
+  if (dir.length > length || !path.startsWith(dir)) return false;
+  return dir.length === length || path.charCodeAt(dir.length) === 0x2f;
 }
 
 function checkHardlinks(entries: Entry[]): void {
