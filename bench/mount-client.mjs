@@ -9,6 +9,7 @@ const pkg = process.env.MOUNTGATE_TEST_PKG;
 const { connect } = await import(join(pkg, 'dist', 'src', 'index.js'));
 const { FsVerityHasher } = await import(join(pkg, 'dist', 'src', 'verity', 'fsverity.js'));
 const { pipe } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
+const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
 const [entries, calls] = [Number(process.argv[2]), Number(process.argv[3])];
 
 const mtime = { sec: 1700000000, nsec: 0 };
@@ -40,10 +41,7 @@ if (missing.length > 0) {
   const ws = createWriteStream(null, { fd: w });
   for (const d of missing) {
     const c = contents[digests.indexOf(d)];
-    const h = Buffer.alloc(40);
-    Buffer.from(d, 'hex').copy(h);
-    h.writeBigUInt64LE(BigInt(c.length), 32);
-    ws.write(h);
+    ws.write(recordHeader(d, c.length));
     ws.write(c);
   }
   ws.end();

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { InvalidRequestError, MountgateError, NotFoundError } from '../errors.js';
 import { MAX_MANIFEST_BYTES } from '../manifest/limits.js';
 import type { CallerIdentity, UsageFacts, Verdict } from '../policy/decide.js';
-import { limitChecks, methodChecks } from '../policy/decide.js';
+import { decideMethod, type RuledMethod } from '../policy/decide.js';
 import { decideAddImage, decideMountImage, missingObjects, type MountGrant } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
 import type { MountRequest, Policy } from '../schema/types.generated.js';
@@ -34,12 +34,10 @@ export interface ImageDeps {
 /** Audits a verdict, with extra fields, for the call at hand. */
 export type AuditVerdict = (verdict: Verdict, extra?: Record<string, unknown>) => void;
 
-/** Refuses unless the policy lets this caller use the method at all. */
-function gate(method: Parameters<typeof methodChecks>[0], caller: CallerIdentity, policy: Policy, audit: AuditVerdict): void {
-  const checks = methodChecks(method, caller, policy);
-  const failed = checks.find((c) => !c.ok);
-  if (!failed) return;
-  const verdict: Verdict = { method, allowed: false, checks, error: { reason: failed.reason ?? 'PolicyDenied', message: failed.message } };
+/** Refuses unless the policy lets this caller use the method at all (and, given its usage, now). */
+function gate(method: RuledMethod, caller: CallerIdentity, policy: Policy, audit: AuditVerdict, usage?: UsageFacts): Verdict {
+  const verdict = decideMethod(method, caller, policy, usage);
+  if (verdict.allowed) return verdict;
   audit(verdict);
   refuse(verdict);
 }
@@ -130,14 +128,7 @@ export class ImageService {
   }
 
   async putObjects(caller: CallerIdentity, usage: UsageFacts, fd: number, takeFd: (fd: number) => void, audit: AuditVerdict): Promise<{ objects: number; bytes: number }> {
-    const checks = methodChecks('PutObjects', caller, this.deps.policy());
-    if (checks.every((c) => c.ok)) checks.push(...limitChecks(this.deps.policy(), usage));
-    const failed = checks.find((c) => !c.ok);
-    const verdict: Verdict = failed ? { method: 'PutObjects', allowed: false, checks, error: { reason: failed.reason!, message: failed.message } } : { method: 'PutObjects', allowed: true, checks };
-    if (!verdict.allowed) {
-      audit(verdict);
-      refuse(verdict);
-    }
+    const verdict = gate('PutObjects', caller, this.deps.policy(), audit, usage);
     const st = fstatSync(fd);
     if (!st.isFIFO() && !st.isSocket()) throw new InvalidRequestError('the object stream must be the read end of a pipe or a socket');
     takeFd(fd); // the reader's socket owns and closes it from here on

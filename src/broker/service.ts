@@ -33,11 +33,35 @@ export interface BrokerDeps {
   audit: AuditSink;
 }
 
-/** Fd numbers carried by a message body of the given signature. */
+/** The complete types of a signature, in order: "ssah" -> ["s", "s", "ah"]. */
+function splitSignature(signature: string): string[] {
+  const out: string[] = [];
+  let at = 0;
+  const one = (): void => {
+    const c = signature[at++];
+    if (c === 'a') return one();
+    const close = c === '(' ? ')' : c === '{' ? '}' : undefined;
+    if (close) {
+      while (signature[at] !== close) one();
+      at++;
+    }
+  };
+  while (at < signature.length) {
+    const start = at;
+    one();
+    out.push(signature.slice(start, at));
+  }
+  return out;
+}
+
+/** Fd numbers in a call's body, at the positions its signature (from the interface XML) gives 'h' or 'ah'. */
 function fdsOf(member: string, body: unknown[]): number[] {
-  if (member === 'BindIdmapped' || member === 'AddImage' || member === 'PutObjects') return typeof body[0] === 'number' ? [body[0]] : [];
-  if (member === 'Explain') return Array.isArray(body[2]) ? (body[2] as unknown[]).filter((x): x is number => typeof x === 'number') : [];
-  return [];
+  return splitSignature(signatures[member] ?? '').flatMap((type, k) => {
+    const value = body[k];
+    if (type === 'h') return typeof value === 'number' ? [value] : [];
+    if (type === 'ah' && Array.isArray(value)) return value.filter((x): x is number => typeof x === 'number');
+    return [];
+  });
 }
 
 function closeQuietly(fd: number): void {

@@ -9,7 +9,7 @@ import { controlledIds, covers, identityMap, type Interval, shapeProblems } from
 
 export const brokerMethods = ['GetInfo', 'BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'] as const;
 export type BrokerMethod = (typeof brokerMethods)[number];
-type RuledMethod = Exclude<BrokerMethod, 'GetInfo'>;
+export type RuledMethod = Exclude<BrokerMethod, 'GetInfo'>;
 
 /** Who is calling, as resolved from the bus and the account files. */
 export interface CallerIdentity {
@@ -72,7 +72,8 @@ export interface Verdict<G = unknown> {
   grant?: G;
 }
 
-function verdictOf<G>(method: BrokerMethod, checks: Check[], grant?: G): Verdict<G> {
+/** A verdict from its checks: allowed when none failed, else the first failure's class and sentence. */
+export function verdictOf<G>(method: BrokerMethod, checks: Check[], grant?: G): Verdict<G> {
   const failed = checks.find((c) => !c.ok);
   if (!failed) return grant === undefined ? { method, allowed: true, checks } : { method, allowed: true, checks, grant };
   return { method, allowed: false, checks, error: { reason: failed.reason ?? 'PolicyDenied', message: failed.message } };
@@ -238,9 +239,14 @@ export function decideBind({ caller, request, source, policy, usage }: BindDecis
   });
 }
 
+/** May this caller use a method at all (and, given its usage, now)? For methods with no further facts to weigh. */
+export function decideMethod(method: RuledMethod, caller: CallerIdentity, policy: Policy, usage?: UsageFacts): Verdict {
+  const checks = methodChecks(method, caller, policy);
+  if (usage && checks.every((c) => c.ok)) checks.push(...limitChecks(policy, usage));
+  return verdictOf(method, checks);
+}
+
 /** Explain itself is a method the policy must allow. */
-export function decideExplain(caller: CallerIdentity, policy: Policy, usage: UsageFacts): Verdict<undefined> {
-  const checks = methodChecks('Explain', caller, policy);
-  if (checks.every((c) => c.ok)) checks.push(...limitChecks(policy, usage));
-  return verdictOf('Explain', checks);
+export function decideExplain(caller: CallerIdentity, policy: Policy, usage: UsageFacts): Verdict {
+  return decideMethod('Explain', caller, policy, usage);
 }

@@ -2,7 +2,7 @@
 // image, which objects must it still upload, may it mount it with this map.
 import type { IdRange, MountRequest, Policy } from '../schema/types.generated.js';
 import { defaultImageLimits } from './default.js';
-import { limitChecks, methodChecks, type CallerIdentity, type Check, type UsageFacts, type Verdict } from './decide.js';
+import { limitChecks, methodChecks, verdictOf, type CallerIdentity, type Check, type UsageFacts, type Verdict } from './decide.js';
 import { controlledIds, covers, rootlessMap, shapeProblems } from './idmap.js';
 
 /** What the broker learned from a validated manifest. */
@@ -19,12 +19,6 @@ export interface StoreUsage {
   bytes: number;
 }
 
-function verdict<G>(method: Verdict['method'], checks: Check[], grant?: G): Verdict<G> {
-  const failed = checks.find((c) => !c.ok);
-  if (failed) return { method, allowed: false, checks, error: { reason: failed.reason ?? 'PolicyDenied', message: failed.message } };
-  return grant === undefined ? { method, allowed: true, checks } : { method, allowed: true, checks, grant };
-}
-
 function deviceCheck(devices: string[]): Check {
   if (devices.length === 0) return { ok: true, message: 'the image has no device nodes' };
   const shown = devices.slice(0, 3).join(', ') + (devices.length > 3 ? `, and ${devices.length - 3} more` : '');
@@ -38,7 +32,7 @@ function deviceCheck(devices: string[]): Check {
 export function decideAddImage(input: { caller: CallerIdentity; policy: Policy; usage: UsageFacts; image: ImageFacts; store: StoreUsage; alreadyRegistered: boolean }): Verdict {
   const { caller, policy, image, store } = input;
   const checks = methodChecks('AddImage', caller, policy);
-  if (checks.some((c) => !c.ok)) return verdict('AddImage', checks);
+  if (checks.some((c) => !c.ok)) return verdictOf('AddImage', checks);
   checks.push(...limitChecks(policy, input.usage));
   const limits = { ...defaultImageLimits, ...policy.images };
   checks.push(
@@ -59,7 +53,7 @@ export function decideAddImage(input: { caller: CallerIdentity; policy: Policy; 
         : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: this image's ${image.bytes} bytes would bring you to ${store.bytes + image.bytes}, the limit is ${limits.maxBytesPerUser}` },
     );
   }
-  return verdict('AddImage', checks);
+  return verdictOf('AddImage', checks);
 }
 
 /**
@@ -105,11 +99,11 @@ export function decideMountImage(input: {
 }): Verdict<MountGrant> {
   const { caller, policy, image } = input;
   const checks = methodChecks('MountImage', caller, policy);
-  if (checks.some((c) => !c.ok)) return verdict('MountImage', checks);
+  if (checks.some((c) => !c.ok)) return verdictOf('MountImage', checks);
   checks.push(...limitChecks(policy, input.usage));
   if (!image) {
     checks.push({ ok: false, reason: 'NotFound', message: `you have no image ${input.imageId}; see ListImages (mountgate image ls)` });
-    return verdict('MountImage', checks);
+    return verdictOf('MountImage', checks);
   }
   checks.push(deviceCheck(image.devices));
   checks.push(
@@ -126,5 +120,5 @@ export function decideMountImage(input: {
   const gidMap = input.request.gidMap ?? rootlessMap(account.gid, account.subgids);
   checks.push(...hostSideChecks('uidMap', uidMap, caller.uid, account.subuids), ...hostSideChecks('gidMap', gidMap, account.gid, account.subgids));
   checks.push({ ok: true, message: `flags: read-only, nosuid, nodev (always)${input.request.noexec ? ', noexec' : ''}` });
-  return verdict('MountImage', checks, { uidMap, gidMap, noexec: input.request.noexec ?? false });
+  return verdictOf('MountImage', checks, { uidMap, gidMap, noexec: input.request.noexec ?? false });
 }

@@ -1,6 +1,6 @@
 // Writing files so that a crash never leaves a wrong file under a final name:
 // a temporary file in the same directory, fsync, rename, fsync the directory.
-import { closeSync, fsyncSync, openSync, renameSync, writeSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 
@@ -25,5 +25,3 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   renameSync(tmp, path);
   fsyncDir(dirname(path));
 }
-
-export { writeSync };

@@ -10,6 +10,7 @@ const pkg = process.env.MOUNTGATE_TEST_PKG;
 const dist = (p) => import(join(pkg, 'dist', 'src', p));
 const { connect } = await dist('index.js');
 const { pipe } = await dist('sys/syscalls.js');
+const { recordHeader } = await dist('client/images.js');
 const { runInNamespace } = await dist('client/namespace.js');
 const { lookupAccount } = await dist('accounts/load.js');
 const { rootlessMap } = await dist('policy/idmap.js');
@@ -27,10 +28,7 @@ const put = broker.putObjects(r);
 const ws = createWriteStream(null, { fd: w });
 for (const d of missing) {
   const content = Buffer.from(spec.objects[d], 'base64');
-  const h = Buffer.alloc(40);
-  Buffer.from(d, 'hex').copy(h);
-  h.writeBigUInt64LE(BigInt(content.length), 32);
-  ws.write(h);
+  ws.write(recordHeader(d, content.length));
   ws.write(content);
 }
 ws.end();

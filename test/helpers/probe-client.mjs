@@ -12,6 +12,7 @@ const pkg = process.env.MOUNTGATE_TEST_PKG ?? join(import.meta.dirname ?? new UR
 const require = createRequire(join(pkg, 'package.json'));
 const dbus = require('dbus-next');
 const { pipe } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
+const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
 
 const dest = { destination: 'org.mountgate.Broker1', path: '/org/mountgate/Broker1', interface: 'org.mountgate.Broker1' };
 
@@ -82,10 +83,7 @@ for (const op of ops) {
     const ws = createWriteStream(null, { fd: w });
     for (const [k, rec] of op.records.entries()) {
       const content = rec.repeat ? Buffer.from(rec.repeat[0].repeat(rec.repeat[1])) : Buffer.from(rec.content);
-      const header = Buffer.alloc(40);
-      Buffer.from(rec.digest, 'hex').copy(header, 0);
-      header.writeBigUInt64LE(BigInt(rec.size ?? content.length), 32);
-      ws.write(header);
+      ws.write(recordHeader(rec.digest, rec.size ?? content.length));
       if (k === op.records.length - 1 && op.partial !== undefined) {
         ws.write(content.subarray(0, op.partial));
         process.stderr.write('partial-written\n');
