@@ -42,7 +42,7 @@ const MountAttrStruct = koffi.struct('mg_mount_attr', {
 
 // x86_64 and aarch64 share these numbers (the new mount API came after the
 // unified syscall table).
-const NR = { open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, pidfd_open: 434, mount_setattr: 442 } as const;
+const NR = { memfd_create: 319, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, pidfd_open: 434, pidfd_getfd: 438, mount_setattr: 442 } as const;
 
 export const AT_FDCWD = -100;
 export const AT_EMPTY_PATH = 0x1000;
@@ -172,4 +172,80 @@ const chrootFn = libc.func('int chroot(const char *path)');
 
 export function chroot(path: string): void {
   check(`chroot ${path}`, chrootFn(path) as number);
+}
+
+const F_GETPIPE_SZ = 1032;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+export const F_SEAL = { SEAL: 0x1, SHRINK: 0x2, GROW: 0x4, WRITE: 0x8 } as const;
+/** The seals that make a memfd's contents immutable: what the broker requires of a manifest. */
+export const IMMUTABLE_SEALS = F_SEAL.SHRINK | F_SEAL.GROW | F_SEAL.WRITE;
+const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const writeFn = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
+
+/**
+ * A memfd holding `data`, sealed against writing, growing and shrinking (and
+ * against further seal changes): a reader can never be stalled by it, and its
+ * bytes cannot change between a check and a use.
+ */
+export function sealedMemfd(name: string, data: Uint8Array): number {
+  const fd = check('memfd_create', syscall(NR.memfd_create, 'str', name, 'uint', MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  try {
+    let at = 0;
+    while (at < data.length) {
+      const chunk = data.subarray(at, Math.min(data.length, at + (1 << 24)));
+      at += check('write', writeFn(fd, chunk, chunk.length) as number);
+    }
+    check('fcntl(F_ADD_SEALS)', fcntlFn(fd, F_ADD_SEALS, 'int', IMMUTABLE_SEALS | F_SEAL.SEAL) as number);
+    return fd;
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+}
+
+/** The seals of a memfd; undefined for any other kind of file (EINVAL). Never blocks: no filesystem is asked. */
+export function fileSeals(fd: number): number | undefined {
+  const r = Number(fcntlFn(fd, F_GET_SEALS, 'int', 0));
+  if (r >= 0) return r;
+  const e = errno();
+  if (e === osConstants.errno.EINVAL) return undefined;
+  throw new SyscallError('fcntl(F_GET_SEALS)', e);
+}
+
+/**
+ * Is fd (an open fd) a pipe or FIFO? F_GETPIPE_SZ works on nothing else, and
+ * answers EBADF for every other kind of file; no filesystem is asked.
+ */
+export function isPipe(fd: number): boolean {
+  return Number(fcntlFn(fd, F_GETPIPE_SZ, 'int', 0)) >= 0;
+}
+
+const getsockoptFn = libc.func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *len)');
+const SOL_SOCKET = 1;
+const SO_TYPE = 3;
+const SO_DOMAIN = 39;
+const SO_ACCEPTCONN = 30;
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+
+/** A socket's domain, type and whether it listens; undefined when fd is not a socket (ENOTSOCK). */
+export function socketKind(fd: number): { domain: number; type: number; listening: boolean } | undefined {
+  const get = (name: number): number | undefined => {
+    const value = [0];
+    const len = [4];
+    if ((getsockoptFn(fd, SOL_SOCKET, name, value, len) as number) === 0) return value[0]!;
+    const e = errno();
+    if (e === osConstants.errno.ENOTSOCK) return undefined;
+    throw new SyscallError('getsockopt', e);
+  };
+  const type = get(SO_TYPE);
+  if (type === undefined) return undefined;
+  return { domain: get(SO_DOMAIN)!, type, listening: get(SO_ACCEPTCONN) === 1 };
+}
+
+/** pidfd_getfd: a duplicate, in this process, of fd `targetFd` of the process behind `pidfd`. */
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  return check('pidfd_getfd', syscall(NR.pidfd_getfd, 'int', pidfd, 'int', targetFd, 'uint', 0));
 }
