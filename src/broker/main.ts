@@ -13,12 +13,18 @@ import { stdoutAudit } from './audit.js';
 import { loadPolicyFile, PolicyStore } from './policy-store.js';
 import { BrokerService } from './service.js';
 import { ImageService } from './images.js';
+import { FairQueue } from './fair-queue.js';
+import { fdProber } from './fd-probe.js';
+import { MountLocker } from './lock.js';
+import { methodRecords } from './methods.js';
+import { join } from 'node:path';
 
 interface Options {
   busAddress?: string;
   policy: string;
   stateDir: string;
   erofsBacking: 'auto' | 'loop';
+  fdDeadlineMs: string;
 }
 
 function fail(message: string, code: number): never {
@@ -53,8 +59,14 @@ async function main(opts: Options): Promise<void> {
     process.exit(exitCodes.BrokerUnavailable);
   });
 
-  const images = new ImageService({ stateDir: opts.stateDir, policy: () => policy.policy, userns, features });
-  const service = new BrokerService({ bus, policy, userns, features, images, audit: stdoutAudit });
+  const fdDeadlineMs = Number(opts.fdDeadlineMs);
+  if (!Number.isInteger(fdDeadlineMs) || fdDeadlineMs < 100) fail(`--fd-deadline-ms must be a whole number of milliseconds, at least 100 (got ${opts.fdDeadlineMs})`, exitCodes.Usage);
+  const images = new ImageService({ stateDir: opts.stateDir, policy: () => policy.policy, features });
+  const locker = new MountLocker(join(opts.stateDir, 'stage'));
+  // At most four fd probes at once, over all callers, handed out round-robin between users.
+  const prober = fdProber(new FairQueue(4), fdDeadlineMs);
+  const methods = methodRecords({ images, prober, executor: { userns, locker }, features });
+  const service = new BrokerService({ bus, policy, methods, audit: stdoutAudit });
   service.attach();
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);
@@ -67,6 +79,7 @@ async function main(opts: Options): Promise<void> {
   const stop = () => {
     stdoutAudit({ event: 'stop' });
     userns.close();
+    locker.close();
     bus.disconnect();
     process.exit(0);
   };
@@ -83,6 +96,7 @@ const program = new Command('mountgated')
   .option('--policy <file>', 'policy file; missing means the built-in default', '/etc/mountgate/policy.json')
   .option('--state-dir <dir>', 'the broker\'s state directory', '/var/lib/mountgate')
   .addOption(new Option('--erofs-backing <how>', 'how EROFS images are mounted: auto (file-backed when the kernel can) or loop (always a loop device)').choices(['auto', 'loop']).default('auto'))
+  .option('--fd-deadline-ms <ms>', 'how long an fd a caller passed may take to answer fstat/statfs before its call fails with Timeout (a stopped FUSE server never answers)', '5000')
   .addHelpText('after', '\nExample:\n  mountgated --bus-address unix:path=/run/mountgate-test/bus --policy ./policy.json\n')
   .action((opts: Options) => main(opts).catch((err: Error) => fail(err.stack ?? String(err), exitCodes.Internal)));
 

@@ -69,7 +69,7 @@ t.test('a user binds a directory it owns: the mount is idmapped and shows shifte
   tt.equal(made.uid, alice.uid, 'a file written by uid 1000 inside lands on disk owned by alice');
   tt.equal(made.gid, alice.gid, '... and by her group');
   tt.equal(readFileSync(join(world.dirs.alice!, 'new.txt'), 'utf8'), 'made-inside\n');
-  const audit = await world.broker.waitFor((l) => l.event === 'decision' && l.method === 'BindIdmapped' && l.allowed === true && (l.caller as { uid: number }).uid === alice.uid);
+  const audit = await world.broker.waitFor((l) => l.event === 'result' && l.method === 'BindIdmapped' && (l.caller as { uid: number }).uid === alice.uid);
   tt.ok(audit.mounted, 'the broker audited what it mounted');
 });
 

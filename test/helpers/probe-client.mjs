@@ -11,7 +11,7 @@ import { join } from 'node:path';
 const pkg = process.env.MOUNTGATE_TEST_PKG ?? join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..');
 const require = createRequire(join(pkg, 'package.json'));
 const dbus = require('dbus-next');
-const { pipe } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
+const { pipe, sealedMemfd } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
 const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
 
 const dest = { destination: 'org.mountgate.Broker1', path: '/org/mountgate/Broker1', interface: 'org.mountgate.Broker1' };
@@ -68,11 +68,18 @@ for (const op of ops) {
     fds.forEach((fd) => closeSync(fd));
     if (out.ok) out.verdict = JSON.parse(out.body[0]);
   } else if (op.op === 'addImage') {
-    // The manifest travels as an fd of an unlinked temp file, as the client sends it.
-    const path = join(tmpdir(), `probe-manifest-${process.pid}-${Math.random().toString(16).slice(2)}.json`);
-    writeFileSync(path, typeof op.manifest === 'string' ? op.manifest : JSON.stringify(op.manifest ?? synthetic(op.synthetic)), { mode: 0o600 });
-    const fd = openSync(path, 'r');
-    unlinkSync(path);
+    // The manifest travels as a sealed memfd, as the client sends it; fdKind
+    // 'file' sends an unlinked temp file instead (which the broker refuses).
+    const text = typeof op.manifest === 'string' ? op.manifest : JSON.stringify(op.manifest ?? synthetic(op.synthetic));
+    let fd;
+    if (op.fdKind === 'file') {
+      const path = join(tmpdir(), `probe-manifest-${process.pid}-${Math.random().toString(16).slice(2)}.json`);
+      writeFileSync(path, text, { mode: 0o600 });
+      fd = openSync(path, 'r');
+      unlinkSync(path);
+    } else {
+      fd = sealedMemfd('probe-manifest', Buffer.from(text));
+    }
     out = await call(bus, 'AddImage', 'h', [fd]);
     closeSync(fd);
     if (out.ok) out = { ok: true, id: out.body[0], missing: out.body[1] };

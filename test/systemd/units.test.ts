@@ -69,7 +69,9 @@ t.test('mountgated.service', async (t) => {
   t.equal(one('Restart'), 'on-failure', 'restarts on failure');
   t.notOk(service.has('User') || service.has('DynamicUser'), 'runs as root');
   t.equal(one('NoNewPrivileges'), 'yes', 'NoNewPrivileges');
-  t.equal(one('RestrictNamespaces'), 'user', 'may create user namespaces only (helpers carrying the idmap)');
+  t.equal(one('RestrictNamespaces'), 'user mnt', 'may create user and mount namespaces only (helpers carrying the idmap, and the namespace that locks a bind\'s flags)');
+  t.equal(one('MemoryMax'), '6G', 'memory is bounded');
+  t.equal(one('TasksMax'), '512', 'tasks are bounded');
   t.equal(one('RestrictAddressFamilies'), 'AF_UNIX', 'AF_UNIX only');
   t.equal(one('PrivateNetwork'), 'yes', 'own network namespace');
   t.strictSame(
