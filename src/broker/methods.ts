@@ -13,7 +13,7 @@ import type { KernelFeatures } from '../sys/features.js';
 import * as sys from '../sys/syscalls.js';
 import { packageVersion } from '../paths.js';
 import { digestPattern } from '../store/objects.js';
-import { executePlan, type ExecutorDeps } from './execute.js';
+import type { PlanExecutor } from './executor-client.js';
 import type { FdProber } from './fd-probe.js';
 import type { BuiltImage } from './image-builder.js';
 import { checkManifestFd, imageLimits, type ImageService } from './images.js';
@@ -63,7 +63,7 @@ export interface MethodRecord<A = unknown, F = unknown, G = unknown> {
 export interface MethodDeps {
   images: ImageService;
   prober: FdProber;
-  executor: ExecutorDeps;
+  executor: PlanExecutor;
   features: KernelFeatures;
 }
 
@@ -139,7 +139,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     decide: (call, args, source) => decideBind({ caller: call.caller, request: args.request, source, policy: call.policy, usage: call.usage }),
     plan: (verdict) => planBind(verdict.grant!),
     async execute(_call, args, source, verdict, plan) {
-      const { mountFd } = await executePlan(plan!, [args.directory], executor);
+      const { mountFd } = await executor.execute(plan!, [args.directory]);
       const info = { source: source.path, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, flags: mountStep(plan!) };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },
@@ -229,7 +229,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       }),
     plan: (verdict, args) => images.planMount(verdict.grant!, args.imageId),
     async execute(_call, args, found, verdict, plan) {
-      const { mountFd } = await executePlan(plan!, [], executor);
+      const { mountFd } = await executor.execute(plan!, []);
       const info = { image: args.imageId, name: found!.meta.name, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, verity: features.fsVerity };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },

@@ -271,3 +271,39 @@ export function socketKind(fd: number): { domain: number; type: number; listenin
 export function pidfdGetfd(pidfd: number, targetFd: number): number {
   return check('pidfd_getfd', syscall(NR.pidfd_getfd, 'int', pidfd, 'int', targetFd, 'uint', 0));
 }
+
+const socketpairFn = libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *fds)');
+const SOCK_CLOEXEC = 0o2000000;
+
+/** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected ends. */
+export function socketpair(): [number, number] {
+  const fds = [0, 0];
+  check('socketpair', socketpairFn(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) as number);
+  return [fds[0]!, fds[1]!];
+}
+
+const prctlFn = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
+const PR_SET_NO_NEW_PRIVS = 38;
+const PR_SET_DUMPABLE = 4;
+
+/** This process and everything it starts can never gain privileges (set-id bits and file capabilities are ignored). */
+export function noNewPrivileges(): void {
+  check('prctl(PR_SET_NO_NEW_PRIVS)', prctlFn(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as number);
+}
+
+/** Not dumpable: other processes of the same uid cannot ptrace it or read its memory. */
+export function notDumpable(): void {
+  check('prctl(PR_SET_DUMPABLE)', prctlFn(PR_SET_DUMPABLE, 0, 0, 0, 0) as number);
+}
+
+const OpenHow = koffi.struct('mg_open_how', { flags: 'uint64', mode: 'uint64', resolve: 'uint64' });
+const RESOLVE_NO_SYMLINKS = 0x04;
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const O_PATH = 0o10000000;
+const O_NOFOLLOW_FLAG = 0o400000;
+
+/** openat2(AT_FDCWD, path, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS): a path fd, refusing any symlink on the way (ELOOP). */
+export function openPathNoSymlinks(path: string): number {
+  const how = { flags: O_PATH | O_CLOEXEC | O_NOFOLLOW_FLAG, mode: 0, resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+  return check(`openat2 ${path}`, syscall(437, 'int', AT_FDCWD, 'str', path, koffi.pointer(OpenHow), how, 'size_t', koffi.sizeof(OpenHow)));
+}
