@@ -79,10 +79,17 @@ t.test('a user adds an image, uploads its objects and mounts it', async (tt) => 
 t.test('Explain shows the composefs plan for an image, and refuses for a stranger', async (tt) => {
   const [list] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
   const id = (list!.images as { id: string }[])[0]!.id;
-  const [mine] = await probeAs(world.users.alice!, [{ op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
-  const v = mine!.verdict as { allowed: boolean; plan: { text: string[] } };
+  const [info, mine] = await probeAs(world.users.alice!, [{ op: 'info' }, { op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
+  const v = mine!.verdict as { allowed: boolean; plan: { steps: { step: string; verity?: boolean }[]; text: string[] } };
   tt.equal(v.allowed, true);
   tt.match(v.plan.text.join('\n'), /erofs: fsopen\(erofs\)[^]*setattr: mount_setattr\(idmap, nosuid, nodev\)[^]*overlay: lowerdir\+=/, 'erofs, idmap, overlay');
+  // The plan follows the broker's own probe (GetInfo, the ready line): here no
+  // fs-verity (CONFIG_FS_VERITY is off); on a kernel with it, verity=require.
+  const fsVerity = (info!.info as { fsVerity: boolean }).fsVerity;
+  tt.type(fsVerity, 'boolean', `GetInfo reports fsVerity=${String(fsVerity)}`);
+  tt.equal((world.broker.audit.find((l) => l.event === 'ready')!.features as { fsVerity: boolean }).fsVerity, fsVerity, 'as probed at start');
+  tt.equal(v.plan.steps.find((s) => s.step === 'overlay')!.verity, fsVerity, 'the overlay step asks for verity exactly when the broker found fs-verity');
+  tt.equal(/verity=require/.test(v.plan.text.join('\n')), fsVerity, 'and explain says so');
   const [theirs] = await probeAs(world.users.carol!, [{ op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
   const d = theirs!.verdict as { allowed: boolean; error: { name: string } };
   tt.equal(d.allowed, false);
