@@ -1,9 +1,10 @@
-# Sourced by test/run.sh and scripts/demo.sh, as root. Re-executes the calling
-# script in a new PID namespace (with its own /proc) and a private mount
-# namespace, so nothing the run starts or mounts can outlive it: when the
-# script ends, or the run is interrupted or killed, the kernel kills every
-# process left in the namespace (brokers, buses, user processes) and the
-# mounts go with it. The calling script continues only inside the namespaces;
+# Sourced by test/run.sh, scripts/demo.sh and bench/run.sh, as root.
+# Re-executes the calling script in a new PID namespace (with its own /proc)
+# and a private mount namespace, so nothing the run starts or mounts can
+# outlive it: when the script ends, or the run is interrupted or killed, the
+# kernel kills every process left in the namespace (brokers, buses, user
+# processes) and the mounts go with it. The calling script continues only
+# inside the namespaces;
 # outside, this file waits for it and then removes the test users the run
 # created (test/helpers/users.ts marks each with the run's id), also when a
 # test file or the whole run was killed.
