@@ -151,8 +151,10 @@ t.test('a burst of 500 pipelined calls carrying fds: every call answered, others
   await new Promise((res) => setTimeout(res, 1000));
   await stillServes(tt);
   const [r] = await burst;
-  tt.equal(r!.answered, 500, 'all 500 calls got an answer');
   const byName = r!.byName as Record<string, number>;
+  tt.equal(r!.sent, 500, '500 calls were sent');
+  tt.equal(r!.answered, 500, 'all 500 got a reply: a return or a named bus error');
+  tt.equal(Object.values(byName).reduce((a, b) => a + b, 0), 500, 'and every one of them is counted by its answer');
   tt.comment(`answers: ${JSON.stringify(byName)}`);
   const known = new Set(['ok', 'org.mountgate.Error.InvalidRequest', 'org.mountgate.Error.LimitExceeded', 'org.mountgate.Error.PolicyDenied', 'org.freedesktop.DBus.Error.LimitsExceeded']);
   tt.same(Object.keys(byName).filter((k) => !known.has(k)), [], 'every answer is a bind, a refusal by the broker, or the daemon\'s own limit');

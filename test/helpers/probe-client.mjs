@@ -2,6 +2,7 @@
 // exactly what it is told (unvalidated JSON text, pipes or files as directory
 // fds, bursts of pipelined calls), so tests see the broker's own refusals.
 //   node probe-client.mjs '<ops JSON>'   -> one JSON line per op on stdout
+// An image id "$added" stands for the id the last addImage op of the same run returned.
 import { execFileSync } from 'node:child_process';
 import { closeSync, createWriteStream, existsSync, openSync, readdirSync, unlinkSync, writeFileSync, constants } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,6 +53,8 @@ function synthetic(n) {
 const ops = JSON.parse(process.argv[2]);
 const bus = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, negotiateUnixFd: true });
 await new Promise((res, rej) => { bus.once('connect', res); bus.once('error', rej); });
+let added;
+const imageId = (id) => (id === '$added' ? added : id);
 for (const op of ops) {
   let out;
   if (op.op === 'info') {
@@ -82,7 +85,10 @@ for (const op of ops) {
     }
     out = await call(bus, 'AddImage', 'h', [fd]);
     closeSync(fd);
-    if (out.ok) out = { ok: true, id: out.body[0], missing: out.body[1] };
+    if (out.ok) {
+      out = { ok: true, id: out.body[0], missing: out.body[1] };
+      added = out.id;
+    }
   } else if (op.op === 'putObjects') {
     // records: [{ digest, content (utf8) or repeat: [text, times], size? }]; holdMs: pause after `partial` bytes of the last record.
     const [r, w] = pipe();
@@ -103,13 +109,13 @@ for (const op of ops) {
     closeSync(r);
     if (out.ok) out = { ok: true, objects: Number(out.body[0]), bytes: Number(out.body[1]) };
   } else if (op.op === 'mountImage') {
-    out = await call(bus, 'MountImage', 'ss', [op.id, JSON.stringify(op.request ?? {})]);
+    out = await call(bus, 'MountImage', 'ss', [imageId(op.id), JSON.stringify(op.request ?? {})]);
     if (out.ok) out = { ok: true, info: JSON.parse(out.body[1]) };
   } else if (op.op === 'listImages') {
     out = await call(bus, 'ListImages', '', []);
     if (out.ok) out = { ok: true, images: JSON.parse(out.body[0]) };
   } else if (op.op === 'removeImage') {
-    out = await call(bus, 'RemoveImage', 's', [op.id]);
+    out = await call(bus, 'RemoveImage', 's', [imageId(op.id)]);
   } else if (op.op === 'raw') {
     out = await call(bus, op.member, op.signature, op.body);
   } else if (op.op === 'burst') {
@@ -132,7 +138,10 @@ for (const op of ops) {
     closeSync(dir);
     const byName = {};
     for (const r of results) byName[r.ok ? 'ok' : r.name] = (byName[r.ok ? 'ok' : r.name] ?? 0) + 1;
-    out = { ok: true, answered: results.length, byName, clientFds: readdirSync('/proc/self/fd').length };
+    // Answered: a method return or an error reply with a bus error name; a
+    // local failure (the connection gone, no reply) has no name and is not.
+    const answered = results.filter((r) => r.ok || (typeof r.name === 'string' && r.name !== '')).length;
+    out = { ok: true, sent: op.count, answered, byName, clientFds: readdirSync('/proc/self/fd').length };
   }
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
