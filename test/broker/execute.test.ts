@@ -43,7 +43,7 @@ const grant = { uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from
 async function mountAndRead(verity: boolean): Promise<{ options: string[]; read: string }> {
   const mnt = mkdtempSync(join(base, 'mnt-'));
   const plan = planComposefsMount(grant, image, objectsDir, { verity, fileBackedErofs: true });
-  const { mountFd } = await executePlan(plan, [], cache);
+  const { mountFd } = await executePlan(plan, [], { userns: cache });
   try {
     moveMount(mountFd, mnt);
   } finally {

@@ -29,6 +29,8 @@ t.before(async () => {
 });
 t.teardown(() => world?.teardown());
 
+// D-Bus strings cannot hold NUL (the client library refuses to send one): everything else goes.
+const noNul = (s: string) => s.replaceAll('\0', '');
 const text = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 200 }),
   fc.json({ maxDepth: 4 }),
@@ -44,9 +46,9 @@ const text = fc.oneof(
     },
     { requiredKeys: [] },
   ).map((r) => JSON.stringify(r)),
-);
-const imageId = fc.oneof(fc.hexaString({ minLength: 64, maxLength: 64 }), fc.string({ unit: 'binary', maxLength: 80 }), fc.constant('0'.repeat(64)), fc.constant('../../etc/passwd'));
-const method = fc.oneof(fc.constantFrom('GetInfo', 'BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'), fc.string({ maxLength: 20 }));
+).map(noNul);
+const imageId = fc.oneof(fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 64, maxLength: 64 }), fc.string({ unit: 'binary', maxLength: 80 }), fc.constant('0'.repeat(64)), fc.constant('../../etc/passwd')).map(noNul);
+const method = fc.oneof(fc.constantFrom('GetInfo', 'BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'), fc.string({ maxLength: 20 })).map(noNul);
 
 const op = (dir: string) =>
   fc.oneof(
