@@ -1,0 +1,105 @@
+// Load and soak of the real broker (executor and front) on a private bus with
+// the production bus policy, from real unprivileged users.
+//   sudo bash bench/run.sh load [SECONDS] [USERS]   16 users (one of them flooding
+//        past its limit) keep hundreds of mixed calls in flight (Explain,
+//        BindIdmapped, AddImage+PutObjects, MountImage) while an observer times
+//        GetInfo; the observer's latency with no load, measured first in the same
+//        run, is the baseline. Reports failures, latencies, the broker's memory and
+//        fds, and what is left afterwards.
+//   sudo bash bench/run.sh load --soak [CYCLES]     CYCLES x (MountImage + BindIdmapped)
+//        with every fd closed: fds, loop devices and staging mounts back where they were.
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createWorld } from '../test/helpers/world.js';
+import { runAs } from '../test/helpers/run-as.js';
+import { pkgRoot } from '../test/helpers/paths.js';
+
+const soak = process.argv[2] === '--soak';
+const args = process.argv.slice(soak ? 3 : 2);
+const seconds = soak ? 0 : Number(args[0] ?? 30);
+const cycles = soak ? Number(args[0] ?? 2000) : 0;
+const userCount = soak ? 1 : Number(args[1] ?? 16);
+const client = join(pkgRoot, 'bench', 'load-client.mjs');
+
+const users: Record<string, Record<string, never>> = { observer: {} };
+for (let k = 0; k < userCount; k++) users[`u${k}`] = {};
+const methods = Object.fromEntries(['BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }]));
+const world = await createWorld({ users, policy: { version: 1, methods, limits: { concurrentRequests: 8, requestsPerMinute: 10_000_000 } }, brokerArgs: ['--erofs-backing', 'loop'] });
+
+/** The broker's process tree: the executor, the front and their helpers. */
+function tree(pid: number): number[] {
+  const out = [pid];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const kids = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      for (const k of kids ? kids.split(' ') : []) out.push(...tree(Number(k)));
+    }
+  } catch {
+    // gone meanwhile
+  }
+  return out;
+}
+const sum = (f: (pid: number) => number) => tree(world.broker.pid).reduce((n, p) => n + f(p), 0);
+const rssMiB = () => sum((p) => { try { return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0) / 1024; } catch { return 0; } });
+const fds = () => sum((p) => { try { return readdirSync(`/proc/${p}/fd`).length; } catch { return 0; } });
+const loops = () => execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
+const staged = () => readdirSync(join(world.broker.stateDir, '..', 'run', 'stage')).length;
+const q = (xs: number[], p: number) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]! : NaN);
+type Out = { latencies: Record<string, number[]>; failures: Record<string, number>; refusals: Record<string, number> };
+const run = async (name: string, argv: string[]): Promise<Out> => {
+  const r = await runAs(world.users[name]!, [process.execPath, client, ...argv], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 3_600_000 });
+  if (r.code !== 0) throw new Error(`${name}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Out;
+};
+
+try {
+  const start = { fds: fds(), rss: rssMiB(), loops: loops() };
+  if (soak) {
+    const t0 = Date.now();
+    const out = await run('u0', ['soak', String(cycles), world.dirs.u0!]);
+    await new Promise((res) => setTimeout(res, 1000));
+    const s = (Date.now() - t0) / 1000;
+    console.log(`soak: ${cycles} x (MountImage + BindIdmapped) in ${s.toFixed(1)} s (${((2 * cycles) / s).toFixed(1)} calls/s)`);
+    for (const [kind, xs] of Object.entries(out.latencies)) console.log(`  ${kind.padEnd(12)} median ${q(xs, 0.5).toFixed(2)} ms  p99 ${q(xs, 0.99).toFixed(2)} ms  (${xs.length})`);
+    console.log(`  failures: ${JSON.stringify(out.failures)}  refusals: ${JSON.stringify(out.refusals)}`);
+    console.log(`  broker fds: ${start.fds} -> ${fds()}; loop devices: ${start.loops} -> ${loops()}; staging points left: ${staged()}; RSS ${start.rss.toFixed(0)} -> ${rssMiB().toFixed(0)} MiB`);
+  } else {
+    const idle = await run('observer', ['observer', '5']);
+    let peak = start.rss;
+    let peakFds = start.fds;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, rssMiB());
+      peakFds = Math.max(peakFds, fds());
+    }, 200);
+    const loaded = await Promise.all([
+      run('observer', ['observer', String(seconds)]),
+      ...Object.keys(users)
+        .filter((u) => u !== 'observer')
+        .map((u, k) => run(u, ['mixed', String(seconds), k === 0 ? '64' : '16', world.dirs[u]!])),
+    ]);
+    clearInterval(sampler);
+    await new Promise((res) => setTimeout(res, 2000));
+    const [observer, ...mixed] = loaded;
+    const base = q(idle.latencies.GetInfo!, 0.5);
+    console.log(`load: ${userCount} users for ${seconds} s (u0 floods with 64 calls in flight, the others 16 each; the limit is 8 per user)`);
+    console.log(`observer GetInfo: idle median ${base.toFixed(2)} ms (baseline); under load median ${q(observer!.latencies.GetInfo!, 0.5).toFixed(2)} ms, p99 ${q(observer!.latencies.GetInfo!, 0.99).toFixed(2)} ms (p99 / baseline ${(q(observer!.latencies.GetInfo!, 0.99) / base).toFixed(1)}x)`);
+    const all: Record<string, number[]> = {};
+    const failures: Record<string, number> = {};
+    const refusals: Record<string, number> = {};
+    mixed.forEach((m, k) => {
+      for (const [kind, xs] of Object.entries(m!.latencies)) (all[kind] ??= []).push(...xs);
+      for (const [n, c] of Object.entries(m!.failures)) failures[n] = (failures[n] ?? 0) + c;
+      for (const [n, c] of Object.entries(m!.refusals)) refusals[`${k === 0 ? 'flooder' : 'others'} ${n}`] = (refusals[`${k === 0 ? 'flooder' : 'others'} ${n}`] ?? 0) + c;
+    });
+    for (const [kind, xs] of Object.entries(all)) console.log(`  ${kind.padEnd(12)} ${String(xs.length).padStart(6)} calls  median ${q(xs, 0.5).toFixed(1)} ms  p99 ${q(xs, 0.99).toFixed(1)} ms`);
+    const wp99 = mixed.slice(1).map((m) => q(Object.values(m!.latencies).flat(), 0.99));
+    console.log(`  worst well-behaved user's p99 over all its calls: ${Math.max(...wp99).toFixed(1)} ms`);
+    console.log(`  failures (not refusals): ${JSON.stringify(failures)}`);
+    console.log(`  refusals: ${JSON.stringify(refusals)}`);
+    console.log(`  broker tree RSS: ${start.rss.toFixed(0)} MiB at rest, ${peak.toFixed(0)} MiB peak, ${rssMiB().toFixed(0)} MiB after; fds ${start.fds} at rest, ${peakFds} peak, ${fds()} after`);
+    console.log(`  loop devices: ${start.loops} -> ${loops()}; staging points left: ${staged()}; store/tmp entries: ${readdirSync(join(world.broker.stateDir, 'store', 'tmp')).length}`);
+  }
+} finally {
+  await world.teardown();
+}
