@@ -4,7 +4,7 @@
 //                                   of a small image of its own, MountImage of it
 //   observer SECONDS                one GetInfo every 20 ms, timed
 //   soak CYCLES DIR                 CYCLES x (MountImage + BindIdmapped), each fd closed
-// Prints one JSON line: {latencies: {kind: [ms...]}, failures: {name: n}, refusals: {name: n}}.
+// Prints one JSON line: {latencies: {kind: {n, p50, p90, p99, max} in ms}, failures: {name: n}, refusals: {name: n}}.
 import { closeSync, constants, openSync, createWriteStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -35,7 +35,10 @@ async function call(kind, member, signature, body) {
     (latencies[kind] ??= []).push(performance.now() - t0);
     const name = err.type ?? err.message;
     if (refusalNames.has(name)) refusals[name] = (refusals[name] ?? 0) + 1;
-    else failures[`${kind}: ${name}: ${String(err.text ?? '').slice(0, 120)}`] = (failures[`${kind}: ${name}`] ?? 0) + 1;
+    else {
+      const key = `${kind}: ${name}: ${String(err.text ?? '').slice(0, 120)}`;
+      failures[key] = (failures[key] ?? 0) + 1;
+    }
     return undefined;
   }
 }
@@ -115,5 +118,11 @@ if (role === 'observer') {
   }
 }
 bus.disconnect();
-process.stdout.write(`${JSON.stringify({ latencies, failures, refusals })}\n`);
+// Quantiles, not samples: the output stays small however long the run.
+const q = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+const summary = Object.fromEntries(Object.entries(latencies).map(([kind, xs]) => {
+  xs.sort((x, y) => x - y);
+  return [kind, { n: xs.length, p50: q(xs, 0.5), p90: q(xs, 0.9), p99: q(xs, 0.99), max: xs[xs.length - 1] }];
+}));
+process.stdout.write(`${JSON.stringify({ latencies: summary, failures, refusals })}\n`);
 process.exit(0);

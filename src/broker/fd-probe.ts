@@ -1,13 +1,16 @@
-// Facts about a caller's fd, gathered off the event loop: a child process
-// (probe-helper) examines the fd and is killed at the deadline, so an fd on a
-// filesystem that never answers costs the caller its own request slot and
-// nobody else anything. The mount facts come from the broker's own mount
+// Facts about a caller's fd, gathered off the event loop: a prober process
+// (probe-helper, from a small pool) examines the fd and is killed at the
+// deadline, so an fd on a filesystem that never answers costs the caller its
+// own request slot and nobody else anything. The mount facts come from the broker's own mount
 // table, which no caller can stall.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync } from 'node:fs';
 import { TimeoutError } from '../errors.js';
 import type { FileKind, SourceFacts } from '../policy/decide.js';
 import { fsTypeName, isKernelFilesystem } from '../sys/fsmagic.js';
 import { mountsBelow, readMountTable } from '../sys/mountinfo.js';
+import * as sys from '../sys/syscalls.js';
+import { Channel, type Frame } from './channel.js';
 import type { FairQueue } from './fair-queue.js';
 
 const helperPath = new URL('./probe-helper.js', import.meta.url).pathname;
@@ -33,34 +36,88 @@ interface RawFacts {
   mountId: number;
 }
 
-function examine(fd: number, deadlineMs: number): Promise<RawFacts> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['ignore', 'pipe', 'pipe', fd], env: {} });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
-    }, deadlineMs);
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
+/** One prober process and its channel; busy while it examines an fd. */
+class Prober {
+  readonly channel: Channel;
+  private readonly child: ChildProcess;
+  private next = 1;
+
+  constructor() {
+    const [mine, theirs] = sys.socketpair();
+    this.child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['ignore', 'ignore', 'inherit', theirs], env: {} });
+    closeSync(theirs);
+    this.channel = new Channel(mine);
+    this.child.once('exit', () => this.channel.close());
+  }
+
+  examine(fd: number, deadlineMs: number): Promise<RawFacts> {
+    const id = this.next++;
+    return new Promise<RawFacts>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.kill();
+        reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
+      }, deadlineMs);
+      const onFrame = (frame: Frame) => {
+        if (frame.id !== id) return;
+        done();
+        if (frame.facts) resolve(frame.facts as RawFacts);
+        else reject(new Error(`the fd probe failed: ${String(frame.error)}`));
+      };
+      const onClose = () => {
+        done();
+        reject(new Error('the fd prober went away'));
+      };
+      const done = () => {
+        clearTimeout(timer);
+        this.channel.off('frame', onFrame);
+        this.channel.off('close', onClose);
+      };
+      this.channel.on('frame', onFrame);
+      this.channel.once('close', onClose);
+      this.channel.send({ id }, [fd]).catch(() => undefined);
     });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) {
-        try {
-          resolve(JSON.parse(out) as RawFacts);
-          return;
-        } catch {
-          // fall through: a helper that printed no facts failed
-        }
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  kill(): void {
+    this.child.kill('SIGKILL');
+    this.channel.close();
+  }
+}
+
+/**
+ * A pool of prober processes, one fd each at a time, handed out through a
+ * fair queue. A prober that misses the deadline is killed (its stalled
+ * syscall ends with it) and replaced; only the stalled caller waited.
+ */
+class ProberPool {
+  private readonly idle: Prober[] = [];
+
+  constructor(private readonly queue: FairQueue, private readonly deadlineMs: number) {}
+
+  run(uid: number, fd: number): Promise<RawFacts> {
+    return this.queue.run(uid, async () => {
+      let prober = this.idle.pop();
+      while (prober && !prober.alive) prober = this.idle.pop();
+      prober ??= new Prober();
+      try {
+        const facts = await prober.examine(fd, this.deadlineMs);
+        this.idle.push(prober);
+        return facts;
+      } catch (err) {
+        // A prober that timed out is dead already; one that failed to examine the fd is still good.
+        if (prober.alive && !(err instanceof TimeoutError)) this.idle.push(prober);
+        throw err;
       }
-      reject(new Error(`the fd probe failed (exit ${code}): ${err.trim().split('\n').pop() ?? ''}`));
     });
-  });
+  }
+
+  close(): void {
+    for (const p of this.idle.splice(0)) p.kill();
+  }
 }
 
 export interface FdProber {
@@ -68,10 +125,12 @@ export interface FdProber {
   sourceFacts(uid: number, fd: number): Promise<SourceFacts>;
 }
 
+/** Probes on a pool of as many prober processes as `queue` has slots. */
 export function fdProber(queue: FairQueue, deadlineMs: number): FdProber {
+  const pool = new ProberPool(queue, deadlineMs);
   return {
     async sourceFacts(uid, fd) {
-      const raw = await queue.run(uid, () => examine(fd, deadlineMs));
+      const raw = await pool.run(uid, fd);
       const table = readMountTable();
       const mount = table.get(raw.mountId);
       return {

@@ -104,28 +104,50 @@ const workerUrl = new URL('./build-worker.js', import.meta.url);
 /** Heap of one build worker: a manifest at the policy's largest size and its image fit; more ends the build, not the broker. */
 const workerHeapMb = 2048;
 
+/**
+ * Build workers, kept between builds (starting one costs tens of
+ * milliseconds of CPU); a worker that runs out of heap or fails is dropped.
+ * The caller (ImageService) bounds how many builds run at once.
+ */
 export class ImageBuilder {
+  private readonly idle: Worker[] = [];
+
   /**
    * Builds the image of the manifest in the sealed memfd `fd` in a worker
    * thread, which reads the fd itself (threads share the fd table): the
    * manifest bytes never sit on the broker's main heap.
    */
   build(fd: number, limits: BuildLimits): Promise<BuiltImage> {
-    return new Promise((resolve, reject) => {
-      const worker = new Worker(workerUrl, { workerData: { fd, limits }, resourceLimits: { maxOldGenerationSizeMb: workerHeapMb } });
-      worker.once('message', (reply: WorkerReply) => {
+    const worker = this.idle.pop() ?? new Worker(workerUrl, { resourceLimits: { maxOldGenerationSizeMb: workerHeapMb } });
+    return new Promise<BuiltImage>((resolve, reject) => {
+      const done = () => {
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+      };
+      const onMessage = (reply: WorkerReply) => {
+        done();
+        this.idle.push(worker);
         if (reply.ok) resolve(reply.built);
         else reject(reply.reason ? new MountgateError(reply.reason, reply.message) : new Error(reply.message));
+      };
+      const onError = (err: Error) => {
+        done();
         void worker.terminate();
-      });
-      worker.once('error', (err) => {
         if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
           reject(new LimitExceededError(`building this image needs more than the ${workerHeapMb} MiB one build may use; split it into smaller images`));
         } else {
           reject(new Error(`the image builder failed: ${err.message}`));
         }
-      });
-      worker.once('exit', (code) => reject(new Error(`the image builder exited (${code}) without an answer`)));
+      };
+      const onExit = (code: number) => {
+        done();
+        reject(new Error(`the image builder exited (${code}) without an answer`));
+      };
+      worker.on('message', onMessage);
+      worker.once('error', onError);
+      worker.once('exit', onExit);
+      worker.postMessage({ fd, limits });
     });
   }
 }
