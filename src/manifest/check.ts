@@ -14,6 +14,10 @@ import {
 } from './limits.js';
 import { baseName, comparePaths, parentPath, pathNames, pathProblem } from './paths.js';
 import { codecFor, loneSurrogateProblem, type ByteText, type TextCodec } from './text.js';
+import {
+  OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT, OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY,
+  OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE, OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS,
+} from '../composefs/format.js';
 
 /** Decodes base64 and refuses anything but its canonical, padded spelling. */
 export function decodeBase64(text: string, pointer: string): Buffer {
@@ -198,6 +202,87 @@ export function checkManifest(manifest: Manifest): void {
     if (entry.type === 'symlink' || entry.type === 'file') checkTypeSpecific(entry, i, codec);
   }
   if (hasHardlinks) checkHardlinks(entries, codec);
+  checkImageXattrs(entries, codec, seenBase64);
+}
+
+/**
+ * The xattr budget of each inode as the image will hold it: the writer adds
+ * overlay xattrs (the metacopy digest and redirect of an external file, the
+ * marks of a whiteout and of its directory, the root's opaque mark) under the
+ * same budget, and would refuse an entry whose own xattrs leave no room for
+ * them. Checked here, so that whatever validation accepts, the writer builds.
+ * Mirrors the writer's accounting exactly (composefs's: a user key under
+ * trusted.overlay. is renamed to trusted.overlay.overlay. but keeps the
+ * budget of its old name; an added xattr replaces one of the same name), for
+ * format 1, the default, which adds the most. Only entries with xattrs of
+ * their own can run out of room, and only they are simulated.
+ */
+function checkImageXattrs(entries: Entry[], codec: TextCodec, base64Seen: Map<string, number>): void {
+  const states = new Map<number, XattrBudget>();
+  const state = (i: number): XattrBudget | undefined => {
+    const e = entries[i]!;
+    if (e.type === 'hardlink' || !e.xattrs || e.xattrs.length === 0) return undefined;
+    let s = states.get(i);
+    if (!s) states.set(i, (s = new XattrBudget(e.xattrs, codec, base64Seen, `/entries/${i}`)));
+    return s;
+  };
+  let dirIndex: Map<string, number> | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.type === 'file' && e.size > 0 && e.inline === undefined) {
+      const s = state(i);
+      s?.add(OVERLAY_METACOPY, e.digest === undefined ? 0 : 4 + 32);
+      if (s && e.backing !== undefined) s.add(OVERLAY_REDIRECT, 1 + codec.length(codec.text(e.backing)));
+    } else if (e.type === 'whiteout') {
+      const s = state(i);
+      s?.add(OVERLAY_ESCAPED_WHITEOUT, 0);
+      s?.add(OVERLAY_USER_WHITEOUT, 0);
+      if (!dirIndex) {
+        dirIndex = new Map();
+        entries.forEach((d, k) => d.type === 'dir' && dirIndex!.set(codec.text(d.path), k));
+      }
+      const parent = state(dirIndex.get(parentPath(codec.text(e.path)))!);
+      parent?.add(OVERLAY_ESCAPED_WHITEOUTS, 0);
+      parent?.add(OVERLAY_USER_WHITEOUTS, 0);
+      parent?.add(OVERLAY_ESCAPED_OPAQUE, 1);
+      parent?.add(OVERLAY_USER_OPAQUE, 1);
+    }
+  }
+  state(0)?.add(OVERLAY_OPAQUE, 1);
+}
+
+/** One inode's xattrs as the writer counts them, from the entry's own. */
+class XattrBudget {
+  private used = XATTR_BUDGET_HEADER;
+  /** Key as the image names it -> what removing it takes off the budget. */
+  private readonly keys = new Map<string, number>();
+  constructor(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, codec: TextCodec, base64Seen: Map<string, number>, private readonly pointer: string) {
+    for (const x of xattrs) {
+      const key = codec.text(x.key);
+      const valueBytes = base64Seen.get(x.value) ?? Buffer.from(x.value, 'base64').length;
+      this.used += xattrBudgetCost(codec.length(key), valueBytes);
+      const renamed = key.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + key.slice(OVERLAY_PREFIX.length) : key;
+      this.keys.set(renamed, xattrBudgetCost(codec.length(renamed), valueBytes));
+    }
+  }
+
+  /** Adds (or replaces) an xattr with an ASCII name. */
+  add(key: string, valueBytes: number): void {
+    const old = this.keys.get(key);
+    if (old !== undefined) {
+      this.keys.delete(key);
+      this.used = this.keys.size === 0 ? 0 : this.used - old;
+    }
+    const cost = xattrBudgetCost(key.length, valueBytes) + (this.keys.size === 0 ? XATTR_BUDGET_HEADER : 0);
+    if (this.used + cost > MAX_XATTR_BUDGET) {
+      throw new InvalidManifestError(
+        `no room for the ${key} xattr the image adds: the xattrs would take ${this.used + cost} bytes as composefs counts them, at most ${MAX_XATTR_BUDGET}`,
+        `${this.pointer}/xattrs`,
+      );
+    }
+    this.used += cost;
+    this.keys.set(key, xattrBudgetCost(key.length, valueBytes));
+  }
 }
 
 /** Whether `dir` is the first `length` characters of `path` (a parent), or an ancestor of those. */
