@@ -186,3 +186,18 @@ t.test('the dump format escapes any byte of a name, and parses back to it', asyn
   t.ok(text.every((c) => c >= 0x21 && c <= 0x7e || c === 0x20 || c === 0x0a), 'the dump text is printable ASCII');
   t.ok(parseDump(text)[0]!.path.equals(line.path), 'and gives the bytes back');
 });
+
+t.test('the reader: a directory holding a name twice is refused; names out of order come back in byte order', async (t) => {
+  const image = writeImage(manifestOf(file('/qq1-name'), file('/qq2-name')));
+  const at = (name: string) => {
+    const i = image.indexOf(Buffer.from(name));
+    t.ok(i > 0 && image.indexOf(Buffer.from(name), i + 1) < 0, `${name} appears once in the image`);
+    return i;
+  };
+  const twice = Buffer.from(image);
+  twice[at('qq2-name') + 2] = 0x31; // qq2-name -> qq1-name
+  t.throws(() => imageToManifest(twice), { name: 'InvalidManifestError', message: /path "\/qq1-name" appears twice/ });
+  const unsorted = Buffer.from(image);
+  unsorted[at('qq1-name') + 2] = 0x33; // qq1-name -> qq3-name, now listed before qq2-name
+  t.same(readBack(unsorted).entries.map((e) => e.path), ['/', '/qq2-name', '/qq3-name']);
+});
