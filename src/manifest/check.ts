@@ -13,7 +13,7 @@ import {
   xattrBudgetCost,
 } from './limits.js';
 import { baseName, comparePaths, parentPath, pathNames, pathProblem } from './paths.js';
-import { codecFor, loneSurrogateProblem, type ByteText, type TextCodec } from './text.js';
+import { BINARY_TEXT, isEncodable, loneSurrogateProblem, UTF8_TEXT, type ByteText, type TextCodec } from './text.js';
 import {
   OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT, OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY,
   OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE, OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS,
@@ -31,27 +31,28 @@ function at(index: number, field: string): string {
   return `/entries/${index}/${field}`;
 }
 
-/** A string with no UTF-8 bytes, or {"base64"} that is not canonical, is refused at `pointer`. */
-function checkEncodable(v: ByteText, what: string, pointer: string): void {
+/**
+ * A string with no UTF-8 bytes, or {"base64"} that is not canonical, is
+ * refused at /entries/index/field. Returns whether the value is given as bytes.
+ */
+function checkEncodable(v: ByteText, what: string, index: number, field: string): boolean {
   if (typeof v === 'string') {
-    const problem = loneSurrogateProblem(v, what);
-    if (problem) throw new InvalidManifestError(problem, pointer);
-  } else {
-    decodeBase64((v as Bytes).base64, `${pointer}/base64`);
+    if (isEncodable(v)) return false; // the common case: no pointer is built
+    throw new InvalidManifestError(loneSurrogateProblem(v, what)!, index < 0 ? field : at(index, field));
   }
+  decodeBase64((v as Bytes).base64, `${at(index, field)}/base64`);
+  return true;
 }
 
-/** Every value of an entry that becomes bytes in the image. */
-function checkEntryEncodable(e: Entry, index: number): void {
-  checkEncodable(e.path, 'path', at(index, 'path'));
-  if (e.type === 'hardlink') {
-    checkEncodable(e.target, 'hardlink target', at(index, 'target'));
-    return;
-  }
-  if (e.type === 'symlink') checkEncodable(e.target, 'symlink target', at(index, 'target'));
-  if (e.type === 'file' && e.backing !== undefined) checkEncodable(e.backing, 'backing path', at(index, 'backing'));
+/** Every value of an entry that becomes bytes in the image; returns whether one is given as bytes. */
+function checkEntryEncodable(e: Entry, index: number): boolean {
+  let bytes = checkEncodable(e.path, 'path', index, 'path');
+  if (e.type === 'hardlink') return checkEncodable(e.target, 'hardlink target', index, 'target') || bytes;
+  if (e.type === 'symlink') bytes = checkEncodable(e.target, 'symlink target', index, 'target') || bytes;
+  if (e.type === 'file' && e.backing !== undefined) bytes = checkEncodable(e.backing, 'backing path', index, 'backing') || bytes;
   const xattrs = e.xattrs;
-  if (xattrs) for (let i = 0; i < xattrs.length; i++) checkEncodable(xattrs[i]!.key, 'xattr key', at(index, `xattrs/${i}/key`));
+  if (xattrs) for (let i = 0; i < xattrs.length; i++) bytes = checkEncodable(xattrs[i]!.key, 'xattr key', index, `xattrs/${i}/key`) || bytes;
+  return bytes;
 }
 
 function checkPath(path: string, index: number, codec: TextCodec): void {
@@ -94,7 +95,8 @@ function hasKeyBefore(xattrs: ReadonlyArray<{ key: ByteText }>, i: number, key: 
   return false;
 }
 
-function checkXattrs(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, index: number, base64Seen: Map<string, number>, codec: TextCodec): void {
+/** Checks an entry's own xattrs; returns their budget as composefs counts it. */
+function checkXattrs(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, index: number, base64Seen: Map<string, number>, codec: TextCodec): number {
   // Few xattrs per entry: a scan finds a repeated key faster than a set.
   const seen = xattrs.length > 16 ? new Set<string>() : undefined;
   let budget = XATTR_BUDGET_HEADER;
@@ -115,7 +117,17 @@ function checkXattrs(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, in
   if (budget > MAX_XATTR_BUDGET) {
     throw new InvalidManifestError(`the xattrs take ${budget} bytes as composefs counts them, at most ${MAX_XATTR_BUDGET}`, at(index, 'xattrs'));
   }
+  return budget;
 }
+
+/**
+ * The most the image's own xattrs can add to one inode: metacopy (7 + 24 + 36)
+ * and redirect (7 + 24 + 1 + a backing path of up to 4095 bytes) on a file,
+ * the whiteout marks (39 + 28) on a whiteout, those of a directory holding
+ * whiteouts (40 + 29 + 38 + 27) and the root's opaque mark (30). An entry
+ * whose own xattrs leave this much room needs no closer look.
+ */
+const IMAGE_XATTRS_MAX = 67 + 32 + MAX_BACKING_BYTES + 67 + 134 + 30;
 
 function checkTypeSpecific(entry: Entry, index: number, codec: TextCodec): void {
   switch (entry.type) {
@@ -152,10 +164,11 @@ export function checkManifest(manifest: Manifest): void {
   const entries = manifest.entries;
   if (entries.length > MAX_ENTRIES) throw new InvalidManifestError(`has ${entries.length} entries, at most ${MAX_ENTRIES}`, '/entries');
   // Not stored in the image, but echoed on the bus and in logs: it must be text too.
-  if (manifest.name !== undefined) checkEncodable(manifest.name, 'name', '/name');
+  if (manifest.name !== undefined) checkEncodable(manifest.name, 'name', -1, '/name');
   // Values with no bytes go first: the codec would otherwise turn them into some.
-  for (let i = 0; i < entries.length; i++) checkEntryEncodable(entries[i]!, i);
-  const codec = codecFor(entries);
+  let anyBytes = false;
+  for (let i = 0; i < entries.length; i++) if (checkEntryEncodable(entries[i]!, i)) anyBytes = true;
+  const codec = anyBytes ? BINARY_TEXT : UTF8_TEXT;
   const first = entries[0];
   if (!first || codec.text(first.path) !== '/' || first.type !== 'dir') {
     throw new InvalidManifestError('the first entry must be the root directory "/"', '/entries/0');
@@ -166,6 +179,8 @@ export function checkManifest(manifest: Manifest): void {
   const stackIsDir: boolean[] = [];
   let previous: string | undefined;
   let hasHardlinks = false;
+  /** Entries whose own xattrs come close enough to the budget that what the image adds may not fit. */
+  let tight: Set<number> | undefined;
   const seenBase64 = new Map<string, number>();
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
@@ -197,12 +212,13 @@ export function checkManifest(manifest: Manifest): void {
     if (entry.type === 'hardlink') {
       hasHardlinks = true;
     } else if (entry.xattrs !== undefined && entry.xattrs.length > 0) {
-      checkXattrs(entry.xattrs, i, seenBase64, codec); // decoded value lengths are remembered: values repeat
+      const budget = checkXattrs(entry.xattrs, i, seenBase64, codec); // decoded value lengths are remembered: values repeat
+      if (budget > MAX_XATTR_BUDGET - IMAGE_XATTRS_MAX) (tight ??= new Set()).add(i);
     }
     if (entry.type === 'symlink' || entry.type === 'file') checkTypeSpecific(entry, i, codec);
   }
   if (hasHardlinks) checkHardlinks(entries, codec);
-  checkImageXattrs(entries, codec, seenBase64);
+  if (tight) checkImageXattrs(entries, codec, seenBase64, tight);
 }
 
 /**
@@ -214,14 +230,15 @@ export function checkManifest(manifest: Manifest): void {
  * Mirrors the writer's accounting exactly (composefs's: a user key under
  * trusted.overlay. is renamed to trusted.overlay.overlay. but keeps the
  * budget of its old name; an added xattr replaces one of the same name), for
- * format 1, the default, which adds the most. Only entries with xattrs of
- * their own can run out of room, and only they are simulated.
+ * format 1, the default, which adds the most. Only entries whose own xattrs
+ * come within IMAGE_XATTRS_MAX of the budget can run out of room, and only
+ * they are simulated.
  */
-function checkImageXattrs(entries: Entry[], codec: TextCodec, base64Seen: Map<string, number>): void {
+function checkImageXattrs(entries: Entry[], codec: TextCodec, base64Seen: Map<string, number>, tight: Set<number>): void {
   const states = new Map<number, XattrBudget>();
   const state = (i: number): XattrBudget | undefined => {
     const e = entries[i]!;
-    if (e.type === 'hardlink' || !e.xattrs || e.xattrs.length === 0) return undefined;
+    if (!tight.has(i) || e.type === 'hardlink' || !e.xattrs || e.xattrs.length === 0) return undefined;
     let s = states.get(i);
     if (!s) states.set(i, (s = new XattrBudget(e.xattrs, codec, base64Seen, `/entries/${i}`)));
     return s;

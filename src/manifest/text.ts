@@ -16,12 +16,23 @@ export function isBytes(v: ByteText): v is Bytes {
   return typeof v !== 'string';
 }
 
-const wellFormedFn = (String.prototype as unknown as { isWellFormed?: () => boolean }).isWellFormed;
+declare global {
+  interface String {
+    /** ES2024, in Node 20: false when the string holds a lone surrogate. */
+    isWellFormed(): boolean;
+  }
+}
+
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Whether a string has UTF-8 bytes: it holds no lone surrogate. */
+export function isEncodable(s: string): boolean {
+  return s.isWellFormed();
+}
 
 /** Index of the first lone surrogate (a UTF-16 unit no UTF-8 encodes), or -1. */
 export function loneSurrogateIndex(s: string): number {
-  if (wellFormedFn ? wellFormedFn.call(s) : !LONE_SURROGATE.test(s)) return -1;
+  if (s.isWellFormed()) return -1;
   return LONE_SURROGATE.exec(s)!.index;
 }
 
