@@ -201,3 +201,11 @@ t.test('the reader: a directory holding a name twice is refused; names out of or
   unsorted[at('qq1-name') + 2] = 0x33; // qq1-name -> qq3-name, now listed before qq2-name
   t.same(readBack(unsorted).entries.map((e) => e.path), ['/', '/qq2-name', '/qq3-name']);
 });
+
+t.test('manifest bytes that are not UTF-8 are refused, not decoded to U+FFFD', async (t) => {
+  const text = Buffer.from(JSON.stringify(manifestOf(file('/caf\u00e9'))));
+  const latin1 = Buffer.from(text.toString('utf8').replace('caf\u00e9', 'caf\u00e9'), 'latin1'); // é as the single byte 0xe9
+  t.ok(!latin1.equals(text) && latin1.includes(0xe9));
+  t.doesNotThrow(() => parseManifest(text));
+  t.throws(() => parseManifest(latin1), { pointer: '(document)', message: /is not valid UTF-8.*\{"base64"/ });
+});
