@@ -15,7 +15,7 @@ import { normalizeLookupPath, parentPath, pathSortKey } from '../manifest/paths.
 import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifest/text.js';
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
-import { endsWithNewline, parseDump, type DumpEntry } from './dump.js';
+import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 function safeNumber(v: bigint, what: string, max: number, pointer: string): number {
@@ -250,7 +250,7 @@ export interface DumpTextOptions extends DumpToManifestOptions {
  * so a broken dump names its real problem first.
  */
 export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): Manifest {
-  const data = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
+  const data = dumpBytes(text);
   const strict = options.strict ?? true;
   const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
   const manifest = dumpToManifest(dump, options);

@@ -209,3 +209,9 @@ t.test('manifest bytes that are not UTF-8 are refused, not decoded to U+FFFD', a
   t.doesNotThrow(() => parseManifest(text));
   t.throws(() => parseManifest(latin1), { pointer: '(document)', message: /is not valid UTF-8.*\{"base64"/ });
 });
+
+t.test('dump text given as a string with a lone surrogate is refused at its line', async (t) => {
+  const text = '/ 4096 40755 2 0 0 0 0.0 - - -\n/a\ud800 0 100644 1 0 0 0 0.0 - - -\n';
+  t.throws(() => parseDump(text), { pointer: 'line 2', message: /lone UTF-16 surrogate \(\\uD800\)/ });
+  t.throws(() => manifestFromDumpText(text), { pointer: 'line 2' });
+});
