@@ -15,8 +15,10 @@
 // Built for trees of millions of entries: names, symlink targets, backing paths
 // and digests stay the manifest's own strings until they are written into the
 // image (or, when one of them is given as {"base64"}, binary strings of their
-// bytes: manifest/text.ts; either way the image holds exactly those bytes); each distinct xattr (key and value) is one record that every inode
-// carrying it points to; keys are ranked once, so sorting compares integers.
+// bytes: manifest/text.ts; either way the image holds exactly those bytes, and
+// names sort in byte order); each distinct xattr (key and value) is one record
+// that every inode carrying it points to; keys are ranked once, so sorting
+// compares integers.
 import type { Entry, Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { checkManifest } from '../manifest/check.js';
