@@ -12,27 +12,19 @@ import type { Bytes, Entry } from '../schema/types.generated.js';
 /** A value that becomes bytes in the image, as the manifest spells it. */
 export type ByteText = string | Bytes;
 
-export function isBytes(v: ByteText): v is Bytes {
-  return typeof v !== 'string';
-}
-
-declare global {
-  interface String {
-    /** ES2024, in Node 20: false when the string holds a lone surrogate. */
-    isWellFormed(): boolean;
-  }
-}
+/** String.prototype.isWellFormed (ES2024, in Node 20; the ES2022 lib does not declare it). */
+type WellFormed = { isWellFormed(): boolean };
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /** Whether a string has UTF-8 bytes: it holds no lone surrogate. */
 export function isEncodable(s: string): boolean {
-  return s.isWellFormed();
+  return (s as unknown as WellFormed).isWellFormed();
 }
 
 /** Index of the first lone surrogate (a UTF-16 unit no UTF-8 encodes), or -1. */
 export function loneSurrogateIndex(s: string): number {
-  if (s.isWellFormed()) return -1;
+  if (isEncodable(s)) return -1;
   return LONE_SURROGATE.exec(s)!.index;
 }
 
