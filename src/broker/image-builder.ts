@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { writeImage } from '../composefs/writer.js';
 import { InvalidRequestError, LimitExceededError, MountgateError, type Reason } from '../errors.js';
 import { parseManifest } from '../manifest/load.js';
+import { byteKey, showText } from '../manifest/text.js';
 import type { ImageFacts } from '../policy/images.js';
 import type { Manifest } from '../schema/types.generated.js';
 import { objectPath } from '../store/objects.js';
@@ -31,14 +32,14 @@ export function prepareManifest(manifest: Manifest): { manifest: Manifest; facts
   const devices: string[] = [];
   let bytes = 0;
   const entries = manifest.entries.map((e, k) => {
-    if (e.type === 'chardev' || e.type === 'blockdev') devices.push(e.path);
+    if (e.type === 'chardev' || e.type === 'blockdev') devices.push(showText(e.path));
     if (e.type !== 'file') return e;
     bytes += e.size;
     if (e.size === 0 || e.inline !== undefined) return e;
-    if (!e.digest) throw new InvalidRequestError(`/entries/${k}: ${e.path} has ${e.size} bytes but neither a digest nor inline content`);
+    if (!e.digest) throw new InvalidRequestError(`/entries/${k}: ${showText(e.path)} has ${e.size} bytes but neither a digest nor inline content`);
     const backing = objectPath(e.digest);
-    if (e.backing !== undefined && e.backing !== backing) {
-      throw new InvalidRequestError(`/entries/${k}: ${e.path} names backing "${e.backing}", but objects are stored by digest ("${backing}"): omit backing`);
+    if (e.backing !== undefined && byteKey(e.backing) !== backing) {
+      throw new InvalidRequestError(`/entries/${k}: ${showText(e.path)} names backing "${showText(e.backing)}", but objects are stored by digest ("${backing}"): omit backing`);
     }
     const known = objects[e.digest];
     if (known !== undefined && known !== e.size) throw new InvalidRequestError(`/entries/${k}: digest ${e.digest} appears with sizes ${known} and ${e.size}`);

@@ -98,7 +98,7 @@ Examples:
     )
     .action(async (source: string, opts: AddOptions) => {
       let manifest: Manifest;
-      let sources: Map<string, string>;
+      let sources: Map<string, string | Buffer>;
       if (lstatSync(source).isDirectory()) {
         if (opts.objects) image.error('mountgate: --objects is for a manifest file; a directory holds its own contents', { exitCode: 2 });
         ({ manifest, sources } = await manifestFromDirectory(source, { ...(opts.name ? { name: opts.name } : {}), ...(opts.keepIds ? {} : rootlessIds()) }));

@@ -23,8 +23,9 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-function readInput(file: string): string {
-  return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+/** The file's bytes: a manifest is checked to be UTF-8 rather than decoded with replacement characters. */
+function readInput(file: string): Buffer {
+  return file === '-' ? readFileSync(0) : readFileSync(file);
 }
 
 function kindOf(file: string, text: string, explicit?: string): SchemaKind {
@@ -45,7 +46,7 @@ function issuesOf(result: ReturnType<typeof parseAndValidate>): ValidationIssue[
 }
 
 /** A manifest gets the same checks as AddImage: the schema, then what the schema cannot say (order, parents, limits). */
-function manifestIssues(text: string): ValidationIssue[] {
+function manifestIssues(text: Buffer): ValidationIssue[] {
   try {
     parseManifest(text);
     return [];
@@ -114,9 +115,10 @@ program
   .option('--json', 'print {file, kind, valid, issues} as JSON')
   .addHelpText('after', '\nEvery problem is printed as "FILE: POINTER: what to change"; exit 0 when valid, 3 when not.\n\nExample:\n  mountgate validate --kind bind-request my-request.json')
   .action((file: string, opts: { kind?: string; json?: boolean }) => {
-    const text = readInput(file);
+    const bytes = readInput(file);
+    const text = bytes.toString('utf8');
     const kind = kindOf(file, text, opts.kind);
-    const issues = kind === 'manifest' ? manifestIssues(text) : issuesOf(parseAndValidate(kind, text));
+    const issues = kind === 'manifest' ? manifestIssues(bytes) : issuesOf(parseAndValidate(kind, text));
     const result = { ok: issues.length === 0 };
     if (opts.json) say(JSON.stringify({ file, kind, valid: result.ok, issues }));
     else if (result.ok) say(`${file}: valid ${kind}`);
@@ -133,7 +135,7 @@ program
   .option('--json', 'print the verdict as JSON')
   .addHelpText('after', '\nOne line per check ("ok" or "FAIL"), then the plan of mount steps when allowed.\nExit 0 when the request would be allowed, the code of the refusal otherwise.\n\nExample:\n  echo {} | mountgate explain - --source ~/src')
   .action(async (file: string, opts: { method: string; source?: string; json?: boolean }) => {
-    const text = readInput(file);
+    const text = readInput(file).toString('utf8');
     let request: unknown;
     try {
       request = JSON.parse(text);

@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { basename, join, resolve } from 'node:path';
 import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
 import { validateManifest } from '../manifest/load.js';
+import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { pipe, sealedMemfd } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
@@ -33,8 +34,8 @@ export interface FromDirectoryOptions {
 
 export interface DirectoryManifest {
   manifest: Manifest;
-  /** Content digest (hex) -> absolute path of a file that holds it. */
-  sources: Map<string, string>;
+  /** Content digest (hex) -> absolute path of a file that holds it (bytes when the path is not UTF-8). */
+  sources: Map<string, string | Buffer>;
 }
 
 function imageId(map: IdRange[] | undefined, hostId: number): number {
@@ -51,7 +52,7 @@ function kernelDev(dev: bigint): number {
 }
 
 /** The fs-verity digest (hex) and size of a file, streamed. */
-export async function fileDigest(path: string): Promise<{ digest: string; size: number }> {
+export async function fileDigest(path: string | Buffer): Promise<{ digest: string; size: number }> {
   const hasher = new FsVerityHasher();
   let size = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
@@ -69,16 +70,21 @@ export function objectPath(digest: string): string {
 /**
  * Builds the manifest of a directory tree, without following symlinks:
  * entries in manifest order (a directory, then its contents, siblings in byte
- * order of their UTF-8 names), a second name of an inode as a hardlink entry
+ * order of their names), a second name of an inode as a hardlink entry
  * pointing to the first, and the fs-verity digest of every non-empty file.
+ * Names and symlink targets are taken as the bytes they are on disk: text
+ * when they are UTF-8, {"base64"} otherwise.
  */
 export async function manifestFromDirectory(dir: string, opts: FromDirectoryOptions = {}): Promise<DirectoryManifest> {
   const root = resolve(dir);
   const rootStat = statSync(root, { bigint: true });
   if (!rootStat.isDirectory()) throw new InvalidRequestError(`${dir} is not a directory`);
   const entries: Entry[] = [];
-  const sources = new Map<string, string>();
-  const firstPathOfInode = new Map<string, string>();
+  const sources = new Map<string, string | Buffer>();
+  const firstPathOfInode = new Map<string, Buffer>();
+  /** A host path for fs calls and messages: a string when it is UTF-8. */
+  const hostName = (p: Buffer): string | Buffer => utf8Text(p) ?? p;
+  const SLASH = Buffer.from('/');
 
   const common = (st: BigIntStats) => ({
     mode: Number(st.mode & 0o7777n),
@@ -87,30 +93,29 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
     mtime: { sec: Number(st.mtimeNs / 1_000_000_000n), nsec: Number(st.mtimeNs % 1_000_000_000n) },
   });
 
-  async function visit(hostPath: string, path: string, st: BigIntStats): Promise<void> {
-    if (st.mtimeNs < 0n) throw new InvalidRequestError(`${hostPath} has a modification time before 1970, which a manifest cannot hold`);
+  async function visit(hostBytes: Buffer, pathBytes: Buffer, st: BigIntStats): Promise<void> {
+    const hostPath = hostName(hostBytes);
+    const shown = showText(hostBytes);
+    const path = byteText(pathBytes);
+    if (st.mtimeNs < 0n) throw new InvalidRequestError(`${shown} has a modification time before 1970, which a manifest cannot hold`);
     if (!st.isDirectory() && st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`;
       const first = firstPathOfInode.get(key);
       if (first !== undefined) {
-        entries.push({ path, type: 'hardlink', target: first });
+        entries.push({ path, type: 'hardlink', target: byteText(first) });
         return;
       }
-      firstPathOfInode.set(key, path);
+      firstPathOfInode.set(key, pathBytes);
     }
     const base = { path, ...common(st) };
     if (st.isDirectory()) {
       entries.push({ ...base, type: 'dir' });
       const names = readdirSync(hostPath, { encoding: 'buffer' });
-      for (const raw of names) {
-        const name = raw.toString('utf8');
-        if (!Buffer.from(name, 'utf8').equals(raw)) throw new InvalidRequestError(`a name in ${hostPath} is not valid UTF-8 (${JSON.stringify(name)}); manifests hold names as text`);
-      }
       names.sort(Buffer.compare);
-      for (const raw of names) {
-        const name = raw.toString('utf8');
-        const child = join(hostPath, name);
-        await visit(child, path === '/' ? `/${name}` : `${path}/${name}`, lstatSync(child, { bigint: true }));
+      for (const name of names) {
+        const child = Buffer.concat([hostBytes, SLASH, name]);
+        const childPath = pathBytes.length === 1 ? Buffer.concat([SLASH, name]) : Buffer.concat([pathBytes, SLASH, name]);
+        await visit(child, childPath, lstatSync(hostName(child), { bigint: true }));
       }
     } else if (st.isFile()) {
       if (st.size === 0n) {
@@ -118,11 +123,11 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
         return;
       }
       const { digest, size } = await fileDigest(hostPath);
-      if (BigInt(size) !== st.size) throw new InvalidRequestError(`${hostPath} changed while it was read (${st.size} bytes, then ${size})`);
+      if (BigInt(size) !== st.size) throw new InvalidRequestError(`${shown} changed while it was read (${st.size} bytes, then ${size})`);
       entries.push({ ...base, type: 'file', size, digest, backing: objectPath(digest) });
       if (!sources.has(digest)) sources.set(digest, hostPath);
     } else if (st.isSymbolicLink()) {
-      entries.push({ ...base, type: 'symlink', target: readlinkSync(hostPath, 'utf8') });
+      entries.push({ ...base, type: 'symlink', target: byteText(readlinkSync(hostPath, { encoding: 'buffer' })) });
     } else if (st.isFIFO()) {
       entries.push({ ...base, type: 'fifo' });
     } else if (st.isSocket()) {
@@ -133,11 +138,11 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
     } else if (st.isBlockDevice()) {
       entries.push({ ...base, type: 'blockdev', rdev: kernelDev(st.rdev) });
     } else {
-      throw new InvalidRequestError(`${hostPath} is of a kind of file a manifest cannot hold`);
+      throw new InvalidRequestError(`${shown} is of a kind of file a manifest cannot hold`);
     }
   }
 
-  await visit(root, '/', rootStat);
+  await visit(Buffer.from(root), SLASH, rootStat);
   const manifest = validateManifest({ version: 1, name: opts.name ?? (basename(root) || 'root'), entries });
   return { manifest, sources };
 }
@@ -189,7 +194,7 @@ function manifestFd(manifest: Manifest): number {
 }
 
 /** Streams the records of `digests` into `writeFd` (closed at the end, or on error). */
-async function writeRecords(writeFd: number, todo: { digest: string; size: number; path: string }[], onChunk: (bytes: number, objectDone: boolean) => void): Promise<void> {
+async function writeRecords(writeFd: number, todo: { digest: string; size: number; path: string | Buffer }[], onChunk: (bytes: number, objectDone: boolean) => void): Promise<void> {
   const out = createWriteStream('', { fd: writeFd, autoClose: true });
   const failed = new Promise<never>((_, reject) => out.once('error', reject));
   failed.catch(() => undefined);
@@ -201,12 +206,12 @@ async function writeRecords(writeFd: number, todo: { digest: string; size: numbe
       await write(recordHeader(digest, size));
       let sent = 0;
       for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-        if (sent + chunk.length > size) throw new InvalidRequestError(`${path} grew since the manifest was made (it was ${size} bytes)`);
+        if (sent + chunk.length > size) throw new InvalidRequestError(`${showText(path)} grew since the manifest was made (it was ${size} bytes)`);
         await write(chunk);
         sent += chunk.length;
         onChunk(chunk.length, false);
       }
-      if (sent !== size) throw new InvalidRequestError(`${path} shrank since the manifest was made (${size} bytes, now ${sent})`);
+      if (sent !== size) throw new InvalidRequestError(`${showText(path)} shrank since the manifest was made (${size} bytes, now ${sent})`);
       onChunk(0, true);
     }
     out.end();
@@ -224,7 +229,7 @@ async function writeRecords(writeFd: number, todo: { digest: string; size: numbe
 export async function uploadImage(
   broker: MountgateBroker,
   manifest: Manifest,
-  sources: Map<string, string>,
+  sources: Map<string, string | Buffer>,
   opts: { onProgress?: (p: UploadProgress) => void } = {},
 ): Promise<UploadResult> {
   const sizes = manifestObjects(manifest);
@@ -240,7 +245,7 @@ export async function uploadImage(
 
   const lacking = missing.filter((d) => !sources.has(d));
   if (lacking.length > 0) {
-    const users = (d: string) => manifest.entries.filter((e) => e.type === 'file' && e.digest === d).map((e) => e.path);
+    const users = (d: string) => manifest.entries.filter((e) => e.type === 'file' && e.digest === d).map((e) => showText(e.path));
     const shown = lacking.slice(0, 3).map((d) => `${d} (needed by ${users(d).slice(0, 3).join(', ') || 'no file of the manifest'})`);
     throw new NotFoundError(
       `the broker needs ${lacking.length} object(s) that no source provides: ${shown.join('; ')}${lacking.length > 3 ? '; ...' : ''}` +

@@ -5,25 +5,18 @@
 // Normalizations (only ever applied to input mkcomposefs itself would ignore or
 // reinterpret): entries are sorted by path, a hardlink line is written with its
 // target's fields, and in lenient mode a symlink's SIZE and CONTENT and a
-// non-device's RDEV are dropped.
+// non-device's RDEV are dropped. Byte strings (paths, targets, keys) become
+// plain strings when they are UTF-8 and {"base64"} otherwise, so any bytes
+// survive the trip; entries are sorted and compared as bytes.
 import type { Entry, FileEntry, Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { MAX_FILE_SIZE } from '../manifest/limits.js';
 import { normalizeLookupPath, parentPath, pathSortKey } from '../manifest/paths.js';
+import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifest/text.js';
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
-import { endsWithNewline, parseDump, type DumpEntry } from './dump.js';
+import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-function text(bytes: Buffer, what: string, pointer: string): string {
-  try {
-    return strictUtf8.decode(bytes);
-  } catch {
-    throw new InvalidManifestError(`${what} is not valid UTF-8: manifests carry names, paths and keys as text`, pointer);
-  }
-}
 
 function safeNumber(v: bigint, what: string, max: number, pointer: string): number {
   if (v > BigInt(max)) throw new InvalidManifestError(`${what} ${v} exceeds the maximum ${max}`, pointer);
@@ -32,7 +25,7 @@ function safeNumber(v: bigint, what: string, max: number, pointer: string): numb
 
 type Attributed = Exclude<Entry, { type: 'hardlink' }>;
 
-function baseFields(d: DumpEntry, path: string, pointer: string): Omit<Attributed, 'type'> {
+function baseFields(d: DumpEntry, path: ByteText, pointer: string): Omit<Attributed, 'type'> {
   const fields: Omit<Attributed, 'type'> = {
     path,
     mode: d.mode & 0o7777,
@@ -42,7 +35,7 @@ function baseFields(d: DumpEntry, path: string, pointer: string): Omit<Attribute
   };
   if (d.mtimeNsec > 999_999_999) throw new InvalidManifestError(`mtime nanoseconds ${d.mtimeNsec} is not below 1000000000`, pointer);
   if (d.xattrs.length > 0) {
-    fields.xattrs = d.xattrs.map((x) => ({ key: text(x.key, 'xattr key', pointer), value: x.value.toString('base64') }));
+    fields.xattrs = d.xattrs.map((x) => ({ key: byteText(x.key), value: x.value.toString('base64') }));
   }
   return fields;
 }
@@ -63,9 +56,11 @@ function entryFromDump(d: DumpEntry, pointer: string): Entry {
 }
 
 function entryFields(d: DumpEntry, pointer: string): Entry {
-  const path = text(d.path, 'path', pointer);
+  const path = byteText(d.path);
   if (d.hardlink) {
-    return { path, type: 'hardlink', target: normalizeLookupPath(text(d.payload!, 'hardlink target', pointer)) };
+    // Normalized on the bytes (only "/" matters to it), as a binary string.
+    const target = Buffer.from(normalizeLookupPath(d.payload!.toString('latin1')), 'latin1');
+    return { path, type: 'hardlink', target: byteText(target) };
   }
   const base = baseFields(d, path, pointer);
   switch (d.mode & S_IFMT) {
@@ -75,11 +70,11 @@ function entryFields(d: DumpEntry, pointer: string): Entry {
       const file: FileEntry = { ...base, type: 'file', size: safeNumber(d.size, 'file size', MAX_FILE_SIZE, pointer) };
       if (d.digest !== null) file.digest = d.digest;
       if (d.content !== null && d.content.length > 0) file.inline = d.content.toString('base64');
-      if (d.payload !== null) file.backing = text(d.payload, 'backing path', pointer);
+      if (d.payload !== null) file.backing = byteText(d.payload);
       return file;
     }
     case S_IFLNK:
-      return { ...base, type: 'symlink', target: text(d.payload!, 'symlink target', pointer) };
+      return { ...base, type: 'symlink', target: byteText(d.payload!) };
     case S_IFCHR:
       return d.rdev === 0
         ? withInfoSize({ ...base, type: 'whiteout' as const }, d.size, pointer)
@@ -97,14 +92,17 @@ function entryFields(d: DumpEntry, pointer: string): Entry {
 
 /**
  * The link count the format implies: 2 + subdirectories for a directory,
- * 1 + hardlinks pointing at it for anything else.
+ * 1 + hardlinks pointing at it for anything else; keyed by the path as a
+ * string of codecFor(entries).
  */
 export function defaultLinkCounts(entries: Entry[]): Map<string, number> {
+  const codec = codecFor(entries);
   const counts = new Map<string, number>();
-  for (const e of entries) if (e.type !== 'hardlink') counts.set(e.path, e.type === 'dir' ? 2 : 1);
+  for (const e of entries) if (e.type !== 'hardlink') counts.set(codec.text(e.path), e.type === 'dir' ? 2 : 1);
   for (const e of entries) {
-    if (e.path === '/') continue;
-    const counted = e.type === 'dir' ? parentPath(e.path) : e.type === 'hardlink' ? e.target : undefined;
+    const path = codec.text(e.path);
+    if (path === '/') continue;
+    const counted = e.type === 'dir' ? parentPath(path) : e.type === 'hardlink' ? codec.text(e.target) : undefined;
     if (counted !== undefined && counts.has(counted)) counts.set(counted, counts.get(counted)! + 1);
   }
   return counts;
@@ -112,18 +110,21 @@ export function defaultLinkCounts(entries: Entry[]): Map<string, number> {
 
 /** Points hardlinks at the final target, as composefs resolves chains. */
 function resolveHardlinkChains(entries: Entry[], lines: number[]): void {
-  const byPath = new Map(entries.map((e) => [e.path, e] as const));
+  const key = codecFor(entries).text;
+  const byPath = new Map(entries.map((e) => [key(e.path), e] as const));
   entries.forEach((e, i) => {
     if (e.type !== 'hardlink') return;
     const pointer = `line ${lines[i]}`;
-    if (e.target === e.path) throw new InvalidManifestError(`hardlink "${e.path}" points to itself`, pointer);
-    const seen = new Set<string>([e.path]);
-    let target = byPath.get(e.target);
+    const path = key(e.path);
+    if (key(e.target) === path) throw new InvalidManifestError(`hardlink "${showText(e.path)}" points to itself`, pointer);
+    const seen = new Set<string>([path]);
+    let target = byPath.get(key(e.target));
     while (target?.type === 'hardlink') {
-      if (seen.has(target.path)) throw new InvalidManifestError(`hardlink "${e.path}" is part of a cycle of hardlinks`, pointer);
-      seen.add(target.path);
+      const at = key(target.path);
+      if (seen.has(at)) throw new InvalidManifestError(`hardlink "${showText(e.path)}" is part of a cycle of hardlinks`, pointer);
+      seen.add(at);
       e.target = target.target;
-      target = byPath.get(e.target);
+      target = byPath.get(key(e.target));
     }
   });
 }
@@ -141,14 +142,15 @@ export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions
   keyed.sort((a, b) => Buffer.compare(a.key, b.key));
   for (let i = 1; i < keyed.length; i++) {
     if (keyed[i]!.key.equals(keyed[i - 1]!.key)) {
-      throw new InvalidManifestError(`path "${keyed[i]!.entry.path}" appears twice (also on line ${keyed[i - 1]!.line})`, `line ${keyed[i]!.line}`);
+      throw new InvalidManifestError(`path "${showText(keyed[i]!.entry.path)}" appears twice (also on line ${keyed[i - 1]!.line})`, `line ${keyed[i]!.line}`);
     }
   }
   const entries = keyed.map((k) => k.entry);
   resolveHardlinkChains(entries, keyed.map((k) => k.line));
   const defaults = defaultLinkCounts(entries);
+  const key = codecFor(entries).text;
   keyed.forEach((k) => {
-    if (k.entry.type !== 'hardlink' && defaults.get(k.entry.path) !== k.nlink) {
+    if (k.entry.type !== 'hardlink' && defaults.get(key(k.entry.path)) !== k.nlink) {
       if (k.nlink === 0) throw new InvalidManifestError('nlink is 0', `line ${k.line}`);
       (k.entry as Attributed).nlink = k.nlink;
     }
@@ -161,7 +163,7 @@ export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions
     if (err instanceof InvalidManifestError) {
       const m = /^\/entries\/(\d+)(.*)$/.exec(err.pointer);
       const k = m ? keyed[Number(m[1])] : undefined;
-      if (k) throw new InvalidManifestError(`${k.entry.path}${m![2] ? ` (${m![2].slice(1)})` : ''}: ${err.detail}`, `line ${k.line}`);
+      if (k) throw new InvalidManifestError(`${showText(k.entry.path)}${m![2] ? ` (${m![2].slice(1)})` : ''}: ${err.detail}`, `line ${k.line}`);
     }
     throw err;
   }
@@ -174,7 +176,7 @@ const typeBits: Record<Exclude<Entry['type'], 'hardlink'>, number> = {
 
 function dumpFromEntry(e: Attributed, nlink: number): DumpEntry {
   const d: DumpEntry = {
-    path: Buffer.from(e.path, 'utf8'),
+    path: bytesOf(e.path),
     size: 0n,
     mode: typeBits[e.type] | e.mode,
     hardlink: false,
@@ -187,17 +189,17 @@ function dumpFromEntry(e: Attributed, nlink: number): DumpEntry {
     payload: null,
     content: null,
     digest: null,
-    xattrs: (e.xattrs ?? []).map((x) => ({ key: Buffer.from(x.key, 'utf8'), value: Buffer.from(x.value, 'base64') })),
+    xattrs: (e.xattrs ?? []).map((x) => ({ key: bytesOf(x.key), value: Buffer.from(x.value, 'base64') })),
   };
   switch (e.type) {
     case 'file':
       d.size = BigInt(e.size);
-      if (e.inline !== undefined) d.content = decodeBase64(e.inline, e.path);
+      if (e.inline !== undefined) d.content = decodeBase64(e.inline, showText(e.path));
       if (e.digest !== undefined) d.digest = e.digest;
-      if (e.backing !== undefined) d.payload = Buffer.from(e.backing, 'utf8');
+      if (e.backing !== undefined) d.payload = bytesOf(e.backing);
       break;
     case 'symlink':
-      d.payload = Buffer.from(e.target, 'utf8');
+      d.payload = bytesOf(e.target);
       d.size = BigInt(d.payload.length);
       break;
     case 'chardev':
@@ -215,24 +217,25 @@ function dumpFromEntry(e: Attributed, nlink: number): DumpEntry {
 /** The dump entries of a (checked) manifest, in its order. */
 export function manifestToDump(manifest: Manifest): DumpEntry[] {
   const defaults = defaultLinkCounts(manifest.entries);
+  const key = codecFor(manifest.entries).text;
   const byPath = new Map<string, DumpEntry>();
   const out: DumpEntry[] = [];
-  const hardlinks: Array<{ index: number; path: string; target: string }> = [];
+  const hardlinks: Array<{ index: number; path: ByteText; target: ByteText }> = [];
   for (const e of manifest.entries) {
     if (e.type === 'hardlink') {
       hardlinks.push({ index: out.length, path: e.path, target: e.target });
       out.push(undefined as unknown as DumpEntry); // filled once every target is known
       continue;
     }
-    const d = dumpFromEntry(e, defaults.get(e.path) ?? 1);
-    byPath.set(e.path, d);
+    const d = dumpFromEntry(e, defaults.get(key(e.path)) ?? 1);
+    byPath.set(key(e.path), d);
     out.push(d);
   }
   for (const h of hardlinks) {
-    const target = byPath.get(h.target);
-    if (!target) throw new InvalidManifestError(`hardlink target "${h.target}" is not in the manifest`, h.path);
+    const target = byPath.get(key(h.target));
+    if (!target) throw new InvalidManifestError(`hardlink target "${showText(h.target)}" is not in the manifest`, showText(h.path));
     // As composefs-info writes it: the target's fields, "@" and the target path.
-    out[h.index] = { ...target, path: Buffer.from(h.path, 'utf8'), hardlink: true, payload: Buffer.from(h.target, 'utf8') };
+    out[h.index] = { ...target, path: bytesOf(h.path), hardlink: true, payload: bytesOf(h.target) };
   }
   return out;
 }
@@ -247,7 +250,7 @@ export interface DumpTextOptions extends DumpToManifestOptions {
  * so a broken dump names its real problem first.
  */
 export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): Manifest {
-  const data = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
+  const data = dumpBytes(text);
   const strict = options.strict ?? true;
   const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
   const manifest = dumpToManifest(dump, options);

@@ -10,6 +10,7 @@
 // has CONTENT, and a non-zero RDEV on something that is not a device. Lenient
 // mode accepts those; the converter then drops the ignored values.
 import { InvalidManifestError } from '../manifest/errors.js';
+import { loneSurrogateIndex } from '../manifest/text.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 export interface DumpXattr {
@@ -238,10 +239,21 @@ export function endsWithNewline(text: Buffer): boolean {
   return text.length === 0 || text[text.length - 1] === NEWLINE;
 }
 
+/** The bytes of dump text given as a string: its UTF-8, refused when it has none (a lone surrogate). */
+export function dumpBytes(text: Buffer | string): Buffer {
+  if (typeof text !== 'string') return text;
+  const bad = loneSurrogateIndex(text);
+  if (bad >= 0) {
+    const line = text.slice(0, bad).split('\n').length;
+    throw new InvalidManifestError(`holds a lone UTF-16 surrogate (\\u${text.charCodeAt(bad).toString(16).toUpperCase()}), which has no UTF-8 bytes: escape bytes as \\xNN`, `line ${line}`);
+  }
+  return Buffer.from(text, 'utf8');
+}
+
 /** Parses a whole dump. Errors are InvalidManifestError with pointer "line N". */
 export function parseDump(text: Buffer | string, options: DumpParseOptions = {}): DumpEntry[] {
   const strict = options.strict ?? true;
-  const data = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
+  const data = dumpBytes(text);
   const entries: DumpEntry[] = [];
   let start = 0;
   let lineNo = 0;

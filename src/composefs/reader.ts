@@ -73,7 +73,10 @@ class ImageReader {
   }
 
   readRoot(): ImageNode {
-    return this.readNode(this.superBlock.rootNid, Buffer.alloc(0), null)!;
+    const root = this.readNode(this.superBlock.rootNid, Buffer.alloc(0), null);
+    // The kernel refuses to mount such an image too ("rootino is not a directory").
+    if (root === null || (root.mode & S_IFMT) !== S_IFDIR) fail(`the root inode (nid ${this.superBlock.rootNid}) is not a directory`);
+    return root;
   }
 
   /** Returns null for a real whiteout (the store's 00..ff), which is hidden. */

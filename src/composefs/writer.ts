@@ -14,13 +14,17 @@
 //
 // Built for trees of millions of entries: names, symlink targets, backing paths
 // and digests stay the manifest's own strings until they are written into the
-// image; each distinct xattr (key and value) is one record that every inode
-// carrying it points to; keys are ranked once, so sorting compares integers.
+// image (or, when one of them is given as {"base64"}, binary strings of their
+// bytes: manifest/text.ts; either way the image holds exactly those bytes, and
+// names sort in byte order); each distinct xattr (key and value) is one record
+// that every inode carrying it points to; keys are ranked once, so sorting
+// compares integers.
 import type { Entry, Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { checkManifest } from '../manifest/check.js';
 import { MAX_XATTR_BUDGET, XATTR_BUDGET_HEADER, xattrBudgetCost } from '../manifest/limits.js';
 import { comparePaths } from '../manifest/paths.js';
+import { codecFor, type TextCodec } from '../manifest/text.js';
 import {
   COMPOSEFS_DEFAULT_MAX_VERSION, COMPOSEFS_DEFAULT_MIN_VERSION, COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER_SIZE,
   COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC, COMPOSEFS_MAX_CHUNKS, COMPOSEFS_VERSION_MAX, EROFS_BLOCK_BITS,
@@ -44,33 +48,7 @@ export interface WriteOptions {
   maxVersion?: number;
 }
 
-// ---- text as the image stores it: UTF-8 ---------------------------------------
-
-/** UTF-8 byte length, as Buffer.from(s, 'utf8') counts it (a lone surrogate is 3 bytes). */
-function utf8Length(s: string): number {
-  let n = s.length;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) n += 1;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 2; // a pair: 2 units, 4 bytes
-      i++;
-    } else n += 2;
-  }
-  return n;
-}
-
-/** Writes `s` (of `bytes` UTF-8 bytes) at `at`; ASCII, the common case, without leaving JS. */
-function writeUtf8(buf: Buffer, at: number, s: string, bytes: number): void {
-  if (bytes !== s.length) {
-    buf.write(s, at, bytes, 'utf8');
-    return;
-  }
-  for (let i = 0; i < bytes; i++) buf[at + i] = s.charCodeAt(i);
-}
-
-const SURROGATE = /[\ud800-\udfff]/;
+// ---- digests ---------------------------------------------------------------------
 
 /** A digest as the schema spells it: 64 lowercase hex digits. */
 function isLowerHex64(s: string): boolean {
@@ -82,16 +60,12 @@ function isLowerHex64(s: string): boolean {
   return true;
 }
 
-/** The string whose UTF-8 bytes it has: lone surrogates become U+FFFD, as in the image. */
-function canonicalText(s: string): string {
-  return SURROGATE.test(s) ? Buffer.from(s, 'utf8').toString('utf8') : s;
-}
-
 // ---- xattrs: one record per distinct key, one per distinct key and value ---------
 
 interface XattrKey {
-  /** The key as text (with its UTF-8 bytes in `bytes`). */
+  /** The key as a string of the image's codec (with its bytes in `bytes`). */
   text: string;
+  codec: TextCodec;
   bytes: Buffer;
   /** Index of the short prefix stripped on disk, and the rest of the key. */
   prefixIndex: number;
@@ -109,7 +83,7 @@ interface XattrKey {
 
 /** How a value's bytes are held: decoded, or still the manifest's text. */
 const VALUE_BYTES = 0;
-/** "/" and the UTF-8 backing path. */
+/** "/" and the backing path. */
 const VALUE_REDIRECT = 1;
 /** The fs-verity metacopy header and the digest from hex; empty without a digest. */
 const VALUE_METACOPY = 2;
@@ -140,17 +114,16 @@ class XattrTable {
   private readonly keysByText = new Map<string, XattrKey>();
   readonly keys: XattrKey[] = [];
 
+  constructor(readonly codec: TextCodec) {}
+
+  /** A key, as a string of the codec: one string per byte string, so equal keys meet here. */
   key(text: string): XattrKey {
     let k = this.keysByText.get(text);
-    if (k) return k;
-    const canonical = canonicalText(text);
-    k = this.keysByText.get(canonical);
     if (!k) {
-      k = newKey(canonical);
+      k = newKey(text, this.codec);
       this.keys.push(k);
-      this.keysByText.set(canonical, k);
+      this.keysByText.set(text, k);
     }
-    this.keysByText.set(text, k);
     return k;
   }
 
@@ -170,10 +143,7 @@ class XattrTable {
   }
 
   redirect(key: XattrKey, backing: string): Xattr {
-    const x = key.values.get(backing);
-    if (x) return x;
-    const identity = canonicalText(backing);
-    return key.values.get(identity) ?? this.add(key, VALUE_REDIRECT, identity, null, backing);
+    return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
   }
 
   metacopy(key: XattrKey, digest: string | undefined): Xattr {
@@ -186,7 +156,7 @@ class XattrTable {
 
   private add(key: XattrKey, kind: number, identity: string, bytes: Buffer | null, alias?: string): Xattr {
     const valueSize =
-      kind === VALUE_BYTES ? bytes!.length : kind === VALUE_REDIRECT ? 1 + utf8Length(identity) : identity === NO_DIGEST ? 0 : 4 + identity.length / 2;
+      kind === VALUE_BYTES ? bytes!.length : kind === VALUE_REDIRECT ? 1 + key.codec.length(identity) : identity === NO_DIGEST ? 0 : 4 + identity.length / 2;
     const x: Xattr = {
       key, kind, bytes, identity, valueSize, count: 0, sharedOffset: -1,
       entrySize: roundUp(EROFS_XATTR_ENTRY_SIZE + key.suffix.length + valueSize, 4),
@@ -197,19 +167,19 @@ class XattrTable {
   }
 }
 
-function newKey(text: string): XattrKey {
-  const bytes = Buffer.from(text, 'utf8');
+function newKey(text: string, codec: TextCodec): XattrKey {
+  const bytes = codec.bytes(text);
   let prefixIndex = 0;
   let suffix = bytes;
   for (const [prefix, index] of EROFS_XATTR_WRITE_PREFIXES) {
     if (text.startsWith(prefix)) {
       prefixIndex = index;
-      suffix = bytes.subarray(prefix.length); // the prefixes are ASCII
+      suffix = bytes.subarray(prefix.length); // the prefixes are ASCII: as many bytes as chars in either codec
       break;
     }
   }
   return {
-    text, bytes, prefixIndex, suffix, rank: 0, values: new Map(), escaped: null,
+    text, codec, bytes, prefixIndex, suffix, rank: 0, values: new Map(), escaped: null,
     filterBit: xxh32(suffix, (EROFS_XATTR_FILTER_SEED + prefixIndex) >>> 0) & (EROFS_XATTR_FILTER_BITS - 1),
     isAcl: text === 'system.posix_acl_access' || text === 'system.posix_acl_default',
   };
@@ -221,7 +191,7 @@ function encodeXattrValue(x: Xattr, buf: Buffer, at: number): void {
     buf.set(x.bytes!, at);
   } else if (x.kind === VALUE_REDIRECT) {
     buf[at] = 0x2f; // "/"
-    writeUtf8(buf, at + 1, x.identity, x.valueSize - 1);
+    x.key.codec.write(buf, at + 1, x.identity, x.valueSize - 1);
   } else if (x.valueSize > 0) {
     buf[at] = 0; // struct ovl_metacopy: version 0, length, flags, digest algorithm
     buf[at + 1] = x.valueSize & 0xff;
@@ -241,8 +211,9 @@ function xattrValueBytes(x: Xattr): Buffer {
 // ---- the tree the image holds ---------------------------------------------------
 
 interface Child {
+  /** A string of the image's codec. */
   name: string;
-  /** UTF-8 bytes of the name. */
+  /** Bytes of the name. */
   nameSize: number;
   node: Node;
   /** ".", ".." and hardlinks name a node that lives elsewhere in the tree. */
@@ -274,7 +245,7 @@ class Node {
   xattrBudget = 0;
   children: Child[] = NO_CHILDREN as Child[];
   parent: Node;
-  /** Symlink target or backing path of a regular file (manifest text). */
+  /** Symlink target or backing path of a regular file (a string of the image's codec). */
   payload: string | null = null;
   payloadSize = 0;
   content: Buffer | null = null;
@@ -332,7 +303,7 @@ function setXattr(node: Node, x: Xattr): void {
   const cost = xattrBudgetCost(x.key.bytes.length, x.valueSize) + (node.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
   if (node.xattrBudget + cost > MAX_XATTR_BUDGET) {
     throw new InvalidManifestError(
-      `no room for the ${x.key.text} xattr the image needs: the xattrs would take ${node.xattrBudget + cost} bytes, at most ${MAX_XATTR_BUDGET}`,
+      `no room for the ${x.key.codec.show(x.key.text)} xattr the image needs: the xattrs would take ${node.xattrBudget + cost} bytes, at most ${MAX_XATTR_BUDGET}`,
       node.pointer,
     );
   }
@@ -341,6 +312,7 @@ function setXattr(node: Node, x: Xattr): void {
 }
 
 function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, parent: Node | null, table: XattrTable): Node {
+  const codec = table.codec;
   const node = new Node(index, parent);
   node.mode = typeModes[e.type] | e.mode;
   node.uid = e.uid;
@@ -354,8 +326,8 @@ function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, p
       if (e.inline !== undefined && e.size > 0) node.content = Buffer.from(e.inline, 'base64');
       node.digest = e.digest;
       if (e.backing !== undefined) {
-        node.payload = e.backing;
-        node.payloadSize = utf8Length(e.backing);
+        node.payload = codec.text(e.backing);
+        node.payloadSize = codec.length(node.payload);
       }
       if (node.content === null && node.size > 0) {
         const bitsNeeded = node.size <= 1 ? 1 : bitLength(node.size - 1);
@@ -365,8 +337,8 @@ function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, p
       }
       break;
     case 'symlink':
-      node.payload = e.target;
-      node.payloadSize = utf8Length(e.target);
+      node.payload = codec.text(e.target);
+      node.payloadSize = codec.length(node.payload);
       node.size = node.payloadSize;
       break;
     case 'chardev':
@@ -382,7 +354,7 @@ function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, p
   }
   if (e.xattrs) {
     for (const given of e.xattrs) {
-      const x = table.fromBase64(table.key(given.key), given.value);
+      const x = table.fromBase64(table.key(codec.text(given.key)), given.value);
       node.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize) + (node.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
       node.addXattr(x);
     }
@@ -390,9 +362,9 @@ function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, p
   return node;
 }
 
-function childOf(path: string, node: Node, isLink: boolean): Child {
+function childOf(path: string, node: Node, isLink: boolean, codec: TextCodec): Child {
   const name = path.slice(path.lastIndexOf('/') + 1);
-  return { name, nameSize: utf8Length(name), node, isLink };
+  return { name, nameSize: codec.length(name), node, isLink };
 }
 
 interface BuiltTree {
@@ -404,6 +376,7 @@ interface BuiltTree {
 
 /** Builds the node tree; manifest order is already sorted, so children come sorted. */
 function buildTree(manifest: Manifest, table: XattrTable): BuiltTree {
+  const codec = table.codec;
   const entries = manifest.entries;
   const root = nodeFromEntry(entries[0] as Exclude<Entry, { type: 'hardlink' }>, 0, null, table);
   const nodes: Node[] = [root];
@@ -415,7 +388,7 @@ function buildTree(manifest: Manifest, table: XattrTable): BuiltTree {
   let hasWhiteouts = isType(root, S_IFCHR) && root.rdev === 0;
   for (let i = 1; i < entries.length; i++) {
     const e = entries[i]!;
-    const path = e.path;
+    const path = codec.text(e.path);
     const cut = path.lastIndexOf('/');
     const parentLength = cut === 0 ? 1 : cut;
     let top = dirPaths.length - 1;
@@ -424,14 +397,14 @@ function buildTree(manifest: Manifest, table: XattrTable): BuiltTree {
     dirNodes.length = top + 1;
     const parent = dirNodes[top]!;
     if (e.type === 'hardlink') {
-      const child = childOf(path, root, true);
+      const child = childOf(path, root, true, codec);
       parent.children.push(child);
-      links.push({ child, target: e.target });
+      links.push({ child, target: codec.text(e.target) });
       nodeOfEntry.push(undefined);
       continue;
     }
     const node = nodeFromEntry(e, i, parent, table);
-    parent.children.push(childOf(path, node, false));
+    parent.children.push(childOf(path, node, false, codec));
     if (e.type === 'dir') {
       dirPaths.push(path);
       dirNodes.push(node);
@@ -443,7 +416,7 @@ function buildTree(manifest: Manifest, table: XattrTable): BuiltTree {
   const incoming = new Map<Node, number>();
   if (links.length > 0) {
     const byPath = new Map<string, Node>();
-    entries.forEach((e, i) => nodeOfEntry[i] && byPath.set(e.path, nodeOfEntry[i]!));
+    entries.forEach((e, i) => nodeOfEntry[i] && byPath.set(codec.text(e.path), nodeOfEntry[i]!));
     for (const l of links) {
       l.child.node = byPath.get(l.target)!;
       incoming.set(l.child.node, (incoming.get(l.child.node) ?? 0) + 1);
@@ -568,6 +541,8 @@ function addRootWhiteouts(root: Node): void {
 interface PreparedTree {
   /** Breadth-first: the inode order. */
   nodes: Node[];
+  /** How names and payloads are held: written as their bytes. */
+  codec: TextCodec;
   version: number;
   hasAcl: boolean;
   minMtimeSec: number;
@@ -673,7 +648,8 @@ function resolveVersion(options: WriteOptions): { min: number; max: number } {
 
 export function prepareTree(manifest: Manifest, options: WriteOptions = {}): PreparedTree {
   const { min, max } = resolveVersion(options);
-  const table = new XattrTable();
+  const codec = codecFor(manifest.entries);
+  const table = new XattrTable(codec);
   const overlay = new OverlayXattrs(table);
   const { root, nodes, hasWhiteouts } = buildTree(manifest, table);
   // Format 1 changed how whiteouts are marked; use it only when needed.
@@ -683,7 +659,7 @@ export function prepareTree(manifest: Manifest, options: WriteOptions = {}): Pre
   addRootWhiteouts(root);
   rankKeys(table);
   const numbered = numberInodes(root);
-  return { ...numbered, version, ...shareXattrs(numbered.nodes) };
+  return { ...numbered, codec, version, ...shareXattrs(numbered.nodes) };
 }
 
 // ---- layout, run once to measure and once to emit -------------------------------
@@ -837,20 +813,20 @@ function encodeXattrEntry(buf: Buffer, at: number, x: Xattr): void {
 }
 
 /** The dirents and then the names of children [first, first + count) at `at`. */
-function encodeDirents(buf: Buffer, at: number, node: Node, chunk: DirentChunk): void {
+function encodeDirents(buf: Buffer, at: number, node: Node, chunk: DirentChunk, codec: TextCodec): void {
   const start = at;
   let nameAt = at + chunk.count * EROFS_DIRENT_SIZE;
   for (let i = chunk.first; i < chunk.first + chunk.count; i++) {
     const c = node.children[i]!;
     writeDirent(buf, at, { nid: c.node.nid, nameOffset: nameAt - start, fileType: erofsFileType(c.node.mode) });
-    writeUtf8(buf, nameAt, c.name, c.nameSize);
+    codec.write(buf, nameAt, c.name, c.nameSize);
     at += EROFS_DIRENT_SIZE;
     nameAt += c.nameSize;
   }
 }
 
 /** The inode, its xattr area and its inline tail, as one record at `at`. */
-function encodeInodeRecord(buf: Buffer, at: number, node: Node, known: Addresses, blockAddr: number): void {
+function encodeInodeRecord(buf: Buffer, at: number, node: Node, known: Addresses, blockAddr: number, codec: TextCodec): void {
   const inodeLayout = node.compact ? EROFS_INODE_LAYOUT_COMPACT : EROFS_INODE_LAYOUT_EXTENDED;
   let dataLayout = node.tailSize > 0 ? EROFS_INODE_FLAT_INLINE : EROFS_INODE_FLAT_PLAIN;
   let size = 0;
@@ -909,9 +885,9 @@ function encodeInodeRecord(buf: Buffer, at: number, node: Node, known: Addresses
   }
   if (node.tailSize === 0) return;
   if (type === S_IFDIR) {
-    encodeDirents(buf, at, node, node.chunks![node.chunks!.length - 1]!);
+    encodeDirents(buf, at, node, node.chunks![node.chunks!.length - 1]!, codec);
   } else if (type === S_IFLNK) {
-    writeUtf8(buf, at, node.payload!, node.payloadSize);
+    codec.write(buf, at, node.payload!, node.payloadSize);
   } else if (node.content) {
     buf.set(node.content.subarray(node.size - node.tailSize), at);
   } else {
@@ -920,14 +896,14 @@ function encodeInodeRecord(buf: Buffer, at: number, node: Node, known: Addresses
 }
 
 /** Full blocks of a node: directory blocks, or the first block of content. */
-function writeDataBlocks(out: ImageSink, node: Node): void {
+function writeDataBlocks(out: ImageSink, node: Node, codec: TextCodec): void {
   if (node.dataBlocks === 0) return;
   if (isType(node, S_IFDIR)) {
     // Chunks beyond the block count stayed inline as the tail.
     for (let i = 0; i < node.dataBlocks; i++) {
       const at = out.position;
       const buf = out.take(EROFS_BLOCK_SIZE);
-      if (buf) encodeDirents(buf, at, node, node.chunks![i]!);
+      if (buf) encodeDirents(buf, at, node, node.chunks![i]!, codec);
     }
     return;
   }
@@ -942,9 +918,9 @@ function writeDataBlocks(out: ImageSink, node: Node): void {
   if (node.content) {
     buf.set(node.content.subarray(0, Math.min(node.content.length, EROFS_BLOCK_SIZE)), at);
   } else if (node.payloadSize <= EROFS_BLOCK_SIZE) {
-    writeUtf8(buf, at, node.payload!, node.payloadSize);
+    codec.write(buf, at, node.payload!, node.payloadSize);
   } else {
-    buf.set(Buffer.from(node.payload!, 'utf8').subarray(0, EROFS_BLOCK_SIZE), at);
+    buf.set(codec.bytes(node.payload!).subarray(0, EROFS_BLOCK_SIZE), at);
   }
 }
 
@@ -998,7 +974,7 @@ function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): 
     dataBlocks += node.dataBlocks;
     at = out.position;
     buf = out.take(inodeSize + node.xattrAreaSize + node.tailSize);
-    if (buf && known) encodeInodeRecord(buf, at, node, known, blockAddr);
+    if (buf && known) encodeInodeRecord(buf, at, node, known, blockAddr, t.codec);
   }
   align(out, EROFS_SLOT_SIZE);
   const inodesEnd = out.position;
@@ -1009,7 +985,7 @@ function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): 
   }
   align(out, EROFS_BLOCK_SIZE);
   const dataStart = out.position;
-  for (const node of t.nodes) writeDataBlocks(out, node);
+  for (const node of t.nodes) writeDataBlocks(out, node, t.codec);
   return { inodesEnd, dataStart, dataBlocks, totalSize: out.position };
 }
 

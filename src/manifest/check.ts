@@ -2,14 +2,22 @@
 // sorted, unique paths under existing parent directories, hardlink targets
 // that exist and are plain files, and byte-counted limits (names, paths,
 // symlink targets, xattrs, inline contents). Runs in one pass, O(entries).
-import type { Entry, Manifest } from '../schema/types.generated.js';
+// Every value that becomes bytes in the image is checked, ordered and
+// compared as those bytes (text.ts): a string with a lone surrogate is refused
+// at its JSON pointer, and {"base64"} values are checked like strings.
+import type { Bytes, Entry, Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from './errors.js';
 import {
   MAX_BACKING_BYTES, MAX_ENTRIES, MAX_INLINE_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH,
   MAX_SYMLINK_BYTES, MAX_XATTR_BUDGET, MAX_XATTR_KEY_BYTES, MAX_XATTR_VALUE_BYTES, XATTR_BUDGET_HEADER,
   xattrBudgetCost,
 } from './limits.js';
-import { baseName, comparePaths, parentPath, pathNames, pathProblem, utf8Length } from './paths.js';
+import { baseName, comparePaths, parentPath, pathNames, pathProblem } from './paths.js';
+import { BINARY_TEXT, isEncodable, loneSurrogateProblem, UTF8_TEXT, type ByteText, type TextCodec } from './text.js';
+import {
+  OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT, OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY,
+  OVERLAY_OPAQUE, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE, OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS,
+} from '../composefs/format.js';
 
 /** Decodes base64 and refuses anything but its canonical, padded spelling. */
 export function decodeBase64(text: string, pointer: string): Buffer {
@@ -23,72 +31,108 @@ function at(index: number, field: string): string {
   return `/entries/${index}/${field}`;
 }
 
-function checkPath(path: string, index: number): void {
+/**
+ * A string with no UTF-8 bytes, or {"base64"} that is not canonical, is
+ * refused at /entries/index/field. Returns whether the value is given as bytes.
+ */
+function checkEncodable(v: ByteText, what: string, index: number, field: string): boolean {
+  if (typeof v === 'string') {
+    if (isEncodable(v)) return false; // the common case: no pointer is built
+    throw new InvalidManifestError(loneSurrogateProblem(v, what)!, index < 0 ? field : at(index, field));
+  }
+  decodeBase64((v as Bytes).base64, `${at(index, field)}/base64`);
+  return true;
+}
+
+/** Every value of an entry that becomes bytes in the image; returns whether one is given as bytes. */
+function checkEntryEncodable(e: Entry, index: number): boolean {
+  let bytes = checkEncodable(e.path, 'path', index, 'path');
+  if (e.type === 'hardlink') return checkEncodable(e.target, 'hardlink target', index, 'target') || bytes;
+  if (e.type === 'symlink') bytes = checkEncodable(e.target, 'symlink target', index, 'target') || bytes;
+  if (e.type === 'file' && e.backing !== undefined) bytes = checkEncodable(e.backing, 'backing path', index, 'backing') || bytes;
+  const xattrs = e.xattrs;
+  if (xattrs) for (let i = 0; i < xattrs.length; i++) bytes = checkEncodable(xattrs[i]!.key, 'xattr key', index, `xattrs/${i}/key`) || bytes;
+  return bytes;
+}
+
+function checkPath(path: string, index: number, codec: TextCodec): void {
   const problem = pathProblem(path);
-  if (problem) throw new InvalidManifestError(`path "${path}" ${problem}`, at(index, 'path'));
-  // UTF-8 takes at most 3 bytes per UTF-16 unit: short strings need no byte count.
-  if (path.length * 3 > MAX_PATH_BYTES) {
-    const bytes = utf8Length(path);
+  if (problem) throw new InvalidManifestError(`path "${codec.show(path)}" ${problem}`, at(index, 'path'));
+  // UTF-8 takes at most 3 bytes per UTF-16 unit (binary strings 1 per char): short strings need no byte count.
+  const perUnit = codec.binary ? 1 : 3;
+  if (path.length * perUnit > MAX_PATH_BYTES) {
+    const bytes = codec.length(path);
     if (bytes > MAX_PATH_BYTES) throw new InvalidManifestError(`path is ${bytes} bytes long, at most ${MAX_PATH_BYTES}`, at(index, 'path'));
   }
   if (path.length > MAX_PATH_DEPTH * 2) {
     const depth = pathNames(path).length;
     if (depth > MAX_PATH_DEPTH) throw new InvalidManifestError(`path has ${depth} components, at most ${MAX_PATH_DEPTH}`, at(index, 'path'));
   }
-  if (path.length * 3 <= MAX_NAME_BYTES) return; // no name can be too long
+  if (path.length * perUnit <= MAX_NAME_BYTES) return; // no name can be too long
   for (let start = 1; start < path.length; ) {
     let end = path.indexOf('/', start);
     if (end < 0) end = path.length;
-    if ((end - start) * 3 > MAX_NAME_BYTES) {
+    if ((end - start) * perUnit > MAX_NAME_BYTES) {
       const name = path.slice(start, end);
-      const n = utf8Length(name);
-      if (n > MAX_NAME_BYTES) throw new InvalidManifestError(`name "${name.slice(0, 40)}..." is ${n} bytes long, at most ${MAX_NAME_BYTES}`, at(index, 'path'));
+      const n = codec.length(name);
+      if (n > MAX_NAME_BYTES) throw new InvalidManifestError(`name "${codec.show(name.slice(0, 40))}..." is ${n} bytes long, at most ${MAX_NAME_BYTES}`, at(index, 'path'));
     }
     start = end + 1;
   }
 }
 
 /** What is wrong with a piece of text (a key, a target, a path), or undefined. */
-function textProblem(value: string, what: string, max: number): string | undefined {
+function textProblem(value: string, what: string, max: number, codec: TextCodec): string | undefined {
   if (value.includes('\0')) return `${what} contains a NUL character`;
-  const n = utf8Length(value);
+  const n = codec.length(value);
   if (n === 0) return `${what} is empty`;
   if (n > max) return `${what} is ${n} bytes long, at most ${max}`;
   return undefined;
 }
 
-function hasKeyBefore(xattrs: ReadonlyArray<{ key: string }>, i: number): boolean {
-  const key = xattrs[i]!.key;
-  for (let j = 0; j < i; j++) if (xattrs[j]!.key === key) return true;
+function hasKeyBefore(xattrs: ReadonlyArray<{ key: ByteText }>, i: number, key: string, codec: TextCodec): boolean {
+  for (let j = 0; j < i; j++) if (codec.text(xattrs[j]!.key) === key) return true;
   return false;
 }
 
-function checkXattrs(xattrs: ReadonlyArray<{ key: string; value: string }>, index: number, base64Seen: Map<string, number>): void {
+/** Checks an entry's own xattrs; returns their budget as composefs counts it. */
+function checkXattrs(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, index: number, base64Seen: Map<string, number>, codec: TextCodec): number {
   // Few xattrs per entry: a scan finds a repeated key faster than a set.
   const seen = xattrs.length > 16 ? new Set<string>() : undefined;
   let budget = XATTR_BUDGET_HEADER;
   for (let i = 0; i < xattrs.length; i++) {
     const x = xattrs[i]!;
-    const problem = textProblem(x.key, 'xattr key', MAX_XATTR_KEY_BYTES);
+    const key = codec.text(x.key);
+    const problem = textProblem(key, 'xattr key', MAX_XATTR_KEY_BYTES, codec);
     if (problem) throw new InvalidManifestError(problem, at(index, `xattrs/${i}/key`));
-    if (seen ? seen.has(x.key) : hasKeyBefore(xattrs, i)) throw new InvalidManifestError(`xattr key "${x.key}" appears twice`, at(index, `xattrs/${i}/key`));
-    seen?.add(x.key);
+    if (seen ? seen.has(key) : hasKeyBefore(xattrs, i, key, codec)) throw new InvalidManifestError(`xattr key "${codec.show(key)}" appears twice`, at(index, `xattrs/${i}/key`));
+    seen?.add(key);
     let valueLength = base64Seen.get(x.value);
     if (valueLength === undefined) base64Seen.set(x.value, (valueLength = decodeBase64(x.value, at(index, `xattrs/${i}/value`)).length));
     if (valueLength > MAX_XATTR_VALUE_BYTES) {
       throw new InvalidManifestError(`xattr value is ${valueLength} bytes, at most ${MAX_XATTR_VALUE_BYTES}`, at(index, `xattrs/${i}/value`));
     }
-    budget += xattrBudgetCost(utf8Length(x.key), valueLength);
+    budget += xattrBudgetCost(codec.length(key), valueLength);
   }
   if (budget > MAX_XATTR_BUDGET) {
     throw new InvalidManifestError(`the xattrs take ${budget} bytes as composefs counts them, at most ${MAX_XATTR_BUDGET}`, at(index, 'xattrs'));
   }
+  return budget;
 }
 
-function checkTypeSpecific(entry: Entry, index: number): void {
+/**
+ * The most the image's own xattrs can add to one inode: metacopy (7 + 24 + 36)
+ * and redirect (7 + 24 + 1 + a backing path of up to 4095 bytes) on a file,
+ * the whiteout marks (39 + 28) on a whiteout, those of a directory holding
+ * whiteouts (40 + 29 + 38 + 27) and the root's opaque mark (30). An entry
+ * whose own xattrs leave this much room needs no closer look.
+ */
+const IMAGE_XATTRS_MAX = 67 + 32 + MAX_BACKING_BYTES + 67 + 134 + 30;
+
+function checkTypeSpecific(entry: Entry, index: number, codec: TextCodec): void {
   switch (entry.type) {
     case 'symlink': {
-      const problem = textProblem(entry.target, 'symlink target', MAX_SYMLINK_BYTES);
+      const problem = textProblem(codec.text(entry.target), 'symlink target', MAX_SYMLINK_BYTES, codec);
       if (problem) throw new InvalidManifestError(problem, at(index, 'target'));
       break;
     }
@@ -103,7 +147,7 @@ function checkTypeSpecific(entry: Entry, index: number): void {
         }
       }
       if (entry.backing !== undefined) {
-        const problem = textProblem(entry.backing, 'backing path', MAX_BACKING_BYTES);
+        const problem = textProblem(codec.text(entry.backing), 'backing path', MAX_BACKING_BYTES, codec);
         if (problem) throw new InvalidManifestError(problem, at(index, 'backing'));
       }
       break;
@@ -119,8 +163,14 @@ function checkTypeSpecific(entry: Entry, index: number): void {
 export function checkManifest(manifest: Manifest): void {
   const entries = manifest.entries;
   if (entries.length > MAX_ENTRIES) throw new InvalidManifestError(`has ${entries.length} entries, at most ${MAX_ENTRIES}`, '/entries');
+  // Not stored in the image, but echoed on the bus and in logs: it must be text too.
+  if (manifest.name !== undefined) checkEncodable(manifest.name, 'name', -1, '/name');
+  // Values with no bytes go first: the codec would otherwise turn them into some.
+  let anyBytes = false;
+  for (let i = 0; i < entries.length; i++) if (checkEntryEncodable(entries[i]!, i)) anyBytes = true;
+  const codec = anyBytes ? BINARY_TEXT : UTF8_TEXT;
   const first = entries[0];
-  if (!first || first.path !== '/' || first.type !== 'dir') {
+  if (!first || codec.text(first.path) !== '/' || first.type !== 'dir') {
     throw new InvalidManifestError('the first entry must be the root directory "/"', '/entries/0');
   }
   // Ancestors of the previous entry, and the entry itself (paths, and whether
@@ -129,21 +179,23 @@ export function checkManifest(manifest: Manifest): void {
   const stackIsDir: boolean[] = [];
   let previous: string | undefined;
   let hasHardlinks = false;
+  /** Entries whose own xattrs come close enough to the budget that what the image adds may not fit. */
+  let tight: Set<number> | undefined;
   const seenBase64 = new Map<string, number>();
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
-    checkPath(entry.path, i);
+    const path = codec.text(entry.path);
+    checkPath(path, i, codec);
     if (previous !== undefined) {
-      const order = comparePaths(previous, entry.path);
-      if (order === 0) throw new InvalidManifestError(`path "${entry.path}" appears twice`, at(i, 'path'));
+      const order = comparePaths(previous, path);
+      if (order === 0) throw new InvalidManifestError(`path "${codec.show(path)}" appears twice`, at(i, 'path'));
       if (order > 0) {
-        throw new InvalidManifestError(`entries are not sorted by path: "${entry.path}" must come before "${entries[i - 1]!.path}"`, at(i, 'path'));
+        throw new InvalidManifestError(`entries are not sorted by path: "${codec.show(path)}" must come before "${codec.show(previous)}"`, at(i, 'path'));
       }
     }
-    previous = entry.path;
+    previous = path;
     if (i > 0) {
       // The parent is the path up to the last "/" (no string is cut for it).
-      const path = entry.path;
       const cut = path.lastIndexOf('/');
       const parentLength = cut === 0 ? 1 : cut;
       let top = stackPaths.length - 1;
@@ -151,20 +203,103 @@ export function checkManifest(manifest: Manifest): void {
       stackPaths.length = top + 1;
       stackIsDir.length = top + 1;
       if (top < 0 || stackPaths[top]!.length !== parentLength) {
-        throw new InvalidManifestError(`parent directory "${parentPath(path)}" of "${baseName(path)}" is not in the manifest`, at(i, 'path'));
+        throw new InvalidManifestError(`parent directory "${codec.show(parentPath(path))}" of "${codec.show(baseName(path))}" is not in the manifest`, at(i, 'path'));
       }
-      if (!stackIsDir[top]) throw new InvalidManifestError(`parent "${parentPath(path)}" is not a directory`, at(i, 'path'));
+      if (!stackIsDir[top]) throw new InvalidManifestError(`parent "${codec.show(parentPath(path))}" is not a directory`, at(i, 'path'));
     }
-    stackPaths.push(entry.path);
+    stackPaths.push(path);
     stackIsDir.push(entry.type === 'dir');
     if (entry.type === 'hardlink') {
       hasHardlinks = true;
     } else if (entry.xattrs !== undefined && entry.xattrs.length > 0) {
-      checkXattrs(entry.xattrs, i, seenBase64); // decoded value lengths are remembered: values repeat
+      const budget = checkXattrs(entry.xattrs, i, seenBase64, codec); // decoded value lengths are remembered: values repeat
+      if (budget > MAX_XATTR_BUDGET - IMAGE_XATTRS_MAX) (tight ??= new Set()).add(i);
     }
-    if (entry.type === 'symlink' || entry.type === 'file') checkTypeSpecific(entry, i);
+    if (entry.type === 'symlink' || entry.type === 'file') checkTypeSpecific(entry, i, codec);
   }
-  if (hasHardlinks) checkHardlinks(entries);
+  if (hasHardlinks) checkHardlinks(entries, codec);
+  if (tight) checkImageXattrs(entries, codec, seenBase64, tight);
+}
+
+/**
+ * The xattr budget of each inode as the image will hold it: the writer adds
+ * overlay xattrs (the metacopy digest and redirect of an external file, the
+ * marks of a whiteout and of its directory, the root's opaque mark) under the
+ * same budget, and would refuse an entry whose own xattrs leave no room for
+ * them. Checked here, so that whatever validation accepts, the writer builds.
+ * Mirrors the writer's accounting exactly (composefs's: a user key under
+ * trusted.overlay. is renamed to trusted.overlay.overlay. but keeps the
+ * budget of its old name; an added xattr replaces one of the same name), for
+ * format 1, the default, which adds the most. Only entries whose own xattrs
+ * come within IMAGE_XATTRS_MAX of the budget can run out of room, and only
+ * they are simulated.
+ */
+function checkImageXattrs(entries: Entry[], codec: TextCodec, base64Seen: Map<string, number>, tight: Set<number>): void {
+  const states = new Map<number, XattrBudget>();
+  const state = (i: number): XattrBudget | undefined => {
+    const e = entries[i]!;
+    if (!tight.has(i) || e.type === 'hardlink' || !e.xattrs || e.xattrs.length === 0) return undefined;
+    let s = states.get(i);
+    if (!s) states.set(i, (s = new XattrBudget(e.xattrs, codec, base64Seen, `/entries/${i}`)));
+    return s;
+  };
+  let dirIndex: Map<string, number> | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.type === 'file' && e.size > 0 && e.inline === undefined) {
+      const s = state(i);
+      s?.add(OVERLAY_METACOPY, e.digest === undefined ? 0 : 4 + 32);
+      if (s && e.backing !== undefined) s.add(OVERLAY_REDIRECT, 1 + codec.length(codec.text(e.backing)));
+    } else if (e.type === 'whiteout') {
+      const s = state(i);
+      s?.add(OVERLAY_ESCAPED_WHITEOUT, 0);
+      s?.add(OVERLAY_USER_WHITEOUT, 0);
+      if (!dirIndex) {
+        dirIndex = new Map();
+        entries.forEach((d, k) => d.type === 'dir' && dirIndex!.set(codec.text(d.path), k));
+      }
+      const parent = state(dirIndex.get(parentPath(codec.text(e.path)))!);
+      parent?.add(OVERLAY_ESCAPED_WHITEOUTS, 0);
+      parent?.add(OVERLAY_USER_WHITEOUTS, 0);
+      parent?.add(OVERLAY_ESCAPED_OPAQUE, 1);
+      parent?.add(OVERLAY_USER_OPAQUE, 1);
+    }
+  }
+  state(0)?.add(OVERLAY_OPAQUE, 1);
+}
+
+/** One inode's xattrs as the writer counts them, from the entry's own. */
+class XattrBudget {
+  private used = XATTR_BUDGET_HEADER;
+  /** Key as the image names it -> what removing it takes off the budget. */
+  private readonly keys = new Map<string, number>();
+  constructor(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, codec: TextCodec, base64Seen: Map<string, number>, private readonly pointer: string) {
+    for (const x of xattrs) {
+      const key = codec.text(x.key);
+      const valueBytes = base64Seen.get(x.value) ?? Buffer.from(x.value, 'base64').length;
+      this.used += xattrBudgetCost(codec.length(key), valueBytes);
+      const renamed = key.startsWith(OVERLAY_PREFIX) ? OVERLAY_ESCAPE_PREFIX + key.slice(OVERLAY_PREFIX.length) : key;
+      this.keys.set(renamed, xattrBudgetCost(codec.length(renamed), valueBytes));
+    }
+  }
+
+  /** Adds (or replaces) an xattr with an ASCII name. */
+  add(key: string, valueBytes: number): void {
+    const old = this.keys.get(key);
+    if (old !== undefined) {
+      this.keys.delete(key);
+      this.used = this.keys.size === 0 ? 0 : this.used - old;
+    }
+    const cost = xattrBudgetCost(key.length, valueBytes) + (this.keys.size === 0 ? XATTR_BUDGET_HEADER : 0);
+    if (this.used + cost > MAX_XATTR_BUDGET) {
+      throw new InvalidManifestError(
+        `no room for the ${key} xattr the image adds: the xattrs would take ${this.used + cost} bytes as composefs counts them, at most ${MAX_XATTR_BUDGET}`,
+        `${this.pointer}/xattrs`,
+      );
+    }
+    this.used += cost;
+    this.keys.set(key, xattrBudgetCost(key.length, valueBytes));
+  }
 }
 
 /** Whether `dir` is the first `length` characters of `path` (a parent), or an ancestor of those. */
@@ -174,20 +309,23 @@ function holdsOrIs(dir: string, path: string, length: number): boolean {
   return dir.length === length || path.charCodeAt(dir.length) === 0x2f;
 }
 
-function checkHardlinks(entries: Entry[]): void {
+function checkHardlinks(entries: Entry[], codec: TextCodec): void {
   const byPath = new Map<string, Entry>();
-  for (const e of entries) byPath.set(e.path, e);
+  for (const e of entries) byPath.set(codec.text(e.path), e);
   entries.forEach((entry, i) => {
     if (entry.type !== 'hardlink') return;
     const pointer = `/entries/${i}/target`;
-    const problem = pathProblem(entry.target);
-    if (problem) throw new InvalidManifestError(`hardlink target "${entry.target}" ${problem}`, pointer);
-    if (entry.target === entry.path) throw new InvalidManifestError(`hardlink "${entry.path}" points to itself`, pointer);
-    const target = byPath.get(entry.target);
-    if (!target) throw new InvalidManifestError(`hardlink target "${entry.target}" is not in the manifest`, pointer);
-    if (target.type === 'dir') throw new InvalidManifestError(`hardlink target "${entry.target}" is a directory: directories cannot be hardlinked`, pointer);
+    const path = codec.text(entry.path);
+    const targetPath = codec.text(entry.target);
+    const shown = codec.show(targetPath);
+    const problem = pathProblem(targetPath);
+    if (problem) throw new InvalidManifestError(`hardlink target "${shown}" ${problem}`, pointer);
+    if (targetPath === path) throw new InvalidManifestError(`hardlink "${codec.show(path)}" points to itself`, pointer);
+    const target = byPath.get(targetPath);
+    if (!target) throw new InvalidManifestError(`hardlink target "${shown}" is not in the manifest`, pointer);
+    if (target.type === 'dir') throw new InvalidManifestError(`hardlink target "${shown}" is a directory: directories cannot be hardlinked`, pointer);
     if (target.type === 'hardlink') {
-      throw new InvalidManifestError(`hardlink target "${entry.target}" is itself a hardlink: point at "${target.target}" instead`, pointer);
+      throw new InvalidManifestError(`hardlink target "${shown}" is itself a hardlink: point at "${codec.show(codec.text(target.target))}" instead`, pointer);
     }
   });
 }

@@ -10,6 +10,7 @@
 // the fast check validates each entry against that kind only, with validators
 // compiled from the same schema file. Only a document it refuses goes through
 // the full schema again, which then supplies the messages.
+import { isUtf8 } from 'node:buffer';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { schemaDocuments } from '../schema/documents.generated.js';
 import { validate, type ValidationIssue } from '../schema/validate.js';
@@ -158,13 +159,21 @@ export function validateManifest(value: unknown): Manifest {
   return manifest;
 }
 
-/** Parses and validates manifest JSON text. */
+/**
+ * Parses and validates manifest JSON text. Bytes must be UTF-8 (RFC 8259):
+ * decoding them with replacement characters would turn names that are not
+ * UTF-8 into U+FFFD, silently; such names belong in {"base64"}.
+ */
 export function parseManifest(text: string | Buffer): Manifest {
   const size = typeof text === 'string' ? Buffer.byteLength(text) : text.length;
   if (size > MAX_MANIFEST_BYTES) throw new InvalidManifestError(`the manifest is ${size} bytes, at most ${MAX_MANIFEST_BYTES}`, '(document)');
   let value: unknown;
+  let json: string;
+  if (typeof text === 'string') json = text;
+  else if (isUtf8(text)) json = text.toString('utf8');
+  else throw new InvalidManifestError('is not valid UTF-8: JSON text is UTF-8; write a name that is not UTF-8 as {"base64": "..."}', '(document)');
   try {
-    value = JSON.parse(typeof text === 'string' ? text : text.toString('utf8'));
+    value = JSON.parse(json);
   } catch (err) {
     throw new InvalidManifestError(`is not valid JSON: ${(err as Error).message}`, '(document)');
   }

@@ -63,9 +63,9 @@ export type Entry =
   | SocketEntry
   | WhiteoutEntry;
 /**
- * Absolute path in the image: "/" or "/" followed by names joined by single "/"; no empty, "." or ".." name, no trailing "/", no NUL.
+ * Absolute path in the image: "/" or "/" followed by names joined by single "/"; no empty, "." or ".." name, no trailing "/", no NUL. Text or bytes: a JSON string (its UTF-8 bytes) or {"base64": ...} (see bytes); the rules apply to the bytes.
  */
-export type Path = string;
+export type Path = string | Bytes;
 /**
  * Bytes in base64 (RFC 4648 section 4, with padding).
  */
@@ -77,14 +77,14 @@ export type Base64 = string;
  */
 export type Xattrs = {
   /**
-   * Full name with its namespace, e.g. "user.foo" or "security.selinux".
+   * Full name with its namespace, e.g. "user.foo" or "security.selinux". Text or bytes: a JSON string (its UTF-8 bytes) or {"base64": ...}.
    */
-  key: string;
+  key: string | Bytes;
   value: Base64;
 }[];
 
 /**
- * An image manifest: one filesystem tree, described completely. It is the JSON twin of the composefs dump format (composefs-dump(5)): `mountgate manifest from-dump` and `to-dump` convert losslessly, and the broker builds from it the same EROFS image mkcomposefs builds from the dump. Entries are sorted by path, component by component (a directory comes right before its contents, and siblings in byte order of their UTF-8 names), start with the root directory "/", and every parent appears as a directory. Names, paths, symlink targets and xattr keys are text (UTF-8); xattr values and inline contents are bytes, written in base64 (RFC 4648, with padding). Limits beyond this schema (checked by mountgate, with a message naming the entry): names at most 255 bytes, paths at most 4095 bytes and 1024 components, symlink targets 1..4095 bytes, xattr keys 1..255 bytes, xattr values at most 65535 bytes, and all xattrs of one entry at most 32767 bytes counted as composefs does (12 + the sum of 7 + key + value bytes).
+ * An image manifest: one filesystem tree, described completely. It is the JSON twin of the composefs dump format (composefs-dump(5)): `mountgate manifest from-dump` and `to-dump` convert losslessly, and the broker builds from it the same EROFS image mkcomposefs builds from the dump. Entries are sorted by path, component by component (a directory comes right before its contents, and siblings in byte order of their names, as bytes: for characters above U+FFFF that is not the UTF-16 order of JavaScript strings), start with the root directory "/", and every parent appears as a directory. Paths, hardlink and symlink targets, backing paths and xattr keys become bytes in the image: a JSON string stands for its UTF-8 bytes (a string holding a lone UTF-16 surrogate has none and is refused), and any byte string, UTF-8 or not, can be written as {"base64": "..."} (see $defs/bytes), so names that are not UTF-8 survive dump -> manifest -> dump. Ordering and uniqueness are decided on those bytes. xattr values and inline contents are bytes, written in base64 (RFC 4648, with padding). Limits beyond this schema (checked by mountgate, with a message naming the entry): names at most 255 bytes, paths at most 4095 bytes and 1024 components, symlink targets 1..4095 bytes, xattr keys 1..255 bytes, xattr values at most 65535 bytes, and all xattrs of one entry at most 32767 bytes counted as composefs does (12 + the sum of 7 + key + value bytes).
  */
 export interface Manifest {
   /**
@@ -131,6 +131,12 @@ export interface DirEntry {
    * The SIZE field of the composefs dump, kept so dumps round-trip; the image ignores it for this type. Default 0.
    */
   size?: number;
+}
+/**
+ * A byte string given as its bytes, for a value that is not UTF-8 (a file name in Latin-1, say): {"base64": "//4="} is the two bytes 0xff 0xfe. Allowed wherever the manifest says "text or bytes" (paths, targets, backing paths, xattr keys); the same rules apply to the bytes as to the UTF-8 bytes of a string, and the two spellings of the same bytes are the same name. Why an object: a plain JSON string keeps meaning exactly what it meant (its UTF-8 bytes), no escape syntax is added inside strings, and base64 is the spelling the manifest already uses for bytes. mountgate writes this form only for bytes that are not valid UTF-8.
+ */
+export interface Bytes {
+  base64: Base64;
 }
 /**
  * Modification time as seconds and nanoseconds since the epoch (two integers, because nanoseconds since the epoch do not fit a JSON number exactly).
@@ -182,9 +188,9 @@ export interface FileEntry {
    */
   inline?: string;
   /**
-   * Path of the backing object in the object store, relative to it (e.g. "35/d02f81...": the dump PAYLOAD field). Written as the overlay redirect of a non-inline file of non-zero size; without it, the file is looked up under its own path.
+   * Path of the backing object in the object store, relative to it (e.g. "35/d02f81...": the dump PAYLOAD field). Written as the overlay redirect of a non-inline file of non-zero size; without it, the file is looked up under its own path. Text or bytes: a JSON string (its UTF-8 bytes) or {"base64": ...}.
    */
-  backing?: string;
+  backing?: string | Bytes;
 }
 /**
  * A symbolic link.
@@ -211,9 +217,9 @@ export interface SymlinkEntry {
   xattrs?: Xattrs;
   type: "symlink";
   /**
-   * The link target, 1..4095 bytes.
+   * The link target, 1..4095 bytes. Text or bytes: a JSON string (its UTF-8 bytes) or {"base64": ...}.
    */
-  target: string;
+  target: string | Bytes;
 }
 /**
  * Another name for an existing entry. It has no attributes of its own: stat shows those of the target.
@@ -222,9 +228,9 @@ export interface HardlinkEntry {
   path: Path;
   type: "hardlink";
   /**
-   * Absolute path in the image: "/" or "/" followed by names joined by single "/"; no empty, "." or ".." name, no trailing "/", no NUL.
+   * Absolute path in the image: "/" or "/" followed by names joined by single "/"; no empty, "." or ".." name, no trailing "/", no NUL. Text or bytes: a JSON string (its UTF-8 bytes) or {"base64": ...} (see bytes); the rules apply to the bytes.
    */
-  target: string;
+  target: string | Bytes;
 }
 /**
  * A character device. The format keeps it; the mount policy refuses images that have one.

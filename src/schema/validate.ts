@@ -85,10 +85,27 @@ function describe(e: ErrorObject): string {
 function issuesOf(errors: ErrorObject[] | null | undefined): ValidationIssue[] {
   const seen = new Set<string>();
   const out: ValidationIssue[] = [];
+  // Where branches of an anyOf want different types ("text or bytes"): one issue
+  // naming every type, or none when a branch of the right type said more.
+  const types = new Map<string, string[]>();
+  const specific = new Set<string>();
+  for (const e of errors ?? []) {
+    if (e.keyword === 'type') {
+      const list = types.get(e.instancePath) ?? [];
+      list.push(String((e.params as { type?: unknown }).type));
+      types.set(e.instancePath, list);
+    } else if (e.keyword !== 'oneOf' && e.keyword !== 'anyOf' && e.keyword !== 'if') specific.add(e.instancePath);
+  }
   for (const e of errors ?? []) {
     // oneOf/anyOf wrappers repeat what their branches already said.
     if (e.keyword === 'oneOf' || e.keyword === 'anyOf' || e.keyword === 'if') continue;
-    const issue = { pointer: e.instancePath, message: describe(e) };
+    let message = describe(e);
+    if (e.keyword === 'type') {
+      const wanted = types.get(e.instancePath)!;
+      if (wanted.length > 1 && specific.has(e.instancePath)) continue;
+      if (wanted.length > 1) message = `must be of type ${[...new Set(wanted)].join(' or ')}`;
+    }
+    const issue = { pointer: e.instancePath, message };
     const key = `${issue.pointer}\0${issue.message}`;
     if (!seen.has(key)) {
       seen.add(key);

@@ -87,6 +87,25 @@ t.test('owners go through the id map; unmapped owners become 65534', async (tt) 
   tt.equal(asIs.manifest.name, 'tree', 'the default name is the directory name');
 });
 
+t.test('manifestFromDirectory keeps names and symlink targets that are not UTF-8, as {"base64"}', async (tt) => {
+  const raw = Buffer.from(join(dir, 'bytes'));
+  const at = (...parts: Array<string | number[]>) => Buffer.concat([raw, ...parts.map((p) => Buffer.concat([Buffer.from('/'), typeof p === 'string' ? Buffer.from(p) : Buffer.from(p)]))]);
+  mkdirSync(raw as unknown as string);
+  mkdirSync(at([0x63, 0x61, 0x66, 0xe9]) as unknown as string); // "caf\xe9", Latin-1
+  writeFileSync(at([0x63, 0x61, 0x66, 0xe9], [0xff, 0xfe]) as unknown as string, 'latin-1 file\n');
+  linkSync(at([0x63, 0x61, 0x66, 0xe9], [0xff, 0xfe]) as unknown as string, at('é-link') as unknown as string);
+  symlinkSync(Buffer.from([0x2e, 0x2e, 0x2f, 0xc0]) as unknown as string, at('sym') as unknown as string);
+  const { manifest, sources } = await manifestFromDirectory(raw.toString());
+  const b64 = (...b: number[]) => ({ base64: Buffer.from(b).toString('base64') });
+  tt.same(manifest.entries.map((e) => e.path), ['/', b64(0x2f, 0x63, 0x61, 0x66, 0xe9), b64(0x2f, 0x63, 0x61, 0x66, 0xe9, 0x2f, 0xff, 0xfe), '/sym', '/é-link'], 'byte order, bytes kept');
+  tt.match(manifest.entries[3], { type: 'symlink', target: b64(0x2e, 0x2e, 0x2f, 0xc0) });
+  tt.same(manifest.entries[4], { path: '/é-link', type: 'hardlink', target: b64(0x2f, 0x63, 0x61, 0x66, 0xe9, 0x2f, 0xff, 0xfe) });
+  const file = manifest.entries[2] as FileEntry;
+  const source = sources.get(file.digest!)!;
+  tt.ok(Buffer.isBuffer(source) && source.equals(at([0x63, 0x61, 0x66, 0xe9], [0xff, 0xfe])), 'the source is the exact host path');
+  tt.equal(readFileSync(source).toString(), 'latin-1 file\n');
+});
+
 t.test('manifestFromDirectory refuses what is not a directory', async (tt) => {
   await tt.rejects(manifestFromDirectory(join(tree, 'hello.txt')), /is not a directory/);
 });
