@@ -42,6 +42,8 @@ function closeQuietly(fd: number): void {
 const maxInFlightPerConnection = 64;
 /** How long the bus daemon may take to tell who a caller is. */
 const identifyTimeoutMs = 10_000;
+/** Connections whose credentials are remembered (names are never reused, so an old entry is only memory). */
+const maxCachedConnections = 4096;
 
 export interface ExplainResult {
   method: string;
@@ -68,6 +70,8 @@ function refusal(verdict: Verdict): MountgateError {
 export class BrokerService {
   private readonly usage = new UsageTracker();
   private readonly inFlight = new Map<string, number>();
+  /** The bus daemon's answer per unique connection name, oldest first. */
+  private readonly credentials = new Map<string, Promise<{ uid: number; pid: number }>>();
   constructor(private readonly deps: BrokerDeps) {}
 
   /** Installs the dispatcher; it must be the bus's first method handler. */
@@ -154,7 +158,7 @@ export class BrokerService {
       const facts = await r.facts(call, args);
       const verdict = r.decide(call, args, facts);
       const plan = verdict.allowed && r.plan ? r.plan(verdict, args, facts) : undefined;
-      audit({
+      if (r.ruled || !verdict.allowed) audit({
         event: 'decision',
         method,
         allowed: verdict.allowed,
@@ -197,8 +201,25 @@ export class BrokerService {
     return explainResult(verdict, verdict.allowed && record.plan ? record.plan(verdict, args, facts) : undefined);
   }
 
-  /** Who is calling, from the bus daemon: never from the message's claims. */
+  /**
+   * Who is calling, from the bus daemon: never from the message's claims. A
+   * connection's uid and pid are fixed when it connects and its unique name
+   * is never reused on the bus, so the daemon is asked once per connection;
+   * the account (groups, subordinate ids) is read afresh for every call.
+   */
   private async identify(sender: string): Promise<CallerIdentity> {
+    let creds = this.credentials.get(sender);
+    if (!creds) {
+      creds = this.askCredentials(sender);
+      this.credentials.set(sender, creds);
+      creds.catch(() => this.credentials.delete(sender));
+      if (this.credentials.size > maxCachedConnections) this.credentials.delete(this.credentials.keys().next().value!);
+    }
+    const { uid, pid } = await creds;
+    return identityOf(uid, pid);
+  }
+
+  private async askCredentials(sender: string): Promise<{ uid: number; pid: number }> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new PolicyDeniedError(`the bus did not say who you are within ${identifyTimeoutMs / 1000} s, so the request is denied`)), identifyTimeoutMs);
@@ -229,7 +250,7 @@ export class BrokerService {
     if (typeof uid !== 'number' || typeof pid !== 'number') {
       throw new PolicyDeniedError('the bus could not tell who you are (no uid or pid for your connection), so the request is denied');
     }
-    return identityOf(uid, pid);
+    return { uid, pid };
   }
 
   private auditCaller(caller: CallerIdentity | undefined, msg: Message) {

@@ -108,7 +108,7 @@ t.test('byte names: fsck.erofs is clean, readdir lists every name in byte order,
   const image = join(base, 'names.cfs');
   writeFileSync(image, writeImage(m), { mode: 0o644 });
   t.equal(fsck(image), undefined, 'fsck.erofs finds no error');
-  const { mountFd } = await executePlan(planComposefsMount({ uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false }, image, objectsDir, { verity: false, fileBackedErofs: true }), [], cache);
+  const { mountFd } = await executePlan(planComposefsMount({ uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false }, image, objectsDir, { verity: false, fileBackedErofs: true }), [], { userns: cache });
   try {
     moveMount(mountFd, mnt);
   } finally {
