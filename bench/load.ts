@@ -113,6 +113,8 @@ try {
   const errors = world.broker.audit.filter((l) => l.event === 'error');
   console.log(`broker errors logged: ${errors.length}`);
   for (const e of errors.slice(0, 5)) console.log(`  ${String(e.message).split('\n').slice(0, 3).join(' | ')}`);
+  const stderr = world.broker.stderr().trim();
+  if (stderr) console.log(`broker stderr (last lines):\n${stderr.split('\n').slice(-8).join('\n')}`);
 } finally {
   await world.teardown();
 }

@@ -41,13 +41,22 @@ class Prober {
   readonly channel: Channel;
   private readonly child: ChildProcess;
   private next = 1;
+  private closed = false;
+  private why = '';
 
   constructor() {
     const [mine, theirs] = sys.socketpair();
     this.child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['ignore', 'ignore', 'inherit', theirs], env: {} });
     closeSync(theirs);
     this.channel = new Channel(mine);
-    this.child.once('exit', () => this.channel.close());
+    this.channel.once('close', (err?: Error) => {
+      this.closed = true;
+      this.why = err?.message ?? (this.child.exitCode === null && this.child.signalCode === null ? 'its channel ended' : `the prober exited (${this.child.signalCode ?? this.child.exitCode})`);
+    });
+    this.child.once('exit', (code, signal) => {
+      this.why ||= `the prober exited (${signal ?? code})`;
+      this.channel.close();
+    });
   }
 
   examine(fd: number, deadlineMs: number): Promise<RawFacts> {
@@ -65,7 +74,7 @@ class Prober {
       };
       const onClose = () => {
         done();
-        reject(new Error('the fd prober went away'));
+        reject(new Error(`the fd prober went away: ${this.why}`));
       };
       const done = () => {
         clearTimeout(timer);
@@ -79,7 +88,7 @@ class Prober {
   }
 
   get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
+    return !this.closed && this.child.exitCode === null && this.child.signalCode === null;
   }
 
   kill(): void {

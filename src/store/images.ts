@@ -70,9 +70,10 @@ export class ImageRegistry {
     return this.images.values();
   }
 
-  /** Registers `uid` for an image, writing the image file first if it is new. */
+  /** Registers `uid` for an image, writing the image file first if it is new; re-adding an image one has is no write at all. */
   register(meta: Omit<ImageMeta, 'owners'>, image: Uint8Array, uid: number): ImageMeta {
     let current = this.images.get(meta.id);
+    if (current && String(uid) in current.owners && (current.name || !meta.name)) return current;
     if (!current) {
       mkdirSync(join(this.imagesDir, meta.id), { recursive: true, mode: 0o700 });
       writeFileAtomic(this.imagePath(meta.id), image, 0o400);
