@@ -22,7 +22,10 @@ function examine(fd: number) {
 }
 
 const channel = new Channel(3);
-channel.on('close', () => process.exit(0));
+channel.on('close', (err?: Error) => {
+  if (err) process.stderr.write(`mountgated: fd prober: ${err.message}\n`);
+  process.exit(err ? 1 : 0);
+});
 channel.on('frame', (frame: Frame, fds: number[]) => {
   const fd = fds[0];
   let reply: Frame;
