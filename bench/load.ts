@@ -117,4 +117,6 @@ try {
   if (stderr) console.log(`broker stderr (last lines):\n${stderr.split('\n').slice(-8).join('\n')}`);
 } finally {
   await world.teardown();
+  const stop = world.broker.audit.find((l) => l.event === 'stop' && l.eventLoopDelayMs);
+  if (stop) console.log(`front event loop delay (ms): ${JSON.stringify(stop.eventLoopDelayMs)}`);
 }

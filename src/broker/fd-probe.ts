@@ -1,16 +1,15 @@
 // Facts about a caller's fd, gathered off the event loop: a prober process
-// (probe-helper, from a small pool) examines the fd and is killed at the
-// deadline, so an fd on a filesystem that never answers costs the caller its
+// (probe-helper, from a small pool) examines the fd through /proc/<front>/fd
+// and is killed at the deadline, so an fd on a filesystem that never answers costs the caller its
 // own request slot and nobody else anything. The mount facts come from the broker's own mount
 // table, which no caller can stall.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
 import { TimeoutError } from '../errors.js';
 import type { FileKind, SourceFacts } from '../policy/decide.js';
 import { fsTypeName, isKernelFilesystem } from '../sys/fsmagic.js';
 import { mountsBelow, readMountTable } from '../sys/mountinfo.js';
-import * as sys from '../sys/syscalls.js';
-import { Channel, type Frame } from './channel.js';
 import type { FairQueue } from './fair-queue.js';
 
 const helperPath = new URL('./probe-helper.js', import.meta.url).pathname;
@@ -36,64 +35,66 @@ interface RawFacts {
   mountId: number;
 }
 
-/** One prober process and its channel; busy while it examines an fd. */
+/** One prober process, spoken to in JSON lines over its stdin and stdout; busy while it examines an fd. */
 class Prober {
-  readonly channel: Channel;
   private readonly child: ChildProcess;
+  private readonly replies = new EventEmitter();
   private next = 1;
-  private closed = false;
   private why = '';
 
   constructor() {
-    const [mine, theirs] = sys.socketpair();
-    this.child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['ignore', 'ignore', 'inherit', theirs], env: {} });
-    closeSync(theirs);
-    this.channel = new Channel(mine);
-    this.channel.once('close', (err?: Error) => {
-      this.closed = true;
-      this.why = err?.message ?? (this.child.exitCode === null && this.child.signalCode === null ? 'its channel ended' : `the prober exited (${this.child.signalCode ?? this.child.exitCode})`);
+    this.child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['pipe', 'pipe', 'inherit'], env: {} });
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      try {
+        const reply = JSON.parse(line) as { id: number };
+        this.replies.emit(String(reply.id), reply);
+      } catch {
+        this.kill();
+      }
     });
+    this.child.stdin!.on('error', () => undefined);
     this.child.once('exit', (code, signal) => {
       this.why ||= `the prober exited (${signal ?? code})`;
-      this.channel.close();
+      this.replies.emit('gone');
     });
   }
 
+  /** What the prober finds for fd number `fd` of this process (the front), which must stay open until the answer. */
   examine(fd: number, deadlineMs: number): Promise<RawFacts> {
     const id = this.next++;
     return new Promise<RawFacts>((resolve, reject) => {
       const timer = setTimeout(() => {
+        done();
         this.kill();
         reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
       }, deadlineMs);
-      const onFrame = (frame: Frame) => {
-        if (frame.id !== id) return;
+      const onReply = (reply: { facts?: RawFacts; error?: string }) => {
         done();
-        if (frame.facts) resolve(frame.facts as RawFacts);
-        else reject(new Error(`the fd probe failed: ${String(frame.error)}`));
+        if (reply.facts) resolve(reply.facts);
+        else reject(new Error(`the fd probe failed: ${String(reply.error)}`));
       };
-      const onClose = () => {
+      const onGone = () => {
         done();
         reject(new Error(`the fd prober went away: ${this.why}`));
       };
       const done = () => {
         clearTimeout(timer);
-        this.channel.off('frame', onFrame);
-        this.channel.off('close', onClose);
+        this.replies.off(String(id), onReply);
+        this.replies.off('gone', onGone);
       };
-      this.channel.on('frame', onFrame);
-      this.channel.once('close', onClose);
-      this.channel.send({ id }, [fd]).catch(() => undefined);
+      this.replies.once(String(id), onReply);
+      this.replies.once('gone', onGone);
+      this.child.stdin!.write(`${JSON.stringify({ id, fd })}\n`);
     });
   }
 
   get alive(): boolean {
-    return !this.closed && this.child.exitCode === null && this.child.signalCode === null;
+    return this.child.exitCode === null && this.child.signalCode === null && !this.why;
   }
 
   kill(): void {
+    this.why ||= 'killed at its deadline';
     this.child.kill('SIGKILL');
-    this.channel.close();
   }
 }
 

@@ -5,6 +5,7 @@
 // event loop, with deadlines). The executor sends it the kernel features and
 // the policy file's text; it sends the executor plans.
 //   node front.js --bus-address ADDR --policy FILE --state-dir DIR --fd-deadline-ms N
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { exitCodes } from '../errors.js';
 import { openBus, dbus } from '../bus/connect.js';
 import { busName } from '../bus/names.js';
@@ -78,7 +79,11 @@ async function main(): Promise<void> {
   new BrokerService({ bus, policy, methods, audit: stdoutAudit }).attach();
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);
+  // How long the event loop that serves everyone was ever held up: the stop line reports it.
+  const lag = monitorEventLoopDelay({ resolution: 20 });
+  lag.enable();
   process.on('SIGTERM', () => {
+    stdoutAudit({ event: 'stop', eventLoopDelayMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6 } });
     bus.disconnect();
     process.exit(0);
   });

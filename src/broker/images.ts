@@ -113,14 +113,18 @@ export class ImageService {
     return { ...built.facts, metadataBytes: built.image.length };
   }
 
-  /** Registers a built image for uid; synchronous, so it lands in the same turn as the decision. */
-  register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; meta: ImageMeta } {
-    const meta = this.registry.register(
+  /**
+   * Registers a built image for uid. The registration itself is synchronous,
+   * so it lands in the same turn as the decision; `durable` resolves once it
+   * is on disk (the reply waits for it).
+   */
+  register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; meta: ImageMeta; durable: Promise<void> } {
+    const { meta, durable } = this.registry.register(
       { id: built.imageId, ...(built.name ? { name: built.name } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
       built.image,
       uid,
     );
-    return { imageId: built.imageId, missing: this.missingFor(uid, meta), meta };
+    return { imageId: built.imageId, missing: this.missingFor(uid, meta), meta, durable };
   }
 
   /** Objects uid may upload now, digest -> size. */
@@ -141,6 +145,7 @@ export class ImageService {
     const pending = this.pendingFor(uid);
     let objects = 0;
     let bytes = 0;
+    let proofs: Promise<void> = Promise.resolve();
     try {
       for (;;) {
         const header = await reader.readExact(40);
@@ -156,7 +161,7 @@ export class ImageService {
           if (err instanceof DigestMismatchError) throw new InvalidRequestError(`${err.message}; nothing of it was stored`);
           throw err;
         }
-        if (this.stillWanted(uid, digest)) this.registry.recordProof(uid, [digest]);
+        if (this.stillWanted(uid, digest)) proofs = this.registry.recordProof(uid, [digest]);
         pending.delete(digest);
         objects += 1;
         bytes += size;
@@ -165,12 +170,14 @@ export class ImageService {
       if (err instanceof MountgateError) throw err;
       throw new InvalidRequestError(`the object stream failed after ${objects} object(s): ${(err as Error).message}`);
     }
+    // The answer says the objects are yours: once that is on disk (the last write carries every proof before it).
+    await proofs;
     return { objects, bytes };
   }
 
   /** uid's image `imageId` and what it still lacks; undefined when uid has no such image. */
   mountFacts(uid: number, imageId: string): { meta: ImageMeta; missing: string[] } | undefined {
-    const meta = digestPattern.test(imageId) ? this.registry.ownedBy(imageId, uid) : undefined;
+    const meta = digestPattern.test(imageId) && this.registry.stored(imageId) ? this.registry.ownedBy(imageId, uid) : undefined;
     return meta ? { meta, missing: this.missingFor(uid, meta) } : undefined;
   }
 

@@ -168,8 +168,10 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
         store: images.storeUsage(call.caller.uid, built.imageId),
         alreadyRegistered: images.registry.ownedBy(built.imageId, call.caller.uid) !== undefined,
       }),
-    execute(call, _args, built) {
-      const { imageId, missing, meta } = images.register(call.caller.uid, built);
+    async execute(call, _args, built) {
+      // Registered before anything waits, in the turn of the decision; answered once on disk.
+      const { imageId, missing, meta, durable } = images.register(call.caller.uid, built);
+      await durable;
       return { signature: 'sas', body: [imageId, missing], audit: { image: imageId, entries: meta.entries, missing: missing.length } };
     },
   };

@@ -1,40 +1,42 @@
-// A prober: a long-lived child of the front (one of a small pool) that is
-// sent caller fds over its channel (fd 3) and answers what fstat and statfs
-// say about each, then closes it. Anything that touches a caller's file
+// A prober: a long-lived child of the front (one of a small pool). For each
+// request line {"id", "fd"} on stdin it examines fd number `fd` of its parent,
+// the front, through /proc (stat, statfs and readlink of the magic link,
+// fdinfo for the mount id; the same file and mount as the fd itself), and
+// answers one JSON line on stdout. Anything that touches a caller's file
 // happens here, never on the front's event loop: a file whose filesystem
 // never answers (a stopped FUSE server) stalls only this process, which the
 // front kills at its deadline and replaces.
-import { closeSync, fstatSync, readFileSync, readlinkSync, statfsSync } from 'node:fs';
-import { Channel, type Frame } from './channel.js';
+import { readFileSync, readlinkSync, statfsSync, statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+
+const front = process.ppid;
 
 function examine(fd: number) {
-  const st = fstatSync(fd);
-  // statfs through the fd's magic link: the filesystem of exactly that file.
-  const magic = statfsSync(`/proc/self/fd/${fd}`).type >>> 0;
+  const link = `/proc/${front}/fd/${fd}`;
+  const st = statSync(link);
+  const magic = statfsSync(link).type >>> 0;
   let path: string | undefined;
   try {
-    path = readlinkSync(`/proc/self/fd/${fd}`);
+    path = readlinkSync(link);
   } catch {
     path = undefined;
   }
-  const mountId = Number(/^mnt_id:\s*(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? -1);
+  const mountId = Number(/^mnt_id:\s*(\d+)/m.exec(readFileSync(`/proc/${front}/fdinfo/${fd}`, 'utf8'))?.[1] ?? -1);
   return { mode: st.mode, uid: st.uid, magic, path, mountId };
 }
 
-const channel = new Channel(3);
-channel.on('close', (err?: Error) => {
-  if (err) process.stderr.write(`mountgated: fd prober: ${err.message}\n`);
-  process.exit(err ? 1 : 0);
-});
-channel.on('frame', (frame: Frame, fds: number[]) => {
-  const fd = fds[0];
-  let reply: Frame;
+const lines = createInterface({ input: process.stdin });
+lines.on('line', (line) => {
+  let reply: Record<string, unknown>;
+  let id: unknown;
   try {
-    reply = fd === undefined ? { id: frame.id, error: 'no fd came with the request' } : { id: frame.id, facts: examine(fd) };
+    const request = JSON.parse(line) as { id: unknown; fd: unknown };
+    id = request.id;
+    if (!Number.isInteger(request.fd)) throw new Error('no fd number');
+    reply = { id, facts: examine(request.fd as number) };
   } catch (err) {
-    reply = { id: frame.id, error: (err as Error).message };
-  } finally {
-    for (const f of fds) closeSync(f);
+    reply = { id, error: (err as Error).message };
   }
-  void channel.send(reply);
+  process.stdout.write(`${JSON.stringify(reply)}\n`);
 });
+lines.on('close', () => process.exit(0));

@@ -4,7 +4,7 @@
 // removed with its unreferenced objects when the last one drops it.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { Persister, writeFileAtomicAsync } from './atomic.js';
 
 export interface ImageMeta {
   id: string;
@@ -25,6 +25,9 @@ export class ImageRegistry {
   private readonly usersDir: string;
   private readonly images = new Map<string, ImageMeta>();
   private readonly possessed = new Map<number, Set<string>>();
+  /** Image files being written, by id. */
+  private readonly imageFiles = new Map<string, Promise<void>>();
+  private readonly persister = new Persister();
 
   constructor(stateDir: string) {
     this.imagesDir = join(stateDir, 'images');
@@ -70,19 +73,32 @@ export class ImageRegistry {
     return this.images.values();
   }
 
-  /** Registers `uid` for an image, writing the image file first if it is new; re-adding an image one has is no write at all. */
-  register(meta: Omit<ImageMeta, 'owners'>, image: Uint8Array, uid: number): ImageMeta {
+  /**
+   * Registers `uid` for an image: at once in memory (what every decision
+   * reads), and on disk off the event loop, the image file first if it is
+   * new. `durable` resolves once both are on disk; re-adding an image one
+   * has writes nothing.
+   */
+  register(meta: Omit<ImageMeta, 'owners'>, image: Uint8Array, uid: number): { meta: ImageMeta; durable: Promise<void> } {
     let current = this.images.get(meta.id);
-    if (current && String(uid) in current.owners && (current.name || !meta.name)) return current;
+    if (current && String(uid) in current.owners && (current.name || !meta.name)) return { meta: current, durable: this.imageFiles.get(meta.id) ?? Promise.resolve() };
     if (!current) {
       mkdirSync(join(this.imagesDir, meta.id), { recursive: true, mode: 0o700 });
-      writeFileAtomic(this.imagePath(meta.id), image, 0o400);
+      const written = writeFileAtomicAsync(this.imagePath(meta.id), image, 0o400);
+      this.imageFiles.set(meta.id, written);
+      void written.then(() => this.imageFiles.delete(meta.id), () => undefined);
       current = { ...meta, owners: {} };
     }
     const updated: ImageMeta = { ...current, owners: { ...current.owners, [String(uid)]: new Date().toISOString() } };
     if (meta.name && !updated.name) updated.name = meta.name;
-    this.writeMeta(updated);
-    return updated;
+    this.images.set(meta.id, updated);
+    const file = this.imageFiles.get(meta.id) ?? Promise.resolve();
+    return { meta: updated, durable: file.then(() => this.writeMeta(meta.id)) };
+  }
+
+  /** Is the image's file on disk yet? (Its id is known before its AddImage is answered.) */
+  stored(id: string): boolean {
+    return this.images.has(id) && !this.imageFiles.has(id);
   }
 
   /** Drops uid's registration; returns true when the image itself is now gone. */
@@ -92,7 +108,8 @@ export class ImageRegistry {
     const owners = { ...meta.owners };
     delete owners[String(uid)];
     if (Object.keys(owners).length > 0) {
-      this.writeMeta({ ...meta, owners });
+      this.images.set(id, { ...meta, owners });
+      void this.writeMeta(id).catch(() => undefined);
       return false;
     }
     this.images.delete(id);
@@ -104,12 +121,12 @@ export class ImageRegistry {
     return this.possessed.get(uid)?.has(digest) ?? false;
   }
 
-  /** Records that uid uploaded these objects (their bytes hashed by the broker). */
-  recordProof(uid: number, digests: string[]): void {
+  /** Records that uid uploaded these objects (their bytes hashed by the broker); resolves once that is on disk. */
+  recordProof(uid: number, digests: string[]): Promise<void> {
     const set = this.possessed.get(uid) ?? new Set<string>();
     for (const d of digests) set.add(d);
     this.possessed.set(uid, set);
-    writeFileAtomic(join(this.usersDir, `${uid}.json`), JSON.stringify([...set]));
+    return this.writeProofs(uid);
   }
 
   /** Forgets proofs for objects no longer in the store. */
@@ -117,12 +134,19 @@ export class ImageRegistry {
     for (const [uid, set] of this.possessed) {
       let changed = false;
       for (const d of digests) changed = set.delete(d) || changed;
-      if (changed) writeFileAtomic(join(this.usersDir, `${uid}.json`), JSON.stringify([...set]));
+      if (changed) void this.writeProofs(uid).catch(() => undefined);
     }
   }
 
-  private writeMeta(meta: ImageMeta): void {
-    writeFileAtomic(join(this.imagesDir, meta.id, 'meta.json'), JSON.stringify(meta));
-    this.images.set(meta.id, meta);
+  private writeProofs(uid: number): Promise<void> {
+    return this.persister.write(join(this.usersDir, `${uid}.json`), () => JSON.stringify([...(this.possessed.get(uid) ?? [])]));
+  }
+
+  /** The image's meta as it is when the write starts; nothing once the image is gone. */
+  private writeMeta(id: string): Promise<void> {
+    return this.persister.write(join(this.imagesDir, id, 'meta.json'), () => {
+      const m = this.images.get(id);
+      return m ? JSON.stringify(m) : undefined;
+    });
   }
 }

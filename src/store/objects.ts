@@ -8,7 +8,7 @@ import { open, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FsVerityHasher } from '../verity/fsverity.js';
-import { fsyncDir } from './atomic.js';
+import { fsyncDirAsync } from './atomic.js';
 import * as sys from '../sys/syscalls.js';
 
 export const digestPattern = /^[0-9a-f]{64}$/;
@@ -98,7 +98,7 @@ export class ObjectStore {
       const dir = join(this.objectsDir, digest.slice(0, 2));
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       renameSync(tmp, join(this.objectsDir, objectPath(digest)));
-      fsyncDir(dir);
+      await fsyncDirAsync(dir);
       return { stored: true };
     } finally {
       await file.close().catch(() => undefined);
