@@ -1,0 +1,120 @@
+// Finding 2: fds from a filesystem the caller serves, whose daemon never
+// answers (a FUSE daemon stopped with SIGSTOP). The broker must examine caller
+// fds in a killable helper with a deadline (--fd-deadline-ms), answer Timeout,
+// keep serving everybody else meanwhile, and refuse at once the fd kinds a
+// method never takes (AddImage: sealed memfds only; PutObjects: pipes and
+// stream sockets only) without asking the filesystem anything.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createAdvWorld, errorName, parseLines, probe, processesLeft, type AdvWorld, type Reply } from './helpers/adv-world.js';
+import { allowOther, fuseScenario, openDevFuse } from './helpers/fuse.js';
+import { brokerPath } from '../helpers/paths.js';
+
+const deadlineMs = 2000;
+// The option is the contract; an older broker that lacks it still runs (and shows the stall).
+const supportsDeadline = execFileSync(process.execPath, [brokerPath, '--help'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } }).includes('--fd-deadline-ms');
+
+let world: AdvWorld;
+t.before(async () => {
+  world = await createAdvWorld({
+    users: { alice: {}, bob: {} },
+    policy: {
+      version: 1,
+      methods: { Explain: { users: ['*'], requireSubordinateIds: false }, BindIdmapped: { users: ['*'] }, AddImage: { users: ['*'] }, PutObjects: { users: ['*'] }, ListImages: { users: ['*'] } },
+      limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
+    },
+    brokerArgs: supportsDeadline ? ['--fd-deadline-ms', String(deadlineMs)] : [],
+  });
+  // Warm up: the identity map's user namespace is cached by the first bind.
+  await world.probeAs(world.users.alice!, [{ op: 'bind', source: { kind: 'dir', path: world.dirs.alice } }]);
+});
+t.teardown(() => world?.teardown());
+
+t.test('the broker accepts --fd-deadline-ms', async (tt) => {
+  tt.ok(supportsDeadline, 'mountgated --help lists --fd-deadline-ms');
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the scenario's probe printed n answers, or timeoutMs passed; returns what it printed. */
+async function answers(run: { stdout(): string }, n: number, timeoutMs: number): Promise<Reply[]> {
+  const end = Date.now() + timeoutMs;
+  while (parseLines(run.stdout()).length < n && Date.now() < end) await sleep(100);
+  return parseLines(run.stdout());
+}
+
+async function stalledCase(tt: Tap.Test, variant: 'overlay-in-userns' | 'allow-other') {
+  const alice = world.users.alice!;
+  const base = join(world.dirs.alice!, `stall-${variant}`);
+  for (const d of ['', 'src', 'low', 'other', 'merged']) {
+    mkdirSync(join(base, d), { recursive: true });
+    chownSync(join(base, d), alice.uid, alice.gid);
+  }
+  writeFileSync(join(base, 'src', 'manifest.json'), '{"version":1,"entries":[]}');
+  chownSync(join(base, 'src', 'manifest.json'), alice.uid, alice.gid);
+  const flag = join(base, 'go');
+  const restores = [openDevFuse(), ...(variant === 'allow-other' ? [allowOther()] : [])];
+  const userns = variant === 'overlay-in-userns';
+  // In its own user+mount namespace the user mounts FUSE itself, and an overlay over it;
+  // outside, fusermount3 mounts it with allow_other so that root may look.
+  const fuseDir = userns ? 'merged' : 'low';
+  const script = [
+    `cd ${base}`,
+    `bindfs -f ${userns ? '' : '-o allow_other '}src low & echo "fuse-pid $!" >&2`,
+    `i=0; while ! grep -q " ${base}/low " /proc/self/mountinfo; do sleep 0.05; i=$((i+1)); [ $i -lt 200 ]; done`,
+    ...(userns ? ['mount -t overlay overlay -o lowerdir=low:other merged'] : []),
+    'exec "$@"',
+  ].join('\n');
+  const ops = [
+    { op: 'open', source: { kind: 'dir', path: join(base, fuseDir) } },
+    { op: 'open', source: { kind: 'file', path: join(base, fuseDir, 'manifest.json') } },
+    { op: 'waitFile', path: flag },
+    { op: 'explain', method: 'BindIdmapped', request: {}, source: { kind: 'kept', index: 0 } },
+    { op: 'addImage', fd: { kind: 'kept', index: 1 } },
+    { op: 'putObjects', fd: { kind: 'kept', index: 1 } },
+    { op: 'bind', source: { kind: 'kept', index: 0 } },
+  ];
+  const before = world.snapshot();
+  const s = fuseScenario(alice, world.bus.address, script, [process.execPath, probe, JSON.stringify(ops)], { userns, mountpoints: [join(base, 'low')] });
+  try {
+    await s.daemonPid();
+    await s.run.waitOutput(/"index":1/);
+    await s.stop();
+    // Past FUSE's attribute cache (1 s), so that even fstat must ask the daemon.
+    await sleep(1200);
+    writeFileSync(flag, '');
+    await sleep(300);
+    await world.served(tt, world.users.bob!, 'bob, while the broker examines a stalled fd');
+    const [, , , explain] = await answers(s.run, 4, deadlineMs + 3000 + 500);
+    tt.ok(explain, `Explain of a stalled directory fd is answered within the deadline + 3 s (got ${explain ? JSON.stringify(explain).slice(0, 300) : 'nothing'})`);
+    if (explain) {
+      tt.equal(explain.name, errorName('Timeout'), 'Explain: error Timeout');
+      tt.match(explain.message ?? '', /did not answer/, 'Explain: the message says the fd did not answer');
+      tt.ok((explain.ms ?? Infinity) <= deadlineMs + 3000, `Explain answered in ${explain.ms} ms`);
+    }
+    await world.served(tt, world.users.bob!, 'bob, after the first stalled call');
+    // The rest stays stalled for the refusals that must not look at the filesystem at all.
+    const replies = await answers(s.run, 7, 3 * (deadlineMs + 3000));
+    const [, , , , add, put, bind] = replies;
+    tt.equal(add?.name, errorName('InvalidRequest'), `AddImage of a file on the stalled FUSE: InvalidRequest (${add?.name}: ${add?.message})`);
+    tt.match(add?.message ?? '', /sealed memfd/, 'AddImage: the message asks for a sealed memfd');
+    tt.ok((add?.ms ?? Infinity) < 1000, `AddImage refused at once (${add?.ms} ms)`);
+    tt.equal(put?.name, errorName('InvalidRequest'), `PutObjects of a file on the stalled FUSE: InvalidRequest (${put?.name}: ${put?.message})`);
+    tt.match(put?.message ?? '', /pipe or a stream socket/, 'PutObjects: the message asks for a pipe or a stream socket');
+    tt.ok((put?.ms ?? Infinity) < 1000, `PutObjects refused at once (${put?.ms} ms)`);
+    tt.equal(bind?.name, errorName('Timeout'), `BindIdmapped of the stalled directory: Timeout (${bind?.name}: ${bind?.message})`);
+    tt.match(bind?.message ?? '', /did not answer/);
+    await world.served(tt, world.users.bob!, 'bob, during the stall');
+  } finally {
+    await s.cleanup();
+    restores.forEach((r) => r());
+  }
+  await world.nothingLeft(tt, before, { fdTimeoutMs: deadlineMs + 5000 });
+  await world.served(tt, world.users.bob!, 'bob, after cleanup');
+  tt.equal(await processesLeft(alice, 'bindfs'), '', 'no FUSE daemon left');
+}
+
+t.test('a directory fd of an overlay over a stopped FUSE daemon (user+mount namespace): Timeout, others served, nothing left', (tt) => stalledCase(tt, 'overlay-in-userns'));
+t.test('a directory fd of a stopped allow_other FUSE mount: Timeout, others served, nothing left', (tt) => stalledCase(tt, 'allow-other'));
