@@ -159,7 +159,10 @@ async function runOp(bus, op) {
     out = await call(bus, 'RemoveImage', 's', [op.id]);
   } else if (op.op === 'raw') {
     // dest overrides path/interface (unknown members and interfaces on the broker path).
-    out = await call(bus, op.member, op.signature, op.body, { dest: op.dest ? { ...dest, ...op.dest } : undefined });
+    // huge: { index, char, count, prefix?, suffix? } makes body[index] a string too big for argv.
+    const body = [...op.body];
+    if (op.huge) body[op.huge.index] = `${op.huge.prefix ?? ''}${op.huge.char.repeat(op.huge.count)}${op.huge.suffix ?? ''}`;
+    out = await call(bus, op.member, op.signature, body, { dest: op.dest ? { ...dest, ...op.dest } : undefined });
   } else if (op.op === 'parallel') {
     // ops at once; connections: true gives each its own bus connection.
     const buses = [];

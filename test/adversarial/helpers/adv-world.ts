@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createWorld, type World, type WorldSpec } from '../../helpers/world.js';
+import { startBroker } from '../../helpers/broker.js';
 import { runAs, type RunResult } from '../../helpers/run-as.js';
 import { pkgRoot } from '../../helpers/paths.js';
 import type { TestUser } from '../../helpers/users.js';
@@ -50,6 +51,8 @@ export interface AdvWorld extends World {
   /** Asserts that `user` is answered GetInfo within maxMs. */
   served(tt: Tap.Test, user: TestUser, label?: string, maxMs?: number): Promise<void>;
   brokerFds(): number;
+  /** If an earlier case killed the broker, starts a new one on the same state (so later cases still test something); true if it did. */
+  restartIfDead(tt: Tap.Test): Promise<boolean>;
 }
 
 export interface SpawnedAs {
@@ -129,6 +132,13 @@ export async function createAdvWorld(spec: WorldSpec): Promise<AdvWorld> {
       return spawnAs(user, [...(opts.wrap ?? []), process.execPath, probe, JSON.stringify(ops)], world.bus.address);
     },
     brokerFds: () => treeFds(world.broker.pid),
+    async restartIfDead(tt: Tap.Test) {
+      const p = world.broker.process;
+      if (p.exitCode === null && p.signalCode === null) return false;
+      tt.comment(`the broker had exited (${p.exitCode ?? p.signalCode}); starting a new one for the next cases`);
+      world.broker = await startBroker(world.bus.address, undefined, world.broker, spec.brokerArgs ?? []);
+      return true;
+    },
     snapshot: () => ({ fds: treeFds(world.broker.pid), state: listing(world.broker.stateDir), mounts: imageMounts(world.broker.pid) }),
     async nothingLeft(tt: Tap.Test, before: Snapshot, opts: { fdTimeoutMs?: number; stateMayChange?: boolean } = {}) {
       tt.ok(world.broker.process.exitCode === null && world.broker.process.signalCode === null, 'the broker is alive');

@@ -85,7 +85,13 @@ export async function fdsBackTo(root: number, baseline: number, timeoutMs = 5000
 
 /** Erofs and overlay mounts in the broker's mount namespace (one line of mountinfo each). */
 export function imageMounts(pid: number): string[] {
-  return readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/mountinfo`, 'utf8');
+  } catch {
+    return ['(the broker is gone)'];
+  }
+  return text
     .split('\n')
     .filter((l) => / - (erofs|overlay) /.test(l));
 }
