@@ -183,8 +183,26 @@ async function runOp(bus, op) {
     const member = op.member ?? 'GetInfo';
     const signature = { GetInfo: '', BindIdmapped: 'hs', AddImage: 'h', ListImages: '' }[member];
     const body = { GetInfo: [], ListImages: [], BindIdmapped: [src?.fd, requestText(op)], AddImage: [src?.fd] }[member];
-    bus.send(new dbus.Message({ ...dest, member, signature, body }));
-    await new Promise((res) => setTimeout(res, op.afterMs ?? 0));
+    // AddImage's manifest (a sealed memfd) from the op's manifest fields, when no source is given.
+    if (member === 'AddImage' && !src) body[0] = sealedMemfd('probe-manifest', Buffer.from(manifestText(op)));
+    if (op.hogBytes) {
+      // Another connection first queues a call of hogBytes for the broker: while the broker reads and
+      // parses it, this connection's calls wait in the bus daemon behind it, and this caller leaves.
+      const hog = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, negotiateUnixFd: true });
+      await new Promise((res, rej) => { hog.once('connect', res); hog.once('error', rej); });
+      await hog.send(new dbus.Message({ ...dest, member: 'Explain', signature: 'ssah', body: ['GetInfo', `{"junk":"${'A'.repeat(op.hogBytes)}"}`, []] }));
+    }
+    for (let k = 0; k < (op.count ?? 1); k++) bus.send(new dbus.Message({ ...dest, member, signature, body }));
+    // Garbage right behind the calls: the bus daemon reads it with them and drops the connection at
+    // once, before the broker can ask who sent them (ending the process is slower than the broker).
+    if (!op.afterMs) {
+      const stream = bus._connection.stream;
+      const garbage = Buffer.alloc(64, 0xff);
+      if (stream.supportsUnixFd) stream.write({ data: garbage, fds: [] });
+      else stream.write(garbage);
+      stream.end();
+    }
+    await new Promise((res) => setTimeout(res, op.afterMs ?? 50));
     process.stdout.write(`${JSON.stringify({ ok: true, left: true })}\n`);
     process.exit(0);
   } else if (op.op === 'open') {
