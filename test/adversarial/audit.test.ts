@@ -11,7 +11,7 @@ t.before(async () => {
     users: { alice: {}, bob: {} },
     policy: {
       version: 1,
-      methods: { BindIdmapped: { users: ['*'] }, AddImage: { users: ['*'] }, ListImages: { users: ['*'] }, Explain: { users: ['*'], requireSubordinateIds: false } },
+      methods: { BindIdmapped: { users: ['*'] }, AddImage: { users: ['*'], requireSubordinateIds: false }, ListImages: { users: ['*'], requireSubordinateIds: false }, Explain: { users: ['*'], requireSubordinateIds: false } },
       limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
     },
   });

@@ -13,7 +13,7 @@ t.before(async () => {
     users: { alice: {}, bob: {} },
     policy: {
       version: 1,
-      methods: { BindIdmapped: { users: ['*'] }, Explain: { users: ['*'], requireSubordinateIds: false }, AddImage: { users: ['*'] }, MountImage: { users: ['*'] }, ListImages: { users: ['*'] } },
+      methods: { BindIdmapped: { users: ['*'] }, Explain: { users: ['*'], requireSubordinateIds: false }, AddImage: { users: ['*'], requireSubordinateIds: false }, MountImage: { users: ['*'], requireSubordinateIds: false }, ListImages: { users: ['*'], requireSubordinateIds: false } },
       limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
     },
   });

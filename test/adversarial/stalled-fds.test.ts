@@ -22,7 +22,7 @@ t.before(async () => {
     users: { alice: {}, bob: {} },
     policy: {
       version: 1,
-      methods: { Explain: { users: ['*'], requireSubordinateIds: false }, BindIdmapped: { users: ['*'] }, AddImage: { users: ['*'] }, PutObjects: { users: ['*'] }, ListImages: { users: ['*'] } },
+      methods: { Explain: { users: ['*'], requireSubordinateIds: false }, BindIdmapped: { users: ['*'] }, AddImage: { users: ['*'], requireSubordinateIds: false }, PutObjects: { users: ['*'], requireSubordinateIds: false }, ListImages: { users: ['*'], requireSubordinateIds: false } },
       limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
     },
     brokerArgs: supportsDeadline ? ['--fd-deadline-ms', String(deadlineMs)] : [],

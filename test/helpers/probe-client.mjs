@@ -87,8 +87,36 @@ function manifestText(op) {
     const bad = JSON.stringify({ path: 'relative', type: 'nonsense', mode: -1, uid: -1, gid: -1, mtime });
     return `{"version":1,"entries":[${JSON.stringify({ path: '/', type: 'dir', mode: 493, uid: 0, gid: 0, mtime })}${`,${bad}`.repeat(op.badEntries)}]}`;
   }
+  if (op.gen) return JSON.stringify(generated(op.gen));
   if (typeof op.manifest === 'string') return op.manifest;
   return JSON.stringify(op.manifest ?? synthetic(op.synthetic));
+}
+
+/**
+ * Manifests built to exhaust the writer, made here (too big for argv):
+ * depth: one chain of n nested directories; hardlinks: one file and n hardlinks to it;
+ * xattrs: n files each with `count` xattrs of `size` value bytes.
+ */
+function generated(gen) {
+  const mtime = { sec: 1700000000, nsec: 0 };
+  const dir = (path) => ({ path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
+  const file = (path, extra = {}) => ({ path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: 0, ...extra });
+  const entries = [dir('/')];
+  if (gen.kind === 'depth') {
+    let path = '';
+    for (let k = 0; k < gen.n; k++) entries.push(dir((path += '/a')));
+  } else if (gen.kind === 'hardlinks') {
+    entries.push(file('/target'));
+    entries.push(dir('/links'));
+    for (let k = 0; k < gen.n; k++) entries.push({ path: `/links/l${String(k).padStart(8, '0')}`, type: 'hardlink', target: '/target' });
+  } else if (gen.kind === 'xattrs') {
+    for (let k = 0; k < gen.n; k++) {
+      // Distinct values per entry, so nothing can be shared between entries.
+      const xattrs = Array.from({ length: gen.count }, (_, x) => ({ key: `user.x${x}`, value: Buffer.alloc(gen.size, `${k}-${x}-`).toString('base64') }));
+      entries.push(file(`/f${String(k).padStart(8, '0')}`, { xattrs }));
+    }
+  } else throw new Error(`unknown generator ${gen.kind}`);
+  return { version: 1, entries };
 }
 
 const ops = JSON.parse(process.argv[2]);
@@ -96,6 +124,7 @@ const bus = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, neg
 await new Promise((res, rej) => { bus.once('connect', res); bus.once('error', rej); });
 async function runOp(bus, op) {
   let out;
+  if (op.delayMs) await new Promise((res) => setTimeout(res, op.delayMs));
   if (op.op === 'info') {
     const r = await call(bus, 'GetInfo', '', []);
     out = r.ok ? { ok: true, ms: r.ms, info: Object.fromEntries(Object.entries(r.body[0]).map(([k, v]) => [k, v.value])) } : r;
@@ -145,6 +174,8 @@ async function runOp(bus, op) {
       }
       ws.write(k === op.records.length - 1 && op.partial !== undefined ? content.subarray(op.partial) : content);
     }
+    // holdOpenMs: keep the stream open (a call in flight) before ending it.
+    if (op.holdOpenMs) await new Promise((res) => setTimeout(res, op.holdOpenMs));
     ws.end();
     out = await pending;
     closeSync(r);
