@@ -96,3 +96,18 @@ t.test("one user's calls in flight meet that user's limit, and nobody else's", a
   tt.ok(bobPut!.ok, `bob's PutObjects served (${bobPut!.name ?? ''} ${bobPut!.message ?? ''})`);
   await world.nothingLeft(tt, before);
 });
+
+t.test("many connections of one user meet that user's limit, and nobody else's", async (tt) => {
+  const before = world.snapshot();
+  // 40 connections, each holding an upload stream open: the user's limit is 8 at once, whatever the connection.
+  const alice = world.probeAs(world.users.alice!, [{ op: 'parallel', connections: true, ops: Array.from({ length: 40 }, () => ({ op: 'putObjects', records: [], holdOpenMs: 4000 })) }], { timeoutMs: 60_000 });
+  const bob = world.probeAs(world.users.bob!, [{ op: 'sleep', ms: 2500 }, { op: 'info' }, { op: 'putObjects', records: [] }], { timeoutMs: 60_000 });
+  const [[a], b] = await Promise.all([alice, bob]);
+  const results = (a!.results as Reply[]) ?? [];
+  const limited = results.filter((x) => x.name === errorName('LimitExceeded'));
+  tt.ok(results.filter((x) => x.ok).length <= 8, `at most 8 of alice's 40 streams accepted (${results.filter((x) => x.ok).length})`);
+  tt.ok(limited.length >= 32, `the rest refused with LimitExceeded (${limited.length})`);
+  tt.ok(b[1]!.ok && (b[1]!.ms ?? Infinity) < 1000, `bob's GetInfo answered in ${b[1]!.ms} ms`);
+  tt.ok(b[2]!.ok, `bob's own upload is served (${b[2]!.name ?? ''} ${b[2]!.message ?? ''})`);
+  await world.nothingLeft(tt, before);
+});

@@ -193,6 +193,9 @@ async function runOp(bus, op) {
     // huge: { index, char, count, prefix?, suffix? } makes body[index] a string too big for argv.
     const body = [...op.body];
     if (op.huge) body[op.huge.index] = `${op.huge.prefix ?? ''}${op.huge.char.repeat(op.huge.count)}${op.huge.suffix ?? ''}`;
+    // keptFds: numbers in the body are indices of fds kept by earlier ops (open), sent as those fds.
+    const asFd = (x) => (typeof x === 'number' ? kept[x] : Array.isArray(x) ? x.map(asFd) : x);
+    if (op.keptFds) body.splice(0, body.length, ...body.map(asFd));
     out = await call(bus, op.member, op.signature, body, { dest: op.dest ? { ...dest, ...op.dest } : undefined });
   } else if (op.op === 'parallel') {
     // ops at once; connections: true gives each its own bus connection.
