@@ -106,9 +106,9 @@ function generated(gen) {
     let path = '';
     for (let k = 0; k < gen.n; k++) entries.push(dir((path += '/a')));
   } else if (gen.kind === 'hardlinks') {
-    entries.push(file('/target'));
+    entries.push(file('/a-target'));
     entries.push(dir('/links'));
-    for (let k = 0; k < gen.n; k++) entries.push({ path: `/links/l${String(k).padStart(8, '0')}`, type: 'hardlink', target: '/target' });
+    for (let k = 0; k < gen.n; k++) entries.push({ path: `/links/l${String(k).padStart(8, '0')}`, type: 'hardlink', target: '/a-target' });
   } else if (gen.kind === 'xattrs') {
     for (let k = 0; k < gen.n; k++) {
       // Distinct values per entry, so nothing can be shared between entries.
