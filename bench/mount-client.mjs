@@ -1,14 +1,13 @@
 // Runs AS A TEST USER: registers a synthetic image of N entries (files share
 // a few distinct objects), uploads the objects, then times MountImage calls
 // (call to usable mount fd) and, as the baseline of the same run, GetInfo.
-import { closeSync, createWriteStream, openSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 
 const pkg = process.env.MOUNTGATE_TEST_PKG;
 const { connect } = await import(join(pkg, 'dist', 'src', 'index.js'));
 const { FsVerityHasher } = await import(join(pkg, 'dist', 'src', 'verity', 'fsverity.js'));
-const { pipe } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
+const { pipe, sealedMemfd } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
 const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
 const [entries, calls] = [Number(process.argv[2]), Number(process.argv[3])];
 
@@ -27,10 +26,7 @@ for (let d = 0; d < dirs && list.length < entries; d++) {
   }
 }
 const broker = await connect();
-const file = join(tmpdir(), `bench-manifest-${process.pid}.json`);
-writeFileSync(file, JSON.stringify({ version: 1, name: `bench-${entries}`, entries: list }), { mode: 0o600 });
-const fd = openSync(file, 'r');
-unlinkSync(file);
+const fd = sealedMemfd('bench-manifest', Buffer.from(JSON.stringify({ version: 1, name: `bench-${entries}`, entries: list })));
 let t0 = process.hrtime.bigint();
 const { imageId, missing } = await broker.addImage(fd);
 const addMs = Number(process.hrtime.bigint() - t0) / 1e6;

@@ -161,7 +161,7 @@ Version: $version
 Architecture: $arch
 Maintainer: ${DEB_MAINTAINER:-mountgate developers <mountgate@localhost>}
 Installed-Size: $installed_size
-Depends: nodejs (>= $node_major~), nodejs (<< $((node_major + 1))~), default-dbus-system-bus | dbus-system-bus
+Depends: nodejs (>= $node_major~), nodejs (<< $((node_major + 1))~), default-dbus-system-bus | dbus-system-bus, passwd, util-linux
 Recommends: systemd, uidmap
 Suggests: erofs-utils
 Section: admin
@@ -181,6 +181,11 @@ cat > "$pkgroot/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = configure ]; then
+  # The broker's front runs as this system user (the bus policy lets only it
+  # own org.mountgate.Broker1); mountgated hands it /var/lib/mountgate.
+  if ! getent passwd mountgate >/dev/null; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group mountgate
+  fi
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
     # An upgrade takes effect at once if the broker was running.

@@ -25,6 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The broker's front runs as this system user (mountgated --front-user), the
+# one the production bus policy lets own org.mountgate.Broker1.
+if ! id -u mountgate >/dev/null 2>&1; then
+  echo "mountgate: creating the system user mountgate (the broker's front)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group mountgate
+fi
+
 stamp=node_modules/.mountgate-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

@@ -9,6 +9,7 @@ export const reasons = [
   'LimitExceeded',
   'NotFound',
   'Unsupported',
+  'Timeout',
   'Internal',
 ] as const;
 export type Reason = (typeof reasons)[number];
@@ -27,6 +28,7 @@ export const exitCodes = {
   NotFound: 7,
   BrokerUnavailable: 8,
   Unsupported: 9,
+  Timeout: 10,
 } as const;
 
 export class MountgateError extends Error {
@@ -62,6 +64,10 @@ export class NotFoundError extends MountgateError {
 export class UnsupportedError extends MountgateError {
   constructor(message: string) { super('Unsupported', message); }
 }
+/** A caller's fd or stream did not answer in time (e.g. a stopped FUSE server). */
+export class TimeoutError extends MountgateError {
+  constructor(message: string) { super('Timeout', message); }
+}
 export class InternalError extends MountgateError {
   constructor(message: string) { super('Internal', message); }
 }
@@ -82,6 +88,7 @@ const classes: Record<Reason, new (message: string) => MountgateError> = {
   LimitExceeded: LimitExceededError,
   NotFound: NotFoundError,
   Unsupported: UnsupportedError,
+  Timeout: TimeoutError,
   Internal: InternalError,
 };
 

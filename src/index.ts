@@ -11,3 +11,4 @@ export * from './errors.js';
 export type { BindRequest, MountRequest, Policy, IdRange } from './schema/types.generated.js';
 export { validate, parseAndValidate, formatIssues } from './schema/validate.js';
 export { attachMount } from './client/attach.js';
+export { sealedMemfd } from './sys/syscalls.js';

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the test suite (README: `sudo bash scripts/test.sh` installs, then calls this): builds, runs every test file under
-# tap as root in a private mount namespace, and ends with "N passed, N failed".
-# Extra arguments go to tap (e.g. a test file).
+# tap as root in a private PID and mount namespace (scripts/private-ns.sh: nothing the run starts, mounts or
+# creates outlives it), and ends with "N passed, N failed".
+# Extra arguments go to tap (e.g. a test file); the files named among them, or else every test/**/*.test.ts, are the
+# files the summary expects a result from.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,10 +15,22 @@ if [ -z "${MOUNTGATE_SKIP_BUILD:-}" ]; then
   npm run -s build || { echo "0 passed, 1 failed"; exit 1; }
 fi
 
+expected=()
+for arg in "$@"; do
+  if [ -d "$arg" ]; then
+    while IFS= read -r f; do expected+=("$f"); done < <(find "$arg" -name '*.test.ts' | sort)
+  elif [[ $arg == *.test.ts ]]; then
+    expected+=("$arg")
+  fi
+done
+if [ ${#expected[@]} -eq 0 ]; then
+  while IFS= read -r f; do expected+=("$f"); done < <(find test -name '*.test.ts' | sort)
+fi
+
 log=$(mktemp /tmp/mountgate-tap.XXXXXX)
 
 npx tap --reporter=tap "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-node test/summary.mjs "$log" || rc=1
+node test/summary.mjs "$log" "${expected[@]}" || rc=1
 rm -f "$log"
 exit "$rc"

@@ -5,6 +5,14 @@ import type { MountAttr, Plan } from '../policy/plan.js';
 import { attachLoop } from '../sys/loop.js';
 import * as sys from '../sys/syscalls.js';
 import type { UserNamespaceCache } from '../sys/userns.js';
+import type { MountLocker } from './lock.js';
+
+/** What the executor needs besides the plan and the caller's fds. */
+export interface ExecutorDeps {
+  userns: UserNamespaceCache;
+  /** Needed by plans with a 'lock' step (binds). */
+  locker?: MountLocker;
+}
 
 const attrBits: Record<MountAttr, number> = {
   idmap: sys.MOUNT_ATTR.IDMAP,
@@ -52,7 +60,7 @@ function mountOverlay(lower: number, dataDir: string, verity: boolean): number {
   }
 }
 
-export async function executePlan(plan: Plan, fds: number[], userns: UserNamespaceCache): Promise<Executed> {
+export async function executePlan(plan: Plan, fds: number[], { userns, locker }: ExecutorDeps): Promise<Executed> {
   let nsFd: number | undefined;
   let mountFd: number | undefined;
   try {
@@ -64,7 +72,15 @@ export async function executePlan(plan: Plan, fds: number[], userns: UserNamespa
         case 'clone': {
           const fd = fds[step.fd];
           if (fd === undefined) throw new Error(`plan names fd ${step.fd}, but only ${fds.length} were passed`);
-          mountFd = sys.openTreeClone(fd);
+          mountFd = sys.openTreeClone(fd, true);
+          break;
+        }
+        case 'lock': {
+          if (mountFd === undefined) throw new Error('lock without a mount');
+          if (!locker) throw new Error('the plan has a lock step, but the executor has no locker');
+          const unlocked = mountFd;
+          mountFd = undefined;
+          mountFd = await locker.lock(unlocked);
           break;
         }
         case 'erofs':

@@ -1,8 +1,9 @@
 // Building an image from manifest bytes: parse and check the manifest, point
 // every external file at its object (the broker decides backing paths, from
 // the digests), write the composefs EROFS image, name it by its sha256. Pure;
-// `ImageBuilder` runs it in worker threads, at most two at a time.
+// `ImageBuilder` runs it in a worker thread per build (ImageService queues them).
 import { createHash } from 'node:crypto';
+import { fstatSync, readSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { writeImage } from '../composefs/writer.js';
 import { InvalidRequestError, LimitExceededError, MountgateError, type Reason } from '../errors.js';
@@ -50,6 +51,25 @@ export function prepareManifest(manifest: Manifest): { manifest: Manifest; facts
 /** Limits checked before the expensive work, so an oversized manifest costs little. */
 export interface BuildLimits {
   maxEntries: number;
+  /** Largest manifest read, in bytes (checked again from the fd's size before reading). */
+  maxBytes: number;
+}
+
+/**
+ * The manifest bytes from a sealed memfd (checked by the caller of the
+ * worker), read by position: the fd's offset is shared with the caller's.
+ */
+export function readManifestFd(fd: number, maxBytes: number): Buffer {
+  const size = fstatSync(fd).size;
+  if (size > maxBytes) throw new LimitExceededError(`the manifest is ${size} bytes; the policy allows at most ${maxBytes}`);
+  const buf = Buffer.allocUnsafe(size);
+  let at = 0;
+  while (at < size) {
+    const n = readSync(fd, buf, at, size - at, at);
+    if (n === 0) break;
+    at += n;
+  }
+  return buf.subarray(0, at);
 }
 
 export function buildImage(manifestBytes: Uint8Array, limits: BuildLimits): BuiltImage {
@@ -81,32 +101,30 @@ type WorkerReply = { ok: true; built: BuiltImage } | { ok: false; reason?: Reaso
 
 const workerUrl = new URL('./build-worker.js', import.meta.url);
 
+/** Heap of one build worker: a manifest at the policy's largest size and its image fit; more ends the build, not the broker. */
+const workerHeapMb = 2048;
+
 export class ImageBuilder {
-  private running = 0;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(private readonly concurrency = 2) {}
-
-  async build(manifestBytes: Buffer, limits: BuildLimits): Promise<BuiltImage> {
-    if (this.running >= this.concurrency) await new Promise<void>((res) => this.waiting.push(res));
-    this.running++;
-    try {
-      return await this.inWorker(manifestBytes, limits);
-    } finally {
-      this.running--;
-      this.waiting.shift()?.();
-    }
-  }
-
-  private inWorker(manifestBytes: Buffer, limits: BuildLimits): Promise<BuiltImage> {
+  /**
+   * Builds the image of the manifest in the sealed memfd `fd` in a worker
+   * thread, which reads the fd itself (threads share the fd table): the
+   * manifest bytes never sit on the broker's main heap.
+   */
+  build(fd: number, limits: BuildLimits): Promise<BuiltImage> {
     return new Promise((resolve, reject) => {
-      const worker = new Worker(workerUrl, { workerData: { manifestBytes, limits }, resourceLimits: { maxOldGenerationSizeMb: 8192 } });
+      const worker = new Worker(workerUrl, { workerData: { fd, limits }, resourceLimits: { maxOldGenerationSizeMb: workerHeapMb } });
       worker.once('message', (reply: WorkerReply) => {
         if (reply.ok) resolve(reply.built);
         else reject(reply.reason ? new MountgateError(reply.reason, reply.message) : new Error(reply.message));
         void worker.terminate();
       });
-      worker.once('error', (err) => reject(new Error(`the image builder failed: ${err.message}`)));
+      worker.once('error', (err) => {
+        if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
+          reject(new LimitExceededError(`building this image needs more than the ${workerHeapMb} MiB one build may use; split it into smaller images`));
+        } else {
+          reject(new Error(`the image builder failed: ${err.message}`));
+        }
+      });
       worker.once('exit', (code) => reject(new Error(`the image builder exited (${code}) without an answer`)));
     });
   }

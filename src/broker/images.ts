@@ -1,78 +1,86 @@
-// The broker's image methods: AddImage, PutObjects, MountImage, ListImages,
-// RemoveImage. Facts come from the manifest (validated here again), the
-// store and the registry; decisions from src/policy/images.ts; mounts from
-// the executor. The broker writes every image itself: the kernel never
-// parses filesystem bytes a user wrote.
-import { fstatSync, readSync } from 'node:fs';
+// The image side of the broker: builds (in workers, queued fairly between
+// users), the registry, the object store and its accounting. It decides
+// nothing: the method records (methods.ts) ask src/policy/images.ts, and the
+// pipeline audits. Quotas are computed from the registry at the moment of
+// each decision, and the decision and the registration happen in one turn of
+// the event loop, so concurrent calls cannot both pass a check that only one
+// of them fits. An object is published only while an image still needs it,
+// and objects no image needs are collected.
+import { fstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidRequestError, MountgateError, NotFoundError } from '../errors.js';
-import { MAX_MANIFEST_BYTES } from '../manifest/limits.js';
-import type { CallerIdentity, UsageFacts, Verdict } from '../policy/decide.js';
-import { decideMethod, type RuledMethod } from '../policy/decide.js';
-import { decideAddImage, decideMountImage, missingObjects, type MountGrant } from '../policy/images.js';
+import { InvalidRequestError, LimitExceededError, MountgateError } from '../errors.js';
+import type { UsageFacts } from '../policy/decide.js';
+import { missingObjects, type ImageFacts, type MountGrant, type StoreUsage } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
-import type { MountRequest, Policy } from '../schema/types.generated.js';
-import { formatIssues, parseAndValidate } from '../schema/validate.js';
-import { fsTypeName } from '../sys/fsmagic.js';
+import type { Policy } from '../schema/types.generated.js';
 import type { KernelFeatures } from '../sys/features.js';
 import * as sys from '../sys/syscalls.js';
-import type { UserNamespaceCache } from '../sys/userns.js';
 import { ImageRegistry, type ImageMeta } from '../store/images.js';
 import { DigestMismatchError, digestPattern, ObjectStore } from '../store/objects.js';
-import { executePlan } from './execute.js';
 import { defaultImageLimits } from '../policy/default.js';
-import { ImageBuilder } from './image-builder.js';
-import { StreamReader } from './stream.js';
+import { FairQueue } from './fair-queue.js';
+import { ImageBuilder, type BuiltImage } from './image-builder.js';
+import type { StreamReader } from './stream.js';
 
 export interface ImageDeps {
   stateDir: string;
   policy: () => Policy;
-  userns: UserNamespaceCache;
   features: KernelFeatures;
 }
 
-/** Audits a verdict, with extra fields, for the call at hand. */
-export type AuditVerdict = (verdict: Verdict, extra?: Record<string, unknown>) => void;
+export type { UsageFacts };
 
-/** Refuses unless the policy lets this caller use the method at all (and, given its usage, now). */
-function gate(method: RuledMethod, caller: CallerIdentity, policy: Policy, audit: AuditVerdict, usage?: UsageFacts): Verdict {
-  const verdict = decideMethod(method, caller, policy, usage);
-  if (verdict.allowed) return verdict;
-  audit(verdict);
-  refuse(verdict);
+export function imageLimits(policy: Policy) {
+  return { ...defaultImageLimits, ...policy.images };
 }
 
-const idleMs = 60_000;
-
-function refuse(verdict: Verdict): never {
-  throw new MountgateError(verdict.error!.reason, verdict.error!.message);
-}
-
-/** The manifest from an fd of a regular file or memfd, read by position (never blocks on a pipe). */
-function readManifestFd(fd: number): Buffer {
-  const st = fstatSync(fd);
-  if (!st.isFile()) throw new InvalidRequestError('the manifest must be passed as an fd of a regular file or memfd, not a pipe or socket');
-  const fsType = fsTypeName(sys.fsMagic(fd));
-  if (fsType === 'fuse') throw new InvalidRequestError('the manifest fd is on a FUSE filesystem, whose reads could block the broker; copy it to a memfd or tmpfs first');
-  if (st.size > MAX_MANIFEST_BYTES) throw new InvalidRequestError(`the manifest is ${st.size} bytes, at most ${MAX_MANIFEST_BYTES}`);
-  const buf = Buffer.alloc(st.size);
-  let at = 0;
-  while (at < buf.length) {
-    const n = readSync(fd, buf, at, buf.length - at, at);
-    if (n === 0) break;
-    at += n;
+/**
+ * Checks that `fd` is a manifest the broker can read without risk: a memfd
+ * sealed against writes, growth and shrinking (so it cannot stall a reader or
+ * change under it), no bigger than the policy allows. Nothing of it is read.
+ */
+export function checkManifestFd(fd: number, maxBytes: number): number {
+  const seals = sys.fileSeals(fd);
+  if (seals === undefined || (seals & sys.IMMUTABLE_SEALS) !== sys.IMMUTABLE_SEALS) {
+    throw new InvalidRequestError(
+      'the manifest must be passed as a sealed memfd (memfd_create with MFD_ALLOW_SEALING, then F_ADD_SEALS with F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK), which can neither stall the broker nor change while it is read',
+    );
   }
-  return buf.subarray(0, at);
+  // A sealed memfd is shmem: fstat asks no filesystem server.
+  const size = fstatSync(fd).size;
+  if (size > maxBytes) throw new LimitExceededError(`the manifest is ${size} bytes; the policy allows at most ${maxBytes}`);
+  return size;
 }
 
 export class ImageService {
   readonly store: ObjectStore;
   readonly registry: ImageRegistry;
   private readonly builder = new ImageBuilder();
+  /** At most two builds at once, over all users, handed out round-robin between them. */
+  private readonly builds = new FairQueue(2);
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), deps.features.fsVerity);
     this.registry = new ImageRegistry(deps.stateDir);
+    this.collect();
+  }
+
+  /** Removes every stored object no registered image references (left by a crash or an interrupted removal). */
+  collect(): number {
+    const referenced = this.referenced();
+    let removed = 0;
+    for (const d of [...this.store.list()]) {
+      if (referenced.has(d)) continue;
+      this.store.remove(d);
+      removed++;
+    }
+    return removed;
+  }
+
+  private referenced(): Set<string> {
+    const out = new Set<string>();
+    for (const m of this.registry.all()) for (const d of Object.keys(m.objects)) out.add(d);
+    return out;
   }
 
   private sharedDigests(): Set<string> {
@@ -81,8 +89,7 @@ export class ImageService {
     return out;
   }
 
-  missingFor(uid: number, meta: ImageMeta): string[] {
-    const shared = this.sharedDigests();
+  missingFor(uid: number, meta: ImageMeta, shared = this.sharedDigests()): string[] {
     return missingObjects(Object.keys(meta.objects), {
       inStore: (d) => this.store.has(d),
       proven: (d) => this.registry.hasProven(uid, d),
@@ -90,50 +97,48 @@ export class ImageService {
     });
   }
 
-  private storeUsage(uid: number, except?: string) {
+  /** What `uid` keeps in the store now (content and image metadata), not counting `except`. */
+  storeUsage(uid: number, except?: string): StoreUsage {
     const mine = this.registry.listFor(uid).filter((m) => m.id !== except);
-    return { images: mine.length, bytes: mine.reduce((n, m) => n + m.bytes, 0) };
+    return { images: mine.length, bytes: mine.reduce((n, m) => n + m.bytes + m.imageBytes, 0) };
   }
 
-  async addImage(caller: CallerIdentity, usage: UsageFacts, fd: number, audit: AuditVerdict): Promise<{ imageId: string; missing: string[] }> {
-    gate('AddImage', caller, this.deps.policy(), audit);
-    // Parsing, checking and writing a big image takes seconds: a worker
-    // thread does it, so the broker keeps answering everyone meanwhile.
-    const limits = { ...defaultImageLimits, ...this.deps.policy().images };
-    const built = await this.builder.build(readManifestFd(fd), { maxEntries: limits.maxEntriesPerImage });
-    const { imageId, image, facts, objects, name } = built;
-    const verdict = decideAddImage({
-      caller,
-      policy: this.deps.policy(),
-      usage,
-      image: facts,
-      store: this.storeUsage(caller.uid, imageId),
-      alreadyRegistered: this.registry.ownedBy(imageId, caller.uid) !== undefined,
-    });
-    if (!verdict.allowed) {
-      audit(verdict);
-      refuse(verdict);
-    }
-    const meta = this.registry.register({ id: imageId, ...(name ? { name } : {}), entries: facts.entries, objects, bytes: facts.bytes }, image, caller.uid);
-    const missing = this.missingFor(caller.uid, meta);
-    audit(verdict, { image: imageId, entries: meta.entries, missing: missing.length });
-    return { imageId, missing };
+  /** Builds the image of the manifest in the sealed memfd `fd`, in a worker, when it is `uid`'s turn. */
+  build(uid: number, fd: number): Promise<BuiltImage> {
+    const limits = imageLimits(this.deps.policy());
+    return this.builds.run(uid, () => this.builder.build(fd, { maxEntries: limits.maxEntriesPerImage, maxBytes: limits.maxManifestBytes }));
   }
 
-  /** Objects this caller may upload now, digest -> size. */
-  private pendingFor(uid: number): Map<string, number> {
+  imageFacts(built: BuiltImage): ImageFacts {
+    return { ...built.facts, metadataBytes: built.image.length };
+  }
+
+  /** Registers a built image for uid; synchronous, so it lands in the same turn as the decision. */
+  register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; meta: ImageMeta } {
+    const meta = this.registry.register(
+      { id: built.imageId, ...(built.name ? { name: built.name } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
+      built.image,
+      uid,
+    );
+    return { imageId: built.imageId, missing: this.missingFor(uid, meta), meta };
+  }
+
+  /** Objects uid may upload now, digest -> size. */
+  pendingFor(uid: number): Map<string, number> {
     const out = new Map<string, number>();
-    for (const meta of this.registry.listFor(uid)) for (const d of this.missingFor(uid, meta)) out.set(d, meta.objects[d]!);
+    const shared = this.sharedDigests();
+    for (const meta of this.registry.listFor(uid)) for (const d of this.missingFor(uid, meta, shared)) out.set(d, meta.objects[d]!);
     return out;
   }
 
-  async putObjects(caller: CallerIdentity, usage: UsageFacts, fd: number, takeFd: (fd: number) => void, audit: AuditVerdict): Promise<{ objects: number; bytes: number }> {
-    const verdict = gate('PutObjects', caller, this.deps.policy(), audit, usage);
-    const st = fstatSync(fd);
-    if (!st.isFIFO() && !st.isSocket()) throw new InvalidRequestError('the object stream must be the read end of a pipe or a socket');
-    takeFd(fd); // the reader's socket owns and closes it from here on
-    const reader = StreamReader.fromFd(fd, idleMs);
-    const pending = this.pendingFor(caller.uid);
+  /** Does one of uid's images still need this object from uid? (Asked again just before each object is published.) */
+  private stillWanted(uid: number, digest: string): boolean {
+    return this.registry.listFor(uid).some((m) => digest in m.objects);
+  }
+
+  /** Receives PutObjects records from `reader`; each object is hashed, and published only while an image of uid needs it. */
+  async receive(uid: number, reader: StreamReader): Promise<{ objects: number; bytes: number }> {
+    const pending = this.pendingFor(uid);
     let objects = 0;
     let bytes = 0;
     try {
@@ -146,85 +151,54 @@ export class ImageService {
         if (expected === undefined) throw new InvalidRequestError(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
         if (size !== expected) throw new InvalidRequestError(`object ${digest} is ${expected} bytes in your image, but the stream says ${size}`);
         try {
-          await this.store.ingest(digest, size, reader.chunks(size));
+          await this.store.ingest(digest, size, reader.chunks(size), () => this.stillWanted(uid, digest));
         } catch (err) {
           if (err instanceof DigestMismatchError) throw new InvalidRequestError(`${err.message}; nothing of it was stored`);
           throw err;
         }
-        this.registry.recordProof(caller.uid, [digest]);
+        if (this.stillWanted(uid, digest)) this.registry.recordProof(uid, [digest]);
         pending.delete(digest);
         objects += 1;
         bytes += size;
       }
     } catch (err) {
-      audit({ ...verdict, allowed: false, error: { reason: 'InvalidRequest', message: (err as Error).message } }, { objects, bytes });
       if (err instanceof MountgateError) throw err;
       throw new InvalidRequestError(`the object stream failed after ${objects} object(s): ${(err as Error).message}`);
-    } finally {
-      reader.close();
     }
-    audit(verdict, { objects, bytes });
     return { objects, bytes };
   }
 
-  /** The verdict and, when allowed, the plan for mounting an image: what MountImage does and Explain prints. */
-  planMount(caller: CallerIdentity, usage: UsageFacts, imageId: string, request: MountRequest): { verdict: Verdict<MountGrant>; plan?: Plan; meta?: ImageMeta } {
-    const meta = digestPattern.test(imageId) ? this.registry.ownedBy(imageId, caller.uid) : undefined;
-    const verdict = decideMountImage({
-      caller,
-      policy: this.deps.policy(),
-      usage,
-      imageId,
-      ...(meta ? { image: { entries: meta.entries, bytes: meta.bytes, devices: [] } } : {}),
-      missing: meta ? this.missingFor(caller.uid, meta) : [],
-      request,
-    });
-    if (!verdict.allowed || !verdict.grant || !meta) return { verdict };
-    const plan = planComposefsMount(verdict.grant, this.registry.imagePath(imageId), this.store.objectsDir, {
+  /** uid's image `imageId` and what it still lacks; undefined when uid has no such image. */
+  mountFacts(uid: number, imageId: string): { meta: ImageMeta; missing: string[] } | undefined {
+    const meta = digestPattern.test(imageId) ? this.registry.ownedBy(imageId, uid) : undefined;
+    return meta ? { meta, missing: this.missingFor(uid, meta) } : undefined;
+  }
+
+  planMount(grant: MountGrant, imageId: string): Plan {
+    return planComposefsMount(grant, this.registry.imagePath(imageId), this.store.objectsDir, {
       verity: this.deps.features.fsVerity,
       fileBackedErofs: this.deps.features.fileBackedErofs,
     });
-    return { verdict, plan, meta };
   }
 
-  async mountImage(caller: CallerIdentity, usage: UsageFacts, imageId: string, requestJson: string, audit: AuditVerdict): Promise<{ mountFd: number; info: Record<string, unknown> }> {
-    const parsed = parseAndValidate('mount-request', requestJson);
-    if (!parsed.ok) throw new InvalidRequestError(`the mount request is invalid: ${formatIssues(parsed.issues).join('; ')}`);
-    const { verdict, plan, meta } = this.planMount(caller, usage, imageId, parsed.value as MountRequest);
-    if (!plan || !meta || !verdict.grant) {
-      audit(verdict, { image: imageId });
-      refuse(verdict);
-    }
-    const { mountFd } = await executePlan(plan, [], this.deps.userns);
-    const info = { image: imageId, name: meta.name, uidMap: verdict.grant.uidMap, gidMap: verdict.grant.gidMap, verity: this.deps.features.fsVerity };
-    audit(verdict, { mounted: info });
-    return { mountFd, info };
+  list(uid: number): Record<string, unknown>[] {
+    const shared = this.sharedDigests();
+    return this.registry.listFor(uid).map((m) => ({
+      id: m.id,
+      ...(m.name ? { name: m.name } : {}),
+      entries: m.entries,
+      objects: Object.keys(m.objects).length,
+      missing: this.missingFor(uid, m, shared).length,
+      bytes: m.bytes + m.imageBytes,
+      added: m.owners[String(uid)],
+    }));
   }
 
-  listImages(caller: CallerIdentity, audit: AuditVerdict): string {
-    gate('ListImages', caller, this.deps.policy(), audit);
-    return JSON.stringify(
-      this.registry.listFor(caller.uid).map((m) => ({
-        id: m.id,
-        ...(m.name ? { name: m.name } : {}),
-        entries: m.entries,
-        objects: Object.keys(m.objects).length,
-        missing: this.missingFor(caller.uid, m).length,
-        bytes: m.bytes,
-        added: m.owners[String(caller.uid)],
-      })),
-    );
-  }
-
-  removeImage(caller: CallerIdentity, imageId: string, audit: AuditVerdict): void {
-    gate('RemoveImage', caller, this.deps.policy(), audit);
-    const meta = digestPattern.test(imageId) ? this.registry.ownedBy(imageId, caller.uid) : undefined;
-    if (!meta) throw new NotFoundError(`you have no image ${imageId}; see ListImages (mountgate image ls)`);
-    audit({ method: 'RemoveImage', allowed: true, checks: [{ ok: true, message: `image ${imageId} is yours` }] }, { image: imageId });
-    if (!this.registry.unregister(imageId, caller.uid)) return;
-    // The image is gone: drop the objects no other image references.
-    const referenced = new Set<string>();
-    for (const other of this.registry.all()) for (const d of Object.keys(other.objects)) referenced.add(d);
+  /** Drops uid's registration of imageId (which it must own), then every object no image references. */
+  remove(uid: number, imageId: string): void {
+    const meta = this.registry.ownedBy(imageId, uid)!;
+    if (!this.registry.unregister(imageId, uid)) return;
+    const referenced = this.referenced();
     const dropped = new Set(Object.keys(meta.objects).filter((d) => !referenced.has(d)));
     for (const d of dropped) this.store.remove(d);
     this.registry.forgetProofs(dropped);

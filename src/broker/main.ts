@@ -1,88 +1,166 @@
-// mountgated: the privileged broker. Runs as root on the system bus (or on the
-// bus given with --bus-address), owns org.mountgate.Broker1 and serves it
-// until SIGTERM. SIGHUP re-reads the policy file.
-import { mkdirSync } from 'node:fs';
+// mountgated: the one command that starts the whole broker. It runs as root
+// and stays the privileged executor (executor.ts: it only mounts); it starts
+// the front (front.ts) as the unprivileged front user with one end of a
+// private socketpair, and hands it the kernel features and the policy file's
+// text. SIGHUP re-reads the policy for the front; SIGTERM stops both. A front
+// that dies after it came up is restarted (its state is on disk).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, closeSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { openBus, dbus } from '../bus/connect.js';
-import { busName } from '../bus/names.js';
+import { parsePasswd } from '../accounts/parse.js';
 import { exitCodes } from '../errors.js';
 import { packageVersion } from '../paths.js';
 import { probeFeatures } from '../sys/features.js';
+import * as sys from '../sys/syscalls.js';
 import { UserNamespaceCache } from '../sys/userns.js';
 import { stdoutAudit } from './audit.js';
-import { loadPolicyFile, PolicyStore } from './policy-store.js';
-import { BrokerService } from './service.js';
-import { ImageService } from './images.js';
+import { Channel, type Frame } from './channel.js';
+import { serveExecutor } from './executor.js';
+import { MountLocker } from './lock.js';
+import { readPolicyText } from './policy-store.js';
 
 interface Options {
   busAddress?: string;
   policy: string;
   stateDir: string;
+  runtimeDir: string;
+  frontUser: string;
   erofsBacking: 'auto' | 'loop';
+  fdDeadlineMs: string;
 }
+
+const frontPath = new URL('./front.js', import.meta.url).pathname;
 
 function fail(message: string, code: number): never {
   process.stderr.write(`mountgated: ${message}\n`);
   process.exit(code);
 }
 
+/** The front's user: its uid and gid, from /etc/passwd. */
+function frontAccount(name: string): { uid: number; gid: number } {
+  const entry = parsePasswd(readFileSync('/etc/passwd', 'utf8')).find((p) => p.name === name);
+  if (!entry) {
+    fail(`the front's user ${name} does not exist; create it: useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ${name}`, exitCodes.Usage);
+  }
+  if (entry.uid === 0) fail(`the front's user ${name} is root; it must be an unprivileged system user`, exitCodes.Usage);
+  return { uid: entry.uid, gid: entry.gid };
+}
+
+/** The state directory belongs to the front (it keeps the store and the registry); handed over once, recursively. */
+function giveStateDir(dir: string, uid: number, gid: number): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (lstatSync(dir).uid === uid) return;
+  const walk = (path: string) => {
+    const st = lstatSync(path);
+    if (st.isDirectory()) for (const name of readdirSync(path)) walk(join(path, name));
+    chownSync(path, uid, gid);
+  };
+  walk(dir);
+}
+
 async function main(opts: Options): Promise<void> {
   if (process.getuid?.() !== 0) fail('must run as root: it performs mounts and writes uid maps for its callers', exitCodes.PolicyDenied);
+  const fdDeadlineMs = Number(opts.fdDeadlineMs);
+  if (!Number.isInteger(fdDeadlineMs) || fdDeadlineMs < 100) fail(`--fd-deadline-ms must be a whole number of milliseconds, at least 100 (got ${opts.fdDeadlineMs})`, exitCodes.Usage);
+  const front = frontAccount(opts.frontUser);
 
-  const loaded = loadPolicyFile(opts.policy);
-  if (!loaded.ok) {
-    for (const e of loaded.errors) stdoutAudit({ event: 'policy', allowed: false, message: e });
-    fail(`refusing to start: the policy file ${opts.policy} is invalid (see the errors above)`, exitCodes.InvalidRequest);
-  }
-  const policy = new PolicyStore(opts.policy, loaded);
-
-  mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  giveStateDir(opts.stateDir, front.uid, front.gid);
+  mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
   const userns = new UserNamespaceCache();
-  const probed = await probeFeatures(userns, opts.stateDir);
+  const probed = await probeFeatures(userns, opts.runtimeDir);
   // --erofs-backing loop forces the loop-device path (kernels before 6.12 take it by themselves).
   const features = opts.erofsBacking === 'loop' ? { ...probed, fileBackedErofs: false } : probed;
+  const locker = new MountLocker(join(opts.runtimeDir, 'stage'));
+  const log = (message: string) => stdoutAudit({ event: 'error', message: `executor: ${message}` });
 
-  let bus;
-  try {
-    bus = await openBus(opts.busAddress);
-  } catch (err) {
-    fail(`cannot connect to the bus${opts.busAddress ? ` at ${opts.busAddress}` : ''}: ${(err as Error).message}`, exitCodes.BrokerUnavailable);
-  }
-  bus.on('error', (err: Error) => {
-    stdoutAudit({ event: 'error', message: `bus connection failed: ${err.message}` });
-    process.exit(exitCodes.BrokerUnavailable);
-  });
+  let child: ChildProcess | undefined;
+  let channel: Channel | undefined;
+  let stopping = false;
+  const restarts: number[] = [];
 
-  const images = new ImageService({ stateDir: opts.stateDir, policy: () => policy.policy, userns, features });
-  const service = new BrokerService({ bus, policy, userns, features, images, audit: stdoutAudit });
-  service.attach();
-  const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
-  if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);
+  const cleanup = () => {
+    locker.close();
+    userns.close();
+  };
+
+  const startFront = () => {
+    const [mine, theirs] = sys.socketpair();
+    const args = [frontPath, '--policy', opts.policy, '--state-dir', opts.stateDir, '--fd-deadline-ms', String(fdDeadlineMs), ...(opts.busAddress ? ['--bus-address', opts.busAddress] : [])];
+    child = spawn(process.execPath, args, {
+      uid: front.uid,
+      gid: front.gid,
+      cwd: '/',
+      env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', ...(process.env.DBUS_SYSTEM_BUS_ADDRESS ? { DBUS_SYSTEM_BUS_ADDRESS: process.env.DBUS_SYSTEM_BUS_ADDRESS } : {}) },
+      stdio: ['ignore', 'inherit', 'inherit', theirs],
+    });
+    closeSync(theirs);
+    const ch = new Channel(mine);
+    channel = ch;
+    serveExecutor(ch, { userns, locker, frontUid: front.uid }, log);
+    let up = false;
+    ch.on('frame', (frame: Frame) => {
+      if (frame.type === 'up') up = true;
+    });
+    void ch.send({ type: 'hello', features, policy: readPolicyText(opts.policy) });
+    child.once('exit', (code, signal) => {
+      ch.close();
+      if (stopping) return;
+      if (!up) {
+        // It never came up (a bad policy, no bus): that is the broker's answer.
+        cleanup();
+        process.exit(code ?? exitCodes.Internal);
+      }
+      const now = Date.now();
+      restarts.push(now);
+      while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
+      if (restarts.length > 5) {
+        log(`the front died ${restarts.length} times in a minute (last: ${signal ?? code}); stopping`);
+        cleanup();
+        process.exit(exitCodes.Internal);
+      }
+      log(`the front exited (${signal ?? code}); restarting it`);
+      startFront();
+    });
+  };
+  startFront();
 
   process.on('SIGHUP', () => {
-    const r = policy.reload();
-    if (r.ok) stdoutAudit({ event: 'policy', allowed: true, message: `policy reloaded from ${r.source}` });
-    else for (const e of r.errors) stdoutAudit({ event: 'policy', allowed: false, message: `${e} (keeping the last good policy from ${policy.source})` });
+    void channel?.send({ type: 'policy', policy: readPolicyText(opts.policy) }).catch(() => undefined);
   });
   const stop = () => {
+    if (stopping) return;
+    stopping = true;
     stdoutAudit({ event: 'stop' });
-    userns.close();
-    bus.disconnect();
-    process.exit(0);
+    const c = child;
+    const finish = () => {
+      cleanup();
+      process.exit(0);
+    };
+    if (!c || c.exitCode !== null || c.signalCode !== null) return finish();
+    const killer = setTimeout(() => c.kill('SIGKILL'), 5000);
+    c.once('exit', () => {
+      clearTimeout(killer);
+      finish();
+    });
+    c.kill('SIGTERM');
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-
-  stdoutAudit({ event: 'ready', version: packageVersion, bus: opts.busAddress ?? 'system', name: (bus as unknown as { name: string }).name, policy: policy.source, features });
 }
 
 const program = new Command('mountgated')
-  .description('The mountgate broker: idmapped bind mounts and composefs mounts for unprivileged users, over D-Bus.')
+  .description(
+    'The mountgate broker: idmapped bind mounts and composefs mounts for unprivileged users, over D-Bus. Runs as root as the executor (it only mounts) and starts the unprivileged front (bus, policy, images) as --front-user.',
+  )
   .version(packageVersion)
   .option('--bus-address <address>', 'D-Bus address to serve on instead of the system bus (tests, demos)')
   .option('--policy <file>', 'policy file; missing means the built-in default', '/etc/mountgate/policy.json')
-  .option('--state-dir <dir>', 'the broker\'s state directory', '/var/lib/mountgate')
+  .option('--state-dir <dir>', "the broker's state directory (the store and the registry; owned by the front's user)", '/var/lib/mountgate')
+  .option('--runtime-dir <dir>', "the executor's runtime directory (root only: the private staging mount for binds)", '/run/mountgate')
+  .option('--front-user <name>', 'the unprivileged system user the front runs as', 'mountgate')
   .addOption(new Option('--erofs-backing <how>', 'how EROFS images are mounted: auto (file-backed when the kernel can) or loop (always a loop device)').choices(['auto', 'loop']).default('auto'))
+  .option('--fd-deadline-ms <ms>', 'how long an fd a caller passed may take to answer fstat/statfs before its call fails with Timeout (a stopped FUSE server never answers)', '5000')
   .addHelpText('after', '\nExample:\n  mountgated --bus-address unix:path=/run/mountgate-test/bus --policy ./policy.json\n')
   .action((opts: Options) => main(opts).catch((err: Error) => fail(err.stack ?? String(err), exitCodes.Internal)));
 

@@ -12,6 +12,8 @@ export interface MethodSpec {
   /** Concatenated signature of the in arguments. */
   in: string;
   out: string;
+  /** The in arguments, in order: name and complete type. */
+  inArgs: { name: string; type: string }[];
 }
 
 /** Methods of one interface in an introspection document (our own file: a small, strict reader). */
@@ -21,8 +23,11 @@ export function methodsOf(xml: string, iface: string): Map<string, MethodSpec> {
   if (!block) throw new Error(`interface ${iface} is not in the introspection XML`);
   const methods = new Map<string, MethodSpec>();
   for (const m of block[1]!.matchAll(/<method name="(\w+)"\s*(?:\/>|>([^]*?)<\/method>)/g)) {
-    const spec: MethodSpec = { in: '', out: '' };
-    for (const a of (m[2] ?? '').matchAll(/<arg\b[^>]*\btype="([^"]+)"[^>]*\bdirection="(in|out)"/g)) spec[a[2] as 'in' | 'out'] += a[1];
+    const spec: MethodSpec = { in: '', out: '', inArgs: [] };
+    for (const a of (m[2] ?? '').matchAll(/<arg\b[^>]*\bname="(\w+)"[^>]*\btype="([^"]+)"[^>]*\bdirection="(in|out)"/g)) {
+      spec[a[3] as 'in' | 'out'] += a[2];
+      if (a[3] === 'in') spec.inArgs.push({ name: a[1]!, type: a[2]! });
+    }
     methods.set(m[1]!, spec);
   }
   return methods;

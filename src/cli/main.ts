@@ -280,10 +280,11 @@ Examples:
   });
 
 async function registerOptional(): Promise<void> {
-  // Commands that live in their own modules (manifest and image tools).
-  for (const mod of ['./manifest.js', './image.js', './image-store.js']) {
+  // Commands that live in their own modules (manifest and image tools), each
+  // imported by a literal name, so the architecture test can follow it.
+  for (const load of [() => import('./manifest.js'), () => import('./image.js'), () => import('./image-store.js')]) {
     try {
-      const m = (await import(mod)) as { register?: (p: Command) => void };
+      const m = (await load()) as { register?: (p: Command) => void };
       m.register?.(program);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;

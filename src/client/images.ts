@@ -4,15 +4,13 @@
 // (AddImage, then PutObjects for exactly the objects it says are missing).
 // Regular files are never inlined (every non-empty file becomes an object),
 // and xattrs are not recorded: Node has no API to read them.
-import { createReadStream, createWriteStream, existsSync, lstatSync, openSync, readdirSync, readlinkSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
 import { once } from 'node:events';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
 import { validateManifest } from '../manifest/load.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
-import { pipe } from '../sys/syscalls.js';
+import { pipe, sealedMemfd } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type ImageListing, type MountgateBroker } from './broker.js';
 
@@ -185,15 +183,9 @@ export interface UploadResult {
   uploaded: { objects: number; bytes: number };
 }
 
-/** A read-only fd of the manifest JSON in an already-unlinked 0600 temp file. */
+/** The manifest JSON in a sealed memfd: the only kind of manifest fd the broker reads (it can neither stall nor change). */
 function manifestFd(manifest: Manifest): number {
-  const path = join(tmpdir(), `mountgate-manifest-${randomBytes(8).toString('hex')}.json`);
-  writeFileSync(path, JSON.stringify(manifest), { mode: 0o600, flag: 'wx' });
-  try {
-    return openSync(path, 'r');
-  } finally {
-    unlinkSync(path);
-  }
+  return sealedMemfd('mountgate-manifest', Buffer.from(JSON.stringify(manifest)));
 }
 
 /** Streams the records of `digests` into `writeFd` (closed at the end, or on error). */

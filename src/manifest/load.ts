@@ -10,10 +10,8 @@
 // the fast check validates each entry against that kind only, with validators
 // compiled from the same schema file. Only a document it refuses goes through
 // the full schema again, which then supplies the messages.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
-import { schemasDir } from '../paths.js';
+import { schemaDocuments } from '../schema/documents.generated.js';
 import { validate, type ValidationIssue } from '../schema/validate.js';
 import type { Manifest } from '../schema/types.generated.js';
 import { checkManifest } from './check.js';
@@ -22,6 +20,11 @@ import { MAX_MANIFEST_BYTES } from './limits.js';
 
 export { InvalidManifestError } from './errors.js';
 export { checkManifest } from './check.js';
+
+/** schemas/manifest.schema.json, a fresh copy (as a parse of the file would give). */
+function manifestSchema(): unknown {
+  return structuredClone(schemaDocuments['manifest.schema.json']);
+}
 
 interface EntryShape {
   required: string[];
@@ -33,7 +36,7 @@ let entryShapes: Map<string, EntryShape> | undefined;
 /** Which fields each entry type requires and allows, read from the schema itself. */
 function shapes(): Map<string, EntryShape> {
   if (entryShapes) return entryShapes;
-  const schema = JSON.parse(readFileSync(join(schemasDir, 'manifest.schema.json'), 'utf8')) as {
+  const schema = manifestSchema() as {
     $defs: Record<string, { required?: string[]; properties?: Record<string, { const?: string }> }>;
   };
   entryShapes = new Map();
@@ -107,7 +110,7 @@ interface SchemaDocument {
  * (then every document takes the full schema).
  */
 function compileKindValidators(): KindValidators | null {
-  const schema = JSON.parse(readFileSync(join(schemasDir, 'manifest.schema.json'), 'utf8')) as SchemaDocument;
+  const schema = manifestSchema() as SchemaDocument;
   const id = schema.$id.replace(/\.schema\.json$/, '.by-kind.schema.json');
   const branches: Array<{ type: string; def: string }> = [];
   for (const branch of schema.$defs.entry.oneOf ?? []) {

@@ -27,7 +27,7 @@ export interface CallerIdentity {
 
 export type FileKind = 'directory' | 'regular' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev' | 'unknown';
 
-/** What the broker learned about a passed fd, from fstat/fstatfs only. */
+/** What the broker learned about a passed fd: fstat/fstatfs (in a killable helper) and the broker's mount table. */
 export interface SourceFacts {
   kind: FileKind;
   ownerUid: number;
@@ -37,6 +37,12 @@ export interface SourceFacts {
   fsDenied: boolean;
   /** The fd's path in the broker's mount namespace, from /proc/self/fd; only for the denied-area rule and messages. */
   path?: string;
+  /** Its mount is in the broker's mount namespace (not another namespace's, not a detached mount). */
+  inBrokerNamespace: boolean;
+  /** The flags of the source's mount among ro, nosuid, nodev, noexec: the clone keeps them, locked. */
+  mountOptions: string[];
+  /** Mount points at or below the directory on its mount: a bind would uncover what they hide. */
+  mountsBelow: string[];
 }
 
 /** The caller's current load, from the broker's counters. */
@@ -57,7 +63,7 @@ export interface BindGrant {
   gidMap: IdRange[];
   readOnly: boolean;
   noexec: boolean;
-  /** Always set: the caller must never gain set-id binaries or device access. */
+  /** Always set, and locked with every flag of the source mount (the 'lock' plan step), so the caller cannot clear them. */
   nosuid: true;
   nodev: true;
 }
@@ -162,6 +168,21 @@ export function sourceChecks(caller: CallerIdentity, source: SourceFacts, policy
       : { ok: true, message: `${where} is outside the denied areas` },
   );
   checks.push(
+    source.inBrokerNamespace
+      ? { ok: true, message: `${where} is in the broker's mount namespace` }
+      : {
+          ok: false,
+          reason: 'InvalidRequest',
+          message: `${where} is not in the broker's mount namespace (it was opened inside another mount namespace, or it is a detached mount); open the directory in the host's mount namespace, outside unshare or podman unshare`,
+        },
+  );
+  if (source.mountsBelow.length > 0) {
+    const shown = source.mountsBelow.slice(0, 3).join(', ') + (source.mountsBelow.length > 3 ? `, and ${source.mountsBelow.length - 3} more` : '');
+    checks.push({ ok: false, reason: 'PolicyDenied', message: `${where} has a mount below it (${shown}): a bind would uncover what it hides; bind a directory with no mounts below it` });
+  } else {
+    checks.push({ ok: true, message: `${where} has no mounts below it` });
+  }
+  checks.push(
     source.ownerUid === caller.uid
       ? { ok: true, message: `${where} is owned by you (uid ${caller.uid})` }
       : { ok: false, reason: 'NotOwner', message: `${where} is not owned by you (uid ${caller.uid}); it is owned by uid ${source.ownerUid}` },
@@ -228,7 +249,12 @@ export function decideBind({ caller, request, source, policy, usage }: BindDecis
   const uid = bindMapChecks('uidMap', request.uidMap, caller.uid, account.subuids);
   const gid = bindMapChecks('gidMap', request.gidMap, account.gid, account.subgids);
   checks.push(...uid.checks, ...gid.checks);
-  checks.push({ ok: true, message: `flags: nosuid, nodev (always)${request.readOnly ? ', read-only' : ''}${request.noexec ? ', noexec' : ''}` });
+  const flags = ['nosuid', 'nodev', ...(request.readOnly ? ['ro'] : []), ...(request.noexec ? ['noexec'] : [])];
+  const inherited = source.mountOptions.filter((o) => !flags.includes(o));
+  checks.push({
+    ok: true,
+    message: `flags: ${[...flags, ...inherited].join(', ')}${inherited.length ? ` (${inherited.join(', ')} from the source mount)` : ''}, locked by the kernel: you cannot clear them on the mount you get, nor any flag the source mount has`,
+  });
   return verdictOf('BindIdmapped', checks, {
     uidMap: uid.map,
     gidMap: gid.map,

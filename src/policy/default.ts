@@ -23,4 +23,4 @@ export const defaultPolicy: Policy = {
 
 export const defaultLimits = { concurrentRequests: 8, requestsPerMinute: 600 } as const;
 
-export const defaultImageLimits = { maxImagesPerUser: 64, maxBytesPerUser: 10 * 2 ** 30, maxEntriesPerImage: 2_000_000 } as const;
+export const defaultImageLimits = { maxImagesPerUser: 64, maxBytesPerUser: 10 * 2 ** 30, maxEntriesPerImage: 2_000_000, maxManifestBytes: 256 * 2 ** 20 } as const;

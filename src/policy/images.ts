@@ -11,6 +11,8 @@ export interface ImageFacts {
   bytes: number;
   /** Paths of character or block devices (overlay whiteouts are not devices). */
   devices: string[];
+  /** Size of the image's own metadata (the EROFS file), which counts toward the quota; known once it is built. */
+  metadataBytes?: number;
 }
 
 /** The caller's current use of the store, not counting the image at hand. */
@@ -47,10 +49,12 @@ export function decideAddImage(input: { caller: CallerIdentity; policy: Policy; 
         ? { ok: true, message: `${store.images} of ${limits.maxImagesPerUser} images in use` }
         : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: you have ${store.images} images, the limit is ${limits.maxImagesPerUser}; remove one first` },
     );
+    const adds = image.bytes + (image.metadataBytes ?? 0);
+    const what = image.metadataBytes === undefined ? `${image.bytes} bytes of content` : `${image.bytes} bytes of content and ${image.metadataBytes} bytes of metadata`;
     checks.push(
-      store.bytes + image.bytes <= limits.maxBytesPerUser
-        ? { ok: true, message: `${store.bytes + image.bytes} of ${limits.maxBytesPerUser} bytes of content in use with this image` }
-        : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: this image's ${image.bytes} bytes would bring you to ${store.bytes + image.bytes}, the limit is ${limits.maxBytesPerUser}` },
+      store.bytes + adds <= limits.maxBytesPerUser
+        ? { ok: true, message: `${store.bytes + adds} of ${limits.maxBytesPerUser} bytes in use with this image (${what})` }
+        : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: this image's ${what} would bring you to ${store.bytes + adds} bytes, the limit is ${limits.maxBytesPerUser}` },
     );
   }
   return verdictOf('AddImage', checks);
@@ -119,6 +123,9 @@ export function decideMountImage(input: {
   const uidMap = input.request.uidMap ?? rootlessMap(caller.uid, account.subuids);
   const gidMap = input.request.gidMap ?? rootlessMap(account.gid, account.subgids);
   checks.push(...hostSideChecks('uidMap', uidMap, caller.uid, account.subuids), ...hostSideChecks('gidMap', gidMap, account.gid, account.subgids));
-  checks.push({ ok: true, message: `flags: read-only, nosuid, nodev (always)${input.request.noexec ? ', noexec' : ''}` });
+  checks.push({
+    ok: true,
+    message: `flags: nosuid, nodev${input.request.noexec ? ', noexec' : ''}, read-only; read-only holds in the filesystems themselves (EROFS and an overlay without an upper layer cannot be written); the other flags are not locked, which is safe because an image holds no device nodes and only ids you control`,
+  });
   return verdictOf('MountImage', checks, { uidMap, gidMap, noexec: input.request.noexec ?? false });
 }

@@ -10,7 +10,7 @@ export type MountAttr = 'idmap' | 'rdonly' | 'nosuid' | 'nodev' | 'noexec';
 export type PlanStep =
   /** Build (or reuse) a user namespace whose uid_map/gid_map carry the idmap. */
   | { step: 'userns'; uidMap: IdRange[]; gidMap: IdRange[] }
-  /** Clone the directory behind the caller's fd number `fd` into a detached mount (not recursive: no submounts). */
+  /** Clone the mount of the directory behind the caller's fd number `fd`, with the mounts below it, into a detached mount. */
   | { step: 'clone'; fd: number }
   /** Set attributes on the detached mount; with 'idmap', the namespace of the 'userns' step. */
   | { step: 'setattr'; set: MountAttr[] }
@@ -18,6 +18,12 @@ export type PlanStep =
   | { step: 'erofs'; image: string; loop: boolean }
   /** Overlayfs over the current mount as lower layer, the object store as data-only layer; read-only. */
   | { step: 'overlay'; dataDir: string; verity: boolean }
+  /**
+   * Re-clone the detached mount inside a user+mount namespace of the broker's,
+   * where the kernel locks every flag it carries (no one can clear them) and
+   * refuses the clone if locked mounts lie below (nothing they hide shows).
+   */
+  | { step: 'lock' }
   /** Hand the detached mount back to the caller as an fd. */
   | { step: 'reply' };
 
@@ -36,6 +42,7 @@ export function planBind(grant: BindGrant): Plan {
       { step: 'userns', uidMap: grant.uidMap, gidMap: grant.gidMap },
       { step: 'clone', fd: 0 },
       { step: 'setattr', set },
+      { step: 'lock' },
       { step: 'reply' },
     ],
   };
@@ -70,7 +77,9 @@ export function describePlan(plan: Plan): string[] {
       case 'userns':
         return `userns: uid_map ${ranges(s.uidMap)}; gid_map ${ranges(s.gidMap)}`;
       case 'clone':
-        return `clone: open_tree(fd ${s.fd}, OPEN_TREE_CLONE) -> detached mount`;
+        return `clone: open_tree(fd ${s.fd}, OPEN_TREE_CLONE | AT_RECURSIVE) -> detached mount, keeping the source mount's flags`;
+      case 'lock':
+        return 'lock: attach at a private staging point, clone it non-recursively in a fresh user+mount namespace (the kernel locks every flag; it refuses if mounts lie below) -> detached mount';
       case 'setattr':
         return `setattr: mount_setattr(${s.set.join(', ')})`;
       case 'erofs':

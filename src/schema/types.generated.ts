@@ -450,9 +450,13 @@ export interface Policy {
      */
     maxImagesPerUser?: number;
     /**
-     * Content bytes (the sum of the file sizes of a user's images) one user may have registered (default 10 GiB).
+     * Bytes one user may have registered: the file sizes of the user's images plus each image's own metadata (its EROFS file) (default 10 GiB).
      */
     maxBytesPerUser?: number;
+    /**
+     * Largest manifest AddImage reads, in bytes; a bigger one is refused by its size before any byte is read (default 256 MiB).
+     */
+    maxManifestBytes?: number;
     /**
      * Entries one image may have (default 2000000).
      */

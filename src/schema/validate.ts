@@ -1,10 +1,9 @@
 // JSON Schema validation shared by the client and the broker: one ajv instance
 // (strict, draft 2020-12) over the files in schemas/, and error messages that
-// name the JSON pointer and say what to change.
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+// name the JSON pointer and say what to change. The schemas come as data
+// (documents.generated.ts, derived from schemas/), so validating reads no file.
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import { schemasDir } from '../paths.js';
+import { schemaDocuments } from './documents.generated.js';
 import type { BindRequest, Manifest, MountRequest, Policy } from './types.generated.js';
 
 export const schemaKinds = ['manifest', 'bind-request', 'mount-request', 'policy'] as const;
@@ -36,10 +35,7 @@ function schemaId(kind: SchemaKind): string {
 function instance(): Ajv2020 {
   if (ajv) return ajv;
   ajv = new Ajv2020({ strict: true, allErrors: true, allowUnionTypes: false });
-  for (const file of readdirSync(schemasDir).sort()) {
-    if (!file.endsWith('.schema.json')) continue;
-    ajv.addSchema(JSON.parse(readFileSync(join(schemasDir, file), 'utf8')) as object);
-  }
+  for (const file of Object.keys(schemaDocuments).sort()) ajv.addSchema(structuredClone(schemaDocuments[file]) as object);
   return ajv;
 }
 
@@ -47,7 +43,7 @@ function validator(kind: SchemaKind): ValidateFunction {
   let fn = compiled.get(kind);
   if (!fn) {
     fn = instance().getSchema(schemaId(kind));
-    if (!fn) throw new Error(`mountgate: no schema for ${kind} in ${schemasDir}`);
+    if (!fn) throw new Error(`mountgate: no schema for ${kind} in schemas/`);
     compiled.set(kind, fn);
   }
   return fn;

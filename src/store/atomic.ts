@@ -15,9 +15,11 @@ export function fsyncDir(dir: string): void {
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
   const tmp = join(dirname(path), `.tmp-${randomBytes(6).toString('hex')}`);
-  writeFileSync(tmp, data, { mode, flag: 'wx' });
-  const fd = openSync(tmp, 'r+');
+  // Written and synced through the fd that created it: a read-only mode binds
+  // only later opens (the front is not root and cannot reopen it for writing).
+  const fd = openSync(tmp, 'wx', mode);
   try {
+    writeFileSync(fd, data);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -2,7 +2,7 @@
 // the broker-written composefs EROFS file plus what the policy needs to know
 // about it; it is shared by every user who registered the same bytes, and
 // removed with its unreferenced objects when the last one drops it.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic.js';
 
@@ -14,6 +14,8 @@ export interface ImageMeta {
   objects: Record<string, number>;
   /** Sum of the file sizes. */
   bytes: number;
+  /** Size of the image's own metadata (its EROFS file): it counts toward the quota too. */
+  imageBytes: number;
   /** Registered by these uids, with the time each did. */
   owners: Record<string, string>;
 }
@@ -33,7 +35,12 @@ export class ImageRegistry {
       const metaPath = join(this.imagesDir, id, 'meta.json');
       // An image directory without its meta was interrupted before registration.
       if (!existsSync(metaPath)) rmSync(join(this.imagesDir, id), { recursive: true, force: true });
-      else this.images.set(id, JSON.parse(readFileSync(metaPath, 'utf8')) as ImageMeta);
+      else {
+        const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as ImageMeta;
+        // Registered before metadata was accounted: its size is the image file's.
+        meta.imageBytes ??= statSync(this.imagePath(id)).size;
+        this.images.set(id, meta);
+      }
     }
     for (const f of readdirSync(this.usersDir)) {
       const uid = Number(f.replace(/\.json$/, ''));

@@ -3,8 +3,8 @@
 // reach content only through composefs mounts). Objects enter only through
 // `ingest`, which hashes every byte and publishes atomically, so a crash
 // never leaves a wrong or partial object under a digest name.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
-import { open, rename, chmod } from 'node:fs/promises';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { open, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FsVerityHasher } from '../verity/fsverity.js';
@@ -69,9 +69,11 @@ export class ObjectStore {
    * hashes it, and publishes it under `digest` when the hash matches. When
    * the object already exists the bytes are still hashed (proof of
    * possession) and then dropped. Throws DigestMismatchError otherwise;
-   * nothing is left behind in either case.
+   * nothing is left behind in either case. `wanted` is asked right before the
+   * object is published (synchronously with it): when nothing needs the
+   * object any more (its image was removed meanwhile), it is dropped.
    */
-  async ingest(digest: string, size: number, chunks: AsyncIterable<Uint8Array>): Promise<{ stored: boolean }> {
+  async ingest(digest: string, size: number, chunks: AsyncIterable<Uint8Array>, wanted: () => boolean = () => true): Promise<{ stored: boolean }> {
     const tmp = join(this.tmpDir, `${digest}.${randomBytes(6).toString('hex')}`);
     const file = await open(tmp, 'wx', 0o600);
     const hasher = new FsVerityHasher();
@@ -89,12 +91,13 @@ export class ObjectStore {
       await file.sync();
       await file.close();
       await chmod(tmp, 0o444);
-      const dir = join(this.objectsDir, digest.slice(0, 2));
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const final = join(this.objectsDir, objectPath(digest));
       // Sealed before it gets its name: a published object is always verity-protected.
       if (this.verity) enableVerity(tmp);
-      await rename(tmp, final);
+      // From here to the rename nothing waits: `wanted` and publishing are one step.
+      if (!wanted()) return { stored: false };
+      const dir = join(this.objectsDir, digest.slice(0, 2));
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      renameSync(tmp, join(this.objectsDir, objectPath(digest)));
       fsyncDir(dir);
       return { stored: true };
     } finally {

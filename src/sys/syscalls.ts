@@ -87,6 +87,11 @@ export function openTreeClone(fd: number, recursive = false): number {
   return check('open_tree', syscall(NR.open_tree, 'int', fd, 'str', '', 'uint', flags));
 }
 
+/** open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC): a detached copy of the mount at a path of this namespace. */
+export function openTreeClonePath(path: string): number {
+  return check('open_tree', syscall(NR.open_tree, 'int', AT_FDCWD, 'str', path, 'uint', OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+}
+
 /** mount_setattr(fd, "", AT_EMPTY_PATH, {set, clear, userns}) on a mount fd. */
 export function mountSetattr(fd: number, set: number, clear = 0, usernsFd?: number): void {
   const attr = { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: usernsFd ?? 0 };
@@ -168,6 +173,20 @@ export function ioctlValue(fd: number, request: number, value = 0): number {
   return check('ioctl', ioctlValueFn(fd, request, 'unsigned long', value) as number);
 }
 
+const umount2Fn = libc.func('int umount2(const char *target, int flags)');
+export const MNT_DETACH = 2;
+
+export function umount2(target: string, flags = 0): void {
+  check(`umount2 ${target}`, umount2Fn(target, flags) as number);
+}
+
+/** mount_setattr's propagation field: make the mount at fd private (nothing propagates in or out). */
+export function makePrivate(fd: number): void {
+  const MS_PRIVATE = 1 << 18;
+  const attr = { attr_set: 0, attr_clr: 0, propagation: MS_PRIVATE, userns_fd: 0 };
+  check('mount_setattr', syscall(NR.mount_setattr, 'int', fd, 'str', '', 'uint', AT_EMPTY_PATH, koffi.pointer(MountAttrStruct), attr, 'size_t', koffi.sizeof(MountAttrStruct)));
+}
+
 const chrootFn = libc.func('int chroot(const char *path)');
 
 export function chroot(path: string): void {
@@ -183,6 +202,7 @@ export const IMMUTABLE_SEALS = F_SEAL.SHRINK | F_SEAL.GROW | F_SEAL.WRITE;
 const MFD_CLOEXEC = 1;
 const MFD_ALLOW_SEALING = 2;
 const writeFn = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
+const lseekFn = libc.func('long lseek(int fd, long offset, int whence)');
 
 /**
  * A memfd holding `data`, sealed against writing, growing and shrinking (and
@@ -198,6 +218,8 @@ export function sealedMemfd(name: string, data: Uint8Array): number {
       at += check('write', writeFn(fd, chunk, chunk.length) as number);
     }
     check('fcntl(F_ADD_SEALS)', fcntlFn(fd, F_ADD_SEALS, 'int', IMMUTABLE_SEALS | F_SEAL.SEAL) as number);
+    // Back to the start, so a reader that reads from the offset sees it all.
+    check('lseek', Number(lseekFn(fd, 0, 0)));
     return fd;
   } catch (err) {
     closeFd(fd);
@@ -248,4 +270,40 @@ export function socketKind(fd: number): { domain: number; type: number; listenin
 /** pidfd_getfd: a duplicate, in this process, of fd `targetFd` of the process behind `pidfd`. */
 export function pidfdGetfd(pidfd: number, targetFd: number): number {
   return check('pidfd_getfd', syscall(NR.pidfd_getfd, 'int', pidfd, 'int', targetFd, 'uint', 0));
+}
+
+const socketpairFn = libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *fds)');
+const SOCK_CLOEXEC = 0o2000000;
+
+/** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected ends. */
+export function socketpair(): [number, number] {
+  const fds = [0, 0];
+  check('socketpair', socketpairFn(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) as number);
+  return [fds[0]!, fds[1]!];
+}
+
+const prctlFn = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
+const PR_SET_NO_NEW_PRIVS = 38;
+const PR_SET_DUMPABLE = 4;
+
+/** This process and everything it starts can never gain privileges (set-id bits and file capabilities are ignored). */
+export function noNewPrivileges(): void {
+  check('prctl(PR_SET_NO_NEW_PRIVS)', prctlFn(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as number);
+}
+
+/** Not dumpable: other processes of the same uid cannot ptrace it or read its memory. */
+export function notDumpable(): void {
+  check('prctl(PR_SET_DUMPABLE)', prctlFn(PR_SET_DUMPABLE, 0, 0, 0, 0) as number);
+}
+
+const OpenHow = koffi.struct('mg_open_how', { flags: 'uint64', mode: 'uint64', resolve: 'uint64' });
+const RESOLVE_NO_SYMLINKS = 0x04;
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const O_PATH = 0o10000000;
+const O_NOFOLLOW_FLAG = 0o400000;
+
+/** openat2(AT_FDCWD, path, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS): a path fd, refusing any symlink on the way (ELOOP). */
+export function openPathNoSymlinks(path: string): number {
+  const how = { flags: O_PATH | O_CLOEXEC | O_NOFOLLOW_FLAG, mode: 0, resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+  return check(`openat2 ${path}`, syscall(437, 'int', AT_FDCWD, 'str', path, koffi.pointer(OpenHow), how, 'size_t', koffi.sizeof(OpenHow)));
 }

@@ -15,6 +15,7 @@ import {
 import type { ImageListing, MountgateBroker } from '../../src/client/broker.js';
 import type { Entry, FileEntry } from '../../src/schema/types.generated.js';
 import { comparePaths } from '../../src/manifest/paths.js';
+import { fileSeals, IMMUTABLE_SEALS } from '../../src/sys/syscalls.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mountgate-images-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -123,10 +124,11 @@ function parseRecords(buf: Buffer): { digest: string; content: Buffer }[] {
 
 /** A stand-in for MountgateBroker: records the manifest and reads the stream to EOF. */
 function fakeBroker(missing: (all: string[]) => string[], opts: { failPut?: boolean } = {}) {
-  const seen: { manifestText?: string; manifestPath?: string; stream?: Buffer; putCalls: number } = { putCalls: 0 };
+  const seen: { manifestText?: string; manifestPath?: string; manifestSeals?: number; stream?: Buffer; putCalls: number } = { putCalls: 0 };
   const broker = {
     async addImage(fd: number) {
       seen.manifestPath = readlinkSync(`/proc/self/fd/${fd}`);
+      seen.manifestSeals = fileSeals(fd);
       seen.manifestText = readFileSync(fd, 'utf8');
       const m = JSON.parse(seen.manifestText) as { entries: Entry[] };
       const all = m.entries.flatMap((e) => (e.type === 'file' && e.digest ? [e.digest] : []));
@@ -148,7 +150,7 @@ function fakeBroker(missing: (all: string[]) => string[], opts: { failPut?: bool
   return { broker: broker as unknown as MountgateBroker, seen };
 }
 
-t.test('uploadImage sends the manifest through an unlinked file and streams exactly the missing objects', async (tt) => {
+t.test('uploadImage sends the manifest as a sealed memfd and streams exactly the missing objects', async (tt) => {
   const { manifest, sources } = await manifestFromDirectory(tree);
   const bigDigest = (manifest.entries.find((e) => e.path === '/big.bin') as FileEntry).digest!;
   const helloDigest = (manifest.entries.find((e) => e.path === '/hello.txt') as FileEntry).digest!;
@@ -156,8 +158,8 @@ t.test('uploadImage sends the manifest through an unlinked file and streams exac
   const progress: { objects: number; bytes: number }[] = [];
   const result = await uploadImage(broker, manifest, sources, { onProgress: (p) => progress.push(p) });
   tt.same(JSON.parse(seen.manifestText!), manifest, 'the broker reads the manifest JSON from the fd');
-  tt.match(seen.manifestPath!, /\(deleted\)$/, 'the temp file was unlinked before AddImage');
-  tt.notOk(existsSync(seen.manifestPath!.replace(/ \(deleted\)$/, '')));
+  tt.match(seen.manifestPath!, /^\/memfd:mountgate-manifest/, 'the manifest is a memfd');
+  tt.equal(seen.manifestSeals! & IMMUTABLE_SEALS, IMMUTABLE_SEALS, 'sealed against writing, growing and shrinking');
   const recs = parseRecords(seen.stream!);
   tt.same(recs.map((r) => r.digest), [bigDigest, helloDigest], 'one record per missing digest, in the order asked');
   tt.ok(recs[0]!.content.equals(big), 'the content of big.bin, whole');

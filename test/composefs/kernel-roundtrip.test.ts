@@ -300,7 +300,7 @@ async function roundTrip(manifest: Manifest, contents: Map<string, Buffer>, labe
   try {
     const problem = fsck(image);
     if (problem !== undefined) return [`fsck.erofs: ${problem}`];
-    const { mountFd } = await executePlan(planComposefsMount(grant, image, objectsDir, { verity: false, fileBackedErofs: true }), [], cache);
+    const { mountFd } = await executePlan(planComposefsMount(grant, image, objectsDir, { verity: false, fileBackedErofs: true }), [], { userns: cache });
     try {
       moveMount(mountFd, mnt);
     } finally {

@@ -1,11 +1,12 @@
 // A real broker process (bin/mountgated, built) on a private bus, with a
 // policy file of the test's choosing, and its audit lines collected.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Policy } from '../../src/schema/types.generated.js';
 import { brokerPath } from './paths.js';
+import { ensureFrontUser } from './front-user.js';
 
 export interface BrokerHandle {
   process: ChildProcess;
@@ -26,11 +27,15 @@ export interface BrokerHandle {
 /** Starts a broker; with `reuse`, on the state directory of an earlier one (a restart). */
 export async function startBroker(busAddress: string, policy?: Policy | string, reuse?: BrokerHandle, extraArgs: string[] = []): Promise<BrokerHandle> {
   const dir = reuse ? dirname(reuse.stateDir) : mkdtempSync(join(tmpdir(), 'mountgate-broker.'));
+  // Traversable (not listable) by the front's user, which owns the state dir inside.
+  chmodSync(dir, 0o711);
   const policyPath = join(dir, 'policy.json');
   if (policy !== undefined) writeFileSync(policyPath, typeof policy === 'string' ? policy : JSON.stringify(policy));
   const stateDir = join(dir, 'state');
+  const runtimeDir = join(dir, 'run');
+  ensureFrontUser();
   // Without tap's NODE_OPTIONS hooks: the broker runs as it would in production.
-  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir, ...extraArgs], {
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const audit: Record<string, unknown>[] = [];

@@ -2,14 +2,13 @@
 // given as {digest: base64 content}, mounts it, attaches it in a new
 // user+mount namespace of the user and runs a shell command there.
 //   node image-reader.mjs SPEC.json   (SPEC: { manifest, objects, target, command })
-import { closeSync, createWriteStream, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const pkg = process.env.MOUNTGATE_TEST_PKG;
 const dist = (p) => import(join(pkg, 'dist', 'src', p));
 const { connect } = await dist('index.js');
-const { pipe } = await dist('sys/syscalls.js');
+const { pipe, sealedMemfd } = await dist('sys/syscalls.js');
 const { recordHeader } = await dist('client/images.js');
 const { runInNamespace } = await dist('client/namespace.js');
 const { lookupAccount } = await dist('accounts/load.js');
@@ -17,10 +16,7 @@ const { rootlessMap } = await dist('policy/idmap.js');
 
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const broker = await connect();
-const file = join(tmpdir(), `reader-${process.pid}.json`);
-writeFileSync(file, JSON.stringify(spec.manifest), { mode: 0o600 });
-const fd = openSync(file, 'r');
-unlinkSync(file);
+const fd = sealedMemfd('reader-manifest', Buffer.from(JSON.stringify(spec.manifest)));
 const { imageId, missing } = await broker.addImage(fd);
 closeSync(fd);
 const [r, w] = pipe();

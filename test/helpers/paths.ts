@@ -7,4 +7,5 @@ import { fileURLToPath } from 'node:url';
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const pkgRoot = process.env.MOUNTGATE_TEST_PKG ?? repoRoot;
 export const cliPath = join(pkgRoot, 'bin', 'mountgate');
-export const brokerPath = join(repoRoot, 'bin', 'mountgated');
+// The broker starts its front as an unprivileged user, who must be able to read the code.
+export const brokerPath = join(pkgRoot, 'bin', 'mountgated');

@@ -2,6 +2,7 @@
 // exactly what it is told (unvalidated JSON text, pipes or files as directory
 // fds, bursts of pipelined calls), so tests see the broker's own refusals.
 //   node probe-client.mjs '<ops JSON>'   -> one JSON line per op on stdout
+// An image id "$added" stands for the id the last addImage op of the same run returned.
 import { execFileSync } from 'node:child_process';
 import { closeSync, createWriteStream, existsSync, openSync, readdirSync, constants } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -17,6 +18,8 @@ const { fdFactory } = await import(join(pkg, 'test', 'adversarial', 'helpers', '
 const fds = fdFactory(pkg);
 /** Fds kept across ops (mount fds the broker returned, with keepFds). */
 const kept = [];
+let added;
+const imageId = (id) => (id === '$added' ? added : id);
 const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
 
 const dest = { destination: 'org.mountgate.Broker1', path: '/org/mountgate/Broker1', interface: 'org.mountgate.Broker1' };
@@ -143,11 +146,16 @@ async function runOp(bus, op) {
     // The manifest travels as a sealed memfd, as the client sends it; `fd` sends
     // it (or nothing of it) as another kind: {kind: 'file-data'} is an unlinked
     // temp file, {kind: 'memfd', size} an unsealed sparse memfd, any fd-factory kind.
+    // fdKind 'file' is short for fd {kind: 'file-data'} (which the broker refuses).
     const text = manifestText(op);
-    const src = op.fd ? openAny({ data: text, ...op.fd }) : { fd: sealedMemfd('probe-manifest', Buffer.from(text)), close() { closeSync(this.fd); } };
+    const fdSpec = op.fd ?? (op.fdKind === 'file' ? { kind: 'file-data' } : undefined);
+    const src = fdSpec ? openAny({ data: text, ...fdSpec }) : { fd: sealedMemfd('probe-manifest', Buffer.from(text)), close() { closeSync(this.fd); } };
     out = await call(bus, 'AddImage', 'h', [src.fd]);
     src.close();
-    if (out.ok) out = { ok: true, ms: out.ms, id: out.body[0], missing: out.body[1] };
+    if (out.ok) {
+      out = { ok: true, ms: out.ms, id: out.body[0], missing: out.body[1] };
+      added = out.id;
+    }
   } else if (op.op === 'putObjects' && op.fd) {
     // A stream of a wrong (or odd) kind, nothing written to it: the refusal alone.
     const src = openAny(op.fd);
@@ -181,13 +189,13 @@ async function runOp(bus, op) {
     closeSync(r);
     if (out.ok) out = { ok: true, objects: Number(out.body[0]), bytes: Number(out.body[1]) };
   } else if (op.op === 'mountImage') {
-    out = await call(bus, 'MountImage', 'ss', [op.id, JSON.stringify(op.request ?? {})]);
+    out = await call(bus, 'MountImage', 'ss', [imageId(op.id), JSON.stringify(op.request ?? {})]);
     if (out.ok) out = { ok: true, info: JSON.parse(out.body[1]) };
   } else if (op.op === 'listImages') {
     out = await call(bus, 'ListImages', '', []);
     if (out.ok) out = { ok: true, images: JSON.parse(out.body[0]) };
   } else if (op.op === 'removeImage') {
-    out = await call(bus, 'RemoveImage', 's', [op.id]);
+    out = await call(bus, 'RemoveImage', 's', [imageId(op.id)]);
   } else if (op.op === 'raw') {
     // dest overrides path/interface (unknown members and interfaces on the broker path).
     // huge: { index, char, count, prefix?, suffix? } makes body[index] a string too big for argv.
@@ -272,7 +280,10 @@ async function runOp(bus, op) {
     closeSync(dir);
     const byName = {};
     for (const r of results) byName[r.ok ? 'ok' : r.name] = (byName[r.ok ? 'ok' : r.name] ?? 0) + 1;
-    out = { ok: true, answered: results.length, byName, clientFds: readdirSync('/proc/self/fd').length };
+    // Answered: a method return or an error reply with a bus error name; a
+    // local failure (the connection gone, no reply) has no name and is not.
+    const answered = results.filter((r) => r.ok || (typeof r.name === 'string' && r.name !== '')).length;
+    out = { ok: true, sent: op.count, answered, byName, clientFds: readdirSync('/proc/self/fd').length };
   }
   return out;
 }

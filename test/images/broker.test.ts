@@ -79,10 +79,17 @@ t.test('a user adds an image, uploads its objects and mounts it', async (tt) => 
 t.test('Explain shows the composefs plan for an image, and refuses for a stranger', async (tt) => {
   const [list] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
   const id = (list!.images as { id: string }[])[0]!.id;
-  const [mine] = await probeAs(world.users.alice!, [{ op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
-  const v = mine!.verdict as { allowed: boolean; plan: { text: string[] } };
+  const [info, mine] = await probeAs(world.users.alice!, [{ op: 'info' }, { op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
+  const v = mine!.verdict as { allowed: boolean; plan: { steps: { step: string; verity?: boolean }[]; text: string[] } };
   tt.equal(v.allowed, true);
   tt.match(v.plan.text.join('\n'), /erofs: fsopen\(erofs\)[^]*setattr: mount_setattr\(idmap, nosuid, nodev\)[^]*overlay: lowerdir\+=/, 'erofs, idmap, overlay');
+  // The plan follows the broker's own probe (GetInfo, the ready line): here no
+  // fs-verity (CONFIG_FS_VERITY is off); on a kernel with it, verity=require.
+  const fsVerity = (info!.info as { fsVerity: boolean }).fsVerity;
+  tt.type(fsVerity, 'boolean', `GetInfo reports fsVerity=${String(fsVerity)}`);
+  tt.equal((world.broker.audit.find((l) => l.event === 'ready')!.features as { fsVerity: boolean }).fsVerity, fsVerity, 'as probed at start');
+  tt.equal(v.plan.steps.find((s) => s.step === 'overlay')!.verity, fsVerity, 'the overlay step asks for verity exactly when the broker found fs-verity');
+  tt.equal(/verity=require/.test(v.plan.text.join('\n')), fsVerity, 'and explain says so');
   const [theirs] = await probeAs(world.users.carol!, [{ op: 'explain', method: 'MountImage', request: { imageId: id, request: {} } }]);
   const d = theirs!.verdict as { allowed: boolean; error: { name: string } };
   tt.equal(d.allowed, false);
@@ -93,12 +100,14 @@ t.test('a second user with the same files must upload them too, and the store ga
   const before = statSync(join(objectsDir(), digestOf(shared).slice(0, 2), digestOf(shared).slice(2)));
   const [added, early, put, mounted] = await probeAs(world.users.bob!, [
     { op: 'addImage', manifest: manifest({ 'b.txt': shared }) },
-    { op: 'mountImage', id: 'x' },
+    { op: 'mountImage', id: '$added' },
     { op: 'putObjects', records: [{ digest: digestOf(shared), content: shared }] },
     { op: 'listImages' },
   ]);
   tt.same(added!.missing, [digestOf(shared)], 'reported missing although the store has it: bob has not proven he holds it');
-  tt.ok(early, 'answered');
+  tt.equal(early!.ok, false, 'mounting before the upload is refused');
+  tt.equal(early!.name, 'org.mountgate.Error.NotFound');
+  tt.match(early!.message, new RegExp(`lacks 1 object\\(s\\) you have not uploaded: ${digestOf(shared)}`), 'the object the store already holds is one bob has not uploaded');
   tt.same(put, { ok: true, objects: 1, bytes: Buffer.byteLength(shared) }, 'bob uploads the bytes');
   tt.equal((mounted!.images as { missing: number }[])[0]!.missing, 0);
   const after = statSync(join(objectsDir(), digestOf(shared).slice(0, 2), digestOf(shared).slice(2)));
@@ -110,11 +119,13 @@ t.test("knowing another user's digest is not enough to read its file", async (tt
   const secret = digestOf('alice private\n');
   const [added, mount, forged] = await probeAs(world.users.carol!, [
     { op: 'addImage', manifest: manifest({ 'stolen.txt': 'alice private\n' }) },
-    { op: 'mountImage', id: 'PLACEHOLDER' },
+    { op: 'mountImage', id: '$added' },
     { op: 'putObjects', records: [{ digest: secret, content: 'alice privatX\n' }] },
   ]);
   tt.same(added!.missing, [secret], "alice's digest is reported missing to carol");
-  tt.ok(mount, 'answered');
+  tt.equal(mount!.ok, false, 'naming the digest in a manifest is not enough to mount it');
+  tt.equal(mount!.name, 'org.mountgate.Error.NotFound');
+  tt.match(mount!.message, new RegExp(`lacks 1 object\\(s\\) you have not uploaded: ${secret}`));
   tt.equal(forged!.name, 'org.mountgate.Error.InvalidRequest', 'an upload whose bytes do not match is refused');
   tt.match(forged!.message, /hashes to [0-9a-f]{64}; nothing of it was stored/);
   const [m] = await probeAs(world.users.carol!, [{ op: 'mountImage', id: added!.id }]);
@@ -193,6 +204,7 @@ for (const bad of badManifests) {
 }
 
 t.test('a big AddImage is built off the main thread: others are answered meanwhile', async (tt) => {
+  const start = Date.now();
   let bigDone = 0;
   const big = probeAs(world.users.bob!, [{ op: 'addImage', synthetic: 150_000 }]).then((r) => {
     bigDone = Date.now();
@@ -202,9 +214,10 @@ t.test('a big AddImage is built off the main thread: others are answered meanwhi
   const [other] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
   const otherDone = Date.now();
   const [added] = await big;
-  tt.ok(other!.ok, 'alice was answered');
-  tt.ok(added!.ok, `bob's 150,000-entry image was added (${added!.message ?? ''})`);
-  tt.ok(otherDone < bigDone, "alice's answer came before bob's image was done");
+  tt.equal(other!.ok, true, 'alice was answered');
+  tt.equal((other!.images as { id: string }[]).length, 1, 'with her one image');
+  tt.equal(added!.ok, true, `bob's 150,000-entry image was added (${added!.message ?? ''})`);
+  tt.ok(otherDone < bigDone, `alice's answer came before bob's image was done (at +${otherDone - start} ms and +${bigDone - start} ms)`);
   await probeAs(world.users.bob!, [{ op: 'removeImage', id: added!.id }]);
 });
 

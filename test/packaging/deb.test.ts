@@ -126,8 +126,8 @@ t.test('control data', async (t) => {
   t.equal(await field('Architecture'), arch, 'architecture of the build machine (native addons)');
   const nodeMajor = Number(process.versions.node.split('.')[0]);
   t.equal(await field('Depends'),
-    `nodejs (>= ${nodeMajor}~), nodejs (<< ${nodeMajor + 1}~), default-dbus-system-bus | dbus-system-bus`,
-    'Depends: nodejs of the build major (nan addon ABI), a system bus');
+    `nodejs (>= ${nodeMajor}~), nodejs (<< ${nodeMajor + 1}~), default-dbus-system-bus | dbus-system-bus, passwd, util-linux`,
+    'Depends: nodejs of the build major (nan addon ABI), a system bus, useradd (the front\'s user), unshare (the lock helper)');
   t.match(await field('Recommends'), /\buidmap\b/);
   const ctl = join(work, 'control');
   await run('dpkg-deb', ['-e', deb, ctl]);
@@ -138,6 +138,7 @@ t.test('control data', async (t) => {
     t.equal(syntax.code ?? 0, 0, `${script} is valid sh`);
   }
   t.match(readFileSync(join(ctl, 'postinst'), 'utf8'), /systemctl daemon-reload/, 'postinst reloads systemd');
+  t.match(readFileSync(join(ctl, 'postinst'), 'utf8'), /useradd --system .* mountgate/, "postinst creates the front's system user");
   t.match(readFileSync(join(ctl, 'postinst'), 'utf8'), /ReloadConfig|reload dbus/, 'postinst reloads the bus');
 });
 

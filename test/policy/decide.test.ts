@@ -12,7 +12,7 @@ const alice: CallerIdentity = {
 };
 const noSubids: CallerIdentity = { ...alice, account: { ...alice.account!, subuids: [], subgids: [] } };
 const unknown: CallerIdentity = { uid: 4242, pid: 1 };
-const home: SourceFacts = { kind: 'directory', ownerUid: 1000, fsType: 'ext4', fsDenied: false, path: '/home/alice/src' };
+const home: SourceFacts = { kind: 'directory', ownerUid: 1000, fsType: 'ext4', fsDenied: false, path: '/home/alice/src', inBrokerNamespace: true, mountOptions: [], mountsBelow: [] };
 const idle = { inFlight: 0, lastMinute: 0 };
 
 interface Row {
@@ -49,6 +49,9 @@ const rows: Row[] = [
   { name: 'host root as target', request: { uidMap: [{ from: 1000, to: 0, count: 1 }] }, allowed: false, reason: 'PolicyDenied', message: /host ids 0 include/ },
   { name: 'range one past the subordinate range', request: { uidMap: [{ from: 100000, to: 100000, count: 65537 }] }, allowed: false, reason: 'PolicyDenied', message: /100000\.\.165536/ },
   { name: 'gid map checked against subgids', request: { gidMap: [{ from: 0, to: 100000, count: 1 }] }, allowed: false, reason: 'PolicyDenied', message: /gidMap\[0\]/ },
+  { name: 'a directory of another mount namespace (or a detached mount)', source: { inBrokerNamespace: false }, allowed: false, reason: 'InvalidRequest', message: /not in the broker's mount namespace/ },
+  { name: 'a directory with a mount below it: a bind would uncover what it hides', source: { mountsBelow: ['/home/alice/src/secret'] }, allowed: false, reason: 'PolicyDenied', message: /has a mount below it \(\/home\/alice\/src\/secret\)/ },
+  { name: 'the source mount\'s flags are kept, locked', source: { mountOptions: ['ro', 'noexec'] }, allowed: true, message: /nosuid, nodev, ro, noexec \(ro, noexec from the source mount\), locked by the kernel/ },
   { name: 'overlapping ranges are malformed', request: { uidMap: [{ from: 100000, to: 100000, count: 10 }, { from: 100005, to: 100100, count: 2 }] }, allowed: false, reason: 'InvalidRequest', message: /overlap/ },
 ];
 
@@ -68,6 +71,7 @@ for (const row of rows) {
       tt.equal(v.grant, undefined, 'a denial grants nothing');
     } else {
       tt.ok(v.grant?.nosuid && v.grant?.nodev, 'nosuid and nodev are always granted');
+      if (row.message) tt.match(v.checks.map((c) => c.message).join('\n'), row.message);
     }
     tt.ok(v.checks.length > 0, 'the verdict lists its checks');
   });
@@ -78,12 +82,13 @@ t.test('the default map is the identity over the ids the caller controls', async
   tt.same(v.grant!.uidMap, [{ from: 1000, to: 1000, count: 1 }, { from: 100000, to: 100000, count: 65536 }]);
 });
 
-t.test('the plan is plain data: userns, clone, setattr with forced flags, reply', async (tt) => {
+t.test('the plan is plain data: userns, clone, setattr with forced flags, lock, reply', async (tt) => {
   const v = decideBind({ caller: alice, request: { readOnly: true }, source: home, policy: defaultPolicy, usage: idle });
   const plan = planBind(v.grant!);
-  tt.same(plan.steps.map((s) => s.step), ['userns', 'clone', 'setattr', 'reply']);
+  tt.same(plan.steps.map((s) => s.step), ['userns', 'clone', 'setattr', 'lock', 'reply']);
   tt.same((plan.steps[2] as { set: string[] }).set, ['idmap', 'nosuid', 'nodev', 'rdonly']);
-  tt.match(describePlan(plan).join('\n'), /open_tree\(fd 0, OPEN_TREE_CLONE\)/);
+  tt.match(describePlan(plan).join('\n'), /open_tree\(fd 0, OPEN_TREE_CLONE \| AT_RECURSIVE\)/);
+  tt.match(describePlan(plan).join('\n'), /the kernel locks every flag/);
 });
 
 t.test('Explain needs its own permission', async (tt) => {

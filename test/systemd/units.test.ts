@@ -9,6 +9,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
+import { ensureFrontUser } from '../helpers/front-user.js';
+import { pkgRoot } from '../helpers/paths.js';
 import {
   brokerActivationFilePath, brokerBusPolicyPath, privateBusConfig, startPrivateBus,
 } from '../helpers/bus-config.js';
@@ -69,7 +71,9 @@ t.test('mountgated.service', async (t) => {
   t.equal(one('Restart'), 'on-failure', 'restarts on failure');
   t.notOk(service.has('User') || service.has('DynamicUser'), 'runs as root');
   t.equal(one('NoNewPrivileges'), 'yes', 'NoNewPrivileges');
-  t.equal(one('RestrictNamespaces'), 'user', 'may create user namespaces only (helpers carrying the idmap)');
+  t.equal(one('RestrictNamespaces'), 'user mnt', 'may create user and mount namespaces only (helpers carrying the idmap, and the namespace that locks a bind\'s flags)');
+  t.equal(one('MemoryMax'), '6G', 'memory is bounded');
+  t.equal(one('TasksMax'), '512', 'tasks are bounded');
   t.equal(one('RestrictAddressFamilies'), 'AF_UNIX', 'AF_UNIX only');
   t.equal(one('PrivateNetwork'), 'yes', 'own network namespace');
   t.strictSame(
@@ -229,14 +233,25 @@ t.test('bus policy on a private system-like bus', async (t) => {
     t.match(r.out, ACCESS_DENIED, 'with AccessDenied');
   });
 
-  // A stand-in broker (root): answers every method call with "ok <iface>.<member>".
-  const broker = dbus.sessionBus({ busAddress: bus.address });
-  t.teardown(() => broker.disconnect());
-  broker.addMethodHandler((msg: InstanceType<typeof dbus.Message>) => {
-    broker.send(dbus.Message.newMethodReturn(msg, 's', [`ok ${msg.interface}.${msg.member}`]));
-    return true;
+  // A stand-in broker, run as the front's user like the real front: answers
+  // every method call with "ok <iface>.<member>".
+  const frontUid = ensureFrontUser();
+  const standIn = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { createRequire } from 'node:module';
+    const dbus = createRequire(${JSON.stringify(join(pkgRoot, 'package.json'))})('dbus-next');
+    const bus = dbus.sessionBus({ busAddress: ${JSON.stringify(bus.address)} });
+    bus.addMethodHandler((msg) => { bus.send(dbus.Message.newMethodReturn(msg, 's', ['ok ' + msg.interface + '.' + msg.member])); return true; });
+    const reply = await bus.requestName(${JSON.stringify(BROKER)}, dbus.NameFlag.DO_NOT_QUEUE);
+    console.log('owner ' + (reply === dbus.RequestNameReply.PRIMARY_OWNER));
+  `], { uid: frontUid, gid: frontUid, cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => { standIn.kill('SIGKILL'); });
+  const owned = new Promise<string>((res) => {
+    let out = '';
+    standIn.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('\n')) res(out.trim()); });
+    standIn.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    standIn.once('exit', () => res(out.trim()));
   });
-  // A second root connection owning no name: "some other destination".
+  // A root connection owning no name: "some other destination".
   const other = dbus.sessionBus({ busAddress: bus.address });
   t.teardown(() => other.disconnect());
   other.addMethodHandler((msg: InstanceType<typeof dbus.Message>) => {
@@ -244,9 +259,13 @@ t.test('bus policy on a private system-like bus', async (t) => {
     return true;
   });
 
-  await t.test('root may own org.mountgate.Broker1', async (t) => {
-    const reply = await broker.requestName(BROKER, dbus.NameFlag.DO_NOT_QUEUE);
-    t.equal(reply, dbus.RequestNameReply.PRIMARY_OWNER, 'RequestName: primary owner');
+  await t.test('root may not own org.mountgate.Broker1: only the front\'s user may', async (t) => {
+    const err = await other.requestName(BROKER, dbus.NameFlag.DO_NOT_QUEUE).then(() => undefined, (e: { type?: string }) => e);
+    t.equal(err?.type, 'org.freedesktop.DBus.Error.AccessDenied', 'RequestName as root fails with AccessDenied');
+  });
+
+  await t.test('the front\'s user (mountgate) may own org.mountgate.Broker1', async (t) => {
+    t.equal(await owned, 'owner true', 'RequestName: primary owner');
   });
 
   await t.test('root may not own other names (the system bus default holds)', async (t) => {

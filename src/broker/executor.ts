@@ -1,0 +1,121 @@
+// The privileged part of mountgated: it only mounts. Over its private
+// channel it receives plans (the typed steps of src/policy/plan.ts) and the
+// caller fds they name, checks their shape, carries them out and sends the
+// mount fd back. It knows no policy, parses no JSON but the frames the front
+// sent, and opens only the image and object-store paths a plan names, without
+// following any symlink, and only when the front's user owns them: the front
+// writes everything the kernel is asked to parse.
+import { closeSync, fstatSync } from 'node:fs';
+import { isAbsolute, normalize } from 'node:path';
+import type { Plan, PlanStep } from '../policy/plan.js';
+import * as sys from '../sys/syscalls.js';
+import type { Channel, Frame } from './channel.js';
+import { executePlan, type ExecutorDeps } from './execute.js';
+import { LockError } from './lock.js';
+
+const attrs = new Set(['idmap', 'rdonly', 'nosuid', 'nodev', 'noexec']);
+
+function isRanges(v: unknown): boolean {
+  return (
+    Array.isArray(v) &&
+    v.length <= 340 &&
+    v.every((r) => r && typeof r === 'object' && ['from', 'to', 'count'].every((k) => Number.isInteger((r as Record<string, unknown>)[k]) && ((r as Record<string, number>)[k] ?? -1) >= 0))
+  );
+}
+
+function isPath(v: unknown): v is string {
+  return typeof v === 'string' && isAbsolute(v) && normalize(v) === v && !v.includes('\0') && v.length < 4096;
+}
+
+/** The plan's steps if every one has the shape plan.ts declares, else a sentence saying which does not. */
+export function checkPlan(plan: unknown, fdCount: number): { plan: Plan } | { problem: string } {
+  const p = plan as Plan | undefined;
+  if (!p || typeof p !== 'object' || (p.method !== 'BindIdmapped' && p.method !== 'MountImage') || !Array.isArray(p.steps) || p.steps.length > 16) return { problem: 'not a plan' };
+  for (const [k, s] of p.steps.entries()) {
+    const step = s as PlanStep & Record<string, unknown>;
+    const ok = (() => {
+      switch (step?.step) {
+        case 'userns': return isRanges(step.uidMap) && isRanges(step.gidMap);
+        case 'clone': return Number.isInteger(step.fd) && step.fd >= 0 && step.fd < fdCount;
+        case 'setattr': return Array.isArray(step.set) && step.set.every((a) => attrs.has(a));
+        case 'erofs': return isPath(step.image) && typeof step.loop === 'boolean';
+        case 'overlay': return isPath(step.dataDir) && typeof step.verity === 'boolean';
+        case 'lock':
+        case 'reply': return true;
+        default: return false;
+      }
+    })();
+    if (!ok) return { problem: `step ${k} (${String(step?.step)}) is malformed` };
+  }
+  return { plan: p };
+}
+
+/**
+ * Opens the image file and the object directory a plan names, refusing
+ * symlinks anywhere on the way and anything the front's user does not own,
+ * and points the plan at the opened files (/proc/self/fd/N).
+ */
+function pinPaths(plan: Plan, frontUid: number): { plan: Plan; opened: number[] } {
+  const opened: number[] = [];
+  const pin = (path: string, kind: 'file' | 'directory'): string => {
+    const fd = sys.openPathNoSymlinks(path);
+    opened.push(fd);
+    const st = fstatSync(fd);
+    if (st.uid !== frontUid || (kind === 'file' ? !st.isFile() : !st.isDirectory())) throw new Error(`${path} is not a ${kind} of the front's user`);
+    return `/proc/self/fd/${fd}`;
+  };
+  try {
+    const steps = plan.steps.map((s): PlanStep => {
+      if (s.step === 'erofs') return { ...s, image: pin(s.image, 'file') };
+      if (s.step === 'overlay') return { ...s, dataDir: pin(s.dataDir, 'directory') };
+      return s;
+    });
+    return { plan: { ...plan, steps }, opened };
+  } catch (err) {
+    opened.forEach((fd) => closeSync(fd));
+    throw err;
+  }
+}
+
+function closeAll(fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** Serves `execute` frames on the channel until it closes. */
+export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid: number }, log: (message: string) => void): void {
+  channel.on('frame', (frame: Frame, fds: number[]) => {
+    if (frame.type === 'up') return; // the front's start, main.ts's business
+    if (frame.type !== 'execute' || typeof frame.id !== 'number') {
+      closeAll(fds);
+      log(`the executor ignored a frame of type ${String(frame.type).slice(0, 40)}`);
+      return;
+    }
+    const id = frame.id;
+    const answer = (reply: Frame, mountFd?: number) =>
+      channel.send({ id, ...reply }, mountFd === undefined ? [] : [mountFd]).catch(() => undefined).finally(() => mountFd !== undefined && closeAll([mountFd]));
+    const checked = checkPlan(frame.plan, fds.length);
+    if ('problem' in checked) {
+      closeAll(fds);
+      void answer({ ok: false, code: 'BadPlan', message: checked.problem });
+      return;
+    }
+    let opened: number[] = [];
+    void (async () => {
+      const pinned = pinPaths(checked.plan, deps.frontUid);
+      opened = pinned.opened;
+      return executePlan(pinned.plan, fds, deps);
+    })()
+      .then(({ mountFd }) => answer({ ok: true }, mountFd))
+      .catch((err: Error) => {
+        const code = err instanceof LockError ? `Lock:${err.code}` : err instanceof sys.SyscallError ? err.code : 'Error';
+        void answer({ ok: false, code, message: err.message });
+      })
+      .finally(() => closeAll([...fds, ...opened]));
+  });
+}

@@ -1,0 +1,278 @@
+// The broker's methods, one declarative record each, in the shape the
+// pipeline (service.ts) runs for every one of them: typed arguments (by the
+// interface XML's argument names), facts, a pure decision, an optional plan,
+// and the act with its reply. Nothing here identifies callers, checks
+// limits, audits or sends: the pipeline does that, the same way for all.
+import { InvalidRequestError } from '../errors.js';
+import { decideBind, decideMethod, type BrokerMethod, type CallerIdentity, type SourceFacts, type UsageFacts, type Verdict } from '../policy/decide.js';
+import { decideAddImage, decideMountImage, type MountGrant } from '../policy/images.js';
+import { planBind, type Plan } from '../policy/plan.js';
+import type { BindRequest, MountRequest, Policy } from '../schema/types.generated.js';
+import { formatIssues, parseAndValidate } from '../schema/validate.js';
+import type { KernelFeatures } from '../sys/features.js';
+import * as sys from '../sys/syscalls.js';
+import { packageVersion } from '../paths.js';
+import { digestPattern } from '../store/objects.js';
+import type { PlanExecutor } from './executor-client.js';
+import type { FdProber } from './fd-probe.js';
+import type { BuiltImage } from './image-builder.js';
+import { checkManifestFd, imageLimits, type ImageService } from './images.js';
+import { capText } from './reply.js';
+import { StreamReader } from './stream.js';
+import { dbus } from '../bus/connect.js';
+
+/** One call, as the pipeline hands it to a method. */
+export interface CallContext {
+  caller: CallerIdentity;
+  policy: Policy;
+  /** The caller's load before this call. */
+  usage: UsageFacts;
+  /** Takes an fd the call carried out of the call's hands: the method owns (and closes) it from then on. */
+  takeFd(fd: number): void;
+}
+
+export interface Reply {
+  signature: string;
+  body: unknown[];
+  /** An fd in the body that the broker closes once the reply is written. */
+  fd?: number;
+  /** What the audit's result line records. */
+  audit?: Record<string, unknown>;
+}
+
+/** Named in-arguments of a call, from the interface XML: D-Bus values, fds as fd numbers. */
+export type RawArgs = Record<string, unknown>;
+
+export interface MethodRecord<A = unknown, F = unknown, G = unknown> {
+  method: BrokerMethod;
+  /** Whether the policy's rule for the method and the caller's limits apply (checked before any work). */
+  ruled: boolean;
+  /** The typed arguments; throws InvalidRequestError naming the argument. Reads no caller data. */
+  args(raw: RawArgs): A;
+  /** The same arguments from Explain's request_json and fds. */
+  explainArgs(requestJson: string, fds: number[]): A;
+  /** What the decision needs: registry lookups, fd probes (off the event loop), image builds (in workers). */
+  facts(call: CallContext, args: A): Promise<F> | F;
+  /** Pure. */
+  decide(call: CallContext, args: A, facts: F): Verdict<G>;
+  /** The mount steps, for allowed verdicts of methods that mount. */
+  plan?(verdict: Verdict<G>, args: A, facts: F): Plan;
+  execute(call: CallContext, args: A, facts: F, verdict: Verdict<G>, plan: Plan | undefined): Promise<Reply> | Reply;
+}
+
+export interface MethodDeps {
+  images: ImageService;
+  prober: FdProber;
+  executor: PlanExecutor;
+  features: KernelFeatures;
+}
+
+function stringArg(raw: RawArgs, name: string): string {
+  const v = raw[name];
+  if (typeof v !== 'string') throw new InvalidRequestError(`argument ${name} must be a string`);
+  return v;
+}
+
+function fdArg(raw: RawArgs, name: string): number {
+  const v = raw[name];
+  if (typeof v !== 'number') throw new InvalidRequestError(`argument ${name} must be an fd`);
+  return v;
+}
+
+function jsonRequest<T>(kind: 'bind-request' | 'mount-request', name: string, text: string): T {
+  const parsed = parseAndValidate(kind, text);
+  if (!parsed.ok) throw new InvalidRequestError(`${name}: the ${kind.replace('-', ' ')} is invalid: ${formatIssues(parsed.issues).join('; ')}`);
+  return parsed.value as T;
+}
+
+function explainObject(requestJson: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(requestJson);
+  } catch (err) {
+    throw new InvalidRequestError(`request_json is not valid JSON: ${capText((err as Error).message, 200)}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InvalidRequestError('request_json must be a JSON object');
+  return value as Record<string, unknown>;
+}
+
+const mountStep = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
+
+export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord> {
+  const { images, prober, executor, features } = deps;
+
+  const getInfo: MethodRecord<Record<string, never>, undefined> = {
+    method: 'GetInfo',
+    ruled: false,
+    args: () => ({}),
+    explainArgs: () => ({}),
+    facts: () => undefined,
+    decide: () => ({ method: 'GetInfo', allowed: true, checks: [{ ok: true, message: 'GetInfo is open to every caller' }] }),
+    execute: (call) => {
+      const V = dbus.Variant;
+      return {
+        signature: 'a{sv}',
+        body: [
+          {
+            version: new V('s', packageVersion),
+            fileBackedErofs: new V('b', features.fileBackedErofs),
+            idmappedMounts: new V('b', features.idmappedMounts),
+            fsVerity: new V('b', features.fsVerity),
+            overlayDataOnly: new V('b', features.overlayDataOnly),
+            uid: new V('u', call.caller.uid),
+          },
+        ],
+      };
+    },
+  };
+
+  type BindArgs = { directory: number; request: BindRequest };
+  const bindIdmapped: MethodRecord<BindArgs, SourceFacts, ReturnType<typeof decideBind>['grant']> = {
+    method: 'BindIdmapped',
+    ruled: true,
+    args: (raw) => ({ directory: fdArg(raw, 'directory'), request: jsonRequest('bind-request', 'request_json', stringArg(raw, 'request_json')) }),
+    explainArgs: (json, fds) => {
+      if (fds[0] === undefined) throw new InvalidRequestError('explaining BindIdmapped takes the directory as fds[0]');
+      return { directory: fds[0], request: jsonRequest('bind-request', 'request_json', json) };
+    },
+    facts: (call, args) => prober.sourceFacts(call.caller.uid, args.directory),
+    decide: (call, args, source) => decideBind({ caller: call.caller, request: args.request, source, policy: call.policy, usage: call.usage }),
+    plan: (verdict) => planBind(verdict.grant!),
+    async execute(_call, args, source, verdict, plan) {
+      const { mountFd } = await executor.execute(plan!, [args.directory]);
+      const info = { source: source.path, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, flags: mountStep(plan!) };
+      return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
+    },
+  };
+
+  type AddArgs = { manifest: number };
+  const addImage: MethodRecord<AddArgs, BuiltImage> = {
+    method: 'AddImage',
+    ruled: true,
+    args: (raw) => ({ manifest: fdArg(raw, 'manifest') }),
+    explainArgs: (_json, fds) => {
+      if (fds[0] === undefined) throw new InvalidRequestError('explaining AddImage takes the manifest memfd as fds[0]');
+      return { manifest: fds[0] };
+    },
+    facts(call, args) {
+      checkManifestFd(args.manifest, imageLimits(call.policy).maxManifestBytes);
+      return images.build(call.caller.uid, args.manifest);
+    },
+    decide: (call, _args, built) =>
+      decideAddImage({
+        caller: call.caller,
+        policy: call.policy,
+        usage: call.usage,
+        image: images.imageFacts(built),
+        // Read now, in the same turn as the registration that follows an allowed verdict.
+        store: images.storeUsage(call.caller.uid, built.imageId),
+        alreadyRegistered: images.registry.ownedBy(built.imageId, call.caller.uid) !== undefined,
+      }),
+    execute(call, _args, built) {
+      const { imageId, missing, meta } = images.register(call.caller.uid, built);
+      return { signature: 'sas', body: [imageId, missing], audit: { image: imageId, entries: meta.entries, missing: missing.length } };
+    },
+  };
+
+  type PutArgs = { stream: number };
+  const putObjects: MethodRecord<PutArgs, undefined> = {
+    method: 'PutObjects',
+    ruled: true,
+    args(raw) {
+      const stream = fdArg(raw, 'stream');
+      // Both checks ask the kernel about the fd itself, never a filesystem.
+      const socket = sys.socketKind(stream);
+      const ok = socket ? socket.domain === sys.AF_UNIX && socket.type === sys.SOCK_STREAM && !socket.listening : sys.isPipe(stream);
+      if (!ok) throw new InvalidRequestError('the object stream must be the read end of a pipe or a connected AF_UNIX stream socket');
+      return { stream };
+    },
+    explainArgs: (_json, fds) => {
+      if (fds[0] === undefined) throw new InvalidRequestError('explaining PutObjects takes the stream as fds[0]');
+      return putObjects.args({ stream: fds[0] });
+    },
+    facts: () => undefined,
+    decide: (call) => decideMethod('PutObjects', call.caller, call.policy, call.usage),
+    async execute(call, args) {
+      const reader = StreamReader.fromFd(args.stream, streamIdleMs);
+      // The reader's socket owns the fd from here on (and closes it).
+      call.takeFd(args.stream);
+      try {
+        const { objects, bytes } = await images.receive(call.caller.uid, reader);
+        return { signature: 'tt', body: [objects, bytes], audit: { objects, bytes } };
+      } finally {
+        reader.close();
+      }
+    },
+  };
+
+  type MountArgs = { imageId: string; request: MountRequest };
+  type MountFacts = ReturnType<ImageService['mountFacts']>;
+  const mountImage: MethodRecord<MountArgs, MountFacts, MountGrant> = {
+    method: 'MountImage',
+    ruled: true,
+    args: (raw) => ({ imageId: stringArg(raw, 'image_id'), request: jsonRequest('mount-request', 'request_json', stringArg(raw, 'request_json')) }),
+    explainArgs: (json) => {
+      const w = explainObject(json);
+      if (typeof w.imageId !== 'string') throw new InvalidRequestError('explain MountImage takes {"imageId": "<id>", "request": {...}}');
+      return { imageId: w.imageId, request: jsonRequest('mount-request', 'request', JSON.stringify(w.request ?? {})) };
+    },
+    facts: (call, args) => images.mountFacts(call.caller.uid, args.imageId),
+    decide: (call, args, found) =>
+      decideMountImage({
+        caller: call.caller,
+        policy: call.policy,
+        usage: call.usage,
+        imageId: capText(args.imageId, 80),
+        ...(found ? { image: { entries: found.meta.entries, bytes: found.meta.bytes, devices: [] } } : {}),
+        missing: found?.missing ?? [],
+        request: args.request,
+      }),
+    plan: (verdict, args) => images.planMount(verdict.grant!, args.imageId),
+    async execute(_call, args, found, verdict, plan) {
+      const { mountFd } = await executor.execute(plan!, []);
+      const info = { image: args.imageId, name: found!.meta.name, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, verity: features.fsVerity };
+      return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
+    },
+  };
+
+  const listImages: MethodRecord<Record<string, never>, undefined> = {
+    method: 'ListImages',
+    ruled: true,
+    args: () => ({}),
+    explainArgs: () => ({}),
+    facts: () => undefined,
+    decide: (call) => decideMethod('ListImages', call.caller, call.policy),
+    execute: (call) => ({ signature: 's', body: [JSON.stringify(images.list(call.caller.uid))] }),
+  };
+
+  type RemoveArgs = { imageId: string };
+  const removeImage: MethodRecord<RemoveArgs, boolean> = {
+    method: 'RemoveImage',
+    ruled: true,
+    args: (raw) => ({ imageId: stringArg(raw, 'image_id') }),
+    explainArgs: (json) => {
+      const w = explainObject(json);
+      if (typeof w.imageId !== 'string') throw new InvalidRequestError('explain RemoveImage takes {"imageId": "<id>"}');
+      return { imageId: w.imageId };
+    },
+    facts: (call, args) => digestPattern.test(args.imageId) && images.registry.ownedBy(args.imageId, call.caller.uid) !== undefined,
+    decide(call, args, owned) {
+      const gate = decideMethod('RemoveImage', call.caller, call.policy);
+      if (!gate.allowed) return gate;
+      const shown = capText(args.imageId, 80);
+      return owned
+        ? { ...gate, checks: [...gate.checks, { ok: true, message: `image ${shown} is yours` }] }
+        : { ...gate, allowed: false, checks: [...gate.checks, { ok: false, reason: 'NotFound', message: `you have no image ${shown}; see ListImages (mountgate image ls)` }], error: { reason: 'NotFound', message: `you have no image ${shown}; see ListImages (mountgate image ls)` } };
+    },
+    execute(call, args) {
+      images.remove(call.caller.uid, args.imageId);
+      return { signature: '', body: [], audit: { image: args.imageId } };
+    },
+  };
+
+  const records: MethodRecord[] = [getInfo, bindIdmapped, addImage, putObjects, mountImage, listImages, removeImage] as MethodRecord[];
+  return new Map(records.map((r) => [r.method, r]));
+}
+
+/** How long a PutObjects stream may go without a byte before the call ends. */
+const streamIdleMs = 60_000;

@@ -1,0 +1,77 @@
+// The executor carries out a composefs plan that asks for verity=require: the
+// overlay is mounted with the option (the kernel lists it), and a data file
+// without fs-verity then cannot be read (EIO), where the same image mounted
+// without the option reads. The object here has no fs-verity enabled (on a
+// kernel without CONFIG_FS_VERITY, as here, none can): the kernel still makes
+// the mount, and enforces the option on every read.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { executePlan } from '../../src/broker/execute.js';
+import { writeImage } from '../../src/composefs/writer.js';
+import { planComposefsMount } from '../../src/policy/plan.js';
+import { moveMount } from '../../src/sys/syscalls.js';
+import { UserNamespaceCache } from '../../src/sys/userns.js';
+import { FsVerityHasher } from '../../src/verity/fsverity.js';
+
+const base = mkdtempSync(join(tmpdir(), 'mountgate-execute-'));
+const objectsDir = join(base, 'objects');
+const cache = new UserNamespaceCache();
+t.teardown(() => {
+  cache.close();
+  rmSync(base, { recursive: true, force: true });
+});
+
+const content = Buffer.from('data behind the overlay\n'.repeat(300));
+const digest = new FsVerityHasher().update(content).digest().toString('hex');
+mkdirSync(join(objectsDir, digest.slice(0, 2)), { recursive: true, mode: 0o755 });
+writeFileSync(join(objectsDir, digest.slice(0, 2), digest.slice(2)), content, { mode: 0o444 });
+const mtime = { sec: 1700000000, nsec: 0 };
+const image = join(base, 'image.cfs');
+writeFileSync(image, writeImage({
+  version: 1,
+  entries: [
+    { path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime },
+    { path: '/f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: content.length, digest, backing: `${digest.slice(0, 2)}/${digest.slice(2)}` },
+  ],
+}));
+const grant = { uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false };
+
+/** Mounts the image by the plan at a fresh directory; returns the overlay's super options and what reading /f gives. */
+async function mountAndRead(verity: boolean): Promise<{ options: string[]; read: string }> {
+  const mnt = mkdtempSync(join(base, 'mnt-'));
+  const plan = planComposefsMount(grant, image, objectsDir, { verity, fileBackedErofs: true });
+  const { mountFd } = await executePlan(plan, [], { userns: cache });
+  try {
+    moveMount(mountFd, mnt);
+  } finally {
+    closeSync(mountFd);
+  }
+  try {
+    const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === mnt) ?? '';
+    const options = (line.split(' - ')[1] ?? '').split(' ')[2]?.split(',') ?? [];
+    let read: string;
+    try {
+      read = readFileSync(join(mnt, 'f')).equals(content) ? 'the content' : 'other bytes';
+    } catch (err) {
+      read = (err as NodeJS.ErrnoException).code ?? String(err);
+    }
+    return { options, read };
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
+}
+
+t.test('a plan with verity: the overlay is mounted with verity=require, and unverified data is refused', async (tt) => {
+  const { options, read } = await mountAndRead(true);
+  tt.ok(options.includes('verity=require'), `the kernel lists verity=require (${options.join(',')})`);
+  tt.equal(read, 'EIO', 'a data file without fs-verity cannot be read');
+});
+
+t.test('the same image without verity: no option, and the data reads', async (tt) => {
+  const { options, read } = await mountAndRead(false);
+  tt.notOk(options.some((o) => o.startsWith('verity=') && o !== 'verity=off'), `no verity requirement (${options.join(',')})`);
+  tt.equal(read, 'the content');
+});
