@@ -32,8 +32,7 @@ async function hostile(tt: Tap.Test, what: string, op: Record<string, unknown>, 
   if (r!.name === 'no answer') {
     // A broker still chewing on the call would spoil every later case: a fresh one takes over.
     tt.fail(`${what}: answered within 30 s`);
-    world.broker.process.kill('SIGKILL');
-    await new Promise((res) => world.broker.process.once('exit', res));
+    await world.killBroker();
     await world.restartIfDead(tt);
     return;
   }

@@ -80,7 +80,7 @@ t.test("one user's calls in flight meet that user's limit, and nobody else's", a
   // Eight upload streams held open (each a call in flight), then a ninth call.
   const alice = world.probeAs(world.users.alice!, [{
     op: 'parallel',
-    ops: [...Array.from({ length: 8 }, () => ({ op: 'putObjects', records: [], holdOpenMs: 4000 })), { op: 'listImages', delayMs: 1500 }, { op: 'addImage', delayMs: 1500, manifest: { version: 1, entries: [] } }],
+    ops: [...Array.from({ length: 8 }, () => ({ op: 'putObjects', records: [], holdOpenMs: 4000 })), { op: 'listImages', delayMs: 1500 }, { op: 'addImage', delayMs: 1500, manifest: { version: 1, entries: [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: { sec: 1, nsec: 0 } }] } }],
   }], { timeoutMs: 60_000 });
   const bob = world.probeAs(world.users.bob!, [{ op: 'sleep', ms: 2000 }, { op: 'info' }, { op: 'listImages' }, { op: 'putObjects', records: [] }], { timeoutMs: 60_000 });
   const [[a], b] = await Promise.all([alice, bob]);

@@ -232,7 +232,7 @@ async function runOp(bus, op) {
       // parses it, this connection's calls wait in the bus daemon behind it, and this caller leaves.
       const hog = dbus.sessionBus({ busAddress: process.env.MOUNTGATE_BUS_ADDRESS, negotiateUnixFd: true });
       await new Promise((res, rej) => { hog.once('connect', res); hog.once('error', rej); });
-      await hog.send(new dbus.Message({ ...dest, member: 'Explain', signature: 'ssah', body: ['GetInfo', `{"junk":"${'A'.repeat(op.hogBytes)}"}`, []] }));
+      for (let k = 0; k < (op.hogs ?? 1); k++) await hog.send(new dbus.Message({ ...dest, member: 'Explain', signature: 'ssah', body: ['GetInfo', `{"junk":"${'A'.repeat(op.hogBytes)}"}`, []] }));
     }
     for (let k = 0; k < (op.count ?? 1); k++) bus.send(new dbus.Message({ ...dest, member, signature, body }));
     // Garbage right behind the calls: the bus daemon reads it with them and drops the connection at

@@ -3,14 +3,14 @@
 // asserts afterwards: nothing mounted, nothing stored, the broker tree's fds
 // back to their baseline, and another user answered quickly.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createWorld, type World, type WorldSpec } from '../../helpers/world.js';
 import { startBroker } from '../../helpers/broker.js';
 import { runAs, type RunResult } from '../../helpers/run-as.js';
 import { pkgRoot } from '../../helpers/paths.js';
 import type { TestUser } from '../../helpers/users.js';
-import { fdsBackTo, imageMounts, treeFds } from './broker-tree.js';
+import { fdsBackTo, imageMounts, treeFds, treePids } from './broker-tree.js';
 
 export const probe = join(pkgRoot, 'test', 'helpers', 'probe-client.mjs');
 export const cli = join(pkgRoot, 'bin', 'mountgate');
@@ -53,6 +53,8 @@ export interface AdvWorld extends World {
   brokerFds(): number;
   /** If an earlier case killed the broker, starts a new one on the same state (so later cases still test something); true if it did. */
   restartIfDead(tt: Tap.Test): Promise<boolean>;
+  /** SIGKILLs the broker's whole process tree and unmounts what it left under its directory (its staging mount). */
+  killBroker(): Promise<void>;
 }
 
 export interface SpawnedAs {
@@ -110,6 +112,12 @@ export async function processesLeft(user: TestUser, name: string, timeoutMs = 50
   }
 }
 
+/** Lazily unmounts every mount at or below dir (deepest first). */
+export function unmountUnder(dir: string): void {
+  const points = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m === dir || m.startsWith(`${dir}/`));
+  for (const m of points.sort().reverse()) spawnSync('umount', ['-l', m]);
+}
+
 export function parseLines(text: string): Reply[] {
   return text.trim().split('\n').filter(Boolean).map((l) => {
     try {
@@ -132,9 +140,32 @@ export async function createAdvWorld(spec: WorldSpec): Promise<AdvWorld> {
       return spawnAs(user, [...(opts.wrap ?? []), process.execPath, probe, JSON.stringify(ops)], world.bus.address);
     },
     brokerFds: () => treeFds(world.broker.pid),
+    async killBroker() {
+      const p = world.broker.process;
+      const pids = treePids(world.broker.pid);
+      const exited = p.exitCode === null && p.signalCode === null ? new Promise((res) => p.once('exit', res)) : Promise.resolve();
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+      await exited;
+      unmountUnder(dirname(world.broker.stateDir));
+    },
     async restartIfDead(tt: Tap.Test) {
       const p = world.broker.process;
       if (p.exitCode === null && p.signalCode === null) return false;
+      // A broker that died by itself may have left its staging mount and its front behind.
+      for (const pid of treePids(world.broker.pid).slice(1)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+      unmountUnder(dirname(world.broker.stateDir));
       tt.comment(`the broker had exited (${p.exitCode ?? p.signalCode}); starting a new one for the next cases`);
       world.broker = await startBroker(world.bus.address, undefined, world.broker, spec.brokerArgs ?? []);
       return true;
