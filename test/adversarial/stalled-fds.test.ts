@@ -6,7 +6,8 @@
 // stream sockets only) without asking the filesystem anything.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { treePids } from './helpers/broker-tree.js';
 import { join } from 'node:path';
 import { createAdvWorld, errorName, parseLines, probe, processesLeft, type AdvWorld, type Reply } from './helpers/adv-world.js';
 import { allowOther, fuseScenario, openDevFuse } from './helpers/fuse.js';
@@ -35,6 +36,26 @@ t.teardown(() => world?.teardown());
 t.test('the broker accepts --fd-deadline-ms', async (tt) => {
   tt.ok(supportsDeadline, 'mountgated --help lists --fd-deadline-ms');
 });
+
+/** pid, command, state and kernel wait channel: where a stuck broker process is stuck. */
+function describe(pid: number): string {
+  const read = (f: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/${f}`, 'utf8');
+    } catch {
+      return '?';
+    }
+  };
+  const state = /^State:\s+(.*)$/m.exec(read('status'))?.[1] ?? '?';
+  // Threads waiting on a FUSE answer (a thread pool stuck on the stalled fd freezes everything queued behind it).
+  let stuck: string[] = [];
+  try {
+    stuck = readdirSync(`/proc/${pid}/task`).filter((tid) => /fuse/.test(read(`task/${tid}/stack`)));
+  } catch {
+    stuck = [];
+  }
+  return `${pid} ${read('comm').trim()} ${state} wchan=${read('wchan')}; ${stuck.length} thread(s) waiting in FUSE${stuck.length ? ` (${read(`task/${stuck[0]}/stack`).split('\n').slice(0, 3).map((l) => l.replace(/^\[<0>\] /, '')).join(',')})` : ''}`;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -69,10 +90,15 @@ async function stalledCase(tt: Tap.Test, variant: 'overlay-in-userns' | 'allow-o
   ].join('\n');
   const ops = [
     { op: 'open', source: { kind: 'dir', path: join(base, fuseDir) } },
-    { op: 'open', source: { kind: 'file', path: join(base, fuseDir, 'manifest.json') } },
+    // Not an O_RDONLY file: the bus daemon's own close() of a FUSE file's fd flushes it, and a
+    // stopped FUSE server freezes dbus-daemon itself there (see README). O_PATH fds and
+    // directories are closed without asking the filesystem.
+    { op: 'open', source: { kind: 'opath-file', path: join(base, fuseDir, 'manifest.json') } },
     { op: 'waitFile', path: flag },
     { op: 'explain', method: 'BindIdmapped', request: {}, source: { kind: 'kept', index: 0 } },
+    { op: 'addImage', fd: { kind: 'kept', index: 0 } },
     { op: 'addImage', fd: { kind: 'kept', index: 1 } },
+    { op: 'putObjects', fd: { kind: 'kept', index: 0 } },
     { op: 'putObjects', fd: { kind: 'kept', index: 1 } },
     { op: 'bind', source: { kind: 'kept', index: 0 } },
   ];
@@ -95,15 +121,20 @@ async function stalledCase(tt: Tap.Test, variant: 'overlay-in-userns' | 'allow-o
       tt.ok((explain.ms ?? Infinity) <= deadlineMs + 3000, `Explain answered in ${explain.ms} ms`);
     }
     await world.served(tt, world.users.bob!, 'bob, after the first stalled call');
+    tt.comment(`broker tree during the stall: ${treePids(world.broker.pid).map(describe).join(' | ')}; bus daemon: ${describe(world.bus.pid)}`);
     // The rest stays stalled for the refusals that must not look at the filesystem at all.
-    const replies = await answers(s.run, 7, 3 * (deadlineMs + 3000));
-    const [, , , , add, put, bind] = replies;
-    tt.equal(add?.name, errorName('InvalidRequest'), `AddImage of a file on the stalled FUSE: InvalidRequest (${add?.name}: ${add?.message})`);
-    tt.match(add?.message ?? '', /sealed memfd/, 'AddImage: the message asks for a sealed memfd');
-    tt.ok((add?.ms ?? Infinity) < 1000, `AddImage refused at once (${add?.ms} ms)`);
-    tt.equal(put?.name, errorName('InvalidRequest'), `PutObjects of a file on the stalled FUSE: InvalidRequest (${put?.name}: ${put?.message})`);
-    tt.match(put?.message ?? '', /pipe or a (connected )?(AF_UNIX )?stream socket/, 'PutObjects: the message asks for a pipe or a stream socket');
-    tt.ok((put?.ms ?? Infinity) < 1000, `PutObjects refused at once (${put?.ms} ms)`);
+    const replies = await answers(s.run, 9, 3 * (deadlineMs + 3000));
+    const [, , , , addDir, addFile, putDir, putFile, bind] = replies;
+    for (const [what, r] of [['AddImage of a directory fd on the stalled FUSE', addDir], ['AddImage of an O_PATH fd of a file on it', addFile]] as const) {
+      tt.equal(r?.name, errorName('InvalidRequest'), `${what}: InvalidRequest (${r?.name}: ${r?.message})`);
+      tt.match(r?.message ?? '', /sealed memfd/, `${what}: the message asks for a sealed memfd`);
+      tt.ok((r?.ms ?? Infinity) < 1000, `${what}: refused at once (${r?.ms} ms)`);
+    }
+    for (const [what, r] of [['PutObjects of a directory fd on the stalled FUSE', putDir], ['PutObjects of an O_PATH fd of a file on it', putFile]] as const) {
+      tt.equal(r?.name, errorName('InvalidRequest'), `${what}: InvalidRequest (${r?.name}: ${r?.message})`);
+      tt.match(r?.message ?? '', /pipe or a (connected )?(AF_UNIX )?stream socket/, `${what}: the message asks for a pipe or a stream socket`);
+      tt.ok((r?.ms ?? Infinity) < 1000, `${what}: refused at once (${r?.ms} ms)`);
+    }
     tt.equal(bind?.name, errorName('Timeout'), `BindIdmapped of the stalled directory: Timeout (${bind?.name}: ${bind?.message})`);
     tt.match(bind?.message ?? '', /did not answer/);
     await world.served(tt, world.users.bob!, 'bob, during the stall');
