@@ -3,7 +3,7 @@
 // asserts afterwards: nothing mounted, nothing stored, the broker tree's fds
 // back to their baseline, and another user answered quickly.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createWorld, type World, type WorldSpec } from '../../helpers/world.js';
 import { startBroker } from '../../helpers/broker.js';
@@ -185,5 +185,17 @@ export async function createAdvWorld(spec: WorldSpec): Promise<AdvWorld> {
       tt.ok((r.ms ?? Infinity) < maxMs, `${label} is answered within ${maxMs} ms (took ${r.ms ?? 'forever'} ms)`);
     },
   });
+  // A broker an earlier case SIGKILLed may have left its staging mount: the world's own teardown would fail on it.
+  const teardown = world.teardown;
+  adv.teardown = async () => {
+    const dir = dirname(world.broker.stateDir);
+    try {
+      await world.broker.stop();
+    } catch {
+      unmountUnder(dir);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await teardown();
+  };
   return adv;
 }
