@@ -28,10 +28,13 @@ async function hostile(tt: Tap.Test, what: string, op: Record<string, unknown>, 
   await world.restartIfDead(tt);
   const before = world.snapshot();
   const pid = world.broker.pid;
-  const [r] = await world.probeAs(world.users.alice!, [op], { timeoutMs: 30_000 }).catch((err: Error) => [{ ok: false, name: 'no answer', message: `within 30 s: ${err.message.slice(0, 300)}` } as Reply]);
+  // Bob asks while the hostile call is worked on.
+  const during = new Promise((res) => setTimeout(res, 1500)).then(() => world.served(tt, world.users.bob!, 'bob, while the call is worked on'));
+  const [r] = await world.probeAs(world.users.alice!, [op], { timeoutMs: Number(process.env.ADV_ANSWER_MS ?? 30_000) }).catch((err: Error) => [{ ok: false, name: 'no answer', message: `within ${Number(process.env.ADV_ANSWER_MS ?? 30_000) / 1000} s: ${err.message.slice(0, 300)}` } as Reply]);
+  await during;
   if (r!.name === 'no answer') {
     // A broker still chewing on the call would spoil every later case: a fresh one takes over.
-    tt.fail(`${what}: answered within 30 s`);
+    tt.fail(`${what}: answered (${r!.message})`);
     await world.killBroker();
     await world.restartIfDead(tt);
     return;
