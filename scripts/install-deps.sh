@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 # newgidmap for user namespaces; util-linux: unshare, setpriv; passwd: useradd;
 # procps: pkill; erofs-utils: fsck.erofs on the images we write; fsverity:
 # reference fs-verity digests; systemd: systemd-analyze for the unit tests
-# (systemd need not run); g++/make/python3: native addons (usocket, node-pty).
-packages=(dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd g++ make python3 ca-certificates)
+# (systemd need not run); g++/make/python3: native addons (usocket, node-pty);
+# for test/adversarial: fuse3 (fusermount3), bindfs and squashfuse (FUSE
+# filesystems a user serves), squashfs-tools (mksquashfs) and e2fsprogs
+# (mkfs.ext4, debugfs) for filesystem images a user makes.
+packages=(dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
