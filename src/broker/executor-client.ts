@@ -1,7 +1,7 @@
 // The front's handle on the executor: sends a plan with the caller fds it
 // names over the private channel and waits for the mount fd. An executor
 // failure becomes the error class the caller should see.
-import { PolicyDeniedError } from '../errors.js';
+import { PolicyDeniedError, UnsupportedError } from '../errors.js';
 import type { Plan } from '../policy/plan.js';
 import type { Channel, Frame } from './channel.js';
 
@@ -40,5 +40,7 @@ function executorError(code: string, message: string): Error {
   // The kernel refuses a non-recursive clone in the locked namespace when
   // locked mounts lie below the directory: that is the caller's to hear.
   if (code === 'Lock:EINVAL') return new PolicyDeniedError('the directory has a mount below it (the kernel refused to clone it without uncovering what that mount hides); bind a directory with no mounts below it');
+  // The filesystem does not take an idmap (a FUSE server that did not opt in, for one).
+  if (code === 'mount_setattr:EINVAL') return new UnsupportedError("the directory's filesystem cannot be idmapped (the kernel refused MOUNT_ATTR_IDMAP); FUSE filesystems allow it only when their server opts in");
   return new Error(`the executor failed: ${code}: ${message}`);
 }

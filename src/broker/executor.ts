@@ -113,7 +113,7 @@ export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid:
     })()
       .then(({ mountFd }) => answer({ ok: true }, mountFd))
       .catch((err: Error) => {
-        const code = err instanceof LockError ? `Lock:${err.code}` : err instanceof sys.SyscallError ? err.code : 'Error';
+        const code = err instanceof LockError ? `Lock:${err.code}` : err instanceof sys.SyscallError ? `${err.syscall}:${err.code}` : 'Error';
         void answer({ ok: false, code, message: err.message });
       })
       .finally(() => closeAll([...fds, ...opened]));

@@ -182,10 +182,10 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     ruled: true,
     args(raw) {
       const stream = fdArg(raw, 'stream');
-      // Both checks ask the kernel about the fd itself, never a filesystem.
+      // Every check asks the kernel about the fd itself, never a filesystem.
       const socket = sys.socketKind(stream);
-      const ok = socket ? socket.domain === sys.AF_UNIX && socket.type === sys.SOCK_STREAM && !socket.listening : sys.isPipe(stream);
-      if (!ok) throw new InvalidRequestError('the object stream must be the read end of a pipe or a connected AF_UNIX stream socket');
+      const kind = socket ? socket.domain === sys.AF_UNIX && socket.type === sys.SOCK_STREAM && !socket.listening && sys.socketConnected(stream) : sys.isPipe(stream);
+      if (!kind || !sys.readableFd(stream)) throw new InvalidRequestError('the object stream must be the read end of a pipe or a connected AF_UNIX stream socket');
       return { stream };
     },
     explainArgs: (_json, fds) => {

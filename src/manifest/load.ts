@@ -143,9 +143,33 @@ function passesSchemaByKind(value: unknown): boolean {
   return true;
 }
 
+/**
+ * The document the full schema is run on to word the first problem: only the
+ * first entry that fails its kind (at its own index in the pointers), so a
+ * manifest of a million bad entries costs one entry's check, not a million.
+ */
+function firstProblem(value: unknown): { value: unknown; index: number } | undefined {
+  const entries = (value as { entries?: unknown } | null)?.entries;
+  if (kindValidators === undefined) kindValidators = compileKindValidators();
+  if (!kindValidators || !Array.isArray(entries) || !kindValidators.document(value)) return undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const type = (entries[i] as { type?: unknown } | null)?.type;
+    const check = typeof type === 'string' ? kindValidators.kinds.get(type) : undefined;
+    if (check === undefined || !check(entries[i])) return { value: { ...(value as object), entries: [entries[i]] }, index: i };
+  }
+  return undefined;
+}
+
 /** Validates a parsed JSON value; throws InvalidManifestError at the first problem. */
 export function validateManifest(value: unknown): Manifest {
   if (!passesSchemaByKind(value)) {
+    const one = firstProblem(value);
+    if (one) {
+      const result = validate('manifest', one.value);
+      const issues = result.ok ? [] : narrowIssues(one.value, result.issues).filter((i) => i.pointer.startsWith('/entries/0'));
+      const issue = entryTypeIssue(one.value) ?? issues[0];
+      if (issue) throw new InvalidManifestError(issue.message, issue.pointer.replace(/^\/entries\/0/, `/entries/${one.index}`));
+    }
     // The full schema, for the same messages and pointers as ever.
     const result = validate('manifest', value);
     if (!result.ok) {

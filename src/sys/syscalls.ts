@@ -232,7 +232,8 @@ export function fileSeals(fd: number): number | undefined {
   const r = Number(fcntlFn(fd, F_GET_SEALS, 'int', 0));
   if (r >= 0) return r;
   const e = errno();
-  if (e === osConstants.errno.EINVAL) return undefined;
+  // EINVAL: not a memfd; EBADF: an O_PATH fd, which is not one either.
+  if (e === osConstants.errno.EINVAL || e === osConstants.errno.EBADF) return undefined;
   throw new SyscallError('fcntl(F_GET_SEALS)', e);
 }
 
@@ -259,12 +260,32 @@ export function socketKind(fd: number): { domain: number; type: number; listenin
     const len = [4];
     if ((getsockoptFn(fd, SOL_SOCKET, name, value, len) as number) === 0) return value[0]!;
     const e = errno();
-    if (e === osConstants.errno.ENOTSOCK) return undefined;
+    // ENOTSOCK: not a socket; EBADF: an O_PATH fd, which cannot be used as one.
+    if (e === osConstants.errno.ENOTSOCK || e === osConstants.errno.EBADF) return undefined;
     throw new SyscallError('getsockopt', e);
   };
   const type = get(SO_TYPE);
   if (type === undefined) return undefined;
   return { domain: get(SO_DOMAIN)!, type, listening: get(SO_ACCEPTCONN) === 1 };
+}
+
+const getpeernameFn = libc.func('int getpeername(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *len)');
+
+/** Is the socket connected to a peer? (getpeername: ENOTCONN otherwise.) */
+export function socketConnected(fd: number): boolean {
+  const addr = Buffer.alloc(128);
+  return (getpeernameFn(fd, addr, [addr.length]) as number) === 0;
+}
+
+const F_GETFL = 3;
+const O_ACCMODE = 3;
+const O_WRONLY = 1;
+const O_PATH_FLAG = 0o10000000;
+
+/** Can this fd be read from? Not when it was opened write-only or O_PATH. Asks the fd, never a filesystem. */
+export function readableFd(fd: number): boolean {
+  const flags = check('fcntl(F_GETFL)', Number(fcntlFn(fd, F_GETFL, 'int', 0)));
+  return (flags & O_PATH_FLAG) === 0 && (flags & O_ACCMODE) !== O_WRONLY;
 }
 
 /** pidfd_getfd: a duplicate, in this process, of fd `targetFd` of the process behind `pidfd`. */
