@@ -155,7 +155,9 @@ class Container {
     const child = this.nspawn;
     if (!child || child.exitCode !== null || child.signalCode !== null) return true;
     child.kill('SIGTERM');
-    const clean = await Promise.race([this.exited!.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    const clean = await Promise.race([this.exited!.then(() => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); })]);
+    clearTimeout(timer);
     if (!clean) {
       child.kill('SIGKILL');
       await this.exited;
