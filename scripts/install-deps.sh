@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 # newgidmap for user namespaces; util-linux: unshare, setpriv; passwd: useradd;
 # procps: pkill; erofs-utils: fsck.erofs on the images we write; fsverity:
 # reference fs-verity digests; systemd: systemd-analyze for the unit tests
-# (systemd need not run); g++/make/python3: native addons (usocket, node-pty);
+# (systemd need not run); debootstrap and systemd-container (systemd-nspawn):
+# test/systemd/installed.test.ts boots the installed package under a real
+# systemd in a Debian root; g++/make/python3: native addons (usocket, node-pty);
 # for test/adversarial: fuse3 (fusermount3), bindfs and squashfuse (FUSE
 # filesystems a user serves), squashfs-tools (mksquashfs) and e2fsprogs
 # (mkfs.ext4, debugfs) for filesystem images a user makes.
-packages=(dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
+packages=(dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd debootstrap systemd-container g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

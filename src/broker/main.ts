@@ -5,7 +5,7 @@
 // text. SIGHUP re-reads the policy for the front; SIGTERM stops both. A front
 // that dies after it came up is restarted (its state is on disk).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { parsePasswd } from '../accounts/parse.js';
@@ -51,6 +51,9 @@ function frontAccount(name: string): { uid: number; gid: number } {
 function giveStateDir(dir: string, uid: number, gid: number): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (lstatSync(dir).uid === uid) return;
+  // Private to the front, as StateDirectoryMode=0700 made it before the unit
+  // stopped managing it (changing it later is the owner's business).
+  chmodSync(dir, 0o700);
   const walk = (path: string) => {
     const st = lstatSync(path);
     if (st.isDirectory()) for (const name of readdirSync(path)) walk(join(path, name));
@@ -68,7 +71,8 @@ async function main(opts: Options): Promise<void> {
   giveStateDir(opts.stateDir, front.uid, front.gid);
   mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
   const userns = new UserNamespaceCache();
-  const probed = await probeFeatures(userns, opts.runtimeDir);
+  // On the store's file system (features.ts says why), before the front runs.
+  const probed = await probeFeatures(userns, opts.stateDir);
   // --erofs-backing loop forces the loop-device path (kernels before 6.12 take it by themselves).
   const features = opts.erofsBacking === 'loop' ? { ...probed, fileBackedErofs: false } : probed;
   const locker = new MountLocker(join(opts.runtimeDir, 'stage'));

@@ -1,8 +1,7 @@
 // Kernel feature probes, run once when the broker starts and reported by
 // GetInfo. Each probe does the smallest real thing that tells the answer.
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, openSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as sys from './syscalls.js';
 import { UserNamespaceCache } from './userns.js';
 
@@ -28,12 +27,27 @@ function attempt(fn: () => void): boolean {
   }
 }
 
+// O_TMPFILE (with O_DIRECTORY, as the kernel defines it): a nameless file in
+// a directory. Node's fs.constants lacks it on some builds.
+const O_TMPFILE = 0o20000000 | constants.O_DIRECTORY;
+
+/**
+ * A nameless regular file of `size` zero bytes on the file system of `dir`:
+ * the probes write nothing by name, so no one who can write in `dir` (the
+ * state directory belongs to the front's user) can redirect a write of root's.
+ */
+function scratchFile(dir: string, size: number): number {
+  const fd = openSync(dir, O_TMPFILE | constants.O_RDWR, 0o600);
+  writeSync(fd, Buffer.alloc(size));
+  return fd;
+}
+
 function probeFileBackedErofs(dir: string): boolean {
-  const image = join(dir, 'empty.img');
-  writeFileSync(image, Buffer.alloc(4096));
+  const image = scratchFile(dir, 4096);
   const fs = sys.fsopen('erofs');
   try {
-    sys.fsconfigString(fs, 'source', image);
+    // The kernel opens the source by path; the magic link reaches the nameless file.
+    sys.fsconfigString(fs, 'source', `/proc/self/fd/${image}`);
     sys.fsconfigCreate(fs);
     return true;
   } catch (err) {
@@ -42,6 +56,7 @@ function probeFileBackedErofs(dir: string): boolean {
     return err instanceof sys.SyscallError && err.code === 'EINVAL';
   } finally {
     closeSync(fs);
+    closeSync(image);
   }
 }
 
@@ -66,9 +81,7 @@ async function probeIdmap(dir: string, userns: UserNamespaceCache): Promise<bool
 }
 
 function probeVerity(dir: string): boolean {
-  const file = join(dir, 'verity-probe');
-  writeFileSync(file, 'x');
-  const fd = openSync(file, 'r');
+  const fd = scratchFile(dir, 1);
   try {
     const buf = Buffer.alloc(4 + 64);
     buf.writeUInt16LE(64, 2); // digest_size: room for a sha512 digest
@@ -91,17 +104,19 @@ function probeOverlayDataOnly(dir: string): boolean {
   }
 }
 
-/** Probes in a scratch directory under `where` (the broker's state dir: the store's filesystem). */
+/**
+ * Probes on the file system of `where`, which must be the broker's state
+ * directory: images are mounted from there, and whether EROFS can mount a
+ * file depends on that file system (measured on 6.18: a file on tmpfs gets
+ * ENOTBLK, one on ext4 the expected EINVAL; under systemd the runtime
+ * directory /run/mountgate is tmpfs, so probing there reported no
+ * file-backed EROFS on every real host).
+ */
 export async function probeFeatures(userns: UserNamespaceCache, where = tmpdir()): Promise<KernelFeatures> {
-  const dir = mkdtempSync(join(where, '.probe-'));
-  try {
-    return {
-      fileBackedErofs: probeFileBackedErofs(dir),
-      idmappedMounts: await probeIdmap(dir, userns),
-      fsVerity: probeVerity(dir),
-      overlayDataOnly: probeOverlayDataOnly(dir),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return {
+    fileBackedErofs: probeFileBackedErofs(where),
+    idmappedMounts: await probeIdmap(where, userns),
+    fsVerity: probeVerity(where),
+    overlayDataOnly: probeOverlayDataOnly(where),
+  };
 }

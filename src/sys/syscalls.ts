@@ -323,8 +323,49 @@ const RESOLVE_NO_MAGICLINKS = 0x02;
 const O_PATH = 0o10000000;
 const O_NOFOLLOW_FLAG = 0o400000;
 
-/** openat2(AT_FDCWD, path, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS): a path fd, refusing any symlink on the way (ELOOP). */
+/**
+ * openat2(AT_FDCWD, path, O_PATH | O_NOFOLLOW | O_CLOEXEC, RESOLVE_NO_SYMLINKS): a
+ * path fd (a trailing symlink is opened itself),
+ * refusing any symlink on the way (ELOOP). Where a seccomp filter refuses
+ * openat2 with ENOSYS, the same walk is done by hand (openPathNoSymlinksByWalk):
+ * systemd's RestrictSUIDSGID= cannot look into openat2's struct for the mode
+ * and refuses the call whole (measured under systemd 252).
+ */
 export function openPathNoSymlinks(path: string): number {
   const how = { flags: O_PATH | O_CLOEXEC | O_NOFOLLOW_FLAG, mode: 0, resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
-  return check(`openat2 ${path}`, syscall(437, 'int', AT_FDCWD, 'str', path, koffi.pointer(OpenHow), how, 'size_t', koffi.sizeof(OpenHow)));
+  try {
+    return check(`openat2 ${path}`, syscall(437, 'int', AT_FDCWD, 'str', path, koffi.pointer(OpenHow), how, 'size_t', koffi.sizeof(OpenHow)));
+  } catch (err) {
+    if (!(err instanceof SyscallError) || err.code !== 'ENOSYS') throw err;
+  }
+  return openPathNoSymlinksByWalk(path);
+}
+
+const openatFn = libc.func('int openat(int dirfd, const char *path, int flags, ...)');
+const O_DIRECTORY_FLAG = 0o200000;
+
+/**
+ * What openPathNoSymlinks asks of openat2, one component at a time: an
+ * absolute path without "." or ".." components, each directory opened
+ * O_PATH | O_NOFOLLOW | O_DIRECTORY below the last (a symlink there fails
+ * with ENOTDIR where openat2 says ELOOP), the last component O_PATH |
+ * O_NOFOLLOW: a symlink there comes back as an fd of the link itself, as
+ * from openat2 with these flags (callers check what they opened).
+ */
+export function openPathNoSymlinksByWalk(path: string): number {
+  const parts = path.split('/').filter((p) => p !== '');
+  if (!path.startsWith('/') || parts.some((p) => p === '.' || p === '..')) throw new SyscallError(`openat ${path}`, osConstants.errno.EINVAL);
+  let fd = check('openat /', openatFn(AT_FDCWD, '/', O_PATH | O_CLOEXEC | O_DIRECTORY_FLAG, 'int', 0) as number);
+  try {
+    parts.forEach((part, i) => {
+      const flags = O_PATH | O_CLOEXEC | O_NOFOLLOW_FLAG | (i < parts.length - 1 ? O_DIRECTORY_FLAG : 0);
+      const next = check(`openat ${path}`, openatFn(fd, part, flags, 'int', 0) as number);
+      close(fd);
+      fd = next;
+    });
+    return fd;
+  } catch (err) {
+    close(fd);
+    throw err;
+  }
 }
