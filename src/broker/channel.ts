@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { setCloexec } from '../sys/syscalls.js';
 
 const require = createRequire(import.meta.url);
 interface USocket extends EventEmitter {
@@ -32,7 +33,11 @@ export class Channel extends EventEmitter {
   /** Takes ownership of `fd`, one end of a connected AF_UNIX stream socketpair. */
   constructor(fd: number) {
     super();
+    // An end passed as a child's stdio arrives inheritable: no helper of this process may hold the channel.
+    setCloexec(fd);
     this.socket = new USocket({ fd });
+    // Close-on-exec the moment they are received, before the frame is even whole.
+    this.socket.on('fds', (fds: number[]) => fds.forEach(setCloexec));
     this.socket.on('readable', () => this.drain());
     this.socket.on('error', (err: Error) => this.close(err));
     this.socket.on('end', () => this.close());

@@ -13,7 +13,7 @@ export class FairQueue {
   /** Waiting requests per uid, in arrival order; the Map's order is the rotation. */
   private readonly waiting = new Map<number, Waiter[]>();
 
-  constructor(private readonly slots: number) {}
+  constructor(readonly slots: number) {}
 
   /** Runs `work` once a slot is free and it is this uid's turn. */
   async run<T>(uid: number, work: () => Promise<T>): Promise<T> {

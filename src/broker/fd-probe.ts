@@ -55,6 +55,9 @@ class Prober {
     this.child.stdin!.on('error', () => undefined);
     this.child.once('exit', (code, signal) => {
       this.why ||= `the prober exited (${signal ?? code})`;
+      // Its pipes are ours to close: a dead prober must not keep fds of the front's.
+      this.child.stdin!.destroy();
+      this.child.stdout!.destroy();
       this.replies.emit('gone');
     });
   }
@@ -95,6 +98,9 @@ class Prober {
   kill(): void {
     this.why ||= 'killed at its deadline';
     this.child.kill('SIGKILL');
+    // A prober stuck in a stalled filesystem may take until that filesystem answers to die: our ends of its pipes go now.
+    this.child.stdin!.destroy();
+    this.child.stdout!.destroy();
   }
 }
 
@@ -106,7 +112,10 @@ class Prober {
 class ProberPool {
   private readonly idle: Prober[] = [];
 
-  constructor(private readonly queue: FairQueue, private readonly deadlineMs: number) {}
+  /** As many probers as the queue has slots, started now: the pool's size (and the broker's fds) never drift. */
+  constructor(private readonly queue: FairQueue, private readonly deadlineMs: number) {
+    for (let k = 0; k < queue.slots; k++) this.idle.push(new Prober());
+  }
 
   run(uid: number, fd: number): Promise<RawFacts> {
     return this.queue.run(uid, async () => {
@@ -114,13 +123,10 @@ class ProberPool {
       while (prober && !prober.alive) prober = this.idle.pop();
       prober ??= new Prober();
       try {
-        const facts = await prober.examine(fd, this.deadlineMs);
-        this.idle.push(prober);
-        return facts;
-      } catch (err) {
-        // A prober that timed out is dead already; one that failed to examine the fd is still good.
-        if (prober.alive && !(err instanceof TimeoutError)) this.idle.push(prober);
-        throw err;
+        return await prober.examine(fd, this.deadlineMs);
+      } finally {
+        // A prober killed at its deadline (or gone) is replaced at once.
+        this.idle.push(prober.alive ? prober : new Prober());
       }
     });
   }

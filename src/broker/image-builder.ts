@@ -105,13 +105,31 @@ const workerUrl = new URL('./build-worker.js', import.meta.url);
 /** Heap of one build worker: a manifest at the policy's largest size and its image fit; more ends the build, not the broker. */
 const workerHeapMb = 2048;
 
+/** A manifest at least this big leaves its worker with a big heap: that worker is replaced after the build. */
+const bigManifestBytes = 16 * 2 ** 20;
+
 /**
- * Build workers, kept between builds (starting one costs tens of
- * milliseconds of CPU); a worker that runs out of heap or fails is dropped.
- * The caller (ImageService) bounds how many builds run at once.
+ * A fixed number of build workers, started at once and kept between builds
+ * (starting one costs tens of milliseconds of CPU). A worker that ran out of
+ * heap, failed, or built a big manifest is replaced by a fresh one, so memory
+ * and fds return to where they were. The caller (ImageService) bounds how
+ * many builds run at once to the pool's size.
  */
 export class ImageBuilder {
   private readonly idle: Worker[] = [];
+
+  constructor(size: number) {
+    for (let k = 0; k < size; k++) this.idle.push(this.spawn());
+  }
+
+  private spawn(): Worker {
+    return new Worker(workerUrl, { resourceLimits: { maxOldGenerationSizeMb: workerHeapMb } });
+  }
+
+  private retire(worker: Worker): void {
+    void worker.terminate();
+    this.idle.push(this.spawn());
+  }
 
   /**
    * Builds the image of the manifest in the sealed memfd `fd` in a worker
@@ -119,7 +137,8 @@ export class ImageBuilder {
    * manifest bytes never sit on the broker's main heap.
    */
   build(fd: number, limits: BuildLimits): Promise<BuiltImage> {
-    const worker = this.idle.pop() ?? new Worker(workerUrl, { resourceLimits: { maxOldGenerationSizeMb: workerHeapMb } });
+    const worker = this.idle.pop() ?? this.spawn();
+    const big = fstatSync(fd).size >= bigManifestBytes;
     return new Promise<BuiltImage>((resolve, reject) => {
       const done = () => {
         worker.off('message', onMessage);
@@ -128,13 +147,14 @@ export class ImageBuilder {
       };
       const onMessage = (reply: WorkerReply) => {
         done();
-        this.idle.push(worker);
+        if (big) this.retire(worker);
+        else this.idle.push(worker);
         if (reply.ok) resolve(reply.built);
         else reject(reply.reason ? new MountgateError(reply.reason, reply.message) : new Error(reply.message));
       };
       const onError = (err: Error) => {
         done();
-        void worker.terminate();
+        this.retire(worker);
         if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
           reject(new LimitExceededError(`building this image needs more than the ${workerHeapMb} MiB one build may use; split it into smaller images`));
         } else {
@@ -143,6 +163,7 @@ export class ImageBuilder {
       };
       const onExit = (code: number) => {
         done();
+        this.idle.push(this.spawn());
         reject(new Error(`the image builder exited (${code}) without an answer`));
       };
       worker.on('message', onMessage);

@@ -55,9 +55,9 @@ export function checkManifestFd(fd: number, maxBytes: number): number {
 export class ImageService {
   readonly store: ObjectStore;
   readonly registry: ImageRegistry;
-  private readonly builder = new ImageBuilder();
-  /** At most two builds at once, over all users, handed out round-robin between them. */
+  /** At most two builds at once, over all users, handed out round-robin between them, on two workers. */
   private readonly builds = new FairQueue(2);
+  private readonly builder = new ImageBuilder(this.builds.slots);
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), deps.features.fsVerity);

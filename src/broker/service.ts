@@ -19,6 +19,7 @@ import { identityOf } from './facts.js';
 import type { MethodRecord, RawArgs, Reply, CallContext } from './methods.js';
 import type { PolicyStore } from './policy-store.js';
 import { busSafe, capText, maxReplyBytes, replySize } from './reply.js';
+import * as sys from '../sys/syscalls.js';
 import { UsageTracker } from './usage.js';
 
 type Message = InstanceType<typeof dbus.Message>;
@@ -97,6 +98,8 @@ export class BrokerService {
     // closes fds nobody takes once the handler returns); they are closed when
     // the call is done, whatever happens, unless a method took one.
     const carried = (msg as unknown as { takeFds(): number[] }).takeFds();
+    // No helper this process starts (a prober, a worker) may inherit a caller's fd.
+    carried.forEach(sys.setCloexec);
     if ((msg.signature ?? '') !== spec.in) {
       carried.forEach(closeQuietly);
       this.replyError(msg, new InvalidRequestError(`${member} takes arguments of signature "${spec.in}", got "${capText(msg.signature ?? '', 64)}"`));

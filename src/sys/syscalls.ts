@@ -16,6 +16,15 @@ const closeFd = libc.func('int close(int fd)');
 const execvpFn = libc.func('int execvp(const char *file, const char **argv)');
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, ...)');
 const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/**
+ * Marks an fd received from elsewhere (a bus message, a channel frame)
+ * close-on-exec, so that no helper process this one starts inherits it.
+ */
+export function setCloexec(fd: number): void {
+  check('fcntl(F_SETFD)', fcntlFn(fd, F_SETFD, 'int', FD_CLOEXEC) as number);
+}
 
 const StatFs = koffi.struct('mg_statfs', {
   f_type: 'long',
