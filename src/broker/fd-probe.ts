@@ -41,6 +41,8 @@ class Prober {
   private readonly replies = new EventEmitter();
   private next = 1;
   private why = '';
+  /** Resolves once the prober runs (its first line). */
+  readonly ready: Promise<void>;
 
   constructor() {
     this.child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['pipe', 'pipe', 'inherit'], env: {} });
@@ -53,6 +55,10 @@ class Prober {
       }
     });
     this.child.stdin!.on('error', () => undefined);
+    this.ready = new Promise<void>((res) => {
+      this.replies.once('0', () => res());
+      this.replies.once('gone', () => res());
+    });
     this.child.once('exit', (code, signal) => {
       this.why ||= `the prober exited (${signal ?? code})`;
       // Its pipes are ours to close: a dead prober must not keep fds of the front's.
@@ -112,9 +118,12 @@ class Prober {
 class ProberPool {
   private readonly idle: Prober[] = [];
 
+  readonly ready: Promise<void>;
+
   /** As many probers as the queue has slots, started now: the pool's size (and the broker's fds) never drift. */
   constructor(private readonly queue: FairQueue, private readonly deadlineMs: number) {
     for (let k = 0; k < queue.slots; k++) this.idle.push(new Prober());
+    this.ready = Promise.all(this.idle.map((p) => p.ready)).then(() => undefined);
   }
 
   run(uid: number, fd: number): Promise<RawFacts> {
@@ -139,12 +148,15 @@ class ProberPool {
 export interface FdProber {
   /** Source facts of `fd`, charged to `uid`'s turn in the shared probe queue. */
   sourceFacts(uid: number, fd: number): Promise<SourceFacts>;
+  /** Resolves once the probers run. */
+  ready: Promise<void>;
 }
 
 /** Probes on a pool of as many prober processes as `queue` has slots. */
 export function fdProber(queue: FairQueue, deadlineMs: number): FdProber {
   const pool = new ProberPool(queue, deadlineMs);
   return {
+    ready: pool.ready,
     async sourceFacts(uid, fd) {
       const raw = await pool.run(uid, fd);
       const table = readMountTable();

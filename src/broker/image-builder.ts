@@ -117,9 +117,12 @@ const bigManifestBytes = 16 * 2 ** 20;
  */
 export class ImageBuilder {
   private readonly idle: Worker[] = [];
+  /** Resolves once the first workers run (the broker says it is ready only then, so its resources do not grow later). */
+  readonly ready: Promise<void>;
 
   constructor(size: number) {
     for (let k = 0; k < size; k++) this.idle.push(this.spawn());
+    this.ready = Promise.all(this.idle.map((w) => new Promise<void>((res) => w.once('online', () => res())))).then(() => undefined);
   }
 
   private spawn(): Worker {

@@ -65,6 +65,11 @@ export class ImageService {
     this.collect();
   }
 
+  /** Resolves once the build workers run. */
+  get ready(): Promise<void> {
+    return this.builder.ready;
+  }
+
   /** Removes every stored object no registered image references (left by a crash or an interrupted removal). */
   collect(): number {
     const referenced = this.referenced();

@@ -26,6 +26,8 @@ function examine(fd: number) {
 }
 
 const lines = createInterface({ input: process.stdin });
+// The front waits for this before it says it is ready.
+process.stdout.write(`${JSON.stringify({ id: 0, ready: true })}\n`);
 lines.on('line', (line) => {
   let reply: Record<string, unknown>;
   let id: unknown;

@@ -1,0 +1,106 @@
+// SIGKILL of either broker process at random points of a mixed load, then a
+// restart, round after round; after each, the state must be consistent:
+//   sudo bash bench/run.sh crash [ROUNDS] [SEED]
+// Checked every round: the broker answers again; store/tmp is empty; every
+// stored object hashes to its name; no object is left that no image needs;
+// every registered image has its file, whose sha256 is its id; the staging
+// mount has nothing attached; no loop device and no erofs/overlay mount is
+// left (the broker runs with --erofs-backing loop, so image mounts hold loop
+// devices).
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startBroker } from '../test/helpers/broker.js';
+import { createWorld } from '../test/helpers/world.js';
+import { runAs } from '../test/helpers/run-as.js';
+import { pkgRoot } from '../test/helpers/paths.js';
+import { FsVerityHasher } from '../src/verity/fsverity.js';
+
+const rounds = Number(process.argv[2] ?? 20);
+let seed = Number(process.argv[3] ?? 20261201);
+const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+const client = join(pkgRoot, 'bench', 'load-client.mjs');
+const methods = Object.fromEntries(['BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }]));
+const brokerArgs = ['--erofs-backing', 'loop'];
+const world = await createWorld({ users: { a: {}, b: {} }, policy: { version: 1, methods, limits: { concurrentRequests: 8, requestsPerMinute: 1_000_000 } }, brokerArgs });
+
+function frontPid(): number | undefined {
+  const kids = readFileSync(`/proc/${world.broker.pid}/task/${world.broker.pid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number);
+  return kids.find((k) => {
+    try {
+      return readFileSync(`/proc/${k}/cmdline`, 'utf8').includes('front.js');
+    } catch {
+      return false;
+    }
+  });
+}
+
+function problems(): string[] {
+  const out: string[] = [];
+  const state = world.broker.stateDir;
+  const store = join(state, 'store');
+  const tmp = readdirSync(join(store, 'tmp'));
+  if (tmp.length) out.push(`store/tmp holds ${tmp.length} file(s)`);
+  const referenced = new Set<string>();
+  for (const id of readdirSync(join(state, 'images'))) {
+    const dir = join(state, 'images', id);
+    if (!existsSync(join(dir, 'meta.json'))) continue; // an interrupted registration: the next start removes it
+    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { objects: Record<string, number> };
+    for (const d of Object.keys(meta.objects)) referenced.add(d);
+    const image = join(dir, 'image.erofs');
+    if (!existsSync(image)) out.push(`image ${id.slice(0, 12)} is registered without its file`);
+    else if (createHash('sha256').update(readFileSync(image)).digest('hex') !== id) out.push(`image ${id.slice(0, 12)}'s file does not hash to its id`);
+  }
+  const objects = join(store, 'objects');
+  for (const prefix of readdirSync(objects)) {
+    for (const rest of readdirSync(join(objects, prefix))) {
+      const digest = prefix + rest;
+      const h = new FsVerityHasher();
+      h.update(readFileSync(join(objects, prefix, rest)));
+      if (h.digest().toString('hex') !== digest) out.push(`object ${digest.slice(0, 12)} does not hash to its name`);
+      if (!referenced.has(digest)) out.push(`object ${digest.slice(0, 12)} is needed by no image`);
+    }
+  }
+  const stage = join(state, '..', 'run', 'stage');
+  if (existsSync(stage) && readdirSync(stage).length) out.push(`the staging mount holds ${readdirSync(stage).length} point(s)`);
+  const loops = execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
+  if (loops) out.push(`${loops} loop device(s) attached`);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => / - (erofs|overlay) /.test(l)).length;
+  if (mounts) out.push(`${mounts} erofs/overlay mount(s) in the broker's namespace`);
+  return out;
+}
+
+const kills = { executor: 0, front: 0 };
+const found: string[] = [];
+try {
+  for (let r = 0; r < rounds; r++) {
+    const load = ['a', 'b'].map((u) => runAs(world.users[u]!, [process.execPath, client, 'mixed', '3', '8', world.dirs[u]!], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 120_000 }));
+    await new Promise((res) => setTimeout(res, 200 + random() * 2300));
+    const which = random() < 0.5 ? 'executor' : 'front';
+    const seen = world.broker.audit.length;
+    if (which === 'executor') {
+      process.kill(world.broker.pid, 'SIGKILL');
+    } else {
+      const pid = frontPid();
+      if (pid) process.kill(pid, 'SIGKILL');
+    }
+    kills[which]++;
+    await Promise.all(load);
+    // A killed executor takes its front along (the channel closes); a killed front is restarted by the executor.
+    await new Promise((res) => setTimeout(res, 500));
+    const alive = world.broker.process.exitCode === null && world.broker.process.signalCode === null;
+    if (!alive) world.broker = await startBroker(world.bus.address, undefined, world.broker, brokerArgs);
+    else await world.broker.waitFor((l) => l.event === 'ready' && world.broker.audit.indexOf(l) >= seen, 20_000);
+    // Settled: the images a killed front was mounting are released with its fds.
+    await new Promise((res) => setTimeout(res, 500));
+    const info = await runAs(world.users.a!, [process.execPath, join(pkgRoot, 'test', 'helpers', 'probe-client.mjs'), JSON.stringify([{ op: 'info' }])], { busAddress: world.bus.address });
+    const bad = [...(/"ok":true/.test(info.stdout) ? [] : [`the broker does not answer after the restart (${info.stdout.trim()})`]), ...problems()];
+    console.log(`round ${String(r + 1).padStart(3)}: SIGKILL ${which.padEnd(8)} ${bad.length ? `PROBLEMS: ${bad.join('; ')}` : 'consistent'}`);
+    found.push(...bad.map((b) => `round ${r + 1} (${which}): ${b}`));
+  }
+  console.log(`${rounds} rounds: ${kills.executor} SIGKILLs of the executor, ${kills.front} of the front; ${found.length} problem(s)`);
+} finally {
+  await world.teardown();
+}
+process.exitCode = found.length ? 1 : 0;
