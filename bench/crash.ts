@@ -36,6 +36,18 @@ function frontPid(): number | undefined {
   });
 }
 
+/** Front processes serving this state directory, wherever they are in the process tree. */
+function frontsOf(stateDir: string): number[] {
+  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      return argv.some((a) => a.endsWith('front.js')) && argv.includes(stateDir);
+    } catch {
+      return false;
+    }
+  });
+}
+
 function problems(): string[] {
   const out: string[] = [];
   const state = world.broker.stateDir;
@@ -79,18 +91,39 @@ try {
     await new Promise((res) => setTimeout(res, 200 + random() * 2300));
     const which = random() < 0.5 ? 'executor' : 'front';
     const seen = world.broker.audit.length;
-    if (which === 'executor') {
-      process.kill(world.broker.pid, 'SIGKILL');
-    } else {
-      const pid = frontPid();
-      if (pid) process.kill(pid, 'SIGKILL');
-    }
+    const front = frontPid();
+    if (which === 'executor') process.kill(world.broker.pid, 'SIGKILL');
+    else if (front) process.kill(front, 'SIGKILL');
     kills[which]++;
     await Promise.all(load);
     // A killed executor takes its front along (the channel closes); a killed front is restarted by the executor.
     await new Promise((res) => setTimeout(res, 500));
     const alive = world.broker.process.exitCode === null && world.broker.process.signalCode === null;
-    if (!alive) world.broker = await startBroker(world.bus.address, undefined, world.broker, brokerArgs);
+    if (!alive) {
+      // Its front follows it out when it sees the channel close; the next broker needs the bus name free.
+      for (let t = 0; t < 200 && frontsOf(world.broker.stateDir).length > 0; t++) await new Promise((res) => setTimeout(res, 100));
+      try {
+        world.broker = await startBroker(world.bus.address, undefined, world.broker, brokerArgs);
+      } catch (err) {
+        const owner = (() => {
+          try {
+            return execFileSync('dbus-send', [`--bus=${world.bus.address}`, '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:org.mountgate.Broker1'], { encoding: 'utf8' });
+          } catch (e) {
+            return String(e);
+          }
+        })();
+        const pid = /uint32 (\d+)/.exec(owner)?.[1];
+        console.log(`the name is owned by pid ${pid}: ${pid ? readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ') : owner}`);
+        if (pid) {
+          const link = (f: string) => { try { return execFileSync('readlink', [`/proc/${pid}/fd/${f}`], { encoding: 'utf8' }).trim(); } catch { return '?'; } };
+          console.log(`its fd 3: ${link('3')}; state: ${/State:.*/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[0]}`);
+          const inode = /socket:\[(\d+)\]/.exec(link('3'))?.[1];
+          console.log(execFileSync('sh', ['-c', `grep -l . /proc/net/unix >/dev/null; awk '$7 == "${inode}" || $1 ~ /./ {}' /proc/net/unix; ls -l /proc/*/fd 2>/dev/null | grep -B999 'socket:\\[' | grep -c .`], { encoding: 'utf8' }).slice(0, 200));
+        }
+        console.log(world.broker.audit.slice(-6).map((l) => JSON.stringify(l).slice(0, 160)).join('\n'));
+        throw err;
+      }
+    }
     else await world.broker.waitFor((l) => l.event === 'ready' && world.broker.audit.indexOf(l) >= seen, 20_000);
     // Settled: the images a killed front was mounting are released with its fds.
     await new Promise((res) => setTimeout(res, 500));

@@ -11,7 +11,7 @@ import { openBus, dbus } from '../bus/connect.js';
 import { busName } from '../bus/names.js';
 import { packageVersion } from '../paths.js';
 import type { KernelFeatures } from '../sys/features.js';
-import { noNewPrivileges } from '../sys/syscalls.js';
+import { dieWithParent, noNewPrivileges } from '../sys/syscalls.js';
 import { stdoutAudit } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { ExecutorClient } from './executor-client.js';
@@ -33,6 +33,8 @@ function fail(message: string, code: number): never {
 }
 
 async function main(): Promise<void> {
+  // The front never outlives the executor that started it, whatever becomes of their channel.
+  if (!dieWithParent(process.ppid)) process.exit(exitCodes.Internal);
   // Nothing this process starts (fd probes) can gain privileges.
   noNewPrivileges();
   const policyPath = arg('--policy')!;

@@ -378,3 +378,15 @@ export function openPathNoSymlinksByWalk(path: string): number {
     throw err;
   }
 }
+
+const PR_SET_PDEATHSIG = 1;
+const SIGKILL = 9;
+
+/**
+ * This process is killed when the process that started it dies (a helper
+ * never outlives its parent). Returns false when the parent is gone already.
+ */
+export function dieWithParent(parent: number): boolean {
+  check('prctl(PR_SET_PDEATHSIG)', prctlFn(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) as number);
+  return process.ppid === parent;
+}
