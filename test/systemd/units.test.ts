@@ -241,7 +241,8 @@ t.test('bus policy on a private system-like bus', async (t) => {
   // A stand-in broker, run as the front's user like the real front: answers
   // every method call with "ok <iface>.<member>".
   const frontUid = ensureFrontUser();
-  const standIn = spawn(process.execPath, ['--input-type=module', '-e', `
+  // Without tap's NODE_OPTIONS hooks, which live under the clone's own (maybe 0700) path.
+  const standIn = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', `
     import { createRequire } from 'node:module';
     const dbus = createRequire(${JSON.stringify(join(pkgRoot, 'package.json'))})('dbus-next');
     const bus = dbus.sessionBus({ busAddress: ${JSON.stringify(bus.address)} });
