@@ -9,7 +9,6 @@
 import { fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidRequestError, LimitExceededError, MountgateError } from '../errors.js';
-import type { UsageFacts } from '../policy/decide.js';
 import { missingObjects, type ImageFacts, type MountGrant, type StoreUsage } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
 import type { Policy } from '../schema/types.generated.js';
@@ -27,8 +26,6 @@ export interface ImageDeps {
   policy: () => Policy;
   features: KernelFeatures;
 }
-
-export type { UsageFacts };
 
 export function imageLimits(policy: Policy) {
   return { ...defaultImageLimits, ...policy.images };

@@ -96,7 +96,8 @@ function explainObject(requestJson: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-const mountStep = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
+/** The attributes the plan sets on the mount, for the reply and the audit. */
+const setattrFlags = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
 
 export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord> {
   const { images, prober, executor, features } = deps;
@@ -140,7 +141,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     plan: (verdict) => planBind(verdict.grant!),
     async execute(_call, args, source, verdict, plan) {
       const { mountFd } = await executor.execute(plan!, [args.directory]);
-      const info = { source: source.path, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, flags: mountStep(plan!) };
+      const info = { source: source.path, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, flags: setattrFlags(plan!) };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },
   };

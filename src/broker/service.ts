@@ -10,7 +10,7 @@
 import { closeSync } from 'node:fs';
 import { dbus, type MessageBus } from '../bus/connect.js';
 import { brokerInterface, introspectionXml } from '../bus/interface.js';
-import { busName, interfaceName, objectPath } from '../bus/names.js';
+import { interfaceName, objectPath } from '../bus/names.js';
 import { InternalError, InvalidRequestError, LimitExceededError, MountgateError, PolicyDeniedError } from '../errors.js';
 import { brokerMethods, limitChecks, methodChecks, verdictOf, type BrokerMethod, type CallerIdentity, type Verdict } from '../policy/decide.js';
 import { describePlan, type Plan } from '../policy/plan.js';
@@ -296,4 +296,4 @@ export class BrokerService {
   }
 }
 
-export { busName, busSafe };
+export { busSafe };

@@ -1,5 +1,5 @@
 // The only place that calls into the kernel directly: the new mount API,
-// fstatfs and close, through koffi (a prebuilt FFI: no compiler at install
+// pidfds, memfd seals, fd and socket checks, prctl, through koffi (a prebuilt FFI: no compiler at install
 // time). Each wrapper returns a number or throws SyscallError with the errno
 // name; none of them knows any policy.
 import { createRequire } from 'node:module';
@@ -26,21 +26,6 @@ export function setCloexec(fd: number): void {
   check('fcntl(F_SETFD)', fcntlFn(fd, F_SETFD, 'int', FD_CLOEXEC) as number);
 }
 
-const StatFs = koffi.struct('mg_statfs', {
-  f_type: 'long',
-  f_bsize: 'long',
-  f_blocks: 'uint64',
-  f_bfree: 'uint64',
-  f_bavail: 'uint64',
-  f_files: 'uint64',
-  f_ffree: 'uint64',
-  f_fsid: koffi.array('int', 2),
-  f_namelen: 'long',
-  f_frsize: 'long',
-  f_flags: 'long',
-  f_spare: koffi.array('long', 4),
-});
-const fstatfsFn = libc.func('int fstatfs(int fd, _Out_ mg_statfs *buf)');
 
 const MountAttrStruct = koffi.struct('mg_mount_attr', {
   attr_set: 'uint64',
@@ -96,11 +81,6 @@ export function openTreeClone(fd: number, recursive = false): number {
   return check('open_tree', syscall(NR.open_tree, 'int', fd, 'str', '', 'uint', flags));
 }
 
-/** open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC): a detached copy of the mount at a path of this namespace. */
-export function openTreeClonePath(path: string): number {
-  return check('open_tree', syscall(NR.open_tree, 'int', AT_FDCWD, 'str', path, 'uint', OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
-}
-
 /** mount_setattr(fd, "", AT_EMPTY_PATH, {set, clear, userns}) on a mount fd. */
 export function mountSetattr(fd: number, set: number, clear = 0, usernsFd?: number): void {
   const attr = { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: usernsFd ?? 0 };
@@ -139,12 +119,6 @@ export function pidfdOpen(pid: number): number {
   return check('pidfd_open', syscall(NR.pidfd_open, 'int', pid, 'uint', 0));
 }
 
-/** fstatfs(fd).f_type: the filesystem's magic number. */
-export function fsMagic(fd: number): number {
-  const buf: Record<string, unknown> = {};
-  check('fstatfs', fstatfsFn(fd, buf) as number);
-  return Number(buf.f_type) >>> 0;
-}
 
 export function close(fd: number): void {
   check('close', closeFd(fd) as number);
@@ -314,17 +288,12 @@ export function socketpair(): [number, number] {
 
 const prctlFn = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
 const PR_SET_NO_NEW_PRIVS = 38;
-const PR_SET_DUMPABLE = 4;
 
 /** This process and everything it starts can never gain privileges (set-id bits and file capabilities are ignored). */
 export function noNewPrivileges(): void {
   check('prctl(PR_SET_NO_NEW_PRIVS)', prctlFn(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as number);
 }
 
-/** Not dumpable: other processes of the same uid cannot ptrace it or read its memory. */
-export function notDumpable(): void {
-  check('prctl(PR_SET_DUMPABLE)', prctlFn(PR_SET_DUMPABLE, 0, 0, 0, 0) as number);
-}
 
 const OpenHow = koffi.struct('mg_open_how', { flags: 'uint64', mode: 'uint64', resolve: 'uint64' });
 const RESOLVE_NO_SYMLINKS = 0x04;
