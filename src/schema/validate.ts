@@ -9,12 +9,12 @@ import { validate as manifest } from './validate-manifest.generated.js';
 import { validate as mountRequest } from './validate-mount-request.generated.js';
 import { validate as policy } from './validate-policy.generated.js';
 import { runValidator, type ValidationResult } from './issues.js';
+import type { SchemaKind } from './kinds.js';
 import type { BindRequest, Manifest, MountRequest, Policy } from './types.generated.js';
 
 export { formatIssues, type ValidationIssue, type ValidationResult } from './issues.js';
 
-export const schemaKinds = ['manifest', 'bind-request', 'mount-request', 'policy'] as const;
-export type SchemaKind = (typeof schemaKinds)[number];
+export { schemaKinds, type SchemaKind } from './kinds.js';
 
 export interface SchemaTypes {
   'bind-request': BindRequest;
