@@ -4,7 +4,9 @@
 // process (issue 8: at most 3x). The two are interleaved, run by run, so both
 // see the same machine. For context it also times `node -e 0` (the floor of
 // any Node program) and `mountgate --version` (the client's own start).
-//   sudo bash bench/run.sh startup [--runs 20]
+// With --compare CLI, another build's bin/mountgate (e.g. an earlier commit's)
+// runs the same command interleaved with them: before and after, same load.
+//   sudo bash bench/run.sh startup [--runs 20] [--compare /path/to/bin/mountgate]
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -19,6 +21,7 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? process.argv[i + 1]! : dflt;
 };
 const runs = Number(arg('--runs', '20'));
+const compare = arg('--compare', '');
 
 /** Runs a program to its end; resolves with its wall time in ms. Fails on a non-zero exit. */
 async function timed(argv: string[], opts: { user?: TestUser; env?: Record<string, string> } = {}): Promise<number> {
@@ -88,7 +91,8 @@ try {
     console.log(tools.missing);
   }
 
-  const samples = { run: [] as number[], reference: [] as number[], node: [] as number[], version: [] as number[] };
+  const samples = { run: [] as number[], reference: [] as number[], node: [] as number[], version: [] as number[], compare: [] as number[] };
+  const compareRun = [process.execPath, compare, ...mountgateRun.slice(2)];
   for (let k = 0; k < 2; k++) {
     await timed(mountgateRun, { user, env: bus });
     await reference?.();
@@ -98,6 +102,7 @@ try {
     if (reference) samples.reference.push(await reference());
     samples.node.push(await timed([process.execPath, '-e', '0'], { user }));
     samples.version.push(await timed([process.execPath, cliPath, '--version'], { user }));
+    if (compare) samples.compare.push(await timed(compareRun, { user, env: bus }));
   }
 
   const fmt = (xs: number[]) => (xs.length ? `${median(xs).toFixed(1).padStart(8)} ms  (${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)})` : '       -');
@@ -106,6 +111,7 @@ try {
   console.log(`mount.composefs + umount           ${fmt(samples.reference)}`);
   console.log(`node -e 0                          ${fmt(samples.node)}`);
   console.log(`mountgate --version                ${fmt(samples.version)}`);
+  if (compare) console.log(`${compare} run ... (compared)\n                                   ${fmt(samples.compare)}`);
 
   // One more run with the client's start-up marks: where its time goes.
   const traced = await run(mountgateRun, { user, env: { ...bus, MOUNTGATE_TRACE_STARTUP: '1' } });

@@ -22,6 +22,7 @@ import { parseBindSpec } from './bind-spec.js';
 // rest when it runs (the bus client, the validators, the namespace code), so
 // a command pays only for what it uses.
 trace('modules loaded');
+process.once('exit', () => trace('exit'));
 
 class UsageError extends Error {}
 
