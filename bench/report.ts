@@ -1,9 +1,10 @@
 // The report of the bench suite: reads bench/results/*.json and writes
 // BENCHMARKS.md (a table per target: mountgate, the reference measured in the
 // same run, the ratio, pass or fail against the target's limit) and one SVG
-// plot per result series under bench/plots/.
+// plot per result series under bench/plots/. A bench's notes (the evidence
+// behind its figures, bench/notes/NAME.md) follow its tables.
 //   node --import tsx bench/report.ts      (bench/run.sh runs it after the suite)
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { plotSvg } from './lib/plot.js';
@@ -36,7 +37,13 @@ function targetTable(r: BenchResult, t: ResultTarget): string[] {
   return [...lines, ''];
 }
 
-export function report(results: BenchResult[], problems: string[]): { markdown: string; plots: Map<string, string> } {
+/** The notes of a bench, if it has any. */
+function notesOf(bench: string): string | undefined {
+  const file = join(root, 'bench', 'notes', `${bench}.md`);
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+}
+
+export function report(results: BenchResult[], problems: string[], notes: (bench: string) => string | undefined = notesOf): { markdown: string; plots: Map<string, string> } {
   const plots = new Map<string, string>();
   const md: string[] = [
     '# Benchmarks',
@@ -55,7 +62,11 @@ export function report(results: BenchResult[], problems: string[]): { markdown: 
     md.push(`| ${cell(t.target)} | ${r.bench} | ${limitText(t)} | ${judged.filter((row) => row.pass).length} of ${judged.length}${judged.length < t.rows.length ? ` (${t.rows.length - judged.length} without reference)` : ''} |`);
   }
   md.push('', '## Targets', '');
-  for (const { r, t } of targets) md.push(...targetTable(r, t));
+  for (const r of results) {
+    for (const t of r.targets) md.push(...targetTable(r, t));
+    const text = notes(r.bench);
+    if (text) md.push(text, '');
+  }
   const series = results.flatMap((r) => r.series.map((s) => ({ r, s })));
   if (series.length > 0) md.push('## Plots', '');
   for (const { r, s } of series) {

@@ -38,12 +38,13 @@ t.test('the report has a table per target and a plot per series', async (tt) => 
   const date = '2026-01-02T03:04:05.000Z';
   const target = { target: 'run at most 3x mount', limit: 3, unit: 'ratio', rows: [row({ limit: 3, unit: 'ratio' }, 'run, ms', 90, 20), row({ limit: 3, unit: 'ratio' }, 'no ref, ms', 50, null)] };
   const series = { title: 'Mount time against entries', x: 'entries', y: 'ms', lines: [{ name: 'mountgate', points: [[1000, 2], [1e6, 3]] as [number, number][] }, { name: 'reference', points: [[1000, 1], [1e6, 1]] as [number, number][] }] };
-  const { markdown, plots } = report([{ bench: 'startup', date, targets: [target], series: [series] }], []);
+  const { markdown, plots } = report([{ bench: 'startup', date, targets: [target], series: [series] }], [], (bench) => (bench === 'startup' ? 'Notes on startup.' : undefined));
   tt.match(markdown, '| run, ms | 90.0 | 20.0 | 4.50x | **fail** |');
   tt.match(markdown, '| no ref, ms | 50.0 | — | — | no reference (skipped) |');
   tt.match(markdown, '| run at most 3x mount | startup | ≤ 3x | 0 of 1 (1 without reference) |');
   tt.match(markdown, '![Mount time against entries](bench/plots/startup-mount-time-against-entries.svg)');
   tt.same([...plots.keys()], ['startup-mount-time-against-entries.svg']);
+  tt.match(markdown, /\| no reference \(skipped\) \|\n\nNotes on startup\./, "a bench's notes follow its table");
 });
 
 t.test('a plot has its title, axis labels with a log scale across decades, ticks and a legend', async (tt) => {
