@@ -1,15 +1,16 @@
 // Facts about a caller's fd, gathered off the event loop: a prober process
 // (probe-helper, from a small pool) examines the fd through /proc/<front>/fd
 // and is killed at the deadline, so an fd on a filesystem that never answers costs the caller its
-// own request slot and nobody else anything. The mount facts come from the broker's own mount
-// table, which no caller can stall.
+// own request slot and nobody else anything. The mount facts come from the executor's mount
+// table (the host's namespace, where callers' directories live; the front may run in a mount
+// namespace of its own), which no caller can stall.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { TimeoutError } from '../errors.js';
 import type { FileKind, SourceFacts } from '../policy/decide.js';
 import { fsTypeName, isKernelFilesystem } from '../sys/fsmagic.js';
-import { mountsBelow, readMountTable } from '../sys/mountinfo.js';
+import type { MountFacts } from '../sys/mountinfo.js';
 import type { FairQueue } from './fair-queue.js';
 
 const helperPath = new URL('./probe-helper.js', import.meta.url).pathname;
@@ -152,24 +153,26 @@ export interface FdProber {
   ready: Promise<void>;
 }
 
-/** Probes on a pool of as many prober processes as `queue` has slots. */
-export function fdProber(queue: FairQueue, deadlineMs: number): FdProber {
+/** The mount an fd is on, as the executor's mount namespace sees it. */
+export type MountLookup = (mountId: number, path: string | undefined) => Promise<MountFacts>;
+
+/** Probes on a pool of as many prober processes as `queue` has slots; mount facts from `mounts`. */
+export function fdProber(queue: FairQueue, deadlineMs: number, mounts: MountLookup): FdProber {
   const pool = new ProberPool(queue, deadlineMs);
   return {
     ready: pool.ready,
     async sourceFacts(uid, fd) {
       const raw = await pool.run(uid, fd);
-      const table = readMountTable();
-      const mount = table.get(raw.mountId);
+      const mount = await mounts(raw.mountId, raw.path);
       return {
         kind: kindOf(raw.mode),
         ownerUid: raw.uid,
         fsType: fsTypeName(raw.magic),
         fsDenied: isKernelFilesystem(raw.magic),
         ...(raw.path ? { path: raw.path } : {}),
-        inBrokerNamespace: mount !== undefined,
-        mountOptions: mount ? mount.options.filter((o) => ['ro', 'nosuid', 'nodev', 'noexec'].includes(o)) : [],
-        mountsBelow: mount && raw.path ? mountsBelow(table, mount.id, raw.path) : [],
+        inBrokerNamespace: mount.inNamespace,
+        mountOptions: mount.options,
+        mountsBelow: mount.below,
       };
     },
   };

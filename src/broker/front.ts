@@ -1,17 +1,19 @@
-// The unprivileged front of mountgated, started by it as the front's own
-// system user with the executor's channel as fd 3. It owns the bus name and
-// does everything but mounting: identity, schema, policy, planning, manifest
+// The unprivileged front of mountgated. It owns the bus name and does
+// everything but mounting: identity, schema, policy, planning, manifest
 // parsing, image writing, the store, and every read of caller data (off the
-// event loop, with deadlines). The executor sends it the kernel features and
-// the policy file's text; it sends the executor plans.
-//   node front.js --bus-address ADDR --policy FILE --state-dir DIR --fd-deadline-ms N
+// event loop, with deadlines). The executor sends it its settings, the
+// kernel features and the policy file's text; it sends the executor plans,
+// and asks it about mounts (the executor's mount table is the host's).
+//   node front.js                 started by mountgated, the channel on fd 3
+//   node front.js --connect PATH  as a service of its own (mountgate-front.service),
+//                                 connecting to the executor's socket
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { exitCodes } from '../errors.js';
 import { openBus, dbus } from '../bus/connect.js';
 import { busName } from '../bus/names.js';
 import { packageVersion } from '../paths.js';
 import type { KernelFeatures } from '../sys/features.js';
-import { dieWithParent, noNewPrivileges } from '../sys/syscalls.js';
+import { connectUnix, dieWithParent, noNewPrivileges } from '../sys/syscalls.js';
 import { stdoutAudit } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { ExecutorClient } from './executor-client.js';
@@ -32,23 +34,35 @@ function fail(message: string, code: number): never {
   process.exit(code);
 }
 
+function openChannel(): Channel {
+  const socket = arg('--connect');
+  if (socket === undefined) {
+    // Started by the executor: never outlive it, whatever becomes of the channel.
+    if (!dieWithParent(process.ppid)) process.exit(exitCodes.Internal);
+    return new Channel(3);
+  }
+  try {
+    return new Channel(connectUnix(socket));
+  } catch (err) {
+    fail(`cannot reach the executor at ${socket}: ${(err as Error).message} (is mountgated.socket, or mountgated --accept-front, running?)`, exitCodes.BrokerUnavailable);
+  }
+}
+
 async function main(): Promise<void> {
-  // The front never outlives the executor that started it, whatever becomes of their channel.
-  if (!dieWithParent(process.ppid)) process.exit(exitCodes.Internal);
   // Nothing this process starts (fd probes) can gain privileges.
   noNewPrivileges();
-  const policyPath = arg('--policy')!;
-  const stateDir = arg('--state-dir')!;
-  const busAddress = arg('--bus-address');
-  const fdDeadlineMs = Number(arg('--fd-deadline-ms'));
-
-  const channel = new Channel(3);
+  const channel = openChannel();
   channel.on('close', () => {
     stdoutAudit({ event: 'stop', message: 'the executor closed the channel' });
     process.exit(exitCodes.Internal);
   });
   const hello = await new Promise<Frame>((resolve) => channel.once('frame', (frame: Frame) => resolve(frame)));
+  if (hello.type !== 'hello') fail(`the executor sent ${String(hello.type)} first, not hello`, exitCodes.Internal);
   const features = hello.features as KernelFeatures;
+  const policyPath = String(hello.policyPath);
+  const stateDir = String(hello.stateDir);
+  const busAddress = typeof hello.busAddress === 'string' ? hello.busAddress : undefined;
+  const fdDeadlineMs = Number(hello.fdDeadlineMs);
 
   const loaded = policyFrom(hello.policy as PolicyText, policyPath, 'default');
   if (!loaded.ok) {
@@ -64,9 +78,12 @@ async function main(): Promise<void> {
   });
 
   const images = new ImageService({ stateDir, policy: () => policy.policy, features });
+  const executor = new ExecutorClient(channel);
   // At most four fd probes at once, over all callers, handed out round-robin between users.
-  const prober = fdProber(new FairQueue(4), fdDeadlineMs);
-  const methods = methodRecords({ images, prober, executor: new ExecutorClient(channel), features });
+  const prober = fdProber(new FairQueue(4), fdDeadlineMs, (mountId, path) => executor.mountFacts(mountId, path));
+  const methods = methodRecords({ images, prober, executor, features });
+  // `systemctl reload mountgate-front`: the executor reads the policy file and sends it.
+  process.on('SIGHUP', () => void channel.send({ type: 'reload-policy' }).catch(() => undefined));
 
   let bus;
   try {

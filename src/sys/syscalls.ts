@@ -252,6 +252,23 @@ export function socketKind(fd: number): { domain: number; type: number; listenin
   return { domain: get(SO_DOMAIN)!, type, listening: get(SO_ACCEPTCONN) === 1 };
 }
 
+const getsockoptCredFn = libc.func('int getsockopt(int fd, int level, int name, _Out_ int32_t *cred, _Inout_ uint32_t *len)');
+const SO_PEERCRED = 17;
+
+/** SO_PEERCRED of a connected AF_UNIX socket: the peer's pid, uid and gid when it connected (the kernel's word, not the peer's). */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const cred = [0, 0, 0];
+  check('getsockopt(SO_PEERCRED)', getsockoptCredFn(fd, SOL_SOCKET, SO_PEERCRED, cred, [12]) as number);
+  return { pid: cred[0]!, uid: cred[1]! >>> 0, gid: cred[2]! >>> 0 };
+}
+
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A close-on-exec duplicate of `fd` (the lowest free number at 3 or above). */
+export function dupCloexec(fd: number): number {
+  return check('fcntl(F_DUPFD_CLOEXEC)', Number(fcntlFn(fd, F_DUPFD_CLOEXEC, 'int', 3)));
+}
+
 const getpeernameFn = libc.func('int getpeername(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *len)');
 
 /** Is the socket connected to a peer? (getpeername: ENOTCONN otherwise.) */
@@ -284,6 +301,25 @@ export function socketpair(): [number, number] {
   const fds = [0, 0];
   check('socketpair', socketpairFn(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) as number);
   return [fds[0]!, fds[1]!];
+}
+
+const socketFn = libc.func('int socket(int domain, int type, int protocol)');
+const connectFn = libc.func('int connect(int fd, const uint8_t *addr, uint32_t len)');
+
+/** A blocking connect of a new AF_UNIX stream socket (close-on-exec) to the socket at `path`. */
+export function connectUnix(path: string): number {
+  const name = Buffer.from(path);
+  if (name.length >= 108 || name.includes(0)) throw new SyscallError('connect', osConstants.errno.ENAMETOOLONG);
+  const addr = Buffer.alloc(2 + name.length + 1);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  name.copy(addr, 2);
+  const fd = check('socket', socketFn(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) as number);
+  if ((connectFn(fd, addr, addr.length) as number) !== 0) {
+    const e = errno();
+    closeFd(fd);
+    throw new SyscallError('connect', e);
+  }
+  return fd;
 }
 
 const prctlFn = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
