@@ -18,7 +18,7 @@ import { Command, Option } from 'commander';
 import { parsePasswd } from '../accounts/parse.js';
 import { exitCodes } from '../errors.js';
 import { packageVersion } from '../paths.js';
-import { probeFeatures } from '../sys/features.js';
+import { probeFeatures, type KernelFeatures } from '../sys/features.js';
 import * as sys from '../sys/syscalls.js';
 import { UserNamespaceCache } from '../sys/userns.js';
 import { stdoutAudit } from './audit.js';
@@ -114,13 +114,25 @@ async function main(opts: Options): Promise<void> {
   if (!Number.isInteger(fdDeadlineMs) || fdDeadlineMs < 100) fail(`--fd-deadline-ms must be a whole number of milliseconds, at least 100 (got ${opts.fdDeadlineMs})`, exitCodes.Usage);
   const front = frontAccount(opts.frontUser);
 
-  giveStateDir(opts.stateDir, front.uid, front.gid);
+  // A front of its own unit has its state directory from systemd (StateDirectory=); one this process starts gets it from here.
+  if (!opts.acceptFront) giveStateDir(opts.stateDir, front.uid, front.gid);
   mkdirSync(opts.runtimeDir, { recursive: true, mode: 0o700 });
   const userns = new UserNamespaceCache();
-  // On the store's file system (features.ts says why), before the front runs.
-  const probed = await probeFeatures(userns, opts.stateDir);
-  // --erofs-backing loop forces the loop-device path (kernels before 6.12 take it by themselves).
-  const features = opts.erofsBacking === 'loop' ? { ...probed, fileBackedErofs: false } : probed;
+  // On the store's file system (features.ts says why), before the front runs;
+  // with --accept-front, when the first front connects (the directory is its unit's).
+  let probed: Promise<KernelFeatures> | undefined;
+  const kernelFeatures = (): Promise<KernelFeatures> => {
+    probed ??= (async () => {
+      const st = lstatSync(opts.stateDir, { throwIfNoEntry: false });
+      if (!st?.isDirectory() || st.uid !== front.uid) throw new Error(`the state directory ${opts.stateDir} is not a directory of the front's user ${opts.frontUser}`);
+      const found = await probeFeatures(userns, opts.stateDir);
+      // --erofs-backing loop forces the loop-device path (kernels before 6.12 take it by themselves).
+      return opts.erofsBacking === 'loop' ? { ...found, fileBackedErofs: false } : found;
+    })();
+    probed.catch(() => { probed = undefined; });
+    return probed;
+  };
+  if (!opts.acceptFront) await kernelFeatures();
   const locker = new MountLocker(join(opts.runtimeDir, 'stage'));
   const log = (message: string) => stdoutAudit({ event: 'error', message: `executor: ${message}` });
 
@@ -138,15 +150,16 @@ async function main(opts: Options): Promise<void> {
 
   const sendPolicy = (ch: Channel) => void ch.send({ type: 'policy', policy: readPolicyText(opts.policy) }).catch(() => undefined);
   /** Everything the front needs to run, sent first on a new channel; then the executor serves it. */
-  const serveFront = (ch: Channel) => {
+  const serveFront = async (ch: Channel) => {
+    const features = await kernelFeatures();
     serveExecutor(ch, { userns, locker, frontUid: front.uid }, log);
     ch.on('frame', (frame: Frame) => {
       if (frame.type === 'reload-policy') sendPolicy(ch);
     });
-    void ch.send({
+    await ch.send({
       type: 'hello', features, policy: readPolicyText(opts.policy), policyPath: opts.policy, stateDir: opts.stateDir, fdDeadlineMs,
       ...(opts.busAddress ? { busAddress: opts.busAddress } : {}),
-    }).catch(() => undefined);
+    });
   };
 
   const startFront = () => {
@@ -161,7 +174,7 @@ async function main(opts: Options): Promise<void> {
     closeSync(theirs);
     const ch = new Channel(mine);
     channel = ch;
-    serveFront(ch);
+    void serveFront(ch).catch(() => undefined);
     let up = false;
     ch.on('frame', (frame: Frame) => {
       if (frame.type === 'up') up = true;
@@ -199,9 +212,9 @@ async function main(opts: Options): Promise<void> {
       }
       const peer = sys.peerCredentials(fd);
       if (peer.uid !== front.uid || channel) {
-        log(channel
-          ? `refused a second front (pid ${peer.pid}): one is connected`
-          : `refused a connection from uid ${peer.uid} (pid ${peer.pid}): only the front's user ${opts.frontUser} may connect`);
+        log(peer.uid !== front.uid
+          ? `refused a connection from uid ${peer.uid} (pid ${peer.pid}): only the front's user ${opts.frontUser} may connect`
+          : `refused a second front (pid ${peer.pid}): one is connected`);
         closeSync(fd);
         return;
       }
@@ -211,7 +224,10 @@ async function main(opts: Options): Promise<void> {
         if (channel === ch) channel = undefined;
         if (!stopping) log(`the front (pid ${peer.pid}) disconnected; waiting for the next one`);
       });
-      serveFront(ch);
+      serveFront(ch).catch((err: Error) => {
+        log(`cannot serve the front: ${err.message}`);
+        ch.close();
+      });
     });
     const where = await listenForFronts(server, opts.frontSocket, front.gid);
     stdoutAudit({ event: 'start', message: `executor: waiting for the front on ${where}` });
