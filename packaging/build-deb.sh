@@ -119,7 +119,9 @@ EOF
 done
 
 # --- systemd and D-Bus --------------------------------------------------------
-install -D -m 0644 systemd/mountgated.service "$pkgroot/usr/lib/systemd/system/mountgated.service"
+for unit in mountgated.service mountgated.socket mountgate-front.service; do
+  install -D -m 0644 "systemd/$unit" "$pkgroot/usr/lib/systemd/system/$unit"
+done
 install -D -m 0644 systemd/org.mountgate.Broker1.conf "$pkgroot/usr/share/dbus-1/system.d/org.mountgate.Broker1.conf"
 install -D -m 0644 systemd/org.mountgate.Broker1.service "$pkgroot/usr/share/dbus-1/system-services/org.mountgate.Broker1.service"
 if [ -f schemas/org.mountgate.Broker1.xml ]; then
@@ -182,14 +184,16 @@ cat > "$pkgroot/DEBIAN/postinst" <<'EOF'
 set -e
 if [ "$1" = configure ]; then
   # The broker's front runs as this system user (the bus policy lets only it
-  # own org.mountgate.Broker1); mountgated hands it /var/lib/mountgate.
+  # own org.mountgate.Broker1, mountgated.socket lets only its group in, and
+  # mountgate-front.service's StateDirectory= gives it /var/lib/mountgate).
   if ! getent passwd mountgate >/dev/null; then
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group mountgate
   fi
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
-    # An upgrade takes effect at once if the broker was running.
-    systemctl try-restart mountgated.service || true
+    # An upgrade takes effect at once if the broker was running (restarting
+    # the executor restarts the front: PartOf=).
+    systemctl try-restart mountgated.service mountgate-front.service || true
   fi
   # Make the system bus read the new policy and activation files.
   if [ -d /run/systemd/system ] && systemctl -q is-active dbus.service 2>/dev/null; then
@@ -204,7 +208,7 @@ cat > "$pkgroot/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-  systemctl stop mountgated.service || true
+  systemctl stop mountgate-front.service mountgated.service mountgated.socket || true
 fi
 exit 0
 EOF

@@ -63,6 +63,8 @@ t.test('files and modes', async (t) => {
     ['/usr/lib/mountgate/schemas/policy.schema.json', '-rw-r--r--'],
     ['/usr/lib/mountgate/node_modules/dbus-next/package.json', '-rw-r--r--'],
     ['/usr/lib/systemd/system/mountgated.service', '-rw-r--r--'],
+    ['/usr/lib/systemd/system/mountgated.socket', '-rw-r--r--'],
+    ['/usr/lib/systemd/system/mountgate-front.service', '-rw-r--r--'],
     ['/usr/share/dbus-1/system.d/org.mountgate.Broker1.conf', '-rw-r--r--'],
     ['/usr/share/dbus-1/system-services/org.mountgate.Broker1.service', '-rw-r--r--'],
     ['/etc/mountgate/policy.json', '-rw-r--r--'],
@@ -96,6 +98,8 @@ t.test('files and modes', async (t) => {
 t.test('installed files are the tree\'s files', async (t) => {
   for (const [installed, source] of [
     ['/usr/lib/systemd/system/mountgated.service', 'systemd/mountgated.service'],
+    ['/usr/lib/systemd/system/mountgated.socket', 'systemd/mountgated.socket'],
+    ['/usr/lib/systemd/system/mountgate-front.service', 'systemd/mountgate-front.service'],
     ['/usr/share/dbus-1/system.d/org.mountgate.Broker1.conf', 'systemd/org.mountgate.Broker1.conf'],
     ['/usr/share/dbus-1/system-services/org.mountgate.Broker1.service', 'systemd/org.mountgate.Broker1.service'],
     ['/usr/lib/mountgate/package.json', 'package.json'],
