@@ -163,7 +163,8 @@ export function fdProber(queue: FairQueue, deadlineMs: number, mounts: MountLook
     ready: pool.ready,
     async sourceFacts(uid, fd) {
       const raw = await pool.run(uid, fd);
-      const mount = await mounts(raw.mountId, raw.path);
+      // Only a file's path can have mounts below it; a socket's or pipe's "path" is a name like socket:[N].
+      const mount = await mounts(raw.mountId, raw.path?.startsWith('/') ? raw.path : undefined);
       return {
         kind: kindOf(raw.mode),
         ownerUid: raw.uid,
