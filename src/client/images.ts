@@ -2,8 +2,9 @@
 // manifest (with the fs-verity digest of every file), finding object content
 // for a manifest that came from a file, and uploading an image to the broker
 // (AddImage, then PutObjects for exactly the objects it says are missing).
-// Regular files are never inlined (every non-empty file becomes an object),
-// and xattrs are not recorded: Node has no API to read them.
+// Regular files are never inlined (every non-empty file becomes an object);
+// every extended attribute this process can list is recorded (trusted.* only
+// when it has CAP_SYS_ADMIN, as the kernel lists them).
 import { createReadStream, createWriteStream, existsSync, lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
 import { once } from 'node:events';
 import { basename, join, resolve } from 'node:path';
@@ -11,7 +12,7 @@ import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
 import { validateManifest } from '../manifest/load.js';
 import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
-import { pipe, sealedMemfd } from '../sys/syscalls.js';
+import { getXattr, listXattrs, pipe, sealedMemfd, SyscallError } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type ImageListing, type MountgateBroker } from './broker.js';
 
@@ -49,6 +50,25 @@ function kernelDev(dev: bigint): number {
   const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
   const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
   return Number((minor & 0xffn) | (major << 8n) | ((minor & ~0xffn) << 12n)) >>> 0;
+}
+
+/**
+ * The extended attributes of a file itself (not a symlink's target), sorted by
+ * name bytes; a value that cannot be read is an error naming the file, never
+ * a silent drop.
+ */
+export function fileXattrs(path: string | Buffer, shown: string): { key: string | { base64: string }; value: string }[] {
+  const names = listXattrs(path).sort(Buffer.compare);
+  return names.map((name) => {
+    let value: Buffer;
+    try {
+      value = getXattr(path, name);
+    } catch (err) {
+      const why = err instanceof SyscallError ? err.code : (err as Error).message;
+      throw new InvalidRequestError(`cannot read the extended attribute ${showText(name)} of ${shown} (${why}); the image would lack it`);
+    }
+    return { key: byteText(name), value: value.toString('base64') };
+  });
 }
 
 /** The fs-verity digest (hex) and size of a file, streamed. */
@@ -107,7 +127,8 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
       }
       firstPathOfInode.set(key, pathBytes);
     }
-    const base = { path, ...common(st) };
+    const xattrs = fileXattrs(hostPath, shown);
+    const base = { path, ...common(st), ...(xattrs.length ? { xattrs } : {}) };
     if (st.isDirectory()) {
       entries.push({ ...base, type: 'dir' });
       const names = readdirSync(hostPath, { encoding: 'buffer' });

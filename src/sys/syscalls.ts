@@ -395,3 +395,57 @@ export function dieWithParent(parent: number): boolean {
   check('prctl(PR_SET_PDEATHSIG)', prctlFn(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) as number);
   return process.ppid === parent;
 }
+
+const llistxattrFn = libc.func('long llistxattr(const uint8_t *path, uint8_t *list, size_t size)');
+const lgetxattrFn = libc.func('long lgetxattr(const uint8_t *path, const uint8_t *name, uint8_t *value, size_t size)');
+
+function cPath(path: string | Buffer): Buffer {
+  const bytes = typeof path === 'string' ? Buffer.from(path) : path;
+  if (bytes.includes(0)) throw new SyscallError('xattr', osConstants.errno.EINVAL);
+  return Buffer.concat([bytes, Buffer.alloc(1)]);
+}
+
+/** Asks for a size, then fills a buffer that large; again if the value grew meanwhile (ERANGE). */
+function sizedRead(call: string, read: (buf: Buffer | null, size: number) => number): Buffer {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const size = check(call, read(null, 0));
+    if (size === 0) return Buffer.alloc(0);
+    const buf = Buffer.alloc(size);
+    const got = read(buf, size);
+    if (got >= 0) return buf.subarray(0, got);
+    const e = errno();
+    if (e !== osConstants.errno.ERANGE) throw new SyscallError(call, e);
+  }
+  throw new SyscallError(call, osConstants.errno.ERANGE);
+}
+
+/**
+ * The names of the extended attributes of `path` itself (not a symlink's
+ * target), as the kernel lists them for this process (trusted.* only for
+ * CAP_SYS_ADMIN). A filesystem without xattrs gives none.
+ */
+export function listXattrs(path: string | Buffer): Buffer[] {
+  const p = cPath(path);
+  let list: Buffer;
+  try {
+    list = sizedRead('llistxattr', (buf, size) => Number(llistxattrFn(p, buf, size)));
+  } catch (err) {
+    if (err instanceof SyscallError && err.code === 'EOPNOTSUPP') return [];
+    throw err;
+  }
+  const names: Buffer[] = [];
+  for (let at = 0; at < list.length;) {
+    const end = list.indexOf(0, at);
+    const stop = end < 0 ? list.length : end;
+    if (stop > at) names.push(Buffer.from(list.subarray(at, stop)));
+    at = stop + 1;
+  }
+  return names;
+}
+
+/** The value of extended attribute `name` of `path` itself (not a symlink's target). */
+export function getXattr(path: string | Buffer, name: Buffer): Buffer {
+  const p = cPath(path);
+  const n = Buffer.concat([name, Buffer.alloc(1)]);
+  return sizedRead('lgetxattr', (buf, size) => Number(lgetxattrFn(p, n, buf, size)));
+}
