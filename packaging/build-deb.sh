@@ -11,7 +11,7 @@
 #      installed there fresh from package-lock.json (`npm ci --omit=dev`, native
 #      addons built for this machine, patches/ applied with patch-package),
 #      wrappers in /usr/bin, the systemd unit, the D-Bus policy and activation
-#      files, and an example /etc/mountgate/policy.json (a conffile),
+#      files, and /etc/mountgate/policy.json (a conffile: the built-in default),
 #   3. writes DIR/mountgate_VERSION_ARCH.deb (DIR defaults to the current
 #      directory) with `dpkg-deb --build --root-owner-group`, and prints its path.
 # It never touches the tree's own node_modules and leaves no temporary files.
@@ -130,9 +130,13 @@ fi
 
 # --- Configuration (conffile) -------------------------------------------------
 install -d -m 0755 "$pkgroot/etc/mountgate"
-cat > "$pkgroot/etc/mountgate/policy.json" <<'EOF'
-{"version":1,"methods":{"BindIdmapped":{"users":["*"]},"Explain":{"users":["*"]}},"limits":{"concurrentRequests":8,"requestsPerMinute":600},"deniedSources":["/proc","/sys","/dev","/run","/var/lib/mountgate","/etc/mountgate"]}
-EOF
+# The built-in default (src/policy/default.ts, what the broker enforces when
+# the file is missing), written out with the image quotas it implies, so the
+# conffile shows an administrator exactly what is in force and cannot drift.
+node --input-type=module -e '
+  const m = await import(process.argv[1]);
+  process.stdout.write(JSON.stringify({ ...m.defaultPolicy, images: { ...m.defaultImageLimits } }, null, 2) + "\n");
+' "$root/dist/src/policy/default.js" > "$pkgroot/etc/mountgate/policy.json"
 chmod 0644 "$pkgroot/etc/mountgate/policy.json"
 
 # --- Documentation ------------------------------------------------------------
