@@ -45,6 +45,17 @@ const rssMiB = () => sum((p) => { try { return Number(/VmRSS:\s+(\d+)/.exec(read
 const fds = () => sum((p) => { try { return readdirSync(`/proc/${p}/fd`).length; } catch { return 0; } });
 const loops = () => execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
 const staged = () => readdirSync(join(world.broker.stateDir, '..', 'run', 'stage')).length;
+/** The front: the executor's child running front.js. */
+const frontPid = () => tree(world.broker.pid).find((p) => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('front.js'); } catch { return false; } });
+/** A process's main thread: CPU time (user+system) and time it waited on a run queue for a CPU, in ms (/proc/PID/schedstat). */
+function sched(pid: number | undefined): { cpu: number; wait: number } {
+  try {
+    const [cpu, wait] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return { cpu: cpu! / 1e6, wait: wait! / 1e6 };
+  } catch {
+    return { cpu: NaN, wait: NaN };
+  }
+}
 const q = (xs: number[], p: number) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]! : NaN);
 type Stats = { n: number; p50: number; p90: number; p99: number; max: number };
 type Out = { latencies: Record<string, Stats>; failures: Record<string, number>; refusals: Record<string, number> };
@@ -71,12 +82,28 @@ try {
     console.log(`  broker fds after warm-up: ${start.fds} -> ${fds()}; loop devices: ${start.loops} -> ${loops()}; staging points left: ${staged()}; RSS ${start.rss.toFixed(0)} -> ${rssMiB().toFixed(0)} MiB`);
   } else {
     const idle = await run('observer', ['observer', '5']);
+    const front = frontPid();
+    const s0 = { front: sched(front), bus: sched(world.bus.pid), t: Date.now() };
     let peak = start.rss;
     let peakFds = start.fds;
     const sampler = setInterval(() => {
       peak = Math.max(peak, rssMiB());
       peakFds = Math.max(peakFds, fds());
     }, 200);
+    // What the front's main thread is doing, sampled: state and, when asleep, the syscall it sleeps in.
+    const states: Record<string, number> = {};
+    const stateSampler = setInterval(() => {
+      try {
+        const st = readFileSync(`/proc/${front}/stat`, 'utf8');
+        const state = st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
+        const call = readFileSync(`/proc/${front}/syscall`, 'utf8').trim().split(' ');
+        const key = state === 'R' ? 'R' : `${state} syscall ${call[0]} arg0 ${Number(call[1])}`;
+        states[key] = (states[key] ?? 0) + 1;
+      } catch {
+        // gone
+      }
+    }, 10);
+    console.log(`load starts ${new Date().toISOString()}`);
     const loaded = await Promise.all([
       run('observer', ['observer', String(seconds)]),
       ...Object.keys(users)
@@ -84,6 +111,10 @@ try {
         .map((u, k) => run(u, ['mixed', String(seconds), k === 0 ? '64' : '16', world.dirs[u]!])),
     ]);
     clearInterval(sampler);
+    clearInterval(stateSampler);
+    console.log(`front main thread states (10 ms samples): ${JSON.stringify(Object.entries(states).sort((a, b) => b[1] - a[1]).slice(0, 8))}`);
+    console.log(`load ends ${new Date().toISOString()}`);
+    const s1 = { front: sched(front), bus: sched(world.bus.pid), t: Date.now() };
     await new Promise((res) => setTimeout(res, 2000));
     const [observer, ...mixed] = loaded;
     const base = idle.latencies.GetInfo!.p50;
@@ -108,6 +139,8 @@ try {
     console.log(`  failures (not refusals): ${JSON.stringify(failures)}`);
     console.log(`  refusals: ${JSON.stringify(refusals)}`);
     console.log(`  broker tree RSS: ${start.rss.toFixed(0)} MiB at rest, ${peak.toFixed(0)} MiB peak, ${rssMiB().toFixed(0)} MiB after; fds ${start.fds} at rest, ${peakFds} peak, ${fds()} after`);
+    const wall = s1.t - s0.t;
+    console.log(`  front main thread: on CPU ${(s1.front.cpu - s0.front.cpu).toFixed(0)} ms, waiting for a CPU ${(s1.front.wait - s0.front.wait).toFixed(0)} ms, of ${wall} ms; bus daemon on CPU ${(s1.bus.cpu - s0.bus.cpu).toFixed(0)} ms, waiting ${(s1.bus.wait - s0.bus.wait).toFixed(0)} ms`);
     console.log(`  loop devices: ${start.loops} -> ${loops()}; staging points left: ${staged()}; store/tmp entries: ${readdirSync(join(world.broker.stateDir, 'store', 'tmp')).length}`);
   }
   const errors = world.broker.audit.filter((l) => l.event === 'error');
@@ -118,5 +151,5 @@ try {
 } finally {
   await world.teardown();
   const stop = world.broker.audit.find((l) => l.event === 'stop' && l.eventLoopDelayMs);
-  if (stop) console.log(`front event loop delay (ms): ${JSON.stringify(stop.eventLoopDelayMs)}`);
+  if (stop) console.log(`front event loop delay (ms): ${JSON.stringify(stop.eventLoopDelayMs)}; worst stalls: ${JSON.stringify(stop.stalls)}`);
 }

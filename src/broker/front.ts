@@ -86,8 +86,19 @@ async function main(): Promise<void> {
   // How long the event loop that serves everyone was ever held up: the stop line reports it.
   const lag = monitorEventLoopDelay({ resolution: 20 });
   lag.enable();
+  // The worst stalls and when they happened (to line them up with what the callers did).
+  const stalls: { at: string; ms: number; mono: number }[] = [];
+  let tick = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    const late = now - tick - 20;
+    tick = now;
+    if (late < 100) return;
+    stalls.push({ at: new Date().toISOString(), ms: Math.round(late), mono: Number(process.hrtime.bigint() / 1000n) });
+    stalls.sort((a, b) => b.ms - a.ms).splice(5);
+  }, 20).unref();
   process.on('SIGTERM', () => {
-    stdoutAudit({ event: 'stop', eventLoopDelayMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6 } });
+    stdoutAudit({ event: 'stop', eventLoopDelayMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6 }, stalls });
     bus.disconnect();
     process.exit(0);
   });
