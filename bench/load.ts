@@ -15,6 +15,9 @@ import { createWorld } from '../test/helpers/world.js';
 import { runAs } from '../test/helpers/run-as.js';
 import { pkgRoot } from '../test/helpers/paths.js';
 
+/** --nice N: the users' processes run at nice N (the broker and the bus at 0), as a system service's slice outweighs the users' in production. */
+const niceAt = process.argv.indexOf('--nice');
+const nice = niceAt >= 0 ? Number(process.argv.splice(niceAt, 2)[1]) : 0;
 const soak = process.argv[2] === '--soak';
 const args = process.argv.slice(soak ? 3 : 2);
 const seconds = soak ? 0 : Number(args[0] ?? 30);
@@ -60,7 +63,7 @@ const q = (xs: number[], p: number) => (xs.length ? [...xs].sort((a, b) => a - b
 type Stats = { n: number; p50: number; p90: number; p99: number; max: number };
 type Out = { latencies: Record<string, Stats>; failures: Record<string, number>; refusals: Record<string, number> };
 const run = async (name: string, argv: string[]): Promise<Out> => {
-  const r = await runAs(world.users[name]!, [process.execPath, client, ...argv], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 3_600_000 });
+  const r = await runAs(world.users[name]!, [...(nice ? ['nice', '-n', String(nice)] : []), process.execPath, client, ...argv], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 3_600_000 });
   if (r.code !== 0) throw new Error(`${name}: ${r.stderr}`);
   return JSON.parse(r.stdout) as Out;
 };

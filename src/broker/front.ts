@@ -12,7 +12,7 @@ import { busName } from '../bus/names.js';
 import { packageVersion } from '../paths.js';
 import type { KernelFeatures } from '../sys/features.js';
 import { dieWithParent, noNewPrivileges } from '../sys/syscalls.js';
-import { stdoutAudit } from './audit.js';
+import { AuditWriter } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { ExecutorClient } from './executor-client.js';
 import { FairQueue } from './fair-queue.js';
@@ -27,9 +27,19 @@ function arg(name: string): string | undefined {
   return at >= 0 ? process.argv[at + 1] : undefined;
 }
 
+/** Audit lines leave off the event loop (audit.ts); an exit waits for them. */
+const audit = new AuditWriter(1);
+const stdoutAudit = audit.sink;
+
 function fail(message: string, code: number): never {
+  audit.flushSync();
   process.stderr.write(`mountgated: ${message}\n`);
   process.exit(code);
+}
+
+/** Exits once the audit lines so far are written (or a second passed). */
+function exitAfterAudit(code: number): void {
+  void audit.drain(1000).then(() => process.exit(code));
 }
 
 async function main(): Promise<void> {
@@ -45,7 +55,7 @@ async function main(): Promise<void> {
   const channel = new Channel(3);
   channel.on('close', () => {
     stdoutAudit({ event: 'stop', message: 'the executor closed the channel' });
-    process.exit(exitCodes.Internal);
+    exitAfterAudit(exitCodes.Internal);
   });
   const hello = await new Promise<Frame>((resolve) => channel.once('frame', (frame: Frame) => resolve(frame)));
   const features = hello.features as KernelFeatures;
@@ -76,7 +86,7 @@ async function main(): Promise<void> {
   }
   bus.on('error', (err: Error) => {
     stdoutAudit({ event: 'error', message: `bus connection failed: ${err.message}` });
-    process.exit(exitCodes.BrokerUnavailable);
+    exitAfterAudit(exitCodes.BrokerUnavailable);
   });
   // The pools run before the broker takes calls: what it holds at rest is what it holds.
   await Promise.all([images.ready, prober.ready]);
@@ -100,7 +110,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => {
     stdoutAudit({ event: 'stop', eventLoopDelayMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6 }, stalls });
     bus.disconnect();
-    process.exit(0);
+    exitAfterAudit(0);
   });
   await channel.send({ type: 'up' });
   stdoutAudit({ event: 'ready', version: packageVersion, bus: busAddress ?? 'system', name: (bus as unknown as { name: string }).name, policy: policy.source, features, uid: process.getuid?.() });
