@@ -76,7 +76,8 @@ async function main(): Promise<void> {
   const images = new ImageService({ stateDir, policy: () => policy.policy, features });
   // At most four fd probes at once, over all callers, handed out round-robin between users.
   const prober = fdProber(new FairQueue(4), fdDeadlineMs);
-  const methods = methodRecords({ images, prober, executor: new ExecutorClient(channel), features });
+  // At most four plans at the executor at once, handed out round-robin between users.
+  const methods = methodRecords({ images, prober, executor: new ExecutorClient(channel), plans: new FairQueue(4), features });
 
   let bus;
   try {
