@@ -5,7 +5,6 @@
 // event loop, with deadlines). The executor sends it the kernel features and
 // the policy file's text; it sends the executor plans.
 //   node front.js --bus-address ADDR --policy FILE --state-dir DIR --fd-deadline-ms N
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { exitCodes } from '../errors.js';
 import { openBus, dbus } from '../bus/connect.js';
 import { busName } from '../bus/names.js';
@@ -18,6 +17,7 @@ import { ExecutorClient } from './executor-client.js';
 import { FairQueue } from './fair-queue.js';
 import { fdProber } from './fd-probe.js';
 import { ImageService } from './images.js';
+import { watchEventLoop } from './loop-watch.js';
 import { methodRecords } from './methods.js';
 import { PolicyStore, policyFrom, type PolicyText } from './policy-store.js';
 import { BrokerService } from './service.js';
@@ -76,8 +76,8 @@ async function main(): Promise<void> {
   const images = new ImageService({ stateDir, policy: () => policy.policy, features });
   // At most four fd probes at once, over all callers, handed out round-robin between users.
   const prober = fdProber(new FairQueue(4), fdDeadlineMs);
-  // At most four plans at the executor at once, handed out round-robin between users.
-  const methods = methodRecords({ images, prober, executor: new ExecutorClient(channel), plans: new FairQueue(4), features });
+  // At most sixteen plans at the executor at once (each may wait on a helper process), handed out round-robin between users.
+  const methods = methodRecords({ images, prober, executor: new ExecutorClient(channel), plans: new FairQueue(16), features });
 
   let bus;
   try {
@@ -95,21 +95,9 @@ async function main(): Promise<void> {
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);
   // How long the event loop that serves everyone was ever held up: the stop line reports it.
-  const lag = monitorEventLoopDelay({ resolution: 20 });
-  lag.enable();
-  // The worst stalls and when they happened (to line them up with what the callers did).
-  const stalls: { at: string; ms: number; mono: number }[] = [];
-  let tick = performance.now();
-  setInterval(() => {
-    const now = performance.now();
-    const late = now - tick - 20;
-    tick = now;
-    if (late < 100) return;
-    stalls.push({ at: new Date().toISOString(), ms: Math.round(late), mono: Number(process.hrtime.bigint() / 1000n) });
-    stalls.sort((a, b) => b.ms - a.ms).splice(5);
-  }, 20).unref();
+  const loop = watchEventLoop();
   process.on('SIGTERM', () => {
-    stdoutAudit({ event: 'stop', eventLoopDelayMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6 }, stalls });
+    stdoutAudit({ event: 'stop', ...loop() });
     bus.disconnect();
     exitAfterAudit(0);
   });

@@ -18,6 +18,7 @@ import { stdoutAudit } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { serveExecutor } from './executor.js';
 import { MountLocker } from './lock.js';
+import { watchEventLoop } from './loop-watch.js';
 import { readPolicyText } from './policy-store.js';
 
 interface Options {
@@ -84,6 +85,7 @@ async function main(opts: Options): Promise<void> {
   const features = opts.erofsBacking === 'loop' ? { ...probed, fileBackedErofs: false } : probed;
   const locker = new MountLocker(join(opts.runtimeDir, 'stage'));
   const log = (message: string) => stdoutAudit({ event: 'error', message: `executor: ${message}` });
+  const loop = watchEventLoop();
 
   let child: ChildProcess | undefined;
   let channel: Channel | undefined;
@@ -142,7 +144,7 @@ async function main(opts: Options): Promise<void> {
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    stdoutAudit({ event: 'stop' });
+    stdoutAudit({ event: 'stop', process: 'executor', ...loop() });
     const c = child;
     const finish = () => {
       cleanup();
