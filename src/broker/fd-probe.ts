@@ -73,10 +73,19 @@ class Prober {
   examine(fd: number, deadlineMs: number): Promise<RawFacts> {
     const id = this.next++;
     return new Promise<RawFacts>((resolve, reject) => {
+      let settled = false;
+      // The deadline counts from now, when this probe starts (its wait in the
+      // queue is not the fd's fault). Timers run before I/O in a turn of the
+      // event loop: an answer that arrived while the loop was busy is read
+      // first (setImmediate runs after the I/O), so only an fd that really did
+      // not answer times out.
       const timer = setTimeout(() => {
-        done();
-        this.kill();
-        reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
+        setImmediate(() => {
+          if (settled) return;
+          done();
+          this.kill();
+          reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
+        });
       }, deadlineMs);
       const onReply = (reply: { facts?: RawFacts; error?: string }) => {
         done();
@@ -88,6 +97,7 @@ class Prober {
         reject(new Error(`the fd prober went away: ${this.why}`));
       };
       const done = () => {
+        settled = true;
         clearTimeout(timer);
         this.replies.off(String(id), onReply);
         this.replies.off('gone', onGone);

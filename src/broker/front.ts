@@ -7,19 +7,19 @@
 //   node front.js                 started by mountgated, the channel on fd 3
 //   node front.js --connect PATH  as a service of its own (mountgate-front.service),
 //                                 connecting to the executor's socket
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { exitCodes } from '../errors.js';
 import { openBus, dbus } from '../bus/connect.js';
 import { busName } from '../bus/names.js';
 import { packageVersion } from '../paths.js';
 import type { KernelFeatures } from '../sys/features.js';
 import { connectUnix, dieWithParent, noNewPrivileges } from '../sys/syscalls.js';
-import { stdoutAudit } from './audit.js';
+import { AuditWriter } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { ExecutorClient } from './executor-client.js';
 import { FairQueue } from './fair-queue.js';
 import { fdProber } from './fd-probe.js';
 import { ImageService } from './images.js';
+import { watchEventLoop } from './loop-watch.js';
 import { methodRecords } from './methods.js';
 import { PolicyStore, policyFrom, type PolicyText } from './policy-store.js';
 import { BrokerService } from './service.js';
@@ -29,7 +29,12 @@ function arg(name: string): string | undefined {
   return at >= 0 ? process.argv[at + 1] : undefined;
 }
 
+/** Audit lines leave off the event loop (audit.ts); an exit waits for them. */
+const audit = new AuditWriter(1);
+const stdoutAudit = audit.sink;
+
 function fail(message: string, code: number): never {
+  audit.flushSync();
   process.stderr.write(`mountgated: ${message}\n`);
   process.exit(code);
 }
@@ -48,13 +53,18 @@ function openChannel(): Channel {
   }
 }
 
+/** Exits once the audit lines so far are written (or a second passed). */
+function exitAfterAudit(code: number): void {
+  void audit.drain(1000).then(() => process.exit(code));
+}
+
 async function main(): Promise<void> {
   // Nothing this process starts (fd probes) can gain privileges.
   noNewPrivileges();
   const channel = openChannel();
   channel.on('close', () => {
     stdoutAudit({ event: 'stop', message: 'the executor closed the channel' });
-    process.exit(exitCodes.Internal);
+    exitAfterAudit(exitCodes.Internal);
   });
   const hello = await new Promise<Frame>((resolve) => channel.once('frame', (frame: Frame) => resolve(frame)));
   if (hello.type !== 'hello') fail(`the executor sent ${String(hello.type)} first, not hello`, exitCodes.Internal);
@@ -81,7 +91,8 @@ async function main(): Promise<void> {
   const executor = new ExecutorClient(channel);
   // At most four fd probes at once, over all callers, handed out round-robin between users.
   const prober = fdProber(new FairQueue(4), fdDeadlineMs, (mountId, path) => executor.mountFacts(mountId, path));
-  const methods = methodRecords({ images, prober, executor, features });
+  // At most sixteen plans at the executor at once (each may wait on a helper process), handed out round-robin between users.
+  const methods = methodRecords({ images, prober, executor, plans: new FairQueue(16), features });
   // `systemctl reload mountgate-front`: the executor reads the policy file and sends it.
   process.on('SIGHUP', () => void channel.send({ type: 'reload-policy' }).catch(() => undefined));
 
@@ -93,7 +104,7 @@ async function main(): Promise<void> {
   }
   bus.on('error', (err: Error) => {
     stdoutAudit({ event: 'error', message: `bus connection failed: ${err.message}` });
-    process.exit(exitCodes.BrokerUnavailable);
+    exitAfterAudit(exitCodes.BrokerUnavailable);
   });
   // The pools run before the broker takes calls: what it holds at rest is what it holds.
   await Promise.all([images.ready, prober.ready]);
@@ -101,12 +112,11 @@ async function main(): Promise<void> {
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);
   // How long the event loop that serves everyone was ever held up: the stop line reports it.
-  const lag = monitorEventLoopDelay({ resolution: 20 });
-  lag.enable();
+  const loop = watchEventLoop();
   process.on('SIGTERM', () => {
-    stdoutAudit({ event: 'stop', eventLoopDelayMs: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6, max: lag.max / 1e6 } });
+    stdoutAudit({ event: 'stop', ...loop() });
     bus.disconnect();
-    process.exit(0);
+    exitAfterAudit(0);
   });
   await channel.send({ type: 'up' });
   stdoutAudit({ event: 'ready', version: packageVersion, bus: busAddress ?? 'system', name: (bus as unknown as { name: string }).name, policy: policy.source, features, uid: process.getuid?.() });

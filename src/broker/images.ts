@@ -17,7 +17,7 @@ import * as sys from '../sys/syscalls.js';
 import { ImageRegistry, type ImageMeta } from '../store/images.js';
 import { DigestMismatchError, digestPattern, ObjectStore } from '../store/objects.js';
 import { defaultImageLimits } from '../policy/default.js';
-import { FairQueue } from './fair-queue.js';
+import { FairQueue, fairChunks } from './fair-queue.js';
 import { ImageBuilder, type BuiltImage } from './image-builder.js';
 import type { StreamReader } from './stream.js';
 
@@ -55,6 +55,8 @@ export class ImageService {
   /** At most two builds at once, over all users, handed out round-robin between them, on two workers. */
   private readonly builds = new FairQueue(2);
   private readonly builder = new ImageBuilder(this.builds.slots);
+  /** Uploaded chunks are hashed and written one at a time, round-robin between users (no turn is held while a stream is silent). */
+  private readonly uploads = new FairQueue(1);
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), deps.features.fsVerity);
@@ -158,7 +160,7 @@ export class ImageService {
         if (expected === undefined) throw new InvalidRequestError(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
         if (size !== expected) throw new InvalidRequestError(`object ${digest} is ${expected} bytes in your image, but the stream says ${size}`);
         try {
-          await this.store.ingest(digest, size, reader.chunks(size), () => this.stillWanted(uid, digest));
+          await this.store.ingest(digest, size, fairChunks(this.uploads, uid, reader.chunks(size)), () => this.stillWanted(uid, digest));
         } catch (err) {
           if (err instanceof DigestMismatchError) throw new InvalidRequestError(`${err.message}; nothing of it was stored`);
           throw err;

@@ -25,6 +25,7 @@ import { stdoutAudit } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { serveExecutor } from './executor.js';
 import { MountLocker } from './lock.js';
+import { watchEventLoop } from './loop-watch.js';
 import { readPolicyText } from './policy-store.js';
 
 interface Options {
@@ -40,6 +41,13 @@ interface Options {
 }
 
 const frontPath = new URL('./front.js', import.meta.url).pathname;
+
+/**
+ * Node flags for the front, for benches and profiling only (--cpu-prof,
+ * --trace-gc, ...): MOUNTGATE_FRONT_NODE_OPTIONS, split at spaces. The front
+ * gets no NODE_OPTIONS of its own environment.
+ */
+const frontNodeFlags = (process.env.MOUNTGATE_FRONT_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
 
 function fail(message: string, code: number): never {
   process.stderr.write(`mountgated: ${message}\n`);
@@ -135,6 +143,7 @@ async function main(opts: Options): Promise<void> {
   if (!opts.acceptFront) await kernelFeatures();
   const locker = new MountLocker(join(opts.runtimeDir, 'stage'));
   const log = (message: string) => stdoutAudit({ event: 'error', message: `executor: ${message}` });
+  const loop = watchEventLoop();
 
   let child: ChildProcess | undefined;
   let channel: Channel | undefined;
@@ -164,7 +173,7 @@ async function main(opts: Options): Promise<void> {
 
   const startFront = () => {
     const [mine, theirs] = sys.socketpair();
-    child = spawn(process.execPath, [frontPath], {
+    child = spawn(process.execPath, [...frontNodeFlags, frontPath], {
       uid: front.uid,
       gid: front.gid,
       cwd: '/',
@@ -242,7 +251,7 @@ async function main(opts: Options): Promise<void> {
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    stdoutAudit({ event: 'stop' });
+    stdoutAudit({ event: 'stop', process: 'executor', ...loop() });
     const c = child;
     const finish = () => {
       channel?.close();

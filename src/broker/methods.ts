@@ -14,6 +14,7 @@ import * as sys from '../sys/syscalls.js';
 import { packageVersion } from '../paths.js';
 import { digestPattern } from '../store/objects.js';
 import type { PlanExecutor } from './executor-client.js';
+import type { FairQueue } from './fair-queue.js';
 import type { FdProber } from './fd-probe.js';
 import type { BuiltImage } from './image-builder.js';
 import { checkManifestFd, imageLimits, type ImageService } from './images.js';
@@ -64,6 +65,8 @@ export interface MethodDeps {
   images: ImageService;
   prober: FdProber;
   executor: PlanExecutor;
+  /** Plans in flight to the executor, handed out round-robin between users. */
+  plans: FairQueue;
   features: KernelFeatures;
 }
 
@@ -100,7 +103,9 @@ function explainObject(requestJson: string): Record<string, unknown> {
 const setattrFlags = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
 
 export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord> {
-  const { images, prober, executor, features } = deps;
+  const { images, prober, features } = deps;
+  /** The executor, in the caller's turn: one user's flood of mounts waits behind its own. */
+  const execute = (call: CallContext, plan: Plan, fds: number[]) => deps.plans.run(call.caller.uid, () => deps.executor.execute(plan, fds));
 
   const getInfo: MethodRecord<Record<string, never>, undefined> = {
     method: 'GetInfo',
@@ -139,8 +144,8 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     facts: (call, args) => prober.sourceFacts(call.caller.uid, args.directory),
     decide: (call, args, source) => decideBind({ caller: call.caller, request: args.request, source, policy: call.policy, usage: call.usage }),
     plan: (verdict) => planBind(verdict.grant!),
-    async execute(_call, args, source, verdict, plan) {
-      const { mountFd } = await executor.execute(plan!, [args.directory]);
+    async execute(call, args, source, verdict, plan) {
+      const { mountFd } = await execute(call, plan!, [args.directory]);
       const info = { source: source.path, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, flags: setattrFlags(plan!) };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },
@@ -231,8 +236,8 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
         request: args.request,
       }),
     plan: (verdict, args) => images.planMount(verdict.grant!, args.imageId),
-    async execute(_call, args, found, verdict, plan) {
-      const { mountFd } = await executor.execute(plan!, []);
+    async execute(call, args, found, verdict, plan) {
+      const { mountFd } = await execute(call, plan!, []);
       const info = { image: args.imageId, name: found!.meta.name, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, verity: features.fsVerity };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },
