@@ -16,7 +16,7 @@ import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifes
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
+import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 function safeNumber(v: bigint, what: string, max: number, pointer: string): number {
   if (v > BigInt(max)) throw new InvalidManifestError(`${what} ${v} exceeds the maximum ${max}`, pointer);
@@ -169,16 +169,11 @@ export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions
   }
 }
 
-const typeBits: Record<Exclude<Entry['type'], 'hardlink'>, number> = {
-  dir: S_IFDIR, file: S_IFREG, symlink: S_IFLNK, chardev: S_IFCHR, blockdev: S_IFBLK,
-  fifo: S_IFIFO, socket: S_IFSOCK, whiteout: S_IFCHR,
-};
-
 function dumpFromEntry(e: Attributed, nlink: number): DumpEntry {
   const d: DumpEntry = {
     path: bytesOf(e.path),
     size: 0n,
-    mode: typeBits[e.type] | e.mode,
+    mode: ENTRY_TYPE_BITS[e.type] | e.mode,
     hardlink: false,
     nlink: e.nlink ?? nlink,
     uid: e.uid,

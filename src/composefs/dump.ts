@@ -11,7 +11,7 @@
 // mode accepts those; the converter then drops the ignored values.
 import { InvalidManifestError } from '../manifest/errors.js';
 import { loneSurrogateIndex } from '../manifest/text.js';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
+import { COMPOSEFS_INLINE_MAX, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 export interface DumpXattr {
   key: Buffer;
@@ -48,8 +48,6 @@ export interface DumpParseOptions {
 }
 
 const FIELD_COUNT = 11;
-const PATH_MAX = 4096;
-const INLINE_MAX = 5000;
 /** mkcomposefs caps the xattr part of a line (its duplicate search is quadratic). */
 const MAX_XATTR_TEXT = 65535;
 const U32_MAX = 0xffffffff;
@@ -215,8 +213,8 @@ function parseLine(line: Buffer, strict: boolean): DumpEntry {
       throw new Error(`symlink SIZE ${size} is not the length of its target (${payload.length})`);
     }
     if (strict && content !== null && content.length > 0) throw new Error('a symlink cannot have CONTENT');
-  } else if (content !== null && content.length > INLINE_MAX) {
-    throw new Error(`inline content of ${content.length} bytes exceeds the maximum ${INLINE_MAX}`);
+  } else if (content !== null && content.length > COMPOSEFS_INLINE_MAX) {
+    throw new Error(`inline content of ${content.length} bytes exceeds the maximum ${COMPOSEFS_INLINE_MAX}`);
   }
   if (strict && rdev !== 0 && type !== S_IFCHR && type !== S_IFBLK) {
     throw new Error(`RDEV ${rdev} on something that is not a device`);

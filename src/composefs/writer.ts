@@ -36,8 +36,8 @@ import {
   EROFS_XATTR_MAX_SHARED, EROFS_XATTR_WRITE_PREFIXES, FSVERITY_HASH_ALG_SHA256, OVERLAY_ESCAPE_PREFIX,
   OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT, OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY, OVERLAY_OPAQUE,
   OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_OPAQUE, OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, S_IFBLK,
-  S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, erofsFileType, inodeFormat, writeComposefsHeader,
-  writeDirent, writeInode, writeSuperBlock, writeXattrBodyHeader, writeXattrEntryHeader,
+  S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, erofsFileType, inodeFormat, writeStruct, COMPOSEFS_HEADER, SUPERBLOCK,
+  INODE_COMPACT, INODE_EXTENDED, XATTR_BODY_HEADER, XATTR_ENTRY, DIRENT, ENTRY_TYPE_BITS,
 } from './format.js';
 import { xxh32 } from './xxhash.js';
 
@@ -281,11 +281,6 @@ class Node {
   }
 }
 
-const typeModes: Record<Exclude<Entry['type'], 'hardlink'>, number> = {
-  dir: S_IFDIR, file: S_IFREG, symlink: S_IFLNK, chardev: S_IFCHR, blockdev: S_IFBLK,
-  fifo: S_IFIFO, socket: S_IFSOCK, whiteout: S_IFCHR,
-};
-
 function isType(node: Node, type: number): boolean {
   return (node.mode & S_IFMT) === type;
 }
@@ -314,7 +309,7 @@ function setXattr(node: Node, x: Xattr): void {
 function nodeFromEntry(e: Exclude<Entry, { type: 'hardlink' }>, index: number, parent: Node | null, table: XattrTable): Node {
   const codec = table.codec;
   const node = new Node(index, parent);
-  node.mode = typeModes[e.type] | e.mode;
+  node.mode = ENTRY_TYPE_BITS[e.type] | e.mode;
   node.uid = e.uid;
   node.gid = e.gid;
   node.nlink = e.nlink ?? 0; // 0: 1 + incoming hardlinks, filled in by buildTree
@@ -807,7 +802,7 @@ function xattrNameFilter(node: Node): number {
 /** One xattr entry (header, key suffix, value) at `at`; its padding stays zero. */
 function encodeXattrEntry(buf: Buffer, at: number, x: Xattr): void {
   const suffix = x.key.suffix;
-  writeXattrEntryHeader(buf, at, { nameLength: suffix.length, nameIndex: x.key.prefixIndex, valueSize: x.valueSize });
+  writeStruct(XATTR_ENTRY, buf, at, { nameLength: suffix.length, nameIndex: x.key.prefixIndex, valueSize: x.valueSize });
   buf.set(suffix, at + EROFS_XATTR_ENTRY_SIZE);
   encodeXattrValue(x, buf, at + EROFS_XATTR_ENTRY_SIZE + suffix.length);
 }
@@ -818,7 +813,7 @@ function encodeDirents(buf: Buffer, at: number, node: Node, chunk: DirentChunk, 
   let nameAt = at + chunk.count * EROFS_DIRENT_SIZE;
   for (let i = chunk.first; i < chunk.first + chunk.count; i++) {
     const c = node.children[i]!;
-    writeDirent(buf, at, { nid: c.node.nid, nameOffset: nameAt - start, fileType: erofsFileType(c.node.mode) });
+    writeStruct(DIRENT, buf, at, { nid: c.node.nid, nameOffset: nameAt - start, fileType: erofsFileType(c.node.mode) });
     codec.write(buf, nameAt, c.name, c.nameSize);
     at += EROFS_DIRENT_SIZE;
     nameAt += c.nameSize;
@@ -850,23 +845,26 @@ function encodeInodeRecord(buf: Buffer, at: number, node: Node, known: Addresses
     u = node.rdev;
   }
   const icount = node.xattrAreaSize === 0 ? 0 : (node.xattrAreaSize - EROFS_XATTR_HEADER_SIZE) / 4 + 1;
-  writeInode(buf, at, {
+  const inode = {
     format: inodeFormat(inodeLayout, dataLayout),
     xattrIcount: icount,
-    mode: node.mode,
+    mode: node.mode & 0xffff,
     nlink: node.nlink,
     size,
-    u,
-    chunkFormat,
+    // The chunk format takes the low 16 bits of the union.
+    u: chunkFormat === undefined ? u : ((u & 0xffff0000) | chunkFormat) >>> 0,
     ino: node.ino,
     uid: node.uid,
     gid: node.gid,
     mtime: node.mtimeSec,
     mtimeNsec: node.mtimeNsec,
-  });
+  };
+  if (node.compact) writeStruct(INODE_COMPACT, buf, at, inode);
+  else writeStruct(INODE_EXTENDED, buf, at, inode);
+
   at += node.compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE;
   if (node.xattrAreaSize > 0) {
-    writeXattrBodyHeader(buf, at, { nameFilter: xattrNameFilter(node), sharedCount: node.sharedCount });
+    writeStruct(XATTR_BODY_HEADER, buf, at, { nameFilter: xattrNameFilter(node), sharedCount: node.sharedCount });
     let ref = at + EROFS_XATTR_HEADER_SIZE;
     let inline = ref + node.sharedCount * 4;
     const sharedBase = known.inodesEnd % EROFS_BLOCK_SIZE;
@@ -928,7 +926,7 @@ function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): 
   let at = out.position;
   let buf = out.take(COMPOSEFS_HEADER_SIZE);
   if (buf) {
-    writeComposefsHeader(buf, at, {
+    writeStruct(COMPOSEFS_HEADER, buf, at, {
       magic: COMPOSEFS_MAGIC,
       version: COMPOSEFS_HEADER_VERSION,
       flags: t.hasAcl ? COMPOSEFS_FLAG_HAS_ACL : 0,
@@ -940,7 +938,7 @@ function layoutImage(t: PreparedTree, out: ImageSink, known: Addresses | null): 
   at = out.position;
   buf = out.take(EROFS_SUPER_SIZE);
   if (buf && known) {
-    writeSuperBlock(buf, at, {
+    writeStruct(SUPERBLOCK, buf, at, {
       magic: EROFS_SUPER_MAGIC,
       checksum: 0,
       featureCompat: EROFS_FEATURE_COMPAT_MTIME | EROFS_FEATURE_COMPAT_XATTR_FILTER,
