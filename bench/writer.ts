@@ -12,7 +12,7 @@
 // is compared byte for byte with the one mkcomposefs wrote. Also the fixed
 // costs of a mountgate process: bare node, and the imports on the build path.
 // Writes bench/results/writer.json.
-// Run: bash bench/run.sh writer [--runs N] [--sizes 1000,10000,...]
+// Run: bash bench/run.sh writer [--runs N] [--sizes 1000,10000,...] [--cli path/to/bin/mountgate] [--out NAME.json]
 // Needs mkcomposefs and composefs-info on PATH or under $MOUNTGATE_REF_COMPOSEFS/bin.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -23,7 +23,9 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'bin/mountgate');
+/** --cli PATH times another build of mountgate (a checkout of main, say) with the same cases. */
+const cliIndex = process.argv.indexOf('--cli');
+const cli = cliIndex >= 0 ? resolve(process.argv[cliIndex + 1]!) : join(root, 'bin/mountgate');
 const cs9Asset = resolve(root, '../shared/conformance/composefs-assets/cs9-x86_64-minimal.dump.gz');
 const cacheDir = process.env.MOUNTGATE_BENCH_CACHE ?? '/var/cache/mountgate-bench';
 
@@ -213,7 +215,7 @@ const series = [
 const results = join(root, 'bench/results');
 mkdirSync(results, { recursive: true });
 writeFileSync(
-  join(results, 'writer.json'),
+  join(results, argument('--out', 'writer.json')),
   JSON.stringify({ bench: 'writer', date: new Date().toISOString(), runs, targets, series, fixedCosts: fixed, cases }, null, 2) + '\n',
 );
-console.log(`wrote ${join(results, 'writer.json')}`);
+console.log(`wrote ${join(results, argument('--out', 'writer.json'))}`);
