@@ -9,12 +9,16 @@ import { createReadStream, createWriteStream, existsSync, lstatSync, readdirSync
 import { once } from 'node:events';
 import { basename, join, resolve } from 'node:path';
 import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
+import { objectPath } from '../composefs/format.js';
 import { validateManifest } from '../manifest/load.js';
 import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { getXattr, listXattrs, pipe, sealedMemfd, SyscallError } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type ImageListing, type MountgateBroker } from './broker.js';
+
+/** The backing path of an object in a composefs object directory. */
+export { objectPath };
 
 /** Owner id recorded for files whose host owner the id map does not cover (as a user namespace shows them). */
 export const OVERFLOW_ID = 65534;
@@ -82,10 +86,7 @@ export async function fileDigest(path: string | Buffer): Promise<{ digest: strin
   return { digest: hasher.digest().toString('hex'), size };
 }
 
-/** The backing path of an object in a composefs object directory: "xx/rest". */
-export function objectPath(digest: string): string {
-  return `${digest.slice(0, 2)}/${digest.slice(2)}`;
-}
+
 
 /**
  * Builds the manifest of a directory tree, without following symlinks:

@@ -7,6 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, rm
 import { open, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { objectPath } from '../composefs/format.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { fsyncDirAsync } from './atomic.js';
 import * as sys from '../sys/syscalls.js';
@@ -14,9 +15,7 @@ import * as sys from '../sys/syscalls.js';
 export const digestPattern = /^[0-9a-f]{64}$/;
 
 /** The object's path relative to the objects directory: the composefs backing path. */
-export function objectPath(digest: string): string {
-  return `${digest.slice(0, 2)}/${digest.slice(2)}`;
-}
+export { objectPath };
 
 export class DigestMismatchError extends Error {}
 
