@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     else for (const e of r.errors) stdoutAudit({ event: 'policy', allowed: false, message: `${e} (keeping the last good policy from ${policy.source})` });
   });
 
-  const images = new ImageService({ stateDir, policy: () => policy.policy, features });
+  const images = new ImageService({ stateDir, policy: () => policy.policy, features, fdDeadlineMs });
   // At most four fd probes at once, over all callers, handed out round-robin between users.
   const prober = fdProber(new FairQueue(4), fdDeadlineMs);
   const methods = methodRecords({ images, prober, executor: new ExecutorClient(channel), features });

@@ -359,3 +359,10 @@ export function dieWithParent(parent: number): boolean {
   check('prctl(PR_SET_PDEATHSIG)', prctlFn(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) as number);
   return process.ppid === parent;
 }
+
+const syncfsFn = libc.func('int syncfs(int fd)');
+
+/** syncfs: everything written to the filesystem that holds fd is on disk (one call for a batch of files, instead of an fsync each). */
+export function syncfs(fd: number): void {
+  check('syncfs', syncfsFn(fd) as number);
+}
