@@ -107,11 +107,21 @@ function ownedRow(r: RawImage): OwnedImage {
 
 export class StoreDb {
   private readonly db: Database.Database;
-  private readonly q;
+  private q!: ReturnType<StoreDb['statements']>;
 
   /** Opens (creating when new) the database at `path`; `onCreate` runs inside the transaction that creates the schema (to import an older state). */
   constructor(path: string, onCreate?: (db: StoreDb) => void) {
-    this.db = new Database(path);
+    // A second broker on the same state waits a moment for the lock, then is refused.
+    this.db = new Database(path, { timeout: 1000 });
+    try {
+      this.open(path, onCreate);
+    } catch (err) {
+      if (this.db.open) this.db.close();
+      throw err;
+    }
+  }
+
+  private open(path: string, onCreate?: (db: StoreDb) => void): void {
     // One writer, the front: no shared-memory file, and a second front cannot open it.
     this.db.pragma('locking_mode = EXCLUSIVE');
     this.db.pragma('journal_mode = WAL');
@@ -120,10 +130,28 @@ export class StoreDb {
     this.db.pragma('foreign_keys = ON');
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > schemaVersion) throw new Error(`${path} has schema version ${version}; this mountgated knows only up to ${schemaVersion} (a newer mountgated wrote it)`);
-    let create = version === 0;
-    if (create) this.db.exec(schema);
+    const create = version === 0;
+    // A new database is made in one transaction with whatever `onCreate` imports: a failed import leaves nothing.
+    if (create) {
+      this.db.exec('BEGIN IMMEDIATE');
+      this.db.exec(schema);
+    }
+    this.q = this.statements();
+    if (create) {
+      try {
+        onCreate?.(this);
+        this.db.pragma(`user_version = ${schemaVersion}`);
+        this.db.exec('COMMIT');
+      } catch (err) {
+        this.db.exec('ROLLBACK');
+        throw err;
+      }
+    }
+  }
+
+  private statements() {
     const d = this.db;
-    this.q = {
+    return {
       image: d.prepare<[string]>('SELECT * FROM images WHERE id = ?'),
       owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
       listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? ORDER BY i.id'),
@@ -169,13 +197,6 @@ export class StoreDb {
       setAbsent: d.prepare<[string]>('UPDATE objects SET present = 0 WHERE digest = ?'),
       deleteOwnersOf: d.prepare<[string]>('DELETE FROM owners WHERE image_id = ?'),
     };
-    if (create) {
-      this.db.transaction(() => {
-        onCreate?.(this);
-        this.db.pragma(`user_version = ${schemaVersion}`);
-      })();
-      create = false;
-    }
   }
 
   close(): void {
