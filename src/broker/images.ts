@@ -156,10 +156,9 @@ export class ImageService {
     stdin.write(`${JSON.stringify({ pending: [...pending].map(([d, p]) => [d, p.size, p.present]) })}\n`);
     let objects = 0;
     let bytes = 0;
-    let batch: { o: string; s: number; t: string | null }[] = [];
     return new Promise<{ objects: number; bytes: number }>((resolve, reject) => {
       let settled = false;
-      let readingFd = false;
+      let lastLine = 0;
       let timer: NodeJS.Timeout | undefined;
       const finish = (err?: Error) => {
         if (settled) return;
@@ -170,14 +169,17 @@ export class ImageService {
         if (err) reject(err);
         else resolve({ objects, bytes });
       };
+      // The helper says it is alive several times a second unless a read is stuck (a file on a filesystem that does not answer).
       const arm = () => {
         clearTimeout(timer);
-        const ms = readingFd ? this.deps.fdDeadlineMs : streamIdleMs + 10_000;
         timer = setTimeout(() => {
-          finish(readingFd
-            ? new TimeoutError(`a passed file did not answer within ${this.deps.fdDeadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); ${objects} object(s) were stored before it`)
-            : new TimeoutError(`the upload stalled for ${Math.round(streamIdleMs / 1000)} s; ${objects} object(s) were stored before it`));
-        }, ms);
+          // Lines that arrived while this loop was busy are read first (the poll phase comes before setImmediate).
+          const last = lastLine;
+          setImmediate(() => {
+            if (lastLine !== last) return;
+            finish(new TimeoutError(`reading the upload did not progress for ${this.deps.fdDeadlineMs / 1000} s (a passed file's filesystem, e.g. a FUSE server, is not responding); ${objects} object(s) were stored before it`));
+          });
+        }, Math.max(this.deps.fdDeadlineMs, 1000));
       };
       arm();
       createInterface({ input: child.stdout! }).on('line', (text) => {
@@ -188,16 +190,12 @@ export class ImageService {
         } catch {
           return finish(new Error('the upload helper said something unreadable'));
         }
-        if (line.f) readingFd = true;
+        lastLine++;
         arm();
-        if (typeof line.o === 'string') {
-          readingFd = false;
-          batch.push(line as { o: string; s: number; t: string | null });
-        } else if (line.b) {
-          const done = this.publish(uid, batch);
+        if (Array.isArray(line.b)) {
+          const done = this.publish(uid, line.b as [string, number, string | null][]);
           objects += done.objects;
           bytes += done.bytes;
-          batch = [];
         } else if (line.end) {
           stdin.write('sync\n');
         } else if (line.synced) {
@@ -216,12 +214,12 @@ export class ImageService {
    * while one of uid's images still needs it and the store lacks it, and the
    * proofs are one transaction. Returns what uid was credited with.
    */
-  private publish(uid: number, batch: { o: string; s: number; t: string | null }[]): { objects: number; bytes: number } {
+  private publish(uid: number, batch: [digest: string, size: number, tmp: string | null][]): { objects: number; bytes: number } {
     const db = this.registry.db;
     let objects = 0;
     let bytes = 0;
     db.transaction(() => {
-      for (const { o: digest, s: size, t: tmp } of batch) {
+      for (const [digest, size, tmp] of batch) {
         if (db.wantedSize(uid, digest) !== size) continue;
         if (!db.isPresent(digest)) {
           // Not written because the store had it when the upload began, and gone since: uid has to send it again.

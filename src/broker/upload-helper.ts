@@ -10,9 +10,9 @@
 //
 //   node upload-helper.js TMPDIR PREFIX pipe|socket IDLE_MS [--verity]
 // stdin: one JSON line {"pending": [[digest, size, present], ...]}, then "sync" lines.
-// stdout: JSON lines: {"f":1} (starts reading a passed fd), {"p":1} (progress),
-//   {"o": digest, "s": size, "t": tmp name | null}, {"b":1} (the objects since
-//   the last "b" are on disk), {"end":1}, {"synced":1}, {"e": message} (refused; exits).
+// stdout: JSON lines: {"p":1} (alive: at least every 200 ms while its event
+//   loop runs or it reads), {"b": [[digest, size, tmp name | null], ...]} (a
+//   batch of verified objects, on disk), {"end":1}, {"synced":1}, {"e": message} (refused; exits).
 import { closeSync, fchmodSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -46,6 +46,8 @@ function progress(): void {
   say({ p: 1 });
 }
 
+// Alive while the event loop turns (waiting for the stream); a read stuck in a filesystem stops this, and the front kills us.
+const heartbeat = setInterval(() => progress(), 200);
 const lines = createInterface({ input: process.stdin });
 const input = lines[Symbol.asyncIterator]();
 const nextLine = async (): Promise<string | undefined> => {
@@ -55,7 +57,7 @@ const nextLine = async (): Promise<string | undefined> => {
 
 const dirFd = openSync(tmpDir, 'r');
 let serial = 0;
-let batch: { o: string; s: number; t: string | null }[] = [];
+let batch: [string, number, string | null][] = [];
 let batchWritten = 0;
 
 /** One object into a tmp file (when `write`) while hashing it; returns the digest of what was read. */
@@ -90,18 +92,16 @@ class Sink {
 function flushBatch(): void {
   if (batch.length === 0) return;
   if (batchWritten > 0) {
-    if (verity) for (const b of batch) if (b.t) enableVerity(join(tmpDir, b.t));
+    if (verity) for (const [, , tmp] of batch) if (tmp) enableVerity(join(tmpDir, tmp));
     syncfs(dirFd);
   }
-  for (const b of batch) say(b);
-  say({ b: 1 });
+  say({ b: batch });
   batch = [];
   batchWritten = 0;
 }
 
 /** Hashes (and copies) a regular file the caller passed, by position: its offset is the caller's. */
 function fromFd(fd: number, size: number, sink: Sink): void {
-  say({ f: 1 });
   const st = fstatSync(fd);
   if (!st.isFile()) throw new Refusal('a passed fd is not a regular file (only regular files can prove an object)');
   if (!readableFd(fd)) throw new Refusal('a passed fd was not opened for reading');
@@ -155,7 +155,7 @@ async function run(): Promise<void> {
       if (sink.received !== size) throw new Refusal(`object ${digest}: got ${sink.received} bytes, expected ${size}; nothing of it was stored`);
       if (actual !== digest) throw new Refusal(`object ${digest}: its content hashes to ${actual}; nothing of it was stored`);
       pending.delete(digest);
-      batch.push({ o: digest, s: size, t: sink.name });
+      batch.push([digest, size, sink.name]);
       if (sink.name) batchWritten += size;
       objects++;
       if (reader.write && ++unacked >= ackEvery) ack();
@@ -183,6 +183,7 @@ async function run(): Promise<void> {
 run()
   .catch((err: Error) => say({ e: `the upload helper failed: ${err.message}` }))
   .finally(() => {
+    clearInterval(heartbeat);
     lines.close();
     process.stdout.write('', () => process.exit(0));
   });

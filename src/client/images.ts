@@ -314,6 +314,8 @@ export async function uploadImage(
     onProgress?: (p: UploadProgress) => void;
     /** How contents go to the broker: as open files it hashes itself (default), or as bytes through a pipe. */
     transport?: 'files' | 'pipe';
+    /** Called once AddImage answered, before any object is sent. */
+    onAdded?: (added: { imageId: string; missing: string[] }) => void;
   } = {},
 ): Promise<UploadResult> {
   const sizes = manifestObjects(manifest);
@@ -325,6 +327,7 @@ export async function uploadImage(
     closeFd(fd);
   }
   const { imageId, missing } = added;
+  opts.onAdded?.(added);
   if (missing.length === 0) return { imageId, uploaded: { objects: 0, bytes: 0 } };
 
   const lacking = missing.filter((d) => !sources.has(d));
