@@ -89,6 +89,12 @@ cp package.json package-lock.json "$lib/"
 )
 rm -f "$lib/package-lock.json"
 
+# better-sqlite3 is built from source (no prebuilt binary is fetched): the
+# addon must be there; its sources and intermediate objects are not needed.
+bsq=$lib/node_modules/better-sqlite3
+[ -f "$bsq/build/Release/better_sqlite3.node" ] || die "better-sqlite3's addon was not built (needs g++ and make)"
+rm -rf "$bsq/build/Release/obj" "$bsq/build/Release/obj.target" "$bsq/build/Release/.deps" "$bsq/build/Release/sqlite3.a" "$bsq/build/Release/test_extension.node" "$bsq/build/deps" "$bsq/deps" "$bsq/src"
+
 # Prebuilt binaries for other platforms (koffi ships all of them, node-pty the
 # darwin/win32 ones): dead weight in a package for one architecture.
 case "$arch" in

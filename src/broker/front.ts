@@ -87,7 +87,13 @@ async function main(): Promise<void> {
     else for (const e of r.errors) stdoutAudit({ event: 'policy', allowed: false, message: `${e} (keeping the last good policy from ${policy.source})` });
   });
 
-  const images = new ImageService({ stateDir, policy: () => policy.policy, features });
+  let images: ImageService;
+  try {
+    images = new ImageService({ stateDir, policy: () => policy.policy, features, fdDeadlineMs });
+  } catch (err) {
+    // An older state that cannot be imported, a database another broker holds or a newer one wrote: said plainly.
+    fail(`refusing to start: the store in ${stateDir} cannot be opened: ${(err as Error).message}`, exitCodes.Internal);
+  }
   const executor = new ExecutorClient(channel);
   // At most four fd probes at once, over all callers, handed out round-robin between users.
   const prober = fdProber(new FairQueue(4), fdDeadlineMs, (mountId, path) => executor.mountFacts(mountId, path));

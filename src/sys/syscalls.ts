@@ -449,3 +449,10 @@ export function getXattr(path: string | Buffer, name: Buffer): Buffer {
   const n = Buffer.concat([name, Buffer.alloc(1)]);
   return sizedRead('lgetxattr', (buf, size) => Number(lgetxattrFn(p, n, buf, size)));
 }
+
+const syncfsFn = libc.func('int syncfs(int fd)');
+
+/** syncfs: everything written to the filesystem that holds fd is on disk (one call for a batch of files, instead of an fsync each). */
+export function syncfs(fd: number): void {
+  check('syncfs', syncfsFn(fd) as number);
+}
