@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createWorld } from '../test/helpers/world.js';
 import { runAs } from '../test/helpers/run-as.js';
 import { pkgRoot } from '../test/helpers/paths.js';
+import { row, writeResult, type ResultTarget } from './lib/results.js';
 
 const calls = Number(process.argv[2] ?? 1000);
 const world = await createWorld({
@@ -27,6 +28,10 @@ try {
   for (const [name, xs] of Object.entries(samples)) {
     console.log(`${name.padEnd(14)} ${q(xs, 0.5).toFixed(3).padStart(7)} ${q(xs, 0.9).toFixed(3).padStart(8)} ${q(xs, 0.99).toFixed(3).padStart(8)} ${(q(xs, 0.5) / base).toFixed(2).padStart(8)}`);
   }
+  // No issue sets a limit for round trips: 5x guards against regressions (issue 2 measured 2.6-3.7x for GetInfo).
+  const target: ResultTarget = { target: "broker round trip, median against the bus daemon's own GetId (a guard, no issue's target)", limit: 5, unit: 'ratio', rows: [] };
+  for (const name of ['GetInfo', 'BindIdmapped']) target.rows.push(row(target, `${name}, ms (${calls} sequential calls)`, q(samples[name]!, 0.5), base));
+  console.log(`wrote ${writeResult({ bench: 'rtt', targets: [target], series: [] })}`);
 } finally {
   await world.teardown();
 }

@@ -6,16 +6,23 @@ import { basename, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { identityMap, controlledIds } from '../policy/idmap.js';
-import { closeFd, connect, type MountgateBroker } from '../client/broker.js';
+import type { MountgateBroker } from '../client/broker.js';
 import { namespaceMap, ownerMap } from '../client/idmaps.js';
-import { resolveImageRef } from '../client/images.js';
-import { runInNamespace, type ImageMounts, type NamespaceMounts } from '../client/namespace.js';
+import { resolveImageRef } from '../client/image-ref.js';
+import type { ImageMounts, NamespaceMounts } from '../client/namespace.js';
 import { BrokerUnavailableError, exitCodes, MountgateError } from '../errors.js';
 import { packageVersion } from '../paths.js';
+import { trace } from '../trace.js';
 import type { BindRequest } from '../schema/types.generated.js';
-import { formatIssues, guessKind, parseAndValidate, schemaKinds, type SchemaKind, type ValidationIssue } from '../schema/validate.js';
-import { InvalidManifestError, parseManifest } from '../manifest/load.js';
+import { schemaKinds, type SchemaKind } from '../schema/kinds.js';
+import type { ValidationIssue } from '../schema/issues.js';
 import { parseBindSpec } from './bind-spec.js';
+
+// Only what every command needs is imported above; each command imports the
+// rest when it runs (the bus client, the validators, the namespace code), so
+// a command pays only for what it uses.
+trace('modules loaded');
+process.once('exit', () => trace('exit'));
 
 class UsageError extends Error {}
 
@@ -28,7 +35,7 @@ function readInput(file: string): Buffer {
   return file === '-' ? readFileSync(0) : readFileSync(file);
 }
 
-function kindOf(file: string, text: string, explicit?: string): SchemaKind {
+function kindOf(file: string, text: string, guessKind: (value: unknown) => SchemaKind | undefined, explicit?: string): SchemaKind {
   if (explicit) return explicit as SchemaKind;
   // The file's name, then its directories: "bind-request.json", "policy/x.json".
   for (const name of [basename(file), file]) for (const k of schemaKinds) if (name.includes(k)) return k;
@@ -41,12 +48,9 @@ function kindOf(file: string, text: string, explicit?: string): SchemaKind {
   throw new UsageError(`cannot tell which schema ${file} follows; pass --kind ${schemaKinds.join('|')}`);
 }
 
-function issuesOf(result: ReturnType<typeof parseAndValidate>): ValidationIssue[] {
-  return result.ok ? [] : result.issues;
-}
-
 /** A manifest gets the same checks as AddImage: the schema, then what the schema cannot say (order, parents, limits). */
-function manifestIssues(text: Buffer): ValidationIssue[] {
+async function manifestIssues(text: Buffer): Promise<ValidationIssue[]> {
+  const { InvalidManifestError, parseManifest } = await import('../manifest/load.js');
   try {
     parseManifest(text);
     return [];
@@ -57,11 +61,22 @@ function manifestIssues(text: Buffer): ValidationIssue[] {
 }
 
 async function withBroker<T>(busAddress: string | undefined, fn: (b: MountgateBroker) => Promise<T>): Promise<T> {
+  const { connect } = await import('../client/broker.js');
   const broker = await connect(busAddress ? { busAddress } : {});
+  trace('connected');
   try {
     return await fn(broker);
   } finally {
     broker.close();
+  }
+}
+
+/** Closes an fd of ours, ignoring one already closed. */
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
   }
 }
 
@@ -114,11 +129,13 @@ program
   .addOption(new Option('--kind <kind>', 'which schema (guessed from the name or shape otherwise)').choices([...schemaKinds]))
   .option('--json', 'print {file, kind, valid, issues} as JSON')
   .addHelpText('after', '\nEvery problem is printed as "FILE: POINTER: what to change"; exit 0 when valid, 3 when not.\n\nExample:\n  mountgate validate --kind bind-request my-request.json')
-  .action((file: string, opts: { kind?: string; json?: boolean }) => {
+  .action(async (file: string, opts: { kind?: string; json?: boolean }) => {
+    const { formatIssues, guessKind, parseAndValidate } = await import('../schema/validate.js');
     const bytes = readInput(file);
     const text = bytes.toString('utf8');
-    const kind = kindOf(file, text, opts.kind);
-    const issues = kind === 'manifest' ? manifestIssues(bytes) : issuesOf(parseAndValidate(kind, text));
+    const kind = kindOf(file, text, guessKind, opts.kind);
+    const checked = kind === 'manifest' ? undefined : parseAndValidate(kind, text);
+    const issues = checked ? (checked.ok ? [] : checked.issues) : await manifestIssues(bytes);
     const result = { ok: issues.length === 0 };
     if (opts.json) say(JSON.stringify({ file, kind, valid: result.ok, issues }));
     else if (result.ok) say(`${file}: valid ${kind}`);
@@ -156,7 +173,7 @@ program
         process.exitCode = reason && reason in exitCodes ? exitCodes[reason] : exitCodes.PolicyDenied;
       }
     } finally {
-      fds.forEach(closeFd);
+      fds.forEach(closeQuietly);
     }
   });
 
@@ -267,9 +284,11 @@ Examples:
         }
       });
     } catch (err) {
-      [...mounts, ...images].forEach((m) => closeFd(m.fd));
+      [...mounts, ...images].forEach((m) => closeQuietly(m.fd));
       throw err;
     }
+    trace('mounts received');
+    const { runInNamespace } = await import('../client/namespace.js');
     process.exitCode = await runInNamespace({
       uidMap: uidNs,
       gidMap: gidNs,
@@ -280,6 +299,23 @@ Examples:
       ...(opts.cwd ? { cwd: opts.cwd } : {}),
     });
   });
+
+/** The subcommand named on the command line, after the program's own options. */
+function subcommandOf(argv: string[]): string | undefined {
+  for (let k = 2; k < argv.length; k++) {
+    const arg = argv[k]!;
+    if (arg === '--bus-address') k++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
+}
+
+/** The commands defined in this file; any other word (or none: help) needs the optional ones too. */
+const coreCommands = new Set(program.commands.map((c) => c.name()));
+const needsOptional = (argv: string[]) => {
+  const command = subcommandOf(argv);
+  return command === undefined ? !argv.some((a) => a === '-V' || a === '--version') : !coreCommands.has(command);
+};
 
 async function registerOptional(): Promise<void> {
   // Commands that live in their own modules (manifest and image tools), each
@@ -312,9 +348,10 @@ function report(err: unknown): number {
   return exitCodes.Internal;
 }
 
-await registerOptional();
+if (needsOptional(process.argv)) await registerOptional();
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
   process.exitCode = report(err);
 }
+trace('done');

@@ -3,13 +3,12 @@
 // reported before anything crosses the bus), calls the broker, and returns
 // mount fds that the program attaches in a mount namespace it owns.
 import { closeSync } from 'node:fs';
-import { dbus, openBus, type MessageBus } from '../bus/connect.js';
+import { BusMessage, CallerBus, type Message } from '../bus/caller.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
 import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError } from '../errors.js';
 import type { BindRequest, MountRequest } from '../schema/types.generated.js';
-import { formatIssues, validate } from '../schema/validate.js';
-
-type Message = InstanceType<typeof dbus.Message>;
+import { formatIssues } from '../schema/issues.js';
+import { validateRequest } from '../schema/requests.js';
 
 export interface ConnectOptions {
   /** D-Bus address of the broker's bus; default $MOUNTGATE_BUS_ADDRESS, else the system bus. */
@@ -51,18 +50,18 @@ export interface ImageListing {
 }
 
 function checked<T>(kind: 'bind-request' | 'mount-request', request: unknown): T {
-  const result = validate(kind, request);
+  const result = validateRequest(kind, request);
   if (!result.ok) throw new InvalidRequestError(`the ${kind} is invalid: ${formatIssues(result.issues).join('; ')}`);
   return result.value as T;
 }
 
 export class MountgateBroker {
-  constructor(private readonly bus: MessageBus) {}
+  constructor(private readonly bus: CallerBus) {}
 
   private async call(member: string, signature: string, body: unknown[]): Promise<Message> {
-    let reply: Message | null;
+    let reply: Message;
     try {
-      reply = await this.bus.call(new dbus.Message({ destination: busName, path: objectPath, interface: interfaceName, member, signature, body }));
+      reply = await this.bus.call(new BusMessage({ destination: busName, path: objectPath, interface: interfaceName, member, signature, body }));
     } catch (err) {
       const e = err as { type?: string; text?: string; message?: string };
       const typed = e.type ? errorFromBus(e.type, e.text ?? '') : undefined;
@@ -73,7 +72,6 @@ export class MountgateBroker {
       if (e.type === 'org.freedesktop.DBus.Error.AccessDenied') throw new BrokerUnavailableError(`the bus refused the call: ${e.text ?? ''}`);
       throw new InternalError(`${member} failed: ${e.text ?? e.message ?? String(err)}`);
     }
-    if (!reply) throw new InternalError(`${member}: no reply`);
     return reply;
   }
 
@@ -151,7 +149,7 @@ export class MountgateBroker {
 export async function connect(opts: ConnectOptions = {}): Promise<MountgateBroker> {
   const address = opts.busAddress ?? process.env.MOUNTGATE_BUS_ADDRESS;
   try {
-    return new MountgateBroker(await openBus(address));
+    return new MountgateBroker(await CallerBus.open(address));
   } catch (err) {
     throw new BrokerUnavailableError(`cannot connect to the bus${address ? ` at ${address}` : ' (system bus)'}: ${(err as Error).message}`);
   }

@@ -393,19 +393,4 @@ export async function uploadImage(
   return { imageId, uploaded: p.value };
 }
 
-/**
- * The image `ref` names among `images`: a full id, a unique id prefix of at
- * least 8 hex characters, or a unique name.
- */
-export function resolveImageRef(images: ImageListing[], ref: string): ImageListing {
-  const exact = images.find((i) => i.id === ref);
-  if (exact) return exact;
-  const byPrefix = /^[0-9a-f]{8,63}$/.test(ref) ? images.filter((i) => i.id.startsWith(ref)) : [];
-  if (byPrefix.length === 1) return byPrefix[0]!;
-  if (byPrefix.length > 1) throw new InvalidRequestError(`${ref} is the start of ${byPrefix.length} image ids; give more of the id`);
-  const byName = images.filter((i) => i.name === ref);
-  if (byName.length === 1) return byName[0]!;
-  if (byName.length > 1) throw new InvalidRequestError(`${byName.length} of your images are named ${ref}; give the id instead (mountgate image ls)`);
-  const hint = /^[0-9a-f]{1,7}$/.test(ref) ? ' (an id prefix needs at least 8 characters)' : '';
-  throw new NotFoundError(`you have no image ${ref}${hint}; see mountgate image ls`);
-}
+export { resolveImageRef } from './image-ref.js';

@@ -3,23 +3,27 @@
 // by newuidmap/newgidmap from Debian's uidmap package), after attaching the
 // mounts the broker returned. Node cannot unshare or setns itself (it has
 // threads), so `unshare` creates the namespaces, waits until the maps are
-// written, and only then starts the in-namespace helper (inner.ts): a program
-// started before the maps exist would have no capabilities in the namespace.
-// An image mounted at "/" becomes the command's root; a writable image gets
-// an overlay whose upper and work directories live in a scratch directory of
-// the caller's, created here and removed when the command has exited.
+// written, and only then starts the attach helper (attach-helper.ts), which
+// does the steps planned here and becomes the command: a program started
+// before the maps exist would have no capabilities in the namespace. The
+// command is this process's only child; with a terminal requested, it runs
+// on a pseudo-terminal that this process relays (terminal.ts).
+// An image mounted at "/" becomes the command's root, with the host's /dev,
+// /proc and /sys and a fresh /tmp; a writable image gets an overlay whose
+// upper and work directories live in a scratch directory of the caller's,
+// created here and removed when the command has exited.
 import { spawn, execFile } from 'node:child_process';
 import { accessSync, closeSync, constants as fsConstants, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Duplex } from 'node:stream';
 import type { IdRange } from '../schema/types.generated.js';
+import { trace } from '../trace.js';
+import { attachHelperArgv, type AttachStep } from './attach-helper.js';
 
 const execFileAsync = promisify(execFile);
 const osSignals = constants.signals as Record<string, number>;
-const innerScript = fileURLToPath(new URL('./inner.js', import.meta.url));
 
 export interface NamespaceMounts {
   /** A detached mount fd; ownership passes to runInNamespace. */
@@ -47,26 +51,14 @@ export interface RunSpec {
   cwd?: string;
 }
 
-/** What inner.ts receives as its one argument. */
-export interface InnerSpec {
-  mounts: { fd: number; target: string }[];
-  /** Images; with `upper`, the image is attached at `lower` and an overlay goes at the target. */
-  images: { fd: number; target: string; lower?: string; upper?: string; work?: string }[];
-  /** Set when an image is the root: the directory the new root is assembled at, then chrooted into. */
-  root?: string;
-  command: string[];
-  interactive: boolean;
-  cwd?: string;
-}
-
 function mapArgs(map: IdRange[]): string[] {
   return map.flatMap((r) => [String(r.from), String(r.to), String(r.count)]);
 }
 
 async function writeMaps(pid: number, uidMap: IdRange[], gidMap: IdRange[]): Promise<void> {
   try {
-    await execFileAsync('newuidmap', [String(pid), ...mapArgs(uidMap)]);
-    await execFileAsync('newgidmap', [String(pid), ...mapArgs(gidMap)]);
+    // Both at once: they write different files of the same process.
+    await Promise.all([execFileAsync('newuidmap', [String(pid), ...mapArgs(uidMap)]), execFileAsync('newgidmap', [String(pid), ...mapArgs(gidMap)])]);
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new Error(`cannot map ids into the new namespace: ${(e.stderr ?? e.message).trim()} (is the uidmap package installed, and do you have ranges in /etc/subuid and /etc/subgid?)`);
@@ -109,70 +101,105 @@ export async function runInNamespace(spec: RunSpec): Promise<number> {
   const images = spec.images ?? [];
   const fds = [...spec.mounts.map((m) => m.fd), ...images.map((i) => i.fd)];
   let scratch: string | undefined;
-  let inner: InnerSpec;
+  let steps: AttachStep[];
   try {
     if (images.some((i) => i.writable || i.target === '/')) scratch = makeScratch();
-    inner = innerSpec(spec, images, scratch);
+    steps = attachSteps(spec, images, scratch);
   } catch (err) {
     for (const fd of fds) closeSync(fd);
     if (scratch) rmSync(scratch, { recursive: true, force: true });
     throw err;
   }
   try {
-    return await spawnInner(spec, inner, fds);
+    return await spawnHelper(spec, steps, fds);
   } finally {
     if (scratch) await removeScratch(scratch, spec);
   }
 }
 
-/** What the helper does, with the scratch directories it needs made. */
-function innerSpec(spec: RunSpec, images: ImageMounts[], scratch: string | undefined): InnerSpec {
-  const firstMountFd = 4; // 0-2 stdio, 3 the sync socket
-  const root = images.some((i) => i.target === '/') ? join(scratch!, 'root') : undefined;
+/** The helper's steps, in order, with the scratch directories they need made. */
+function attachSteps(spec: RunSpec, images: ImageMounts[], scratch: string | undefined): AttachStep[] {
+  const firstMountFd = 4; // 0-2 stdio, 3 the sync socket; then the binds, then the images
+  const rootIndex = images.findIndex((i) => i.target === '/');
+  const root = rootIndex >= 0 ? join(scratch!, 'root') : undefined;
   if (root) mkdirSync(root);
-  return {
-    mounts: spec.mounts.map((m, k) => ({ fd: firstMountFd + k, target: m.target })),
-    images: images.map((img, k) => {
-      const fd = firstMountFd + spec.mounts.length + k;
-      if (!img.writable) return { fd, target: img.target };
-      const dirs = { lower: join(scratch!, `image${k}`, 'lower'), upper: join(scratch!, `image${k}`, 'upper'), work: join(scratch!, `image${k}`, 'work') };
-      for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
-      return { fd, target: img.target, ...dirs };
-    }),
-    ...(root ? { root } : {}),
-    command: spec.command,
-    interactive: spec.interactive,
-    ...(spec.cwd ? { cwd: spec.cwd } : {}),
+  const base = root ?? '/';
+  const imageSteps = (img: ImageMounts, k: number): AttachStep[] => {
+    const fd = firstMountFd + spec.mounts.length + k;
+    const at = { base, target: img.target, what: 'the image', missing: 'make' } as const;
+    if (!img.writable) return [{ op: 'attach', fd, ...at }];
+    // The image is the overlay's lower layer; writes go to upper.
+    const [lower, upper, work] = ['lower', 'upper', 'work'].map((d) => join(scratch!, `image${k}`, d)) as [string, string, string];
+    for (const d of [lower, upper, work]) mkdirSync(d, { recursive: true });
+    return [
+      { op: 'attach', fd, base: '/', target: lower, what: 'the image', missing: 'make' },
+      { op: 'new', fsType: 'overlay', options: { lowerdir: lower, upperdir: upper, workdir: work, userxattr: undefined }, ...at },
+    ];
   };
+  const steps: AttachStep[] = spec.interactive ? [{ op: 'tty' }] : [];
+  if (root) {
+    steps.push(...imageSteps(images[rootIndex]!, rootIndex));
+    // A read-only image gets only the system mounts it has directories for.
+    const missing = images[rootIndex]!.writable ? 'make' : 'have';
+    for (const dir of ['/dev', '/proc', '/sys']) steps.push({ op: 'host', dir, base: root, target: dir, what: `the host's ${dir}`, missing });
+    steps.push({ op: 'new', fsType: 'tmpfs', options: { mode: '1777' }, base: root, target: '/tmp', what: 'a tmpfs', missing });
+  }
+  images.forEach((img, k) => {
+    if (k !== rootIndex) steps.push(...imageSteps(img, k));
+  });
+  spec.mounts.forEach((m, k) => steps.push({ op: 'attach', fd: firstMountFd + k, base, target: m.target, what: 'the bind', missing: 'make' }));
+  if (root) steps.push({ op: 'root', dir: root });
+  if (spec.cwd) steps.push({ op: 'cwd', dir: spec.cwd });
+  return steps;
 }
 
-async function spawnInner(spec: RunSpec, inner: InnerSpec, fds: number[]): Promise<number> {
+async function spawnHelper(spec: RunSpec, steps: AttachStep[], fds: number[]): Promise<number> {
   // sh signals readiness on fd 3 from inside the new namespaces, waits for the
   // go, then execs the helper, which starts with full capabilities there.
   const script = 'echo ready >&3 && read go <&3 && exec 3>&- && exec "$0" "$@"';
-  const child = spawn(
-    'unshare',
-    ['--user', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, process.execPath, innerScript, JSON.stringify(inner)],
-    { stdio: ['inherit', 'inherit', 'inherit', 'pipe', ...fds] },
-  );
-  for (const fd of fds) closeSync(fd);
+  const terminal = spec.interactive ? (await import('./terminal.js')).openTerminal() : undefined;
+  const stdio = terminal ? [terminal.slave, terminal.slave, terminal.slave] : (['inherit', 'inherit', 'inherit'] as const);
+  let child;
+  try {
+    child = spawn('unshare', ['--user', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, ...attachHelperArgv(steps, spec.command)], {
+      stdio: [...stdio, 'pipe', ...fds],
+    });
+  } finally {
+    for (const fd of fds) closeSync(fd);
+    terminal?.closeSlave();
+  }
   const sync = child.stdio[3] as Duplex;
+  trace('unshare started');
 
   const exited = new Promise<number>((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? (osSignals[signal] ?? 0) : 0)));
   });
-  await Promise.race([
-    new Promise<void>((resolve) => sync.once('data', () => resolve())),
-    exited.then((code) => Promise.reject(new Error(`unshare exited (${code}) before the namespace was ready`))),
-  ]);
+  // The command gets the terminal's signals itself; a signal sent to this
+  // process is passed on, and this process stays to report the status.
+  const ignore = () => undefined;
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  process.on('SIGINT', ignore).on('SIGQUIT', ignore).on('SIGTERM', forward).on('SIGHUP', forward);
   try {
-    await writeMaps(child.pid!, spec.uidMap, spec.gidMap);
-  } catch (err) {
-    child.kill('SIGKILL');
-    await exited.catch(() => undefined);
-    throw err;
+    await Promise.race([
+      new Promise<void>((resolve) => sync.once('data', () => resolve())),
+      exited.then((code) => Promise.reject(new Error(`unshare exited (${code}) before the namespace was ready`))),
+    ]);
+    trace('namespace made');
+    try {
+      await writeMaps(child.pid!, spec.uidMap, spec.gidMap);
+    } catch (err) {
+      child.kill('SIGKILL');
+      await exited.catch(() => undefined);
+      throw err;
+    }
+    trace('ids mapped');
+    sync.end('go\n');
+    const status = await (terminal ? terminal.relay(exited) : exited);
+    trace('command exited');
+    return status;
+  } finally {
+    process.off('SIGINT', ignore).off('SIGQUIT', ignore).off('SIGTERM', forward).off('SIGHUP', forward);
+    terminal?.close();
   }
-  sync.end('go\n');
-  return exited;
 }

@@ -1,0 +1,161 @@
+// The helper that runs inside the caller's new user+mount namespace, with full
+// capabilities there, and turns a list of steps into mounts before it becomes
+// the command: attach a detached mount fd it inherited, bind a host
+// directory, mount a new tmpfs or overlay, enter a new root, change directory,
+// take a terminal. It is a Perl program (perl-base is Essential on Debian, and
+// perl starts in a few milliseconds where Node takes tens): Node cannot enter
+// a namespace itself, so the process that attaches must be a fresh one
+// started in the namespace, and this one does nothing but the steps, in order.
+// namespace.ts decides the steps; anything else that needs an fd attached in a
+// namespace it made can use the same helper (`attachHelperArgv`).
+//
+// Steps are words on the command line, each op with a fixed number of words
+// (`new` adds a count and that many options), then "--" and the command:
+//   attach FD BASE TARGET WHAT MODE     move_mount the inherited FD to BASE+TARGET
+//   host DIR BASE TARGET WHAT MODE      a recursive clone of the host's DIR there
+//   new FSTYPE BASE TARGET WHAT MODE N KEY[=VALUE]...   fsopen/fsconfig/fsmount there
+//   root DIR                            chroot into DIR (and chdir /)
+//   cwd DIR                             chdir
+//   tty                                 a new session whose controlling terminal is fd 0
+// MODE says what to do when the mount point BASE+TARGET is missing: "make"
+// creates it one level at a time, "have" skips the step. WHAT names the mount
+// in messages ("the bind"), TARGET is the path as the command will see it.
+// Every fd above 2 is closed before the command starts.
+
+const script = String.raw`
+use strict;
+use warnings;
+# The new mount API and close_range have the same numbers on every architecture.
+my %NR = (open_tree => 428, move_mount => 429, fsopen => 430, fsconfig => 431, fsmount => 432, close_range => 436);
+my ($AT_FDCWD, $MOVE_MOUNT_F_EMPTY_PATH, $OPEN_TREE_CLONE, $OPEN_TREE_CLOEXEC, $AT_RECURSIVE) = (-100, 4, 1, 0x80000, 0x8000);
+my ($FSOPEN_CLOEXEC, $FSMOUNT_CLOEXEC, $FSCONFIG_SET_FLAG, $FSCONFIG_SET_STRING, $FSCONFIG_CMD_CREATE) = (1, 1, 0, 1, 6);
+my $TIOCSCTTY = 0x540E;
+
+sub fail { my ($message, $code) = @_; print STDERR "mountgate: $message\n"; exit($code // 1); }
+# Copies, so that syscall may take a pointer to each string; numbers stay numbers.
+sub sys { my ($name, @args) = @_; return syscall($NR{$name}, @args); }
+sub close_fd { my ($fd) = @_; sys('close_range', $fd, $fd, 0); }
+
+sub mount_point {
+  my ($base, $target, $what, $mode) = @_;
+  my $path = $target eq '/' ? $base : $base eq '/' ? $target : "$base$target";
+  return $path if -d $path;
+  fail("cannot mount $what at $target: it is not a directory") if -e $path;
+  return undef if $mode eq 'have';
+  # One level at a time: a recursive mkdir would report EROFS as ENOENT.
+  my $at = $base;
+  for my $name (grep { $_ ne '' } split m{/}, $target) {
+    $at = $at eq '/' ? "/$name" : "$at/$name";
+    next if -e $at;
+    next if mkdir $at;
+    if ($!{EROFS} && $base ne '/') {
+      fail("cannot mount $what at $target: the image has no directory $target and is read-only; choose a directory that exists in it (or one under /tmp), or add --writable");
+    }
+    fail("cannot create the mount point $target for $what: $!");
+  }
+  return $path;
+}
+
+sub attach {
+  my ($fd, $path, $target, $what) = @_;
+  sys('move_mount', $fd, '', $AT_FDCWD, $path, $MOVE_MOUNT_F_EMPTY_PATH) == 0 or fail("cannot attach $what at $target: $!");
+  close_fd($fd);
+}
+
+my @argv = @ARGV;
+while (@argv && $argv[0] ne '--') {
+  my $op = shift @argv;
+  if ($op eq 'attach') {
+    my ($fd, $base, $target, $what, $mode) = splice @argv, 0, 5;
+    my $path = mount_point($base, $target, $what, $mode) // next;
+    attach(0 + $fd, $path, $target, $what);
+  } elsif ($op eq 'host') {
+    my ($dir, $base, $target, $what, $mode) = splice @argv, 0, 5;
+    my $path = mount_point($base, $target, $what, $mode) // next;
+    my $fd = sys('open_tree', $AT_FDCWD, $dir, $OPEN_TREE_CLONE | $OPEN_TREE_CLOEXEC | $AT_RECURSIVE);
+    fail("cannot bind the host's $dir at $target: $!") if $fd < 0;
+    attach($fd, $path, $target, $what);
+  } elsif ($op eq 'new') {
+    my ($type, $base, $target, $what, $mode, $count) = splice @argv, 0, 6;
+    my @options = splice @argv, 0, $count;
+    my $path = mount_point($base, $target, $what, $mode) // next;
+    my $fs = sys('fsopen', $type, $FSOPEN_CLOEXEC);
+    fail("cannot mount $type at $target: $!") if $fs < 0;
+    for my $option (@options) {
+      my ($key, $value) = split /=/, $option, 2;
+      my $r = defined $value ? sys('fsconfig', $fs, $FSCONFIG_SET_STRING, $key, $value, 0) : sys('fsconfig', $fs, $FSCONFIG_SET_FLAG, $key, 0, 0);
+      fail("cannot mount $type at $target: option $key: $!") if $r < 0;
+    }
+    sys('fsconfig', $fs, $FSCONFIG_CMD_CREATE, 0, 0, 0) == 0 or fail("cannot mount $type at $target: $!");
+    my $mnt = sys('fsmount', $fs, $FSMOUNT_CLOEXEC, 0);
+    fail("cannot mount $type at $target: $!") if $mnt < 0;
+    close_fd($fs);
+    attach($mnt, $path, $target, $what);
+  } elsif ($op eq 'root') {
+    my $dir = shift @argv;
+    chroot($dir) && chdir('/') or fail("cannot enter the image's root: $!");
+  } elsif ($op eq 'cwd') {
+    my $dir = shift @argv;
+    chdir($dir) or fail("cannot change to the directory $dir: $!");
+  } elsif ($op eq 'tty') {
+    require POSIX;
+    require Fcntl;
+    POSIX::setsid() or fail("cannot start a session on the terminal: $!");
+    ioctl(STDIN, $TIOCSCTTY, 0) or fail("cannot take the terminal: $!");
+    my $flags = fcntl(STDIN, Fcntl::F_GETFL(), 0);
+    fcntl(STDIN, Fcntl::F_SETFL(), $flags & ~Fcntl::O_NONBLOCK()) if defined $flags;
+  } else {
+    fail("attach helper: unknown step $op", 2);
+  }
+}
+shift @argv;
+fail('no command to run', 2) unless @argv;
+# The command gets standard input, output and error, and no other fd of ours.
+sys('close_range', 3, 0xFFFFFFFF, 0);
+{ no warnings 'exec'; exec { $argv[0] } @argv; }
+fail("cannot run $argv[0]: $!", 127);
+`;
+
+/** What the helper does to make a mount point that is missing: create it, or skip the step. */
+export type MissingMountPoint = 'make' | 'have';
+
+interface At {
+  /** The directory TARGET is inside of ("/", or the new root being assembled). */
+  base: string;
+  /** The path as the command will see it. */
+  target: string;
+  /** The mount's name in messages: "the bind", "the image". */
+  what: string;
+  missing: MissingMountPoint;
+}
+
+export type AttachStep =
+  | ({ op: 'attach'; fd: number } & At)
+  | ({ op: 'host'; dir: string } & At)
+  | ({ op: 'new'; fsType: string; options: Record<string, string | undefined> } & At)
+  | { op: 'root'; dir: string }
+  | { op: 'cwd'; dir: string }
+  | { op: 'tty' };
+
+function words(step: AttachStep): string[] {
+  switch (step.op) {
+    case 'attach':
+      return ['attach', String(step.fd), step.base, step.target, step.what, step.missing];
+    case 'host':
+      return ['host', step.dir, step.base, step.target, step.what, step.missing];
+    case 'new': {
+      const options = Object.entries(step.options).map(([k, v]) => (v === undefined ? k : `${k}=${v}`));
+      return ['new', step.fsType, step.base, step.target, step.what, step.missing, String(options.length), ...options];
+    }
+    case 'root':
+    case 'cwd':
+      return [step.op, step.dir];
+    case 'tty':
+      return ['tty'];
+  }
+}
+
+/** The helper's argv (program first): it performs `steps`, then execs `command` (looked up on PATH). */
+export function attachHelperArgv(steps: AttachStep[], command: string[]): string[] {
+  return ['perl', '-e', script, '--', ...steps.flatMap(words), '--', ...command];
+}
