@@ -8,6 +8,8 @@
 #                                        ./lib/results.js), each with its defaults, then
 #                                        bench/report.ts: BENCHMARKS.md and bench/plots/.
 # The long runs (fuzz.ts, crash.ts) write no results and are not part of the suite.
+# MOUNTGATE_BENCH_ONLY="rtt startup" runs only those benches of the suite (the report
+# still covers every results file).
 # The reference tools are found on PATH or under $MOUNTGATE_REF_COMPOSEFS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ failed=()
 for file in $(grep -l "from './lib/results.js'" bench/*.ts | sort); do
   name=$(basename "$file" .ts)
   [ "$name" = report ] && continue
+  if [ -n "${MOUNTGATE_BENCH_ONLY:-}" ] && [[ " $MOUNTGATE_BENCH_ONLY " != *" $name "* ]]; then continue; fi
   echo "=== bench $name ($(date -u +%H:%M:%S))"
   bench "$file" || failed+=("$name")
 done

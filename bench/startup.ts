@@ -8,10 +8,11 @@
 // runs the same command interleaved with them: before and after, same load.
 //   sudo bash bench/run.sh startup [--runs 20] [--compare /path/to/bin/mountgate]
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createWorld } from '../test/helpers/world.js';
 import { cliPath } from '../test/helpers/paths.js';
+import { installPrograms } from '../test/helpers/programs.js';
 import type { TestUser } from '../test/helpers/users.js';
 import { median, row, writeResult, type ResultTarget } from './lib/results.js';
 import { referenceTools } from './lib/reference.js';
@@ -51,15 +52,7 @@ function run(argv: string[], opts: { user?: TestUser; env?: Record<string, strin
 /** A tree that can run `true` as its root: the program, its libraries, and the usual mount points. */
 function buildTree(dir: string, user: TestUser): void {
   for (const d of ['dev', 'proc', 'sys', 'tmp', 'etc']) mkdirSync(join(dir, d), { recursive: true });
-  const program = '/usr/bin/true';
-  const libs = execFileSync('ldd', [program], { encoding: 'utf8' }).match(/\/\S+/g) ?? [];
-  for (const file of [program, ...libs]) {
-    const dst = join(dir, file);
-    if (existsSync(dst)) continue;
-    mkdirSync(dirname(dst), { recursive: true });
-    copyFileSync(file, dst);
-    chmodSync(dst, 0o755);
-  }
+  installPrograms(dir, ['/usr/bin/true']);
   execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
 }
 

@@ -1,142 +1,221 @@
-// Times the composefs image writer and the manifest path in front of it, on
-// the cs9-x86_64-minimal conformance asset (22,010 entries, a real CentOS
-// Stream 9 tree) and on synthetic manifests of 64,000 and 1,000,000 entries.
-// Each input runs in its own process, so its peak RSS is its own. Per input:
-// median (min-max) of several runs of
-//   dump -> manifest  manifestFromDumpText (cs9 only; includes validation),
-//   validation        validateManifest: JSON Schema and the semantic checks,
-//   writer            writeImage: its own checks, prepareTree, measure, emit,
-// and, as a baseline measured in the same process, a JSON round trip of the
-// manifest (JSON.parse(JSON.stringify(m))): native code touching every entry
-// once and building the same objects, the floor for any JS consumer of a
-// manifest. sha256 of the image is shown too (pure data movement over the output).
-// Run: npx tsx bench/writer.ts [--runs N] [--big-runs N] [--entries N]
-import { execFileSync } from 'node:child_process';
+// The composefs writer against mkcomposefs 1.0.8, side by side in one run, as
+// whole processes (what a user runs, fixed costs included):
+//   mkcomposefs --from-file X.dump out          (the reference)
+//   mountgate image build --from-dump X.dump    (dump -> image)
+//   mountgate image build X.json                (manifest -> image)
+// on a dump of this machine's /usr (made once with mkcomposefs and
+// composefs-info, cached), prefixes of it of 1k..60k entries (a dump lists a
+// directory before its contents, so every prefix is a tree), and the
+// cs9-x86_64-minimal conformance asset (22,010 entries). Per case and tool:
+// the median wall time of N runs and the median peak RSS (/usr/bin/time %M),
+// and the ratio to mkcomposefs in the same run. Every image mountgate writes
+// is compared byte for byte with the one mkcomposefs wrote. Also the fixed
+// costs of a mountgate process: bare node, and the imports on the build path.
+// Writes bench/results/writer.json.
+// Run: bash bench/run.sh writer [--runs N] [--sizes 1000,10000,...] [--cli path/to/bin/mountgate] [--out NAME.json]
+// Needs mkcomposefs and composefs-info on PATH or under $MOUNTGATE_REF_COMPOSEFS/bin.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
-import { manifestFromDumpText } from '../src/composefs/convert.js';
-import { writeImage } from '../src/composefs/writer.js';
-import { validateManifest } from '../src/manifest/load.js';
-import type { Entry, Manifest } from '../src/schema/types.generated.js';
 
-const script = fileURLToPath(import.meta.url);
-const root = resolve(dirname(script), '..');
-const asset = resolve(root, '../shared/conformance/composefs-assets/cs9-x86_64-minimal.dump.gz');
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** --cli PATH times another build of mountgate (a checkout of main, say) with the same cases. */
+const cliIndex = process.argv.indexOf('--cli');
+const cli = cliIndex >= 0 ? resolve(process.argv[cliIndex + 1]!) : join(root, 'bin/mountgate');
+const cs9Asset = resolve(root, '../shared/conformance/composefs-assets/cs9-x86_64-minimal.dump.gz');
+const cacheDir = process.env.MOUNTGATE_BENCH_CACHE ?? '/var/cache/mountgate-bench';
 
-function argument(name: string, fallback: number): number {
+function argument(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  return i >= 0 ? process.argv[i + 1]! : fallback;
+}
+const runs = Number(argument('--runs', '5'));
+const sizes = argument('--sizes', '1000,10000,22000,60000').split(',').map(Number);
+
+function findTool(name: string): string | undefined {
+  const dirs = [...(process.env.MOUNTGATE_REF_COMPOSEFS ? [join(process.env.MOUNTGATE_REF_COMPOSEFS, 'bin')] : []), ...(process.env.PATH ?? '').split(delimiter)];
+  for (const d of dirs) if (d && existsSync(join(d, name))) return join(d, name);
+  return undefined;
+}
+const mkcomposefs = findTool('mkcomposefs');
+const composefsInfo = findTool('composefs-info');
+
+const work = mkdtempSync(join(tmpdir(), 'mountgate-bench-writer-'));
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+
+interface Measured {
+  seconds: number;
+  rssMiB: number;
+  sha256: string;
 }
 
-const runs = argument('--runs', 9);
-const bigRuns = argument('--big-runs', 3);
-const bigCount = argument('--entries', 1_000_000);
+/** One run of a command: wall time around the process, its peak RSS, the sha256 of what it wrote. */
+function runOnce(argv: string[], output: string): Measured {
+  const rssFile = join(work, 'rss');
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', rssFile, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr.toString()}`);
+  const rssMiB = Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop()) / 1024;
+  const sha256 = output ? createHash('sha256').update(readFileSync(output)).digest('hex') : '';
+  return { seconds, rssMiB, sha256 };
+}
 
-interface Timing {
-  median: number;
-  min: number;
-  max: number;
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** N runs of each tool, interleaved so that the machine's noise falls on all of them alike. */
+function measure(tools: Record<string, (out: string) => string[]>): Record<string, { seconds: number; rssMiB: number; sha256: string }> {
+  const samples: Record<string, Measured[]> = {};
+  for (let i = 0; i < runs; i++) {
+    for (const [name, argv] of Object.entries(tools)) {
+      const out = join(work, `${name}.cfs`);
+      (samples[name] ??= []).push(runOnce(argv(out), out));
+    }
+  }
+  const result: Record<string, { seconds: number; rssMiB: number; sha256: string }> = {};
+  for (const [name, s] of Object.entries(samples)) {
+    result[name] = { seconds: median(s.map((m) => m.seconds)), rssMiB: median(s.map((m) => m.rssMiB)), sha256: s[0]!.sha256 };
+  }
+  return result;
+}
+
+/** A dump of /usr, made once: mkcomposefs computes the digests, composefs-info prints the dump. */
+function usrDump(): Buffer {
+  const cached = join(cacheDir, 'usr.dump');
+  if (!existsSync(cached)) {
+    mkdirSync(cacheDir, { recursive: true });
+    console.log(`making ${cached} from /usr (once; reads every file)...`);
+    const image = join(work, 'usr-source.cfs');
+    execFileSync(mkcomposefs!, ['/usr', image], { stdio: 'inherit' });
+    writeFileSync(cached + '.tmp', execFileSync(composefsInfo!, ['dump', image], { maxBuffer: 1 << 30 }));
+    execFileSync('mv', [cached + '.tmp', cached]);
+  }
+  return readFileSync(cached);
+}
+
+/** The first `n` lines of a dump. */
+function prefix(dump: Buffer, n: number): Buffer {
+  let at = 0;
+  for (let i = 0; i < n && at < dump.length; i++) at = dump.indexOf(0x0a, at) + 1 || dump.length;
+  return dump.subarray(0, at);
+}
+
+function lines(dump: Buffer): number {
+  let n = 0;
+  for (let i = dump.indexOf(0x0a); i >= 0; i = dump.indexOf(0x0a, i + 1)) n++;
+  return n;
 }
 
 interface CaseResult {
   name: string;
   entries: number;
-  imageBytes: number;
-  imageSha256: string;
-  dumpToManifest: Timing | null;
-  validation: Timing;
-  writer: Timing;
-  jsonRoundTrip: Timing;
-  sha256: Timing;
-  /** RSS with the manifest loaded, before any writing. */
-  rssManifest: number;
-  /** Peak RSS of the process up to the end of the writer runs. */
-  rssPeak: number;
+  reference: { seconds: number; rssMiB: number } | null;
+  fromDump: { seconds: number; rssMiB: number };
+  fromManifest: { seconds: number; rssMiB: number };
+  identical: boolean | null;
 }
 
-function time(n: number, f: () => void): Timing {
-  const ms: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    f();
-    ms.push(performance.now() - t0);
-  }
-  ms.sort((a, b) => a - b);
-  return { median: ms[Math.floor(ms.length / 2)]!, min: ms[0]!, max: ms[ms.length - 1]! };
+function runCase(name: string, dump: Buffer): CaseResult {
+  const dumpFile = join(work, `${name}.dump`);
+  const manifestFile = join(work, `${name}.json`);
+  writeFileSync(dumpFile, dump);
+  execFileSync(process.execPath, [cli, 'manifest', 'from-dump', dumpFile, '-o', manifestFile], { env: { ...process.env, NODE_OPTIONS: '' } });
+  const tools: Record<string, (out: string) => string[]> = {
+    fromDump: (out) => [process.execPath, cli, 'image', 'build', '--from-dump', dumpFile, '-o', out],
+    fromManifest: (out) => [process.execPath, cli, 'image', 'build', manifestFile, '-o', out],
+  };
+  if (mkcomposefs) tools.reference = (out) => [mkcomposefs, '--from-file', dumpFile, out];
+  const m = measure(tools);
+  const identical = m.reference ? m.fromDump!.sha256 === m.reference.sha256 && m.fromManifest!.sha256 === m.reference.sha256 : null;
+  const r: CaseResult = { name, entries: lines(dump), reference: m.reference ?? null, fromDump: m.fromDump!, fromManifest: m.fromManifest!, identical };
+  const show = (x: { seconds: number; rssMiB: number }, ref: { seconds: number; rssMiB: number } | null) =>
+    `${x.seconds.toFixed(3)} s ${x.rssMiB.toFixed(0)} MiB` + (ref ? ` (${(x.seconds / ref.seconds).toFixed(2)}x, ${(x.rssMiB / ref.rssMiB).toFixed(2)}x)` : '');
+  console.log(`${name}: ${r.entries.toLocaleString('en-US')} entries`);
+  if (r.reference) console.log(`  mkcomposefs --from-file  ${show(r.reference, null)}`);
+  console.log(`  dump -> image            ${show(r.fromDump, r.reference)}`);
+  console.log(`  manifest -> image        ${show(r.fromManifest, r.reference)}`);
+  console.log(`  images identical to mkcomposefs's: ${identical ?? 'not compared (no mkcomposefs)'}`);
+  if (identical === false) process.exitCode = 1;
+  return r;
 }
 
-/** A tree shaped like a distribution: 1 root, directories of 100 entries, files with digests, some xattrs. */
-function syntheticManifest(count: number): Manifest {
-  const mtime = { sec: 1700000000, nsec: 0 };
-  const entries: Entry[] = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }];
-  const selinux = Buffer.from('system_u:object_r:usr_t:s0\0').toString('base64');
-  const dirs = Math.ceil((count - 1) / 101);
-  for (let d = 0; d < dirs && entries.length < count; d++) {
-    const dir = `/d${String(d).padStart(6, '0')}`;
-    entries.push({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime, xattrs: [{ key: 'security.selinux', value: selinux }] });
-    for (let f = 0; f < 100 && entries.length < count; f++) {
-      const path = `${dir}/file-${String(f).padStart(3, '0')}`;
-      const digest = createHash('sha256').update(path).digest('hex');
-      if (f % 10 === 9) entries.push({ path, type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime, target: `file-${f - 1}` });
-      else entries.push({ path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: 1000 + f * 37, digest, backing: `${digest.slice(0, 2)}/${digest.slice(2)}`, xattrs: [{ key: 'security.selinux', value: selinux }] });
+/** Where a mountgate process's fixed time goes: node itself, then the imports of the build path. */
+function fixedCosts(): Record<string, number> {
+  const script = (body: string) => [process.execPath, '--input-type=module', '-e', body];
+  const dist = join(root, 'dist/src');
+  const imports = ['composefs/format.js', 'composefs/writer.js', 'composefs/convert.js', 'manifest/load.js'];
+  const costs: Record<string, number[]> = { 'node -e 0': [], 'mountgate --version': [] };
+  for (let i = 0; i < runs; i++) {
+    costs['node -e 0']!.push(runOnce(script('0'), '').seconds);
+    costs['mountgate --version']!.push(runOnce([process.execPath, cli, '--version'], '').seconds);
+    for (const mod of imports) {
+      const body = `await import(${JSON.stringify(join(dist, mod))});`;
+      (costs[`import ${mod}`] ??= []).push(runOnce(script(body), '').seconds);
     }
   }
-  return { version: 1, entries };
+  return Object.fromEntries(Object.entries(costs).map(([k, v]) => [k, median(v)]));
 }
 
-/** One input, in this process. */
-function runCase(name: string): CaseResult {
-  let manifest: Manifest;
-  let dumpToManifest: Timing | null = null;
-  let n: number;
-  if (name === 'cs9') {
-    n = runs;
-    const dump = gunzipSync(readFileSync(asset));
-    manifest = manifestFromDumpText(dump); // also warms up
-    dumpToManifest = time(n, () => manifestFromDumpText(dump));
-  } else {
-    const count = Number(name.replace('synthetic-', ''));
-    n = count > 100_000 ? bigRuns : runs;
-    manifest = syntheticManifest(count);
-  }
-  global.gc?.();
-  const rssManifest = process.memoryUsage().rss;
-  let image = writeImage(manifest); // warm-up, and the image to hash
-  const imageSha256 = createHash('sha256').update(image).digest('hex');
-  const imageBytes = image.length;
-  image = Buffer.alloc(0);
-  const writer = time(n, () => writeImage(manifest));
-  const rssPeak = process.resourceUsage().maxRSS * 1024; // before the baseline copies the manifest
-  const validation = time(n, () => validateManifest(manifest));
-  const jsonRoundTrip = time(n, () => JSON.parse(JSON.stringify(manifest)));
-  const written = writeImage(manifest);
-  const sha256 = time(n, () => createHash('sha256').update(written).digest());
-  return {
-    name, entries: manifest.entries.length, imageBytes, imageSha256, dumpToManifest, validation, writer, jsonRoundTrip, sha256,
-    rssManifest, rssPeak,
-  };
+if (!mkcomposefs || !composefsInfo) {
+  console.log('mkcomposefs or composefs-info not found (PATH, $MOUNTGATE_REF_COMPOSEFS/bin): no /usr dump and no comparison; timing mountgate on the cs9 asset only');
 }
+const cases: CaseResult[] = [];
+const usr = mkcomposefs && composefsInfo ? usrDump() : null;
+if (usr) for (const n of sizes) cases.push(runCase(`usr-${n}`, prefix(usr, n)));
+cases.push(runCase('cs9-minimal', gunzipSync(readFileSync(cs9Asset))));
+if (usr) cases.push(runCase('usr', usr));
+const fixed = fixedCosts();
+console.log('fixed costs (median wall time of a process):');
+for (const [k, v] of Object.entries(fixed)) console.log(`  ${k.padEnd(32)} ${(v * 1000).toFixed(0)} ms`);
 
-const caseIndex = process.argv.indexOf('--case');
-if (caseIndex >= 0) {
-  process.stdout.write(JSON.stringify(runCase(process.argv[caseIndex + 1]!)) + '\n');
-} else {
-  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
-  const ms = (t: Timing) => `${t.median.toFixed(1)} ms (${t.min.toFixed(1)}-${t.max.toFixed(1)})`;
-  const passOn = process.argv.slice(2);
-  for (const name of ['cs9', 'synthetic-64000', `synthetic-${bigCount}`]) {
-    // A fresh process per input, with the same loader flags (tsx) as this one.
-    const out = execFileSync(process.execPath, [...process.execArgv, script, ...passOn, '--case', name], { encoding: 'utf8', maxBuffer: 1 << 20 });
-    const r = JSON.parse(out.trim().split('\n').pop()!) as CaseResult;
-    const perSecond = Math.round(r.entries / (r.writer.median / 1000)).toLocaleString('en-US');
-    console.log(`${r.name}: ${r.entries.toLocaleString('en-US')} entries, image ${mib(r.imageBytes)} (sha256 ${r.imageSha256.slice(0, 16)}...)`);
-    if (r.dumpToManifest) console.log(`  dump -> manifest  ${ms(r.dumpToManifest)}  (includes validation)`);
-    console.log(`  validation        ${ms(r.validation)}`);
-    console.log(`  writer            ${ms(r.writer)}  ${perSecond} entries/s`);
-    console.log(`  baseline: JSON round trip ${ms(r.jsonRoundTrip)} -> writer = ${(r.writer.median / r.jsonRoundTrip.median).toFixed(2)}x; sha256 of the image ${ms(r.sha256)}`);
-    console.log(`  RSS with the manifest loaded ${mib(r.rssManifest)}, peak ${mib(r.rssPeak)}`);
-  }
+type Row = { case: string; mountgate: number; reference: number; ratio: number; pass: boolean };
+function rows(c: CaseResult | undefined, label: string, what: 'seconds' | 'rssMiB', limit: number): Row[] {
+  if (!c?.reference) return [];
+  const unit = what === 'seconds' ? 'time' : 'peak RSS';
+  return ([['dump → image', c.fromDump], ['manifest → image', c.fromManifest]] as const).map(([path, x]) => {
+    const ratio = x[what] / c.reference![what];
+    return { case: `${label} ${path}, ${unit}`, mountgate: x[what], reference: c.reference![what], ratio: Number(ratio.toFixed(3)), pass: ratio <= limit && c.identical === true };
+  });
 }
+const usrCase = cases.find((c) => c.name === 'usr');
+const cs9Case = cases.find((c) => c.name === 'cs9-minimal');
+const usrLabel = usrCase ? `/usr (${usrCase.entries.toLocaleString('en-US')} entries)` : '/usr';
+const targets = [
+  { target: 'Writer: dump → image and manifest → image at most 1.0x mkcomposefs on the Debian /usr class of input', limit: 1.0, unit: 'ratio', rows: rows(usrCase, usrLabel, 'seconds', 1.0) },
+  { target: 'Writer: peak memory at most 1.5x mkcomposefs on the Debian /usr class of input', limit: 1.5, unit: 'ratio', rows: rows(usrCase, usrLabel, 'rssMiB', 1.5) },
+  { target: 'Writer: the same at 22k entries (fixed costs count): time at most 1.0x', limit: 1.0, unit: 'ratio', rows: rows(cs9Case, 'cs9-minimal (22,010 entries)', 'seconds', 1.0) },
+  { target: 'Writer: the same at 22k entries: peak memory at most 1.5x', limit: 1.5, unit: 'ratio', rows: rows(cs9Case, 'cs9-minimal (22,010 entries)', 'rssMiB', 1.5) },
+];
+const usrSeries = cases.filter((c) => c.name.startsWith('usr')).sort((a, b) => a.entries - b.entries);
+const line = (name: string, pick: (c: CaseResult) => number | undefined) => ({
+  name,
+  points: usrSeries.flatMap((c) => (pick(c) === undefined ? [] : [[c.entries, Number(pick(c)!.toFixed(4))]])),
+});
+const series = [
+  {
+    title: 'Writer time against entries',
+    x: 'entries',
+    y: 's',
+    lines: [line('mountgate dump → image', (c) => c.fromDump.seconds), line('mountgate manifest → image', (c) => c.fromManifest.seconds), line('mkcomposefs', (c) => c.reference?.seconds)],
+  },
+  {
+    title: 'Writer peak memory against entries',
+    x: 'entries',
+    y: 'MiB',
+    lines: [line('mountgate dump → image', (c) => c.fromDump.rssMiB), line('mountgate manifest → image', (c) => c.fromManifest.rssMiB), line('mkcomposefs', (c) => c.reference?.rssMiB)],
+  },
+];
+const results = join(root, 'bench/results');
+mkdirSync(results, { recursive: true });
+writeFileSync(
+  join(results, argument('--out', 'writer.json')),
+  JSON.stringify({ bench: 'writer', date: new Date().toISOString(), runs, targets, series, fixedCosts: fixed, cases }, null, 2) + '\n',
+);
+console.log(`wrote ${join(results, argument('--out', 'writer.json'))}`);

@@ -11,7 +11,7 @@
 #      installed there fresh from package-lock.json (`npm ci --omit=dev`, native
 #      addons built for this machine, patches/ applied with patch-package),
 #      wrappers in /usr/bin, the systemd unit, the D-Bus policy and activation
-#      files, and an example /etc/mountgate/policy.json (a conffile),
+#      files, and /etc/mountgate/policy.json (a conffile: the built-in default),
 #   3. writes DIR/mountgate_VERSION_ARCH.deb (DIR defaults to the current
 #      directory) with `dpkg-deb --build --root-owner-group`, and prints its path.
 # It never touches the tree's own node_modules and leaves no temporary files.
@@ -89,6 +89,12 @@ cp package.json package-lock.json "$lib/"
 )
 rm -f "$lib/package-lock.json"
 
+# better-sqlite3 is built from source (no prebuilt binary is fetched): the
+# addon must be there; its sources and intermediate objects are not needed.
+bsq=$lib/node_modules/better-sqlite3
+[ -f "$bsq/build/Release/better_sqlite3.node" ] || die "better-sqlite3's addon was not built (needs g++ and make)"
+rm -rf "$bsq/build/Release/obj" "$bsq/build/Release/obj.target" "$bsq/build/Release/.deps" "$bsq/build/Release/sqlite3.a" "$bsq/build/Release/test_extension.node" "$bsq/build/deps" "$bsq/deps" "$bsq/src"
+
 # Prebuilt binaries for other platforms (koffi ships all of them, node-pty the
 # darwin/win32 ones): dead weight in a package for one architecture.
 case "$arch" in
@@ -119,7 +125,9 @@ EOF
 done
 
 # --- systemd and D-Bus --------------------------------------------------------
-install -D -m 0644 systemd/mountgated.service "$pkgroot/usr/lib/systemd/system/mountgated.service"
+for unit in mountgated.service mountgated.socket mountgate-front.service; do
+  install -D -m 0644 "systemd/$unit" "$pkgroot/usr/lib/systemd/system/$unit"
+done
 install -D -m 0644 systemd/org.mountgate.Broker1.conf "$pkgroot/usr/share/dbus-1/system.d/org.mountgate.Broker1.conf"
 install -D -m 0644 systemd/org.mountgate.Broker1.service "$pkgroot/usr/share/dbus-1/system-services/org.mountgate.Broker1.service"
 if [ -f schemas/org.mountgate.Broker1.xml ]; then
@@ -128,9 +136,13 @@ fi
 
 # --- Configuration (conffile) -------------------------------------------------
 install -d -m 0755 "$pkgroot/etc/mountgate"
-cat > "$pkgroot/etc/mountgate/policy.json" <<'EOF'
-{"version":1,"methods":{"BindIdmapped":{"users":["*"]},"Explain":{"users":["*"]}},"limits":{"concurrentRequests":8,"requestsPerMinute":600},"deniedSources":["/proc","/sys","/dev","/run","/var/lib/mountgate","/etc/mountgate"]}
-EOF
+# The built-in default (src/policy/default.ts, what the broker enforces when
+# the file is missing), written out with the image quotas it implies, so the
+# conffile shows an administrator exactly what is in force and cannot drift.
+node --input-type=module -e '
+  const m = await import(process.argv[1]);
+  process.stdout.write(JSON.stringify({ ...m.defaultPolicy, images: { ...m.defaultImageLimits } }, null, 2) + "\n");
+' "$root/dist/src/policy/default.js" > "$pkgroot/etc/mountgate/policy.json"
 chmod 0644 "$pkgroot/etc/mountgate/policy.json"
 
 # --- Documentation ------------------------------------------------------------
@@ -182,14 +194,16 @@ cat > "$pkgroot/DEBIAN/postinst" <<'EOF'
 set -e
 if [ "$1" = configure ]; then
   # The broker's front runs as this system user (the bus policy lets only it
-  # own org.mountgate.Broker1); mountgated hands it /var/lib/mountgate.
+  # own org.mountgate.Broker1, mountgated.socket lets only its group in, and
+  # mountgate-front.service's StateDirectory= gives it /var/lib/mountgate).
   if ! getent passwd mountgate >/dev/null; then
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group mountgate
   fi
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
-    # An upgrade takes effect at once if the broker was running.
-    systemctl try-restart mountgated.service || true
+    # An upgrade takes effect at once if the broker was running (restarting
+    # the executor restarts the front: PartOf=).
+    systemctl try-restart mountgated.service mountgate-front.service || true
   fi
   # Make the system bus read the new policy and activation files.
   if [ -d /run/systemd/system ] && systemctl -q is-active dbus.service 2>/dev/null; then
@@ -204,7 +218,7 @@ cat > "$pkgroot/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-  systemctl stop mountgated.service || true
+  systemctl stop mountgate-front.service mountgated.service mountgated.socket || true
 fi
 exit 0
 EOF

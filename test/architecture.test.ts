@@ -10,7 +10,7 @@ import { repoRoot } from './helpers/paths.js';
 
 const src = join(repoRoot, 'src');
 const pureRooms = ['policy', 'composefs', 'manifest', 'verity'];
-const effectfulModules = [/^node:(fs|child_process|net|dgram|worker_threads|os|process|module)(\/|$)/, /^koffi$/, /^dbus-next$/, /^usocket$/, /^node-pty$/];
+const effectfulModules = [/^node:(fs|child_process|net|dgram|worker_threads|os|process|module)(\/|$)/, /^koffi$/, /^dbus-next$/, /^usocket$/, /^node-pty$/, /^better-sqlite3$/];
 const effectfulRooms = ['sys/', 'broker/', 'client/', 'store/', 'cli/', 'bus/'];
 
 function files(dir: string): string[] {
@@ -154,4 +154,12 @@ t.test('only src/sys loads koffi (the kernel boundary)', async (tt) => {
     tt.notOk(node.packages.includes('koffi'), name);
     tt.same(node.dynamic, [], `${name}: no import()/require() whose module cannot be checked`);
   }
+});
+
+t.test('only src/store opens the database (better-sqlite3)', async (tt) => {
+  for (const [name, node] of graph) {
+    if (name.startsWith('store/')) continue;
+    tt.notOk(node.packages.includes('better-sqlite3'), name);
+  }
+  tt.ok(graph.get('store/db.ts')!.packages.includes('better-sqlite3'), 'the store database is where it is opened');
 });

@@ -1,8 +1,10 @@
 // The front's handle on the executor: sends a plan with the caller fds it
-// names over the private channel and waits for the mount fd. An executor
+// names over the private channel and waits for the mount fd, and asks it
+// about the mount an fd is on (its mount table is the host's). An executor
 // failure becomes the error class the caller should see.
 import { PolicyDeniedError, UnsupportedError } from '../errors.js';
 import type { Plan } from '../policy/plan.js';
+import type { MountFacts } from '../sys/mountinfo.js';
 import type { Channel, Frame } from './channel.js';
 
 export interface PlanExecutor {
@@ -12,14 +14,14 @@ export interface PlanExecutor {
 
 export class ExecutorClient implements PlanExecutor {
   private next = 1;
-  private readonly waiting = new Map<number, { resolve: (fd: number) => void; reject: (err: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (reply: { frame: Frame; fds: number[] }) => void; reject: (err: Error) => void }>();
 
   constructor(private readonly channel: Channel) {
     channel.on('frame', (frame: Frame, fds: number[]) => {
       const w = typeof frame.id === 'number' ? this.waiting.get(frame.id) : undefined;
       if (!w) return;
       this.waiting.delete(frame.id as number);
-      if (frame.ok === true && fds.length === 1) w.resolve(fds[0]!);
+      if (frame.ok === true) w.resolve({ frame, fds });
       else w.reject(executorError(String(frame.code ?? ''), String(frame.message ?? 'no reason given')));
     });
     channel.on('close', () => {
@@ -28,11 +30,25 @@ export class ExecutorClient implements PlanExecutor {
     });
   }
 
-  async execute(plan: Plan, fds: number[]): Promise<{ mountFd: number }> {
+  private async ask(frame: Frame, fds: number[] = []): Promise<{ frame: Frame; fds: number[] }> {
     const id = this.next++;
-    const result = new Promise<number>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-    await this.channel.send({ type: 'execute', id, plan }, fds);
-    return { mountFd: await result };
+    const result = new Promise<{ frame: Frame; fds: number[] }>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    await this.channel.send({ ...frame, id }, fds);
+    return result;
+  }
+
+  async execute(plan: Plan, fds: number[]): Promise<{ mountFd: number }> {
+    const reply = await this.ask({ type: 'execute', plan }, fds);
+    if (reply.fds.length !== 1) throw new Error(`the executor answered with ${reply.fds.length} fds, not one mount`);
+    return { mountFd: reply.fds[0]! };
+  }
+
+  /** The mount with id `mountId` (and the mounts below `path` on it) in the executor's mount namespace. */
+  async mountFacts(mountId: number, path: string | undefined): Promise<MountFacts> {
+    const { frame } = await this.ask({ type: 'mount-facts', mountId, ...(path === undefined ? {} : { path }) });
+    const f = frame.facts as MountFacts | undefined;
+    if (!f || typeof f.inNamespace !== 'boolean' || !Array.isArray(f.options) || !Array.isArray(f.below)) throw new Error('the executor sent malformed mount facts');
+    return f;
   }
 }
 

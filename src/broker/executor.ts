@@ -8,6 +8,7 @@
 import { closeSync, fstatSync } from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
 import type { Plan, PlanStep } from '../policy/plan.js';
+import { mountFacts, readMountTable } from '../sys/mountinfo.js';
 import * as sys from '../sys/syscalls.js';
 import type { Channel, Frame } from './channel.js';
 import { executePlan, type ExecutorDeps } from './execute.js';
@@ -87,10 +88,23 @@ function closeAll(fds: number[]): void {
   }
 }
 
-/** Serves `execute` frames on the channel until it closes. */
+/**
+ * Serves `execute` frames (plans) and `mount-facts` frames (what the host's
+ * mount table says about one mount: a read of this process's own
+ * mountinfo, which no caller can stall) on the channel until it closes.
+ */
 export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid: number }, log: (message: string) => void): void {
   channel.on('frame', (frame: Frame, fds: number[]) => {
-    if (frame.type === 'up') return; // the front's start, main.ts's business
+    if (frame.type === 'up' || frame.type === 'reload-policy') return; // the front's start and reload: main.ts's business
+    if (frame.type === 'mount-facts' && typeof frame.id === 'number' && fds.length === 0) {
+      const path = frame.path;
+      if (!Number.isInteger(frame.mountId) || (path !== undefined && !isPath(path))) {
+        void channel.send({ id: frame.id, ok: false, code: 'BadRequest', message: 'mount-facts needs a mount id and an absolute path' }).catch(() => undefined);
+        return;
+      }
+      void channel.send({ id: frame.id, ok: true, facts: mountFacts(readMountTable(), frame.mountId as number, path as string | undefined) }).catch(() => undefined);
+      return;
+    }
     if (frame.type !== 'execute' || typeof frame.id !== 'number') {
       closeAll(fds);
       log(`the executor ignored a frame of type ${String(frame.type).slice(0, 40)}`);

@@ -1,15 +1,16 @@
 // Facts about a caller's fd, gathered off the event loop: a prober process
 // (probe-helper, from a small pool) examines the fd through /proc/<front>/fd
 // and is killed at the deadline, so an fd on a filesystem that never answers costs the caller its
-// own request slot and nobody else anything. The mount facts come from the broker's own mount
-// table, which no caller can stall.
+// own request slot and nobody else anything. The mount facts come from the executor's mount
+// table (the host's namespace, where callers' directories live; the front may run in a mount
+// namespace of its own), which no caller can stall.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { TimeoutError } from '../errors.js';
 import type { FileKind, SourceFacts } from '../policy/decide.js';
 import { fsTypeName, isKernelFilesystem } from '../sys/fsmagic.js';
-import { mountsBelow, readMountTable } from '../sys/mountinfo.js';
+import type { MountFacts } from '../sys/mountinfo.js';
 import type { FairQueue } from './fair-queue.js';
 
 const helperPath = new URL('./probe-helper.js', import.meta.url).pathname;
@@ -72,10 +73,19 @@ class Prober {
   examine(fd: number, deadlineMs: number): Promise<RawFacts> {
     const id = this.next++;
     return new Promise<RawFacts>((resolve, reject) => {
+      let settled = false;
+      // The deadline counts from now, when this probe starts (its wait in the
+      // queue is not the fd's fault). Timers run before I/O in a turn of the
+      // event loop: an answer that arrived while the loop was busy is read
+      // first (setImmediate runs after the I/O), so only an fd that really did
+      // not answer times out.
       const timer = setTimeout(() => {
-        done();
-        this.kill();
-        reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
+        setImmediate(() => {
+          if (settled) return;
+          done();
+          this.kill();
+          reject(new TimeoutError(`the passed fd did not answer within ${deadlineMs / 1000} s (its filesystem, e.g. a FUSE server, is not responding); nothing was done`));
+        });
       }, deadlineMs);
       const onReply = (reply: { facts?: RawFacts; error?: string }) => {
         done();
@@ -87,6 +97,7 @@ class Prober {
         reject(new Error(`the fd prober went away: ${this.why}`));
       };
       const done = () => {
+        settled = true;
         clearTimeout(timer);
         this.replies.off(String(id), onReply);
         this.replies.off('gone', onGone);
@@ -152,24 +163,27 @@ export interface FdProber {
   ready: Promise<void>;
 }
 
-/** Probes on a pool of as many prober processes as `queue` has slots. */
-export function fdProber(queue: FairQueue, deadlineMs: number): FdProber {
+/** The mount an fd is on, as the executor's mount namespace sees it. */
+export type MountLookup = (mountId: number, path: string | undefined) => Promise<MountFacts>;
+
+/** Probes on a pool of as many prober processes as `queue` has slots; mount facts from `mounts`. */
+export function fdProber(queue: FairQueue, deadlineMs: number, mounts: MountLookup): FdProber {
   const pool = new ProberPool(queue, deadlineMs);
   return {
     ready: pool.ready,
     async sourceFacts(uid, fd) {
       const raw = await pool.run(uid, fd);
-      const table = readMountTable();
-      const mount = table.get(raw.mountId);
+      // Only a file's path can have mounts below it; a socket's or pipe's "path" is a name like socket:[N].
+      const mount = await mounts(raw.mountId, raw.path?.startsWith('/') ? raw.path : undefined);
       return {
         kind: kindOf(raw.mode),
         ownerUid: raw.uid,
         fsType: fsTypeName(raw.magic),
         fsDenied: isKernelFilesystem(raw.magic),
         ...(raw.path ? { path: raw.path } : {}),
-        inBrokerNamespace: mount !== undefined,
-        mountOptions: mount ? mount.options.filter((o) => ['ro', 'nosuid', 'nodev', 'noexec'].includes(o)) : [],
-        mountsBelow: mount && raw.path ? mountsBelow(table, mount.id, raw.path) : [],
+        inBrokerNamespace: mount.inNamespace,
+        mountOptions: mount.options,
+        mountsBelow: mount.below,
       };
     },
   };

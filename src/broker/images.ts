@@ -5,27 +5,38 @@
 // each decision, and the decision and the registration happen in one turn of
 // the event loop, so concurrent calls cannot both pass a check that only one
 // of them fits. An object is published only while an image still needs it,
-// and objects no image needs are collected.
-import { fstatSync } from 'node:fs';
+// and objects no image needs are collected. The bookkeeping lives in the
+// store database (src/store/db.ts); caller data is read only by upload
+// helpers (upload-helper.ts), child processes killed at their deadlines.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidRequestError, LimitExceededError, MountgateError } from '../errors.js';
-import { missingObjects, type ImageFacts, type MountGrant, type StoreUsage } from '../policy/images.js';
+import { createInterface } from 'node:readline';
+import { InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
+import type { ImageFacts, MountGrant, StoreUsage } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
 import type { Policy } from '../schema/types.generated.js';
 import type { KernelFeatures } from '../sys/features.js';
 import * as sys from '../sys/syscalls.js';
-import { ImageRegistry, type ImageMeta } from '../store/images.js';
-import { DigestMismatchError, digestPattern, ObjectStore } from '../store/objects.js';
+import { ImageRegistry, type OwnedImage } from '../store/images.js';
+import { digestPattern, ObjectStore } from '../store/objects.js';
 import { defaultImageLimits } from '../policy/default.js';
 import { FairQueue } from './fair-queue.js';
 import { ImageBuilder, type BuiltImage } from './image-builder.js';
-import type { StreamReader } from './stream.js';
 
 export interface ImageDeps {
   stateDir: string;
   policy: () => Policy;
   features: KernelFeatures;
+  /** How long a passed file may keep an upload helper silent before it is killed. */
+  fdDeadlineMs: number;
 }
+
+const uploadHelperPath = new URL('./upload-helper.js', import.meta.url).pathname;
+
+/** How long a PutObjects stream may go without a byte before the call ends. */
+export const streamIdleMs = 60_000;
 
 export function imageLimits(policy: Policy) {
   return { ...defaultImageLimits, ...policy.images };
@@ -57,9 +68,9 @@ export class ImageService {
   private readonly builder = new ImageBuilder(this.builds.slots);
 
   constructor(private readonly deps: ImageDeps) {
-    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), deps.features.fsVerity);
-    this.registry = new ImageRegistry(deps.stateDir);
-    this.collect();
+    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'));
+    this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
+    this.reconcile();
   }
 
   /** Resolves once the build workers run. */
@@ -67,42 +78,35 @@ export class ImageService {
     return this.builder.ready;
   }
 
-  /** Removes every stored object no registered image references (left by a crash or an interrupted removal). */
-  collect(): number {
-    const referenced = this.referenced();
-    let removed = 0;
-    for (const d of [...this.store.list()]) {
-      if (referenced.has(d)) continue;
-      this.store.remove(d);
-      removed++;
-    }
-    return removed;
+  /**
+   * Brings the database and the files in line after a crash (see
+   * StoreDb.reconcile): removes object files and image directories nothing
+   * records, and forgets what the files no longer hold.
+   */
+  reconcile(): { strayFiles: number; strayImages: number; changed: number } {
+    const { strayFiles, strayImages, changed } = this.registry.db.reconcile(new Set(this.store.list()), this.registry.imageDirs());
+    for (const d of strayFiles) this.store.remove(d);
+    for (const id of strayImages) this.registry.removeImageDir(id);
+    return { strayFiles: strayFiles.length, strayImages: strayImages.length, changed };
   }
 
-  private referenced(): Set<string> {
-    const out = new Set<string>();
-    for (const m of this.registry.all()) for (const d of Object.keys(m.objects)) out.add(d);
-    return out;
+  private sharedIds(): string[] {
+    return this.deps.policy().images?.shared ?? [];
   }
 
-  private sharedDigests(): Set<string> {
-    const out = new Set<string>();
-    for (const id of this.deps.policy().images?.shared ?? []) for (const d of Object.keys(this.registry.get(id)?.objects ?? {})) out.add(d);
-    return out;
-  }
-
-  missingFor(uid: number, meta: ImageMeta, shared = this.sharedDigests()): string[] {
-    return missingObjects(Object.keys(meta.objects), {
-      inStore: (d) => this.store.has(d),
-      proven: (d) => this.registry.hasProven(uid, d),
-      shared: (d) => shared.has(d),
-    });
+  /**
+   * The objects uid must still upload for an image it owns. O(1) when it has
+   * proven all of them (the count is kept as objects arrive); listed from the
+   * database otherwise.
+   */
+  missingFor(uid: number, owned: OwnedImage): string[] {
+    if (owned.missing === 0) return [];
+    return this.registry.db.missingFor(owned.id, uid, this.sharedIds());
   }
 
   /** What `uid` keeps in the store now (content and image metadata), not counting `except`. */
   storeUsage(uid: number, except?: string): StoreUsage {
-    const mine = this.registry.listFor(uid).filter((m) => m.id !== except);
-    return { images: mine.length, bytes: mine.reduce((n, m) => n + m.bytes + m.imageBytes, 0) };
+    return this.registry.db.usage(uid, except);
   }
 
   /** Builds the image of the manifest in the sealed memfd `fd`, in a worker, when it is `uid`'s turn. */
@@ -116,71 +120,124 @@ export class ImageService {
   }
 
   /**
-   * Registers a built image for uid. The registration itself is synchronous,
-   * so it lands in the same turn as the decision; `durable` resolves once it
-   * is on disk (the reply waits for it).
+   * Registers a built image for uid. The registration itself is one
+   * synchronous transaction, so it lands in the same turn as the decision;
+   * `durable` resolves once the image file is on disk (the reply waits for it).
    */
-  register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; meta: ImageMeta; durable: Promise<void> } {
-    const { meta, durable } = this.registry.register(
+  register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; owned: OwnedImage; durable: Promise<void> } {
+    const { owned, durable } = this.registry.register(
       { id: built.imageId, ...(built.name ? { name: built.name } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
       built.image,
       uid,
     );
-    return { imageId: built.imageId, missing: this.missingFor(uid, meta), meta, durable };
+    return { imageId: built.imageId, missing: this.missingFor(uid, owned), owned, durable };
   }
 
-  /** Objects uid may upload now, digest -> size. */
-  pendingFor(uid: number): Map<string, number> {
-    const out = new Map<string, number>();
-    const shared = this.sharedDigests();
-    for (const meta of this.registry.listFor(uid)) for (const d of this.missingFor(uid, meta, shared)) out.set(d, meta.objects[d]!);
-    return out;
-  }
-
-  /** Does one of uid's images still need this object from uid? (Asked again just before each object is published.) */
-  private stillWanted(uid: number, digest: string): boolean {
-    return this.registry.listFor(uid).some((m) => digest in m.objects);
-  }
-
-  /** Receives PutObjects records from `reader`; each object is hashed, and published only while an image of uid needs it. */
-  async receive(uid: number, reader: StreamReader): Promise<{ objects: number; bytes: number }> {
-    const pending = this.pendingFor(uid);
+  /**
+   * Receives PutObjects records from `streamFd` (which it owns from the call
+   * on) in an upload helper. Each object is hashed there; the front publishes
+   * it only while an image of uid still needs it and the store lacks it, and
+   * records uid's proof, a batch per transaction. Resolves once every
+   * published name is on disk.
+   */
+  receive(uid: number, streamFd: number, socket: boolean): Promise<{ objects: number; bytes: number }> {
+    const pending = this.registry.db.pendingFor(uid);
+    const prefix = `${uid}-${randomBytes(6).toString('hex')}`;
+    const args = [uploadHelperPath, this.store.tmpDir, prefix, socket ? 'socket' : 'pipe', String(streamIdleMs), ...(this.deps.features.fsVerity ? ['--verity'] : [])];
+    let child;
+    try {
+      child = spawn(process.execPath, ['--max-old-space-size=256', ...args], { stdio: ['pipe', 'pipe', 'inherit', streamFd], env: {} });
+    } finally {
+      // The helper has its own copy now.
+      closeSync(streamFd);
+    }
+    const stdin = child.stdin!;
+    stdin.on('error', () => undefined);
+    stdin.write(`${JSON.stringify({ pending: [...pending].map(([d, p]) => [d, p.size, p.present]) })}\n`);
     let objects = 0;
     let bytes = 0;
-    let proofs: Promise<void> = Promise.resolve();
-    try {
-      for (;;) {
-        const header = await reader.readExact(40);
-        if (!header) break;
-        const digest = header.subarray(0, 32).toString('hex');
-        const size = Number(header.readBigUInt64LE(32));
-        const expected = pending.get(digest);
-        if (expected === undefined) throw new InvalidRequestError(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
-        if (size !== expected) throw new InvalidRequestError(`object ${digest} is ${expected} bytes in your image, but the stream says ${size}`);
+    return new Promise<{ objects: number; bytes: number }>((resolve, reject) => {
+      let settled = false;
+      let lastLine = 0;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        this.store.dropTmp(prefix);
+        if (err) reject(err);
+        else resolve({ objects, bytes });
+      };
+      // The helper says it is alive several times a second unless a read is stuck (a file on a filesystem that does not answer).
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          // Lines that arrived while this loop was busy are read first (the poll phase comes before setImmediate).
+          const last = lastLine;
+          setImmediate(() => {
+            if (lastLine !== last) return;
+            finish(new TimeoutError(`reading the upload did not progress for ${this.deps.fdDeadlineMs / 1000} s (a passed file's filesystem, e.g. a FUSE server, is not responding); ${objects} object(s) were stored before it`));
+          });
+        }, Math.max(this.deps.fdDeadlineMs, 1000));
+      };
+      arm();
+      createInterface({ input: child.stdout! }).on('line', (text) => {
+        if (settled) return;
+        let line: Record<string, unknown>;
         try {
-          await this.store.ingest(digest, size, reader.chunks(size), () => this.stillWanted(uid, digest));
-        } catch (err) {
-          if (err instanceof DigestMismatchError) throw new InvalidRequestError(`${err.message}; nothing of it was stored`);
-          throw err;
+          line = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          return finish(new Error('the upload helper said something unreadable'));
         }
-        if (this.stillWanted(uid, digest)) proofs = this.registry.recordProof(uid, [digest]);
-        pending.delete(digest);
-        objects += 1;
+        lastLine++;
+        arm();
+        if (Array.isArray(line.b)) {
+          const done = this.publish(uid, line.b as [string, number, string | null][]);
+          objects += done.objects;
+          bytes += done.bytes;
+        } else if (line.end) {
+          stdin.write('sync\n');
+        } else if (line.synced) {
+          finish();
+        } else if (typeof line.e === 'string') {
+          finish(new InvalidRequestError(line.e));
+        }
+      });
+      child.once('exit', (code, signal) => finish(new Error(`the upload helper exited (${signal ?? code}) before the upload was complete`)));
+      child.once('error', (err) => finish(new Error(`the upload helper could not start: ${err.message}`)));
+    });
+  }
+
+  /**
+   * Publishes a synced batch for uid in one turn: each object is named only
+   * while one of uid's images still needs it and the store lacks it, and the
+   * proofs are one transaction. Returns what uid was credited with.
+   */
+  private publish(uid: number, batch: [digest: string, size: number, tmp: string | null][]): { objects: number; bytes: number } {
+    const db = this.registry.db;
+    let objects = 0;
+    let bytes = 0;
+    db.transaction(() => {
+      for (const [digest, size, tmp] of batch) {
+        if (db.wantedSize(uid, digest) !== size) continue;
+        if (!db.isPresent(digest)) {
+          // Not written because the store had it when the upload began, and gone since: uid has to send it again.
+          if (!tmp) continue;
+          this.store.publish(tmp, digest);
+        }
+        db.recordPossession(uid, digest);
+        objects++;
         bytes += size;
       }
-    } catch (err) {
-      if (err instanceof MountgateError) throw err;
-      throw new InvalidRequestError(`the object stream failed after ${objects} object(s): ${(err as Error).message}`);
-    }
-    // The answer says the objects are yours: once that is on disk (the last write carries every proof before it).
-    await proofs;
+    });
     return { objects, bytes };
   }
 
-  /** uid's image `imageId` and what it still lacks; undefined when uid has no such image. */
-  mountFacts(uid: number, imageId: string): { meta: ImageMeta; missing: string[] } | undefined {
-    const meta = digestPattern.test(imageId) && this.registry.stored(imageId) ? this.registry.ownedBy(imageId, uid) : undefined;
-    return meta ? { meta, missing: this.missingFor(uid, meta) } : undefined;
+  /** uid's image `imageId` and what it still lacks; undefined when uid has no such image. O(1) once uid has every object. */
+  mountFacts(uid: number, imageId: string): { owned: OwnedImage; missing: string[] } | undefined {
+    const owned = digestPattern.test(imageId) && this.registry.stored(imageId) ? this.registry.ownedBy(imageId, uid) : undefined;
+    return owned ? { owned, missing: this.missingFor(uid, owned) } : undefined;
   }
 
   planMount(grant: MountGrant, imageId: string): Plan {
@@ -191,25 +248,19 @@ export class ImageService {
   }
 
   list(uid: number): Record<string, unknown>[] {
-    const shared = this.sharedDigests();
     return this.registry.listFor(uid).map((m) => ({
       id: m.id,
       ...(m.name ? { name: m.name } : {}),
       entries: m.entries,
-      objects: Object.keys(m.objects).length,
-      missing: this.missingFor(uid, m, shared).length,
+      objects: m.objects,
+      missing: this.missingFor(uid, m).length,
       bytes: m.bytes + m.imageBytes,
-      added: m.owners[String(uid)],
+      added: m.added,
     }));
   }
 
   /** Drops uid's registration of imageId (which it must own), then every object no image references. */
   remove(uid: number, imageId: string): void {
-    const meta = this.registry.ownedBy(imageId, uid)!;
-    if (!this.registry.unregister(imageId, uid)) return;
-    const referenced = this.referenced();
-    const dropped = new Set(Object.keys(meta.objects).filter((d) => !referenced.has(d)));
-    for (const d of dropped) this.store.remove(d);
-    this.registry.forgetProofs(dropped);
+    for (const d of this.registry.unregister(imageId, uid)) this.store.remove(d);
   }
 }

@@ -14,11 +14,11 @@ import * as sys from '../sys/syscalls.js';
 import { packageVersion } from '../paths.js';
 import { digestPattern } from '../store/objects.js';
 import type { PlanExecutor } from './executor-client.js';
+import type { FairQueue } from './fair-queue.js';
 import type { FdProber } from './fd-probe.js';
 import type { BuiltImage } from './image-builder.js';
 import { checkManifestFd, imageLimits, type ImageService } from './images.js';
 import { capText } from './reply.js';
-import { StreamReader } from './stream.js';
 import { dbus } from '../bus/connect.js';
 
 /** One call, as the pipeline hands it to a method. */
@@ -64,6 +64,8 @@ export interface MethodDeps {
   images: ImageService;
   prober: FdProber;
   executor: PlanExecutor;
+  /** Plans in flight to the executor, handed out round-robin between users. */
+  plans: FairQueue;
   features: KernelFeatures;
 }
 
@@ -100,7 +102,9 @@ function explainObject(requestJson: string): Record<string, unknown> {
 const setattrFlags = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
 
 export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord> {
-  const { images, prober, executor, features } = deps;
+  const { images, prober, features } = deps;
+  /** The executor, in the caller's turn: one user's flood of mounts waits behind its own. */
+  const execute = (call: CallContext, plan: Plan, fds: number[]) => deps.plans.run(call.caller.uid, () => deps.executor.execute(plan, fds));
 
   const getInfo: MethodRecord<Record<string, never>, undefined> = {
     method: 'GetInfo',
@@ -139,8 +143,8 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     facts: (call, args) => prober.sourceFacts(call.caller.uid, args.directory),
     decide: (call, args, source) => decideBind({ caller: call.caller, request: args.request, source, policy: call.policy, usage: call.usage }),
     plan: (verdict) => planBind(verdict.grant!),
-    async execute(_call, args, source, verdict, plan) {
-      const { mountFd } = await executor.execute(plan!, [args.directory]);
+    async execute(call, args, source, verdict, plan) {
+      const { mountFd } = await execute(call, plan!, [args.directory]);
       const info = { source: source.path, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, flags: setattrFlags(plan!) };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },
@@ -171,13 +175,13 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       }),
     async execute(call, _args, built) {
       // Registered before anything waits, in the turn of the decision; answered once on disk.
-      const { imageId, missing, meta, durable } = images.register(call.caller.uid, built);
+      const { imageId, missing, owned, durable } = images.register(call.caller.uid, built);
       await durable;
-      return { signature: 'sas', body: [imageId, missing], audit: { image: imageId, entries: meta.entries, missing: missing.length } };
+      return { signature: 'sas', body: [imageId, missing], audit: { image: imageId, entries: owned.entries, missing: missing.length } };
     },
   };
 
-  type PutArgs = { stream: number };
+  type PutArgs = { stream: number; socket: boolean };
   const putObjects: MethodRecord<PutArgs, undefined> = {
     method: 'PutObjects',
     ruled: true,
@@ -187,7 +191,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       const socket = sys.socketKind(stream);
       const kind = socket ? socket.domain === sys.AF_UNIX && socket.type === sys.SOCK_STREAM && !socket.listening && sys.socketConnected(stream) : sys.isPipe(stream);
       if (!kind || !sys.readableFd(stream)) throw new InvalidRequestError('the object stream must be the read end of a pipe or a connected AF_UNIX stream socket');
-      return { stream };
+      return { stream, socket: socket !== undefined };
     },
     explainArgs: (_json, fds) => {
       if (fds[0] === undefined) throw new InvalidRequestError('explaining PutObjects takes the stream as fds[0]');
@@ -196,15 +200,10 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     facts: () => undefined,
     decide: (call) => decideMethod('PutObjects', call.caller, call.policy, call.usage),
     async execute(call, args) {
-      const reader = StreamReader.fromFd(args.stream, streamIdleMs);
-      // The reader's socket owns the fd from here on (and closes it).
+      // The upload helper gets the stream; receive closes the front's copy.
       call.takeFd(args.stream);
-      try {
-        const { objects, bytes } = await images.receive(call.caller.uid, reader);
-        return { signature: 'tt', body: [objects, bytes], audit: { objects, bytes } };
-      } finally {
-        reader.close();
-      }
+      const { objects, bytes } = await images.receive(call.caller.uid, args.stream, args.socket);
+      return { signature: 'tt', body: [objects, bytes], audit: { objects, bytes } };
     },
   };
 
@@ -226,14 +225,14 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
         policy: call.policy,
         usage: call.usage,
         imageId: capText(args.imageId, 80),
-        ...(found ? { image: { entries: found.meta.entries, bytes: found.meta.bytes, devices: [] } } : {}),
+        ...(found ? { image: { entries: found.owned.entries, bytes: found.owned.bytes, devices: [] } } : {}),
         missing: found?.missing ?? [],
         request: args.request,
       }),
     plan: (verdict, args) => images.planMount(verdict.grant!, args.imageId),
-    async execute(_call, args, found, verdict, plan) {
-      const { mountFd } = await executor.execute(plan!, []);
-      const info = { image: args.imageId, name: found!.meta.name, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, verity: features.fsVerity };
+    async execute(call, args, found, verdict, plan) {
+      const { mountFd } = await execute(call, plan!, []);
+      const info = { image: args.imageId, name: found!.owned.name, uidMap: verdict.grant!.uidMap, gidMap: verdict.grant!.gidMap, verity: features.fsVerity };
       return { signature: 'hs', body: [mountFd, JSON.stringify(info)], fd: mountFd, audit: { mounted: info } };
     },
   };
@@ -276,6 +275,3 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const records: MethodRecord[] = [getInfo, bindIdmapped, addImage, putObjects, mountImage, listImages, removeImage] as MethodRecord[];
   return new Map(records.map((r) => [r.method, r]));
 }
-
-/** How long a PutObjects stream may go without a byte before the call ends. */
-const streamIdleMs = 60_000;

@@ -5,8 +5,12 @@
 
 /** Longest error message sent, in characters; echoed caller text is cut well before. */
 export const maxMessageChars = 4096;
-/** Largest reply body, in bytes of its strings (the system bus takes 32 MiB per message; replies stay far below). */
-export const maxReplyBytes = 1 << 20;
+/**
+ * Largest reply body, in bytes of its strings: half of what the system bus
+ * takes per message (32 MiB). AddImage's list of missing digests is the big
+ * one: about 70 bytes per object, so a Debian /usr of 106k objects (7.4 MB) fits.
+ */
+export const maxReplyBytes = 16 << 20;
 
 /**
  * A D-Bus string may not contain NUL: a message that echoes a caller's bytes

@@ -8,6 +8,7 @@
 // same way for every method; the fds a call carried are closed when it ends,
 // whatever happens, unless the method took them.
 import { closeSync } from 'node:fs';
+import { AccountCache } from '../accounts/load.js';
 import { dbus, type MessageBus } from '../bus/connect.js';
 import { brokerInterface, introspectionXml } from '../bus/interface.js';
 import { interfaceName, objectPath } from '../bus/names.js';
@@ -29,6 +30,8 @@ export interface BrokerDeps {
   policy: PolicyStore;
   methods: Map<BrokerMethod, MethodRecord>;
   audit: AuditSink;
+  /** The account files, as they are at each call (default: the system's). */
+  accounts?: AccountCache;
 }
 
 function closeQuietly(fd: number): void {
@@ -73,7 +76,10 @@ export class BrokerService {
   private readonly inFlight = new Map<string, number>();
   /** The bus daemon's answer per unique connection name, oldest first. */
   private readonly credentials = new Map<string, Promise<{ uid: number; pid: number }>>();
-  constructor(private readonly deps: BrokerDeps) {}
+  private readonly accounts: AccountCache;
+  constructor(private readonly deps: BrokerDeps) {
+    this.accounts = deps.accounts ?? new AccountCache();
+  }
 
   /** Installs the dispatcher; it must be the bus's first method handler. */
   attach(): void {
@@ -208,7 +214,7 @@ export class BrokerService {
    * Who is calling, from the bus daemon: never from the message's claims. A
    * connection's uid and pid are fixed when it connects and its unique name
    * is never reused on the bus, so the daemon is asked once per connection;
-   * the account (groups, subordinate ids) is read afresh for every call.
+   * the account (groups, subordinate ids) is as the files are at this call.
    */
   private async identify(sender: string): Promise<CallerIdentity> {
     let creds = this.credentials.get(sender);
@@ -219,7 +225,7 @@ export class BrokerService {
       if (this.credentials.size > maxCachedConnections) this.credentials.delete(this.credentials.keys().next().value!);
     }
     const { uid, pid } = await creds;
-    return identityOf(uid, pid);
+    return identityOf(uid, pid, this.accounts);
   }
 
   private async askCredentials(sender: string): Promise<{ uid: number; pid: number }> {

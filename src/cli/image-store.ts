@@ -6,7 +6,7 @@ import { lstatSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { connect, type MountgateBroker } from '../client/broker.js';
-import { namespaceMap } from '../client/idmaps.js';
+import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage, type UploadProgress } from '../client/images.js';
 import { parseManifest } from '../manifest/load.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
@@ -27,12 +27,53 @@ async function withBroker<T>(program: Command, fn: (b: MountgateBroker) => Promi
   }
 }
 
-/** Your ids as `mountgate run` shows them: your uid as 0, your subuids as 1.. */
-function rootlessIds(): { uidMap: IdRange[]; gidMap: IdRange[] } {
+/** How the owners of a directory's files become the image's owners, and a sentence that says so. */
+export interface OwnerMapping {
+  uidMap?: IdRange[];
+  gidMap?: IdRange[];
+  how: string;
+}
+
+/**
+ * On the host: your uid as 0 and your subordinate ids as 1.. (what `mountgate
+ * run` shows), or with keepIds the host's ids. Inside a user namespace (podman
+ * unshare, unshare --map-auto), the ids are already the namespace's: owners
+ * as that namespace shows them, or with keepIds as its parent sees them
+ * (through /proc/self/uid_map and gid_map).
+ */
+export function ownerMapping(keepIds: boolean): OwnerMapping {
+  const uidNs = parseIdMapText(readFileSync('/proc/self/uid_map', 'utf8'));
+  const gidNs = parseIdMapText(readFileSync('/proc/self/gid_map', 'utf8'));
+  if (!isInitialIdMap(uidNs)) {
+    const where = `this process runs in a user namespace (uid_map ${showIdMap(uidNs)}; gid_map ${showIdMap(gidNs)})`;
+    if (!keepIds) return { how: `${where}: owners as this namespace shows them (as ls -ln shows them here)` };
+    // Ids on disk as seen here ("to") become the parent's ids ("from").
+    return { uidMap: invertIdMap(uidNs), gidMap: invertIdMap(gidNs), how: `${where}: owners as the parent namespace sees them (--keep-ids); others as 65534` };
+  }
+  if (keepIds) return { how: 'owners as on the host (--keep-ids)' };
   const uid = process.getuid!();
   const account = lookupAccount(uid);
-  if (!account) return { uidMap: [{ from: 0, to: uid, count: 1 }], gidMap: [{ from: 0, to: process.getgid!(), count: 1 }] };
-  return { uidMap: namespaceMap(uid, account.subuids), gidMap: namespaceMap(account.gid, account.subgids) };
+  const uidMap = account ? namespaceMap(uid, account.subuids) : [{ from: 0, to: uid, count: 1 }];
+  const gidMap = account ? namespaceMap(account.gid, account.subgids) : [{ from: 0, to: process.getgid!(), count: 1 }];
+  return { uidMap, gidMap, how: `your ids as \`mountgate run\` shows them (image uid←host uid: ${showIdMap(uidMap)}; gid: ${showIdMap(gidMap)}); other owners as 65534` };
+}
+
+/** What --dry-run prints: the image a directory makes, without asking the broker. */
+function dryRunSummary(manifest: Manifest, how: string): Record<string, unknown> {
+  const byType: Record<string, number> = {};
+  const uids: Record<string, number> = {};
+  const gids: Record<string, number> = {};
+  let withXattrs = 0;
+  for (const e of manifest.entries) {
+    byType[e.type] = (byType[e.type] ?? 0) + 1;
+    if ('uid' in e && e.uid !== undefined) uids[e.uid] = (uids[e.uid] ?? 0) + 1;
+    if ('gid' in e && e.gid !== undefined) gids[e.gid] = (gids[e.gid] ?? 0) + 1;
+    if ('xattrs' in e && e.xattrs?.length) withXattrs++;
+  }
+  const objects = manifestObjects(manifest);
+  let bytes = 0;
+  for (const size of objects.values()) bytes += size;
+  return { name: manifest.name, entries: manifest.entries.length, byType, withXattrs, objects: objects.size, bytes, owners: how, uids, gids };
 }
 
 /** A progress line on a terminal, rewritten in place; nothing otherwise. */
@@ -59,6 +100,7 @@ interface AddOptions {
   name?: string;
   json?: boolean;
   keepIds?: boolean;
+  dryRun?: boolean;
 }
 
 function shortId(id: string): string {
@@ -82,18 +124,35 @@ export function register(program: Command): void {
     .argument('<source>', 'a directory (the image is its tree) or a manifest JSON file')
     .option('--objects <dir>', 'for a manifest file: where the contents are, as DIR/xx/rest by fs-verity digest (mkcomposefs --digest-store)')
     .option('--name <name>', 'the image name (default: the directory name, or the manifest\'s)')
-    .option('--keep-ids', 'for a directory: record owners as on the host, not as `mountgate run` shows them')
-    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}}')
+    .option('--keep-ids', 'for a directory: record owners as the parent of your namespace sees them (on the host: the host\'s ids), not as `mountgate run` shows them')
+    .option('--dry-run', 'for a directory: build the manifest and say what the image would hold (entries, objects, bytes, owners and how ids were mapped); send nothing')
+    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}} (with --dry-run: the summary)')
     .addHelpText(
       'after',
       `
-From a directory, files you own become owned by root (0) in the image and
-files of your subordinate ids become 1.. (what \`mountgate run\` shows), so
-\`run --image\` shows them the same way. Only contents the broker lacks, or
-that you have not uploaded yourself, are sent.
+Owners, from a directory:
+  on the host              files you own become 0 in the image and files of
+                           your subordinate ids 1.. (what \`mountgate run\`
+                           shows), so \`run --image\` shows them the same way;
+                           any other owner becomes 65534.
+  in a user namespace      (podman unshare, unshare --user --map-auto) the ids
+                           on disk are already the namespace's: they are
+                           recorded as that namespace shows them (as ls -ln
+                           does there).
+  --keep-ids               the ids one level up instead: the host's on the
+                           host, the parent namespace's inside one.
+--dry-run shows which of these applied and the owners found.
+
+Extended attributes (user.*, security.* such as file capabilities and
+SELinux labels, ACLs; trusted.* only as root) are recorded with their
+files; one that cannot be read is an error that names the file.
+
+Only contents the broker lacks, or that you have not uploaded yourself, are
+sent.
 
 Examples:
   mountgate image add ./rootfs --name tools
+  podman unshare mountgate image add ./rootfs --dry-run
   mountgate image add image.json --objects ./objects --json`,
     )
     .action(async (source: string, opts: AddOptions) => {
@@ -101,8 +160,25 @@ Examples:
       let sources: Map<string, string | Buffer>;
       if (lstatSync(source).isDirectory()) {
         if (opts.objects) image.error('mountgate: --objects is for a manifest file; a directory holds its own contents', { exitCode: 2 });
-        ({ manifest, sources } = await manifestFromDirectory(source, { ...(opts.name ? { name: opts.name } : {}), ...(opts.keepIds ? {} : rootlessIds()) }));
+        const owners = ownerMapping(Boolean(opts.keepIds));
+        ({ manifest, sources } = await manifestFromDirectory(source, {
+          ...(opts.name ? { name: opts.name } : {}),
+          ...(owners.uidMap ? { uidMap: owners.uidMap } : {}),
+          ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
+        }));
+        if (opts.dryRun) {
+          const summary = dryRunSummary(manifest, owners.how);
+          if (opts.json) return say(JSON.stringify(summary));
+          const counts = (m: Record<string, number>) => Object.entries(m).map(([k, n]) => `${k} (${n})`).join(', ');
+          say(`image ${manifest.name}: ${summary.entries} entries (${counts(summary.byType as Record<string, number>)}), ${summary.withXattrs} with xattrs`);
+          say(`contents: ${summary.objects} objects, ${humanBytes(summary.bytes as number)}`);
+          say(`owners: ${owners.how}`);
+          say(`uids: ${counts(summary.uids as Record<string, number>)}`);
+          say(`gids: ${counts(summary.gids as Record<string, number>)}`);
+          return;
+        }
       } else {
+        if (opts.dryRun) image.error('mountgate: --dry-run is for a directory', { exitCode: 2 });
         manifest = parseManifest(readFileSync(source));
         if (opts.name) manifest = { ...manifest, name: opts.name };
         sources = opts.objects ? findObjects(opts.objects, manifestObjects(manifest).keys()) : new Map();

@@ -25,3 +25,27 @@ export function ownerMap(own: number, subordinate: { start: number; count: numbe
   const rest: Interval[] = subtract(controlledIds(own, subordinate), [own, host]);
   return [{ from: own, to: host, count: 1 }, { from: host, to: own, count: 1 }, ...identityMap(rest)];
 }
+
+/** /proc/PID/uid_map or gid_map text: {from: id inside, to: id outside, count} per line. */
+export function parseIdMapText(text: string): IdRange[] {
+  return text.split('\n').map((l) => l.trim()).filter(Boolean).map((line) => {
+    const [from, to, count] = line.split(/\s+/).map(Number);
+    if (![from, to, count].every((n) => Number.isInteger(n) && n! >= 0)) throw new Error(`not an id map line: ${line}`);
+    return { from: from!, to: to!, count: count! };
+  });
+}
+
+/** Is this the map of the initial user namespace (every id is itself)? */
+export function isInitialIdMap(map: IdRange[]): boolean {
+  return map.length === 1 && map[0]!.from === 0 && map[0]!.to === 0 && map[0]!.count === 4294967295;
+}
+
+/** A map the other way round: outside ids to inside ids. */
+export function invertIdMap(map: IdRange[]): IdRange[] {
+  return map.map((r) => ({ from: r.to, to: r.from, count: r.count }));
+}
+
+/** One line per range, "inside→outside ×count", for messages. */
+export function showIdMap(map: IdRange[]): string {
+  return map.map((r) => (r.count === 1 ? `${r.from}→${r.to}` : `${r.from}..${r.from + r.count - 1}→${r.to}..${r.to + r.count - 1}`)).join(', ');
+}

@@ -2,18 +2,24 @@
 // manifest (with the fs-verity digest of every file), finding object content
 // for a manifest that came from a file, and uploading an image to the broker
 // (AddImage, then PutObjects for exactly the objects it says are missing).
-// Regular files are never inlined (every non-empty file becomes an object),
-// and xattrs are not recorded: Node has no API to read them.
-import { createReadStream, createWriteStream, existsSync, lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
-import { once } from 'node:events';
+// Regular files are never inlined (every non-empty file becomes an object);
+// every extended attribute this process can list is recorded (trusted.* only
+// when it has CAP_SYS_ADMIN, as the kernel lists them).
+import { closeSync, constants as fsConstants, createReadStream, createWriteStream, existsSync, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import { createRequire } from 'node:module';
 import { basename, join, resolve } from 'node:path';
 import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
+import { objectPath } from '../composefs/format.js';
 import { validateManifest } from '../manifest/load.js';
 import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
-import { pipe, sealedMemfd } from '../sys/syscalls.js';
+import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type ImageListing, type MountgateBroker } from './broker.js';
+
+/** The backing path of an object in a composefs object directory. */
+export { objectPath };
 
 /** Owner id recorded for files whose host owner the id map does not cover (as a user namespace shows them). */
 export const OVERFLOW_ID = 65534;
@@ -51,6 +57,25 @@ function kernelDev(dev: bigint): number {
   return Number((minor & 0xffn) | (major << 8n) | ((minor & ~0xffn) << 12n)) >>> 0;
 }
 
+/**
+ * The extended attributes of a file itself (not a symlink's target), sorted by
+ * name bytes; a value that cannot be read is an error naming the file, never
+ * a silent drop.
+ */
+export function fileXattrs(path: string | Buffer, shown: string): { key: string | { base64: string }; value: string }[] {
+  const names = listXattrs(path).sort(Buffer.compare);
+  return names.map((name) => {
+    let value: Buffer;
+    try {
+      value = getXattr(path, name);
+    } catch (err) {
+      const why = err instanceof SyscallError ? err.code : (err as Error).message;
+      throw new InvalidRequestError(`cannot read the extended attribute ${showText(name)} of ${shown} (${why}); the image would lack it`);
+    }
+    return { key: byteText(name), value: value.toString('base64') };
+  });
+}
+
 /** The fs-verity digest (hex) and size of a file, streamed. */
 export async function fileDigest(path: string | Buffer): Promise<{ digest: string; size: number }> {
   const hasher = new FsVerityHasher();
@@ -62,10 +87,7 @@ export async function fileDigest(path: string | Buffer): Promise<{ digest: strin
   return { digest: hasher.digest().toString('hex'), size };
 }
 
-/** The backing path of an object in a composefs object directory: "xx/rest". */
-export function objectPath(digest: string): string {
-  return `${digest.slice(0, 2)}/${digest.slice(2)}`;
-}
+
 
 /**
  * Builds the manifest of a directory tree, without following symlinks:
@@ -107,7 +129,8 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
       }
       firstPathOfInode.set(key, pathBytes);
     }
-    const base = { path, ...common(st) };
+    const xattrs = fileXattrs(hostPath, shown);
+    const base = { path, ...common(st), ...(xattrs.length ? { xattrs } : {}) };
     if (st.isDirectory()) {
       entries.push({ ...base, type: 'dir' });
       const names = readdirSync(hostPath, { encoding: 'buffer' });
@@ -167,11 +190,14 @@ export function findObjects(objectsDir: string, digests: Iterable<string>): Map<
   return found;
 }
 
-/** The 40 bytes before an object's content in the PutObjects stream. */
-export function recordHeader(digest: string, size: number): Buffer {
+/** The size field's top bit in a record header: the content is the next fd passed on the socket. */
+export const CONTENT_BY_FD = 1n << 63n;
+
+/** The 40 bytes before an object's content in the PutObjects stream (`byFd`: the content is the next fd passed instead). */
+export function recordHeader(digest: string, size: number, byFd = false): Buffer {
   const h = Buffer.alloc(RECORD_HEADER_BYTES);
   h.write(digest, 0, 32, 'hex');
-  h.writeBigUInt64LE(BigInt(size), 32);
+  h.writeBigUInt64LE(BigInt(size) | (byFd ? CONTENT_BY_FD : 0n), 32);
   return h;
 }
 
@@ -222,6 +248,82 @@ async function writeRecords(writeFd: number, todo: { digest: string; size: numbe
   }
 }
 
+const require = createRequire(import.meta.url);
+interface USocket extends EventEmitter {
+  write(chunk: { data?: Buffer; fds?: number[]; callback?: () => void }): boolean;
+  end(): void;
+  destroy(): void;
+}
+
+/** Records sent ahead of the broker's acknowledgements: the kernel bounds a user's fds in flight (by RLIMIT_NOFILE). */
+const fdWindow = 256;
+/** Records per sendmsg (SCM_RIGHTS carries at most 253 fds). */
+const fdsPerMessage = 64;
+
+/**
+ * Sends the objects as open files over `fd` (our end of a socketpair the
+ * broker reads): per object a header whose size says "by fd", with the file's
+ * fd passed alongside. The broker hashes the files itself; no content goes
+ * through the socket. The broker answers one byte per record it took, which
+ * keeps at most `fdWindow` files in flight.
+ */
+async function sendFiles(fd: number, todo: { digest: string; size: number; path: string | Buffer }[], onObject: (bytes: number) => void, answered: Promise<unknown>): Promise<void> {
+  const { USocket } = require('usocket') as { USocket: new (opts: { fd: number }) => USocket };
+  const socket = new USocket({ fd });
+  let acked = 0;
+  let failure: Error | undefined;
+  const events = new EventEmitter();
+  socket.on('data', (chunk: Buffer) => {
+    acked += chunk.length;
+    events.emit('ack');
+  });
+  const fail = (err: Error) => {
+    failure ??= err;
+    events.emit('ack');
+  };
+  socket.on('error', fail);
+  socket.on('close', () => fail(new Error('the broker closed the object stream')));
+  socket.on('end', () => fail(new Error('the broker closed the object stream')));
+  const waitAcks = async (upTo: number) => {
+    while (acked < upTo && !failure) await once(events, 'ack');
+    if (failure && acked < upTo) throw failure;
+  };
+  try {
+    let sent = 0;
+    for (let at = 0; at < todo.length; at += fdsPerMessage) {
+      const group = todo.slice(at, at + fdsPerMessage);
+      await waitAcks(sent + group.length - fdWindow);
+      const fds: number[] = [];
+      try {
+        for (const o of group) {
+          const file = openSync(o.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+          fds.push(file);
+          const size = fstatSync(file).size;
+          if (size !== o.size) throw new InvalidRequestError(`${showText(o.path)} changed since the manifest was made (${o.size} bytes, now ${size})`);
+        }
+        await new Promise<void>((resolve, reject) => {
+          const onFail = () => failure && reject(failure);
+          events.once('ack', onFail);
+          socket.write({ data: Buffer.concat(group.map((o) => recordHeader(o.digest, o.size, true))), fds, callback: () => {
+            events.off('ack', onFail);
+            resolve();
+          } });
+        });
+      } finally {
+        // Sent (the kernel holds them in flight) or failed: our copies go either way.
+        for (const f of fds) closeSync(f);
+      }
+      sent += group.length;
+      for (const o of group) onObject(o.size);
+    }
+    // Everything is sent: our end says so; the socket stays open (for the broker's last acknowledgements) until the answer.
+    socket.end();
+    await answered.catch(() => undefined);
+  } finally {
+    socket.destroy();
+  }
+}
+
 /**
  * Registers `manifest` with the broker and uploads the objects it reports
  * missing, reading each from `sources` (digest -> file path).
@@ -230,7 +332,13 @@ export async function uploadImage(
   broker: MountgateBroker,
   manifest: Manifest,
   sources: Map<string, string | Buffer>,
-  opts: { onProgress?: (p: UploadProgress) => void } = {},
+  opts: {
+    onProgress?: (p: UploadProgress) => void;
+    /** How contents go to the broker: as open files it hashes itself (default), or as bytes through a pipe. */
+    transport?: 'files' | 'pipe';
+    /** Called once AddImage answered, before any object is sent. */
+    onAdded?: (added: { imageId: string; missing: string[] }) => void;
+  } = {},
 ): Promise<UploadResult> {
   const sizes = manifestObjects(manifest);
   const fd = manifestFd(manifest);
@@ -241,6 +349,7 @@ export async function uploadImage(
     closeFd(fd);
   }
   const { imageId, missing } = added;
+  opts.onAdded?.(added);
   if (missing.length === 0) return { imageId, uploaded: { objects: 0, bytes: 0 } };
 
   const lacking = missing.filter((d) => !sources.has(d));
@@ -260,16 +369,23 @@ export async function uploadImage(
   const progress: UploadProgress = { objects: 0, totalObjects: todo.length, bytes: 0, totalBytes: todo.reduce((n, o) => n + o.size, 0) };
   opts.onProgress?.({ ...progress });
 
-  const [readFd, writeFd] = pipe();
+  const [readFd, writeFd] = opts.transport === 'pipe' ? pipe() : socketpair();
   // Send the call first: the broker reads while we write. Our copy of the read
   // end stays open until the reply (dbus-next sends the fd asynchronously).
   const put = broker.putObjects(readFd).finally(() => closeFd(readFd));
   put.catch(() => undefined);
-  const written = writeRecords(writeFd, todo, (bytes, done) => {
-    progress.bytes += bytes;
-    if (done) progress.objects++;
-    opts.onProgress?.({ ...progress });
-  });
+  const written =
+    opts.transport === 'pipe'
+      ? writeRecords(writeFd, todo, (bytes, done) => {
+          progress.bytes += bytes;
+          if (done) progress.objects++;
+          opts.onProgress?.({ ...progress });
+        })
+      : sendFiles(writeFd, todo, (bytes) => {
+          progress.bytes += bytes;
+          progress.objects++;
+          opts.onProgress?.({ ...progress });
+        }, put);
   // A broker that refuses ends the call early: stop writing, report its reason.
   const [w, p] = await Promise.allSettled([written, put]);
   if (p.status === 'rejected') throw p.reason;

@@ -11,99 +11,119 @@
 import type { Entry, FileEntry, Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { MAX_FILE_SIZE } from '../manifest/limits.js';
-import { normalizeLookupPath, parentPath, pathSortKey } from '../manifest/paths.js';
+import { comparePaths, normalizeLookupPath, parentPath, pathSortKey } from '../manifest/paths.js';
 import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifest/text.js';
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
+import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
-function safeNumber(v: bigint, what: string, max: number, pointer: string): number {
-  if (v > BigInt(max)) throw new InvalidManifestError(`${what} ${v} exceeds the maximum ${max}`, pointer);
+/** Where a dump line's problem is reported; made only for a message. */
+function lineOf(line: number): string {
+  return `line ${line}`;
+}
+
+function safeNumber(v: bigint, what: string, max: number, line: number): number {
+  if (v > BigInt(max)) throw new InvalidManifestError(`${what} ${v} exceeds the maximum ${max}`, lineOf(line));
   return Number(v);
 }
 
 type Attributed = Exclude<Entry, { type: 'hardlink' }>;
 
-function baseFields(d: DumpEntry, path: ByteText, pointer: string): Omit<Attributed, 'type'> {
-  const fields: Omit<Attributed, 'type'> = {
-    path,
-    mode: d.mode & 0o7777,
-    uid: d.uid,
-    gid: d.gid,
-    mtime: { sec: safeNumber(d.mtimeSec, 'mtime seconds', Number.MAX_SAFE_INTEGER, pointer), nsec: d.mtimeNsec },
-  };
-  if (d.mtimeNsec > 999_999_999) throw new InvalidManifestError(`mtime nanoseconds ${d.mtimeNsec} is not below 1000000000`, pointer);
-  if (d.xattrs.length > 0) {
-    fields.xattrs = d.xattrs.map((x) => ({ key: byteText(x.key), value: x.value.toString('base64') }));
+/** The entry type of a dump line that is not a hardlink. */
+function entryType(d: DumpEntry, line: number): Attributed['type'] {
+  switch (d.mode & S_IFMT) {
+    case S_IFDIR: return 'dir';
+    case S_IFREG: return 'file';
+    case S_IFLNK: return 'symlink';
+    case S_IFCHR: return d.rdev === 0 ? 'whiteout' : 'chardev';
+    case S_IFBLK: return 'blockdev';
+    case S_IFIFO: return 'fifo';
+    case S_IFSOCK: return 'socket';
+    default: throw new InvalidManifestError(`mode ${d.mode.toString(8)} has no valid file type`, lineOf(line));
   }
-  return fields;
 }
 
-/** Adds "size" only when non-zero: for these types it is informational. */
-function withInfoSize<T extends object>(entry: T, size: bigint, pointer: string): T & { size?: number } {
-  return size === 0n ? entry : { ...entry, size: safeNumber(size, 'size', MAX_FILE_SIZE, pointer) };
-}
-
-/** Path and type first: the order a reader scans for. */
-function readableOrder(e: Entry): Entry {
-  const { path, type, ...rest } = e;
-  return { path, type, ...rest } as Entry;
-}
-
-function entryFromDump(d: DumpEntry, pointer: string): Entry {
-  return readableOrder(entryFields(d, pointer));
-}
-
-function entryFields(d: DumpEntry, pointer: string): Entry {
+/**
+ * The manifest entry of a dump line: path and type first (the order a reader
+ * scans for), then the stat, the xattrs and the fields of its type; "size"
+ * only where it means something or, where it is informational, is not 0.
+ */
+function entryFromDump(d: DumpEntry, line: number): Entry {
   const path = byteText(d.path);
   if (d.hardlink) {
     // Normalized on the bytes (only "/" matters to it), as a binary string.
     const target = Buffer.from(normalizeLookupPath(d.payload!.toString('latin1')), 'latin1');
     return { path, type: 'hardlink', target: byteText(target) };
   }
-  const base = baseFields(d, path, pointer);
-  switch (d.mode & S_IFMT) {
-    case S_IFDIR:
-      return withInfoSize({ ...base, type: 'dir' as const }, d.size, pointer);
-    case S_IFREG: {
-      const file: FileEntry = { ...base, type: 'file', size: safeNumber(d.size, 'file size', MAX_FILE_SIZE, pointer) };
-      if (d.digest !== null) file.digest = d.digest;
-      if (d.content !== null && d.content.length > 0) file.inline = d.content.toString('base64');
-      if (d.payload !== null) file.backing = byteText(d.payload);
-      return file;
-    }
-    case S_IFLNK:
-      return { ...base, type: 'symlink', target: byteText(d.payload!) };
-    case S_IFCHR:
-      return d.rdev === 0
-        ? withInfoSize({ ...base, type: 'whiteout' as const }, d.size, pointer)
-        : withInfoSize({ ...base, type: 'chardev' as const, rdev: d.rdev }, d.size, pointer);
-    case S_IFBLK:
-      return withInfoSize({ ...base, type: 'blockdev' as const, rdev: d.rdev }, d.size, pointer);
-    case S_IFIFO:
-      return withInfoSize({ ...base, type: 'fifo' as const }, d.size, pointer);
-    case S_IFSOCK:
-      return withInfoSize({ ...base, type: 'socket' as const }, d.size, pointer);
+  const type = entryType(d, line);
+  if (d.mtimeNsec > 999_999_999) throw new InvalidManifestError(`mtime nanoseconds ${d.mtimeNsec} is not below 1000000000`, lineOf(line));
+  const e = {
+    path,
+    type,
+    mode: d.mode & 0o7777,
+    uid: d.uid,
+    gid: d.gid,
+    mtime: { sec: safeNumber(d.mtimeSec, 'mtime seconds', Number.MAX_SAFE_INTEGER, line), nsec: d.mtimeNsec },
+  } as Attributed;
+  if (d.xattrs.length > 0) e.xattrs = d.xattrs.map((x) => ({ key: byteText(x.key), value: x.value.toString('base64') }));
+  switch (e.type) {
+    case 'file':
+      e.size = safeNumber(d.size, 'file size', MAX_FILE_SIZE, line);
+      if (d.digest !== null) e.digest = d.digest;
+      if (d.content !== null && d.content.length > 0) e.inline = d.content.toString('base64');
+      if (d.payload !== null) e.backing = byteText(d.payload);
+      return e;
+    case 'symlink':
+      e.target = byteText(d.payload!);
+      return e;
+    case 'chardev':
+    case 'blockdev':
+      e.rdev = d.rdev;
+      break;
     default:
-      throw new InvalidManifestError(`mode ${d.mode.toString(8)} has no valid file type`, pointer);
+      break;
   }
+  if (d.size !== 0n) (e as { size?: number }).size = safeNumber(d.size, 'size', MAX_FILE_SIZE, line);
+  return e;
 }
 
 /**
- * The link count the format implies: 2 + subdirectories for a directory,
- * 1 + hardlinks pointing at it for anything else; keyed by the path as a
- * string of codecFor(entries).
+ * The link count the format implies for each entry of a sorted manifest: 2 +
+ * subdirectories for a directory, 1 + hardlinks pointing at it for anything
+ * else (a hardlink entry's own count means nothing).
  */
-export function defaultLinkCounts(entries: Entry[]): Map<string, number> {
+export function defaultLinkCounts(entries: Entry[]): number[] {
   const codec = codecFor(entries);
-  const counts = new Map<string, number>();
-  for (const e of entries) if (e.type !== 'hardlink') counts.set(codec.text(e.path), e.type === 'dir' ? 2 : 1);
-  for (const e of entries) {
+  const counts = entries.map((e) => (e.type === 'dir' ? 2 : 1));
+  // The directories from the root down to the last one seen: a sorted manifest lists a directory right before its contents.
+  const dirPaths: string[] = [];
+  const dirIndex: number[] = [];
+  let byPath: Map<string, number> | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.type === 'hardlink') {
+      if (!byPath) {
+        byPath = new Map();
+        entries.forEach((t, k) => t.type !== 'hardlink' && byPath!.set(codec.text(t.path), k));
+      }
+      const target = byPath.get(codec.text(e.target));
+      if (target !== undefined) counts[target]!++;
+      continue;
+    }
+    if (e.type !== 'dir') continue;
     const path = codec.text(e.path);
-    if (path === '/') continue;
-    const counted = e.type === 'dir' ? parentPath(path) : e.type === 'hardlink' ? codec.text(e.target) : undefined;
-    if (counted !== undefined && counts.has(counted)) counts.set(counted, counts.get(counted)! + 1);
+    if (path === '/') {
+      dirPaths.length = dirIndex.length = 0;
+    } else {
+      const parent = parentPath(path);
+      let top = dirPaths.length - 1;
+      while (top >= 0 && dirPaths[top] !== parent) top--;
+      dirPaths.length = dirIndex.length = top + 1;
+      if (top >= 0) counts[dirIndex[top]!]!++;
+    }
+    dirPaths.push(path);
+    dirIndex.push(i);
   }
   return counts;
 }
@@ -133,28 +153,39 @@ export interface DumpToManifestOptions {
   name?: string;
 }
 
-/** Builds a checked manifest from parsed dump entries. */
-export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions = {}): Manifest {
-  const keyed = dump.map((d, i) => {
-    const entry = entryFromDump(d, `line ${i + 1}`);
-    return { entry, nlink: d.nlink, key: pathSortKey(entry.path), line: i + 1 };
-  });
-  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
-  for (let i = 1; i < keyed.length; i++) {
-    if (keyed[i]!.key.equals(keyed[i - 1]!.key)) {
-      throw new InvalidManifestError(`path "${showText(keyed[i]!.entry.path)}" appears twice (also on line ${keyed[i - 1]!.line})`, `line ${keyed[i]!.line}`);
+/** The order of the entries by path, or null when they are in it already (as dumps of an image are). */
+function sortOrder(entries: Entry[]): number[] | null {
+  let sorted = true;
+  for (let i = 1; i < entries.length && sorted; i++) sorted = comparePaths(entries[i - 1]!.path, entries[i]!.path) < 0;
+  if (sorted) return null;
+  const keys = entries.map((e) => pathSortKey(e.path));
+  const order = entries.map((_, i) => i);
+  order.sort((a, b) => Buffer.compare(keys[a]!, keys[b]!) || a - b);
+  for (let i = 1; i < order.length; i++) {
+    if (keys[order[i]!]!.equals(keys[order[i - 1]!]!)) {
+      const [first, again] = [order[i - 1]!, order[i]!].sort((a, b) => a - b);
+      throw new InvalidManifestError(`path "${showText(entries[again!]!.path)}" appears twice (also on line ${first! + 1})`, lineOf(again! + 1));
     }
   }
-  const entries = keyed.map((k) => k.entry);
-  resolveHardlinkChains(entries, keyed.map((k) => k.line));
+  return order;
+}
+
+/** Builds a checked manifest from parsed dump entries. */
+export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions = {}): Manifest {
+  const parsed = dump.map((d, i) => entryFromDump(d, i + 1));
+  const order = sortOrder(parsed);
+  /** The dump line of each manifest entry. */
+  const lineAt = (i: number): number => (order ? order[i]! : i) + 1;
+  const entries = order ? order.map((k) => parsed[k]!) : parsed;
+  if (entries.some((e) => e.type === 'hardlink')) resolveHardlinkChains(entries, entries.map((_, i) => lineAt(i)));
   const defaults = defaultLinkCounts(entries);
-  const key = codecFor(entries).text;
-  keyed.forEach((k) => {
-    if (k.entry.type !== 'hardlink' && defaults.get(key(k.entry.path)) !== k.nlink) {
-      if (k.nlink === 0) throw new InvalidManifestError('nlink is 0', `line ${k.line}`);
-      (k.entry as Attributed).nlink = k.nlink;
-    }
-  });
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const nlink = dump[lineAt(i) - 1]!.nlink;
+    if (e.type === 'hardlink' || defaults[i] === nlink) continue;
+    if (nlink === 0) throw new InvalidManifestError('nlink is 0', lineOf(lineAt(i)));
+    e.nlink = nlink;
+  }
   const manifest: Manifest = { version: 1, ...(options.name ? { name: options.name } : {}), entries };
   try {
     return validateManifest(manifest);
@@ -162,23 +193,20 @@ export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions
     // Name the dump line rather than the position in the sorted manifest.
     if (err instanceof InvalidManifestError) {
       const m = /^\/entries\/(\d+)(.*)$/.exec(err.pointer);
-      const k = m ? keyed[Number(m[1])] : undefined;
-      if (k) throw new InvalidManifestError(`${showText(k.entry.path)}${m![2] ? ` (${m![2].slice(1)})` : ''}: ${err.detail}`, `line ${k.line}`);
+      const index = m ? Number(m[1]) : -1;
+      if (m && index < entries.length) {
+        throw new InvalidManifestError(`${showText(entries[index]!.path)}${m[2] ? ` (${m[2].slice(1)})` : ''}: ${err.detail}`, lineOf(lineAt(index)));
+      }
     }
     throw err;
   }
 }
 
-const typeBits: Record<Exclude<Entry['type'], 'hardlink'>, number> = {
-  dir: S_IFDIR, file: S_IFREG, symlink: S_IFLNK, chardev: S_IFCHR, blockdev: S_IFBLK,
-  fifo: S_IFIFO, socket: S_IFSOCK, whiteout: S_IFCHR,
-};
-
 function dumpFromEntry(e: Attributed, nlink: number): DumpEntry {
   const d: DumpEntry = {
     path: bytesOf(e.path),
     size: 0n,
-    mode: typeBits[e.type] | e.mode,
+    mode: ENTRY_TYPE_BITS[e.type] | e.mode,
     hardlink: false,
     nlink: e.nlink ?? nlink,
     uid: e.uid,
@@ -221,13 +249,13 @@ export function manifestToDump(manifest: Manifest): DumpEntry[] {
   const byPath = new Map<string, DumpEntry>();
   const out: DumpEntry[] = [];
   const hardlinks: Array<{ index: number; path: ByteText; target: ByteText }> = [];
-  for (const e of manifest.entries) {
+  for (const [i, e] of manifest.entries.entries()) {
     if (e.type === 'hardlink') {
       hardlinks.push({ index: out.length, path: e.path, target: e.target });
       out.push(undefined as unknown as DumpEntry); // filled once every target is known
       continue;
     }
-    const d = dumpFromEntry(e, defaults.get(key(e.path)) ?? 1);
+    const d = dumpFromEntry(e, defaults[i]!);
     byPath.set(key(e.path), d);
     out.push(d);
   }

@@ -11,7 +11,7 @@
 // mode accepts those; the converter then drops the ignored values.
 import { InvalidManifestError } from '../manifest/errors.js';
 import { loneSurrogateIndex } from '../manifest/text.js';
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
+import { COMPOSEFS_INLINE_MAX, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 export interface DumpXattr {
   key: Buffer;
@@ -48,8 +48,6 @@ export interface DumpParseOptions {
 }
 
 const FIELD_COUNT = 11;
-const PATH_MAX = 4096;
-const INLINE_MAX = 5000;
 /** mkcomposefs caps the xattr part of a line (its duplicate search is quadratic). */
 const MAX_XATTR_TEXT = 65535;
 const U32_MAX = 0xffffffff;
@@ -98,34 +96,60 @@ export function unescapeField(field: Buffer): Buffer {
   return out.subarray(0, o);
 }
 
-function isDash(field: Buffer): boolean {
-  return field.length === 1 && field[0] === 0x2d;
-}
-
-function optionalField(field: Buffer): Buffer | null {
-  return isDash(field) ? null : unescapeField(field);
-}
-
-function parseDecimal(field: Buffer, what: string, max: bigint): bigint {
-  const s = field.toString('latin1');
-  if (!/^[0-9]+$/.test(s)) throw new Error(`${what} "${s}" is not a decimal number`);
-  const v = BigInt(s);
-  if (v > max) throw new Error(`${what} ${s} is too large: at most ${max}`);
+/** A decimal field of `data` [start, end), read without making a string; at most `max`. */
+function parseDecimal(data: Buffer, start: number, end: number, what: string, max: bigint): bigint {
+  const n = parseSmallDecimal(data, start, end, what);
+  if (n <= Number.MAX_SAFE_INTEGER) {
+    const v = BigInt(n);
+    if (v <= max) return v;
+  }
+  const text = data.toString('latin1', start, end);
+  const v = BigInt(text);
+  if (v > max) throw new Error(`${what} ${text} is too large: at most ${max}`);
   return v;
 }
 
-function parseU32(field: Buffer, what: string): number {
-  return Number(parseDecimal(field, what, BigInt(U32_MAX)));
+/** The digits of [start, end) as a number (exact up to 2^53; beyond, only good for a comparison). */
+function parseSmallDecimal(data: Buffer, start: number, end: number, what: string): number {
+  if (start === end) throw new Error(`${what} "" is not a decimal number`);
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = data[i]! - 0x30;
+    if (d < 0 || d > 9) throw new Error(`${what} "${data.toString('latin1', start, end)}" is not a decimal number`);
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+function parseU32(data: Buffer, start: number, end: number, what: string): number {
+  const n = parseSmallDecimal(data, start, end, what);
+  if (n > U32_MAX) throw new Error(`${what} ${data.toString('latin1', start, end)} is too large: at most ${U32_MAX}`);
+  return n;
 }
 
 function parseMode(field: Buffer): { mode: number; hardlink: boolean } {
-  let text = field.toString('latin1');
-  const hardlink = text.startsWith('@');
-  if (hardlink) text = text.slice(1);
-  if (!/^[0-7]+$/.test(text)) throw new Error(`mode "${text}" is not an octal number`);
-  const mode = Number.parseInt(text, 8);
-  if (!VALID_TYPES.has(mode & S_IFMT)) throw new Error(`mode ${text} has no valid file type (S_IFMT bits)`);
+  const hardlink = field[0] === 0x40; // "@"
+  let mode = 0;
+  const first = hardlink ? 1 : 0;
+  for (let i = first; i < field.length; i++) {
+    const d = field[i]! - 0x30;
+    if (d < 0 || d > 7) {
+      throw new Error(`mode "${field.toString('latin1', first, field.length)}" is not an octal number`);
+    }
+    mode = mode * 8 + d;
+  }
+  if (field.length === first) throw new Error('mode "" is not an octal number');
+  // Beyond 2^53 the digits no longer add up exactly: parse as parseInt does.
+  if (field.length - first > 17) mode = Number.parseInt(field.toString('latin1', first, field.length), 8);
+  if (!VALID_TYPES.has(mode & S_IFMT)) throw new Error(`mode ${field.toString('latin1', first, field.length)} has no valid file type (S_IFMT bits)`);
   return { mode, hardlink };
+}
+
+/** Whether [start, end) of `data` is 64 hex digits. */
+function isHex64(data: Uint8Array, start: number, end: number): boolean {
+  if (end - start !== 64) return false;
+  for (let i = start; i < end; i++) if (hexValue(data[i]!) < 0) return false;
+  return true;
 }
 
 /** Splits at the first `sep`; the rest is null when there is none. */
@@ -155,31 +179,36 @@ function parseXattrs(rest: Buffer, strict: boolean): DumpXattr[] {
   return xattrs;
 }
 
-function parseLine(line: Buffer, strict: boolean): DumpEntry {
-  const nul = line.indexOf(0);
-  if (nul >= 0) throw new Error(`embedded NUL byte at column ${nul + 1}`);
-  const fields: Buffer[] = [];
-  let rest: Buffer | null = line;
+/** Field boundaries of the current line: start and end of each of the eleven fields. */
+const bounds = new Int32Array(FIELD_COUNT * 2);
+
+/** Parses the line data[start, end); `nul` is the first NUL byte of the data (-1 for none). */
+function parseLine(data: Buffer, start: number, end: number, nul: number, strict: boolean): DumpEntry {
+  if (nul >= start && nul < end) throw new Error(`embedded NUL byte at column ${nul - start + 1}`);
+  let at = start;
   for (let i = 0; i < FIELD_COUNT; i++) {
-    if (rest === null) {
-      fields.push(Buffer.alloc(0));
+    if (at > end) {
+      bounds[2 * i] = bounds[2 * i + 1] = end;
       continue;
     }
-    const [field, next]: [Buffer, Buffer | null] = splitAt(rest, SPACE);
-    fields.push(field);
-    rest = next;
+    let space = at;
+    while (space < end && data[space] !== SPACE) space++;
+    bounds[2 * i] = at;
+    bounds[2 * i + 1] = space;
+    at = space + 1;
   }
-  const [pathF, sizeF, modeF, nlinkF, uidF, gidF, rdevF, mtimeF, payloadF, contentF, digestF] = fields as [
-    Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer,
-  ];
+  const rest = Math.min(at, end); // where the xattrs begin
+  const field = (i: number): Buffer => data.subarray(bounds[2 * i]!, bounds[2 * i + 1]!);
+  const isDashAt = (i: number): boolean => bounds[2 * i + 1]! - bounds[2 * i]! === 1 && data[bounds[2 * i]!] === 0x2d;
+  const optional = (i: number): Buffer | null => (isDashAt(i) ? null : unescapeField(field(i)));
 
-  const path = unescapeField(pathF);
+  const path = unescapeField(field(0));
   if (path.length === 0) throw new Error('empty path');
-  const { mode, hardlink } = parseMode(modeF);
+  const { mode, hardlink } = parseMode(field(2));
 
   if (hardlink) {
     // Only the target matters for a hardlink line; the rest repeats the target.
-    const payload = optionalField(payloadF);
+    const payload = optional(8);
     if (payload === null || payload.length === 0) throw new Error('hardlink has no target path in the PAYLOAD field');
     if ((mode & S_IFMT) === S_IFDIR) throw new Error('a directory cannot be a hardlink');
     return {
@@ -191,19 +220,20 @@ function parseLine(line: Buffer, strict: boolean): DumpEntry {
   const type = mode & S_IFMT;
   // mkcomposefs keeps the low 16 bits (the on-disk i_mode); only lenient parsing allows more.
   if (strict && mode > 0o177777) throw new Error(`mode ${mode.toString(8)} has bits beyond st_mode`);
-  const size = parseDecimal(sizeF, 'size', U64_MAX);
-  const nlink = parseU32(nlinkF, 'nlink');
-  const uid = parseU32(uidF, 'uid');
-  const gid = parseU32(gidF, 'gid');
-  const rdev = parseU32(rdevF, 'rdev');
-  const [secF, nsecF] = splitAt(mtimeF, 0x2e);
-  if (nsecF === null) throw new Error(`mtime "${mtimeF.toString('latin1')}" is not SECONDS.NANOSECONDS`);
-  const mtimeSec = parseDecimal(secF, 'mtime seconds', I64_MAX);
-  const mtimeNsec = parseU32(nsecF, 'mtime nanoseconds');
+  const size = parseDecimal(data, bounds[2]!, bounds[3]!, 'size', U64_MAX);
+  const nlink = parseU32(data, bounds[6]!, bounds[7]!, 'nlink');
+  const uid = parseU32(data, bounds[8]!, bounds[9]!, 'uid');
+  const gid = parseU32(data, bounds[10]!, bounds[11]!, 'gid');
+  const rdev = parseU32(data, bounds[12]!, bounds[13]!, 'rdev');
+  const mtimeStart = bounds[14]!;
+  const mtimeEnd = bounds[15]!;
+  const dot = data.indexOf(0x2e, mtimeStart);
+  if (dot < 0 || dot >= mtimeEnd) throw new Error(`mtime "${data.toString('latin1', mtimeStart, mtimeEnd)}" is not SECONDS.NANOSECONDS`);
+  const mtimeSec = parseDecimal(data, mtimeStart, dot, 'mtime seconds', I64_MAX);
+  const mtimeNsec = parseU32(data, dot + 1, mtimeEnd, 'mtime nanoseconds');
   if (strict && mtimeNsec > 999_999_999) throw new Error(`mtime nanoseconds ${mtimeNsec} is not below 1000000000`);
-  const payload = optionalField(payloadF);
-  const content = optionalField(contentF);
-  const digestText = optionalField(digestF);
+  const payload = optional(8);
+  const content = optional(9);
 
   if (content !== null && BigInt(content.length) !== size) {
     throw new Error(`content has ${content.length} bytes but SIZE says ${size}`);
@@ -215,22 +245,25 @@ function parseLine(line: Buffer, strict: boolean): DumpEntry {
       throw new Error(`symlink SIZE ${size} is not the length of its target (${payload.length})`);
     }
     if (strict && content !== null && content.length > 0) throw new Error('a symlink cannot have CONTENT');
-  } else if (content !== null && content.length > INLINE_MAX) {
-    throw new Error(`inline content of ${content.length} bytes exceeds the maximum ${INLINE_MAX}`);
+  } else if (content !== null && content.length > COMPOSEFS_INLINE_MAX) {
+    throw new Error(`inline content of ${content.length} bytes exceeds the maximum ${COMPOSEFS_INLINE_MAX}`);
   }
   if (strict && rdev !== 0 && type !== S_IFCHR && type !== S_IFBLK) {
     throw new Error(`RDEV ${rdev} on something that is not a device`);
   }
   let digest: string | null = null;
-  // mkcomposefs ignores a digest it cannot decode on anything but a regular file.
-  const ignoredDigest = !strict && digestText !== null && type !== S_IFREG && !/^[0-9a-fA-F]{64}$/.test(digestText.toString('latin1'));
-  if (digestText !== null && !ignoredDigest) {
-    const d = digestText.toString('latin1');
-    if (!/^[0-9a-fA-F]{64}$/.test(d)) throw new Error(`digest "${d.slice(0, 80)}" is not 64 hex characters`);
-    if (strict && d !== d.toLowerCase()) throw new Error(`digest "${d}" must be lowercase hex`);
-    digest = d.toLowerCase();
+  if (!isDashAt(10)) {
+    const digestText = optional(10)!;
+    const hex = isHex64(digestText, 0, digestText.length);
+    // mkcomposefs ignores a digest it cannot decode on anything but a regular file.
+    if (hex || strict || type === S_IFREG) {
+      const d = digestText.toString('latin1', 0, digestText.length);
+      if (!hex) throw new Error(`digest "${d.slice(0, 80)}" is not 64 hex characters`);
+      digest = d.toLowerCase();
+      if (strict && d !== digest) throw new Error(`digest "${d}" must be lowercase hex`);
+    }
   }
-  const xattrs = parseXattrs(rest ?? Buffer.alloc(0), strict);
+  const xattrs = rest < end ? parseXattrs(data.subarray(rest, end), strict) : [];
   return { path, size, mode, hardlink, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, payload, content, digest, xattrs };
 }
 
@@ -255,6 +288,7 @@ export function parseDump(text: Buffer | string, options: DumpParseOptions = {})
   const strict = options.strict ?? true;
   const data = dumpBytes(text);
   const entries: DumpEntry[] = [];
+  const nul = data.indexOf(0);
   let start = 0;
   let lineNo = 0;
   while (start < data.length) {
@@ -263,7 +297,7 @@ export function parseDump(text: Buffer | string, options: DumpParseOptions = {})
     const terminated = end >= 0;
     if (!terminated) end = data.length;
     try {
-      entries.push(parseLine(data.subarray(start, end), strict));
+      entries.push(parseLine(data, start, end, nul, strict));
     } catch (err) {
       throw new InvalidManifestError((err as Error).message, `line ${lineNo}`);
     }

@@ -1,7 +1,62 @@
 // The on-disk format of a composefs image: an EROFS filesystem (4 KiB blocks,
 // no compression) preceded by a 32-byte composefs header. Every constant and
-// every structure layout lives here, once, little-endian; the writer and the
-// reader encode and decode through these functions and repeat no offsets.
+// every structure lives here, once, little-endian: a structure is a table of
+// its fields (offset and width), and the writer and the reader both go
+// through those tables, so no byte offset is written anywhere else.
+
+import type { Entry } from '../schema/types.generated.js';
+
+type EntryType = Entry['type'];
+
+// ---- fields ------------------------------------------------------------------
+
+/** One little-endian field of an on-disk structure. W is what a writer may pass. */
+export interface Field<R, W = R> {
+  readonly offset: number;
+  read(buf: Buffer, at: number): R;
+  write(buf: Buffer, at: number, value: W): void;
+}
+
+function u8(offset: number): Field<number> {
+  return { offset, read: (b, at) => b[at + offset]!, write: (b, at, v) => void (b[at + offset] = v) };
+}
+function u16(offset: number): Field<number> {
+  return { offset, read: (b, at) => b.readUInt16LE(at + offset), write: (b, at, v) => void b.writeUInt16LE(v & 0xffff, at + offset) };
+}
+function u32(offset: number): Field<number> {
+  return { offset, read: (b, at) => b.readUInt32LE(at + offset), write: (b, at, v) => void b.writeUInt32LE(v >>> 0, at + offset) };
+}
+/** Read as a bigint; a writer may pass a safe integer instead, sparing BigInt arithmetic per inode. */
+function u64(offset: number): Field<bigint, bigint | number> {
+  return {
+    offset,
+    read: (b, at) => b.readBigUInt64LE(at + offset),
+    write(b, at, v) {
+      if (typeof v === 'bigint') b.writeBigUInt64LE(v, at + offset);
+      else {
+        b.writeUInt32LE(v % 2 ** 32, at + offset);
+        b.writeUInt32LE(Math.floor(v / 2 ** 32), at + offset + 4);
+      }
+    },
+  };
+}
+
+type Struct = Readonly<Record<string, Field<unknown, never>>>;
+/** The values of a structure as read. */
+export type Values<S> = { -readonly [K in keyof S]: S[K] extends Field<infer R, never> ? R : never };
+/** The values of a structure as a writer gives them. */
+export type WriteValues<S> = { [K in keyof S]: S[K] extends Field<unknown, infer W> ? W : never };
+
+export function readStruct<S extends Struct>(s: S, buf: Buffer, at: number): Values<S> {
+  const out: Record<string, unknown> = {};
+  for (const k in s) out[k] = s[k]!.read(buf, at);
+  return out as Values<S>;
+}
+
+/** Writes every field of `s`; bytes no field covers stay as they are (zero in a fresh image). */
+export function writeStruct<S extends Struct>(s: S, buf: Buffer, at: number, v: WriteValues<S>): void {
+  for (const k in s) (s[k] as unknown as Field<unknown, unknown>).write(buf, at, v[k]);
+}
 
 // ---- composefs header (bytes 0..31) ----------------------------------------
 
@@ -16,42 +71,14 @@ export const COMPOSEFS_VERSION_MAX = 1;
 export const COMPOSEFS_DEFAULT_MIN_VERSION = 0;
 export const COMPOSEFS_DEFAULT_MAX_VERSION = 1;
 
-export interface ComposefsHeader {
-  magic: number;
-  version: number;
-  flags: number;
-  composefsVersion: number;
-}
-
-export function writeComposefsHeader(buf: Buffer, off: number, h: ComposefsHeader): void {
-  buf.writeUInt32LE(h.magic, off);
-  buf.writeUInt32LE(h.version, off + 4);
-  buf.writeUInt32LE(h.flags, off + 8);
-  buf.writeUInt32LE(h.composefsVersion, off + 12);
-  // 16 bytes unused, left zero
-}
-
-export function readComposefsHeader(buf: Buffer, off: number): ComposefsHeader {
-  return {
-    magic: buf.readUInt32LE(off),
-    version: buf.readUInt32LE(off + 4),
-    flags: buf.readUInt32LE(off + 8),
-    composefsVersion: buf.readUInt32LE(off + 12),
-  };
-}
-
-/**
- * Writes a 64-bit field. Readers get bigints; a writer may pass a safe
- * integer instead, which spares it BigInt arithmetic for every inode.
- */
-function writeU64LE(buf: Buffer, off: number, v: bigint | number): void {
-  if (typeof v === 'bigint') {
-    buf.writeBigUInt64LE(v, off);
-    return;
-  }
-  buf.writeUInt32LE(v % 2 ** 32, off);
-  buf.writeUInt32LE(Math.floor(v / 2 ** 32), off + 4);
-}
+export const COMPOSEFS_HEADER = {
+  magic: u32(0),
+  version: u32(4),
+  flags: u32(8),
+  composefsVersion: u32(12),
+  // 16 bytes unused, zero
+} as const;
+export type ComposefsHeader = Values<typeof COMPOSEFS_HEADER>;
 
 // ---- EROFS geometry ----------------------------------------------------------
 
@@ -71,57 +98,24 @@ export const EROFS_NULL_ADDR = 0xffffffff;
 
 // ---- superblock (at byte 1024) -----------------------------------------------
 
-export interface SuperBlock {
-  magic: number;
-  checksum: number;
-  featureCompat: number;
-  blockSizeBits: number;
-  extSlots: number;
-  rootNid: number;
-  inodeCount: bigint;
-  buildTime: bigint;
-  buildTimeNsec: number;
-  blocks: number;
-  metaBlockAddr: number;
-  xattrBlockAddr: number;
-  featureIncompat: number;
-}
-
-export function writeSuperBlock(buf: Buffer, off: number, s: SuperBlock): void {
-  buf.writeUInt32LE(s.magic, off);
-  buf.writeUInt32LE(s.checksum, off + 4);
-  buf.writeUInt32LE(s.featureCompat, off + 8);
-  buf.writeUInt8(s.blockSizeBits, off + 12);
-  buf.writeUInt8(s.extSlots, off + 13);
-  buf.writeUInt16LE(s.rootNid, off + 14);
-  buf.writeBigUInt64LE(s.inodeCount, off + 16);
-  buf.writeBigUInt64LE(s.buildTime, off + 24);
-  buf.writeUInt32LE(s.buildTimeNsec, off + 32);
-  buf.writeUInt32LE(s.blocks, off + 36);
-  buf.writeUInt32LE(s.metaBlockAddr, off + 40);
-  buf.writeUInt32LE(s.xattrBlockAddr, off + 44);
+export const SUPERBLOCK = {
+  magic: u32(0),
+  checksum: u32(4),
+  featureCompat: u32(8),
+  blockSizeBits: u8(12),
+  extSlots: u8(13),
+  rootNid: u16(14),
+  inodeCount: u64(16),
+  buildTime: u64(24),
+  buildTimeNsec: u32(32),
+  blocks: u32(36),
+  metaBlockAddr: u32(40),
+  xattrBlockAddr: u32(44),
   // uuid[16] at 48 and volume_name[16] at 64 stay zero
-  buf.writeUInt32LE(s.featureIncompat, off + 80);
+  featureIncompat: u32(80),
   // the rest (compression, devices, long prefixes, packed inode) stays zero
-}
-
-export function readSuperBlock(buf: Buffer, off: number): SuperBlock {
-  return {
-    magic: buf.readUInt32LE(off),
-    checksum: buf.readUInt32LE(off + 4),
-    featureCompat: buf.readUInt32LE(off + 8),
-    blockSizeBits: buf.readUInt8(off + 12),
-    extSlots: buf.readUInt8(off + 13),
-    rootNid: buf.readUInt16LE(off + 14),
-    inodeCount: buf.readBigUInt64LE(off + 16),
-    buildTime: buf.readBigUInt64LE(off + 24),
-    buildTimeNsec: buf.readUInt32LE(off + 32),
-    blocks: buf.readUInt32LE(off + 36),
-    metaBlockAddr: buf.readUInt32LE(off + 40),
-    xattrBlockAddr: buf.readUInt32LE(off + 44),
-    featureIncompat: buf.readUInt32LE(off + 80),
-  };
-}
+} as const;
+export type SuperBlock = Values<typeof SUPERBLOCK>;
 
 // ---- inodes --------------------------------------------------------------------
 
@@ -152,85 +146,46 @@ export function inodeFormatDataLayout(format: number): number {
 export const EROFS_CHUNK_FORMAT_BLKBITS_MASK = 0x1f;
 
 /**
- * The fields both inode layouts carry. `u` is the 32-bit union (block address,
- * device number or chunk format); `chunkFormat`, when set, overwrites its low
- * 16 bits, as the chunk-info view of that union does.
+ * The two inode layouts. `u` is the 32-bit union: the first block of a flat
+ * inode, the device number, or, in its low 16 bits, the chunk format of a
+ * chunk-based file. A compact inode has no mtime: it takes the build time.
  */
-/** U64 is the type of the 64-bit fields: bigint when read, bigint or a safe integer when written. */
-export interface Inode<U64 = bigint> {
-  format: number;
-  xattrIcount: number;
-  mode: number;
-  nlink: number;
-  size: U64;
-  u: number;
-  chunkFormat?: number;
-  ino: number;
-  uid: number;
-  gid: number;
-  /** Extended inodes only; compact ones take the superblock build time. */
-  mtime: U64;
-  mtimeNsec: number;
-}
+export const INODE_COMPACT = {
+  format: u16(0),
+  xattrIcount: u16(2),
+  mode: u16(4),
+  nlink: u16(6),
+  size: u32(8),
+  u: u32(16),
+  ino: u32(20),
+  uid: u16(24),
+  gid: u16(26),
+} as const;
 
-export function writeInode(buf: Buffer, off: number, i: Inode<bigint | number>): void {
-  buf.writeUInt16LE(i.format, off);
-  buf.writeUInt16LE(i.xattrIcount, off + 2);
-  buf.writeUInt16LE(i.mode & 0xffff, off + 4);
-  if (inodeFormatLayout(i.format) === EROFS_INODE_LAYOUT_COMPACT) {
-    buf.writeUInt16LE(i.nlink, off + 6);
-    buf.writeUInt32LE(Number(i.size), off + 8);
-    writeInodeUnion(buf, off + 16, i);
-    buf.writeUInt32LE(i.ino, off + 20);
-    buf.writeUInt16LE(i.uid, off + 24);
-    buf.writeUInt16LE(i.gid, off + 26);
-  } else {
-    writeU64LE(buf, off + 8, i.size);
-    writeInodeUnion(buf, off + 16, i);
-    buf.writeUInt32LE(i.ino, off + 20);
-    buf.writeUInt32LE(i.uid, off + 24);
-    buf.writeUInt32LE(i.gid, off + 28);
-    writeU64LE(buf, off + 32, i.mtime);
-    buf.writeUInt32LE(i.mtimeNsec, off + 40);
-    buf.writeUInt32LE(i.nlink, off + 44);
-  }
-}
+export const INODE_EXTENDED = {
+  format: u16(0),
+  xattrIcount: u16(2),
+  mode: u16(4),
+  size: u64(8),
+  u: u32(16),
+  ino: u32(20),
+  uid: u32(24),
+  gid: u32(28),
+  mtime: u64(32),
+  mtimeNsec: u32(40),
+  nlink: u32(44),
+} as const;
 
-function writeInodeUnion(buf: Buffer, off: number, i: Inode<bigint | number>): void {
-  buf.writeUInt32LE(i.u >>> 0, off);
-  if (i.chunkFormat !== undefined) buf.writeUInt16LE(i.chunkFormat, off);
-}
+/** An inode of either layout as read, and the bytes it takes. */
+export type Inode = Values<typeof INODE_EXTENDED> & { inodeSize: number };
 
 /** Decodes either layout; compact inodes get mtime 0 (the caller applies the build time). */
-export function readInode(buf: Buffer, off: number): Inode & { inodeSize: number } {
-  const format = buf.readUInt16LE(off);
-  const common = { format, xattrIcount: buf.readUInt16LE(off + 2), mode: buf.readUInt16LE(off + 4) };
-  if (inodeFormatLayout(format) === EROFS_INODE_LAYOUT_COMPACT) {
-    return {
-      ...common,
-      nlink: buf.readUInt16LE(off + 6),
-      size: BigInt(buf.readUInt32LE(off + 8)),
-      u: buf.readUInt32LE(off + 16),
-      ino: buf.readUInt32LE(off + 20),
-      uid: buf.readUInt16LE(off + 24),
-      gid: buf.readUInt16LE(off + 26),
-      mtime: 0n,
-      mtimeNsec: 0,
-      inodeSize: EROFS_INODE_COMPACT_SIZE,
-    };
+export function readInode(buf: Buffer, off: number): Inode {
+  if (inodeFormatLayout(INODE_COMPACT.format.read(buf, off)) === EROFS_INODE_LAYOUT_COMPACT) {
+    const c = readStruct(INODE_COMPACT, buf, off);
+    return { ...c, size: BigInt(c.size), mtime: 0n, mtimeNsec: 0, inodeSize: EROFS_INODE_COMPACT_SIZE };
   }
-  return {
-    ...common,
-    size: buf.readBigUInt64LE(off + 8),
-    u: buf.readUInt32LE(off + 16),
-    ino: buf.readUInt32LE(off + 20),
-    uid: buf.readUInt32LE(off + 24),
-    gid: buf.readUInt32LE(off + 28),
-    mtime: buf.readBigUInt64LE(off + 32),
-    mtimeNsec: buf.readUInt32LE(off + 40),
-    nlink: buf.readUInt32LE(off + 44),
-    inodeSize: EROFS_INODE_EXTENDED_SIZE,
-  };
+  return { ...readStruct(INODE_EXTENDED, buf, off), inodeSize: EROFS_INODE_EXTENDED_SIZE };
 }
 
 // ---- xattrs --------------------------------------------------------------------
@@ -269,35 +224,18 @@ export const EROFS_XATTR_READ_PREFIXES: readonly string[] = [
   'security.',
 ];
 
-export interface XattrBodyHeader {
-  nameFilter: number;
-  sharedCount: number;
-}
+/** The head of an inode's xattr area (EROFS_XATTR_HEADER_SIZE bytes). */
+export const XATTR_BODY_HEADER = {
+  nameFilter: u32(0),
+  sharedCount: u8(4),
+} as const;
 
-export function writeXattrBodyHeader(buf: Buffer, off: number, h: XattrBodyHeader): void {
-  buf.writeUInt32LE(h.nameFilter >>> 0, off);
-  buf.writeUInt8(h.sharedCount, off + 4);
-}
-
-export function readXattrBodyHeader(buf: Buffer, off: number): XattrBodyHeader {
-  return { nameFilter: buf.readUInt32LE(off), sharedCount: buf.readUInt8(off + 4) };
-}
-
-export interface XattrEntryHeader {
-  nameLength: number;
-  nameIndex: number;
-  valueSize: number;
-}
-
-export function writeXattrEntryHeader(buf: Buffer, off: number, e: XattrEntryHeader): void {
-  buf.writeUInt8(e.nameLength, off);
-  buf.writeUInt8(e.nameIndex, off + 1);
-  buf.writeUInt16LE(e.valueSize, off + 2);
-}
-
-export function readXattrEntryHeader(buf: Buffer, off: number): XattrEntryHeader {
-  return { nameLength: buf.readUInt8(off), nameIndex: buf.readUInt8(off + 1), valueSize: buf.readUInt16LE(off + 2) };
-}
+/** One xattr entry's head; the name suffix and the value follow (EROFS_XATTR_ENTRY_SIZE bytes). */
+export const XATTR_ENTRY = {
+  nameLength: u8(0),
+  nameIndex: u8(1),
+  valueSize: u16(2),
+} as const;
 
 /** Bytes the inline xattr area takes for an icount (0 means no area). */
 export function xattrAreaSize(icount: number): number {
@@ -317,21 +255,11 @@ export const EROFS_FT_FIFO = 5;
 export const EROFS_FT_SOCK = 6;
 export const EROFS_FT_SYMLINK = 7;
 
-export interface Dirent<U64 = bigint> {
-  nid: U64;
-  nameOffset: number;
-  fileType: number;
-}
-
-export function writeDirent(buf: Buffer, off: number, d: Dirent<bigint | number>): void {
-  writeU64LE(buf, off, d.nid);
-  buf.writeUInt16LE(d.nameOffset, off + 8);
-  buf.writeUInt8(d.fileType, off + 10);
-}
-
-export function readDirent(buf: Buffer, off: number): Dirent {
-  return { nid: buf.readBigUInt64LE(off), nameOffset: buf.readUInt16LE(off + 8), fileType: buf.readUInt8(off + 10) };
-}
+export const DIRENT = {
+  nid: u64(0),
+  nameOffset: u16(8),
+  fileType: u8(10),
+} as const;
 
 // ---- POSIX file types (st_mode & S_IFMT) ---------------------------------------
 
@@ -343,6 +271,12 @@ export const S_IFBLK = 0o060000;
 export const S_IFDIR = 0o040000;
 export const S_IFCHR = 0o020000;
 export const S_IFIFO = 0o010000;
+
+/** The file type bits of each kind of manifest entry (a whiteout is a 0:0 character device). */
+export const ENTRY_TYPE_BITS: Readonly<Record<Exclude<EntryType, 'hardlink'>, number>> = {
+  dir: S_IFDIR, file: S_IFREG, symlink: S_IFLNK, chardev: S_IFCHR, blockdev: S_IFBLK,
+  fifo: S_IFIFO, socket: S_IFSOCK, whiteout: S_IFCHR,
+};
 
 export function erofsFileType(mode: number): number {
   switch (mode & S_IFMT) {
@@ -361,13 +295,17 @@ export function erofsFileType(mode: number): number {
 
 /** Largest inline ("content") file mkcomposefs accepts. */
 export const COMPOSEFS_INLINE_MAX = 5000;
+/** PATH_MAX, with its NUL: paths, symlink targets and backing paths are shorter. */
+export const PATH_MAX = 4096;
 /** External files are described by at most this many chunk pointers. */
 export const COMPOSEFS_MAX_CHUNKS = 1024;
-/** Xattr bytes one inode may take when it comes from outside input (UINT16_MAX / 2). */
-export const COMPOSEFS_XATTR_BUDGET = 32767;
-export const COMPOSEFS_DIGEST_SIZE = 32;
 /** fs-verity hash algorithm number of sha256, stored in the metacopy xattr. */
 export const FSVERITY_HASH_ALG_SHA256 = 1;
+
+/** Where the object of a digest lives in a composefs object store ("xx/rest"): the backing path. */
+export function objectPath(digest: string): string {
+  return `${digest.slice(0, 2)}/${digest.slice(2)}`;
+}
 
 export const OVERLAY_PREFIX = 'trusted.overlay.';
 export const OVERLAY_ESCAPE_PREFIX = 'trusted.overlay.overlay.';

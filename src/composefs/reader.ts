@@ -10,16 +10,15 @@ import { InvalidManifestError } from '../manifest/errors.js';
 import { dumpToManifest } from './convert.js';
 import type { DumpEntry, DumpXattr } from './dump.js';
 import {
-  COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER_VERSION, COMPOSEFS_INLINE_MAX, COMPOSEFS_MAGIC, EROFS_BLOCK_SIZE,
-  EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SLOT_BITS,
-  EROFS_SUPER_MAGIC, EROFS_SUPER_OFFSET, EROFS_XATTR_ENTRY_SIZE, EROFS_XATTR_HEADER_SIZE,
-  EROFS_XATTR_READ_PREFIXES, OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_WHITEOUT, OVERLAY_ESCAPED_WHITEOUTS,
-  OVERLAY_METACOPY, OVERLAY_PREFIX, OVERLAY_REDIRECT, OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, S_IFBLK, S_IFCHR,
-  S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, inodeFormatDataLayout, readComposefsHeader, readDirent, readInode,
-  readSuperBlock, readXattrBodyHeader, readXattrEntryHeader, xattrAreaSize, type ComposefsHeader, type SuperBlock,
+  COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER, COMPOSEFS_HEADER_VERSION, COMPOSEFS_INLINE_MAX, COMPOSEFS_MAGIC, DIRENT,
+  ENTRY_TYPE_BITS, EROFS_BLOCK_SIZE, EROFS_DIRENT_SIZE, EROFS_INODE_CHUNK_BASED, EROFS_INODE_COMPACT_SIZE,
+  EROFS_INODE_FLAT_INLINE, EROFS_INODE_FLAT_PLAIN, EROFS_SLOT_BITS, EROFS_SUPER_MAGIC, EROFS_SUPER_OFFSET,
+  EROFS_XATTR_ENTRY_SIZE, EROFS_XATTR_HEADER_SIZE, EROFS_XATTR_READ_PREFIXES, OVERLAY_ESCAPE_PREFIX,
+  OVERLAY_ESCAPED_WHITEOUT, OVERLAY_ESCAPED_WHITEOUTS, OVERLAY_METACOPY, OVERLAY_PREFIX, OVERLAY_REDIRECT,
+  OVERLAY_USER_WHITEOUT, OVERLAY_USER_WHITEOUTS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
+  SUPERBLOCK, XATTR_BODY_HEADER, XATTR_ENTRY, inodeFormatDataLayout, readInode, readStruct, xattrAreaSize,
+  type ComposefsHeader, type SuperBlock,
 } from './format.js';
-
-const PATH_MAX = 4096;
 
 export interface ImageNode {
   name: Buffer;
@@ -56,10 +55,10 @@ class ImageReader {
 
   constructor(private readonly image: Buffer) {
     if (image.length < EROFS_BLOCK_SIZE) fail(`the image is ${image.length} bytes, smaller than one block`);
-    this.header = readComposefsHeader(image, 0);
+    this.header = readStruct(COMPOSEFS_HEADER, image, 0);
     if (this.header.magic !== COMPOSEFS_MAGIC) fail('not a composefs image: wrong composefs magic');
     if (this.header.version !== COMPOSEFS_HEADER_VERSION) fail(`unsupported composefs header version ${this.header.version}`);
-    this.superBlock = readSuperBlock(image, EROFS_SUPER_OFFSET);
+    this.superBlock = readStruct(SUPERBLOCK, image, EROFS_SUPER_OFFSET);
     if (this.superBlock.magic !== EROFS_SUPER_MAGIC) fail('not an EROFS image: wrong superblock magic');
     if (this.superBlock.blockSizeBits !== 12) fail(`unsupported block size 2^${this.superBlock.blockSizeBits}`);
     this.metaBase = this.superBlock.metaBlockAddr * EROFS_BLOCK_SIZE;
@@ -82,7 +81,7 @@ class ImageReader {
   /** Returns null for a real whiteout (the store's 00..ff), which is hidden. */
   private readNode(nid: number, name: Buffer, parent: ImageNode | null): ImageNode | null {
     const inodeOffset = this.metaBase + nid * 2 ** EROFS_SLOT_BITS;
-    this.bytes(inodeOffset, 32);
+    this.bytes(inodeOffset, EROFS_INODE_COMPACT_SIZE);
     const existing = this.seen.get(nid);
     if (existing) return { ...existing, name, parent, hardlinkTo: existing, children: [] };
     const inode = readInode(this.image, inodeOffset);
@@ -93,8 +92,8 @@ class ImageReader {
       mode: inode.mode, nlink: inode.nlink, uid: inode.uid, gid: inode.gid,
       rdev: type === S_IFCHR || type === S_IFBLK ? inode.u : 0,
       size: inode.size,
-      mtimeSec: inode.inodeSize === 32 ? this.superBlock.buildTime : inode.mtime,
-      mtimeNsec: inode.inodeSize === 32 ? this.superBlock.buildTimeNsec : inode.mtimeNsec,
+      mtimeSec: inode.inodeSize === EROFS_INODE_COMPACT_SIZE ? this.superBlock.buildTime : inode.mtime,
+      mtimeNsec: inode.inodeSize === EROFS_INODE_COMPACT_SIZE ? this.superBlock.buildTimeNsec : inode.mtimeNsec,
       payload: null, content: null, digest: null, xattrs: [], children: [],
     };
     if (type === S_IFCHR && node.rdev === 0) return null;
@@ -134,13 +133,13 @@ class ImageReader {
 
   private readDirBlock(dir: ImageNode, block: Buffer): void {
     if (block.length < EROFS_DIRENT_SIZE) fail('a directory block is too small');
-    const first = readDirent(block, 0);
+    const first = readStruct(DIRENT, block, 0);
     if (first.nameOffset % EROFS_DIRENT_SIZE !== 0 || first.nameOffset > block.length) fail('a directory block is corrupt');
     const count = first.nameOffset / EROFS_DIRENT_SIZE;
     for (let i = 0; i < count; i++) {
-      const d = readDirent(block, i * EROFS_DIRENT_SIZE);
+      const d = readStruct(DIRENT, block, i * EROFS_DIRENT_SIZE);
       let end: number;
-      if (i + 1 < count) end = readDirent(block, (i + 1) * EROFS_DIRENT_SIZE).nameOffset;
+      if (i + 1 < count) end = readStruct(DIRENT, block, (i + 1) * EROFS_DIRENT_SIZE).nameOffset;
       else {
         const nul = block.indexOf(0, d.nameOffset);
         end = nul < 0 ? block.length : nul;
@@ -155,12 +154,12 @@ class ImageReader {
 
   private readXattrs(node: ImageNode, offset: number, size: number): void {
     const area = this.bytes(offset, size);
-    const header = readXattrBodyHeader(area, 0);
+    const header = readStruct(XATTR_BODY_HEADER, area, 0);
     let pos = EROFS_XATTR_HEADER_SIZE + header.sharedCount * 4;
     // "<=": an entry with an empty suffix and value is exactly 4 bytes
     // (composefs-info's "<" drops such an entry when it comes last).
     while (pos + EROFS_XATTR_ENTRY_SIZE <= size) {
-      const e = readXattrEntryHeader(area, pos);
+      const e = readStruct(XATTR_ENTRY, area, pos);
       const start = offset + pos + EROFS_XATTR_ENTRY_SIZE;
       this.applyXattr(node, e.nameIndex, this.bytes(start, e.nameLength), start + e.nameLength, e.valueSize);
       pos += Math.ceil((EROFS_XATTR_ENTRY_SIZE + e.nameLength + e.valueSize) / 4) * 4;
@@ -169,7 +168,7 @@ class ImageReader {
       if (EROFS_XATTR_HEADER_SIZE + i * 4 + 4 > size) fail('shared xattr ids run past the xattr area');
       const id = area.readUInt32LE(EROFS_XATTR_HEADER_SIZE + i * 4);
       const at = this.xattrBase + id * 4;
-      const e = readXattrEntryHeader(this.bytes(at, EROFS_XATTR_ENTRY_SIZE), 0);
+      const e = readStruct(XATTR_ENTRY, this.bytes(at, EROFS_XATTR_ENTRY_SIZE), 0);
       const start = at + EROFS_XATTR_ENTRY_SIZE;
       this.applyXattr(node, e.nameIndex, this.bytes(start, e.nameLength), start + e.nameLength, e.valueSize);
     }
@@ -276,10 +275,10 @@ export interface ImageSummary {
   whiteouts: number;
 }
 
-const typeNames: Record<number, string> = {
-  [S_IFDIR]: 'dir', [S_IFREG]: 'file', [S_IFLNK]: 'symlink', [S_IFCHR]: 'chardev', [S_IFBLK]: 'blockdev',
-  [0o010000]: 'fifo', [0o140000]: 'socket',
-};
+/** Entry type names by file type bits (a 0:0 character device, a whiteout, is told apart by its rdev). */
+const typeNames: Record<number, string> = Object.fromEntries(
+  Object.entries(ENTRY_TYPE_BITS).filter(([name]) => name !== 'whiteout').map(([name, bits]) => [bits, name]),
+);
 
 /** Header, superblock and a count of what the tree holds. */
 export function inspectImage(image: Buffer): ImageSummary {

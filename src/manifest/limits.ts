@@ -3,17 +3,18 @@
 // entry count and document size bound the work one request can cause.
 // schemas/manifest.schema.json repeats the ones JSON Schema can express, and a
 // test keeps the two in agreement.
+import { COMPOSEFS_INLINE_MAX, EROFS_NAME_MAX, PATH_MAX } from '../composefs/format.js';
 
 /** Longest file name, in bytes (EROFS_NAME_LEN, NAME_MAX). */
-export const MAX_NAME_BYTES = 255;
+export const MAX_NAME_BYTES = EROFS_NAME_MAX;
 /** Longest absolute path, in bytes (PATH_MAX without its NUL). */
-export const MAX_PATH_BYTES = 4095;
+export const MAX_PATH_BYTES = PATH_MAX - 1;
 /** Deepest path, in components: a bound on recursion in every consumer. */
 export const MAX_PATH_DEPTH = 1024;
 /** Longest symlink target, in bytes (PATH_MAX without its NUL), and the shortest. */
-export const MAX_SYMLINK_BYTES = 4095;
+export const MAX_SYMLINK_BYTES = PATH_MAX - 1;
 /** Longest backing-file path of a regular file, in bytes. */
-export const MAX_BACKING_BYTES = 4095;
+export const MAX_BACKING_BYTES = PATH_MAX - 1;
 /** Longest xattr name, in bytes (XATTR_NAME_MAX). */
 export const MAX_XATTR_KEY_BYTES = 255;
 /** Largest xattr value, in bytes (the on-disk size field is 16 bits). */
@@ -24,7 +25,7 @@ export const MAX_XATTR_VALUE_BYTES = 65535;
  */
 export const MAX_XATTR_BUDGET = 32767;
 /** Largest inline file content, in bytes. */
-export const MAX_INLINE_BYTES = 5000;
+export const MAX_INLINE_BYTES = COMPOSEFS_INLINE_MAX;
 /** Largest regular file: 1024 chunk pointers of 2^43 bytes. */
 export const MAX_FILE_SIZE = 2 ** 53;
 /** Most entries in one manifest. */

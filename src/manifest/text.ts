@@ -45,6 +45,10 @@ export function bytesOf(v: ByteText): Buffer {
 
 /** The text of bytes that are UTF-8, or undefined. */
 export function utf8Text(bytes: Uint8Array): string | undefined {
+  // ASCII, the common case, is its own UTF-8: latin1 decodes it without the validating decoder.
+  let ascii = true;
+  for (let i = 0; i < bytes.length && ascii; i++) ascii = bytes[i]! < 0x80;
+  if (ascii) return Buffer.isBuffer(bytes) ? bytes.toString('latin1') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
   try {
     return strictUtf8.decode(bytes);
   } catch {

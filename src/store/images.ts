@@ -1,152 +1,152 @@
-// Images registered per user and the proof-of-possession ledger. An image is
-// the broker-written composefs EROFS file plus what the policy needs to know
-// about it; it is shared by every user who registered the same bytes, and
-// removed with its unreferenced objects when the last one drops it.
+// Images registered per user: the broker-written composefs EROFS files
+// (images/<id>/image.erofs) and their bookkeeping in the store database
+// (db.ts). An image is shared by every user who registered the same bytes,
+// and removed with its unreferenced objects when the last one drops it.
+//
+// A state directory of the format before the database (images/<id>/meta.json
+// and users/<uid>.json proof files) is imported once, in the transaction that
+// creates the database; the old files are deleted once that is committed.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Persister, writeFileAtomicAsync } from './atomic.js';
+import { writeFileAtomicAsync } from './atomic.js';
+import { StoreDb, type ImageRow, type NewImage, type OwnedImage } from './db.js';
 
-export interface ImageMeta {
+export type { ImageRow, NewImage, OwnedImage } from './db.js';
+
+/** The per-image record of the format before the database. */
+interface LegacyMeta {
   id: string;
   name?: string;
   entries: number;
-  /** Content objects the image's files need, digest -> size. */
   objects: Record<string, number>;
-  /** Sum of the file sizes. */
   bytes: number;
-  /** Size of the image's own metadata (its EROFS file): it counts toward the quota too. */
-  imageBytes: number;
-  /** Registered by these uids, with the time each did. */
+  imageBytes?: number;
   owners: Record<string, string>;
 }
 
+export class LegacyStateError extends Error {}
+
 export class ImageRegistry {
   private readonly imagesDir: string;
-  private readonly usersDir: string;
-  private readonly images = new Map<string, ImageMeta>();
-  private readonly possessed = new Map<number, Set<string>>();
+  private readonly legacyUsersDir: string;
+  readonly db: StoreDb;
   /** Image files being written, by id. */
   private readonly imageFiles = new Map<string, Promise<void>>();
-  private readonly persister = new Persister();
 
-  constructor(stateDir: string) {
+  /** `presentObjects` lists the object files in the store (asked only when an older state is imported). */
+  constructor(stateDir: string, presentObjects: () => Iterable<string>) {
     this.imagesDir = join(stateDir, 'images');
-    this.usersDir = join(stateDir, 'users');
+    this.legacyUsersDir = join(stateDir, 'users');
     mkdirSync(this.imagesDir, { recursive: true, mode: 0o700 });
-    mkdirSync(this.usersDir, { recursive: true, mode: 0o700 });
-    for (const id of readdirSync(this.imagesDir)) {
-      const metaPath = join(this.imagesDir, id, 'meta.json');
-      // An image directory without its meta was interrupted before registration.
-      if (!existsSync(metaPath)) rmSync(join(this.imagesDir, id), { recursive: true, force: true });
-      else {
-        const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as ImageMeta;
-        // Registered before metadata was accounted: its size is the image file's.
-        meta.imageBytes ??= statSync(this.imagePath(id)).size;
-        this.images.set(id, meta);
-      }
-    }
-    for (const f of readdirSync(this.usersDir)) {
-      const uid = Number(f.replace(/\.json$/, ''));
-      if (Number.isInteger(uid)) this.possessed.set(uid, new Set(JSON.parse(readFileSync(join(this.usersDir, f), 'utf8')) as string[]));
-    }
+    const path = join(stateDir, 'store.db');
+    let imported = false;
+    this.db = new StoreDb(path, (db) => {
+      imported = this.importLegacy(db, new Set(presentObjects()));
+    });
+    // Committed: the old records are no longer the truth (left over only if an earlier start crashed here).
+    if (imported || existsSync(this.legacyUsersDir)) this.removeLegacy();
   }
 
   imagePath(id: string): string {
     return join(this.imagesDir, id, 'image.erofs');
   }
 
-  get(id: string): ImageMeta | undefined {
-    return this.images.get(id);
+  /** Ids of the image directories on disk. */
+  imageDirs(): Set<string> {
+    return new Set(readdirSync(this.imagesDir));
   }
 
-  /** The image if `uid` registered it. */
-  ownedBy(id: string, uid: number): ImageMeta | undefined {
-    const meta = this.images.get(id);
-    return meta && String(uid) in meta.owners ? meta : undefined;
+  /** Deletes an image's directory (its file). */
+  removeImageDir(id: string): void {
+    rmSync(join(this.imagesDir, id), { recursive: true, force: true });
   }
 
-  listFor(uid: number): ImageMeta[] {
-    return [...this.images.values()].filter((m) => String(uid) in m.owners).sort((a, b) => a.id.localeCompare(b.id));
+  get(id: string): ImageRow | undefined {
+    return this.db.image(id);
   }
 
-  all(): IterableIterator<ImageMeta> {
-    return this.images.values();
+  ownedBy(id: string, uid: number): OwnedImage | undefined {
+    return this.db.ownedBy(id, uid);
+  }
+
+  listFor(uid: number): OwnedImage[] {
+    return this.db.listFor(uid);
   }
 
   /**
-   * Registers `uid` for an image: at once in memory (what every decision
-   * reads), and on disk off the event loop, the image file first if it is
-   * new. `durable` resolves once both are on disk; re-adding an image one
-   * has writes nothing.
+   * Registers `uid` for an image, at once in the database (what every
+   * decision reads); a new image's file is written off the event loop and the
+   * image counts as stored only once it is on disk. `durable` resolves then.
    */
-  register(meta: Omit<ImageMeta, 'owners'>, image: Uint8Array, uid: number): { meta: ImageMeta; durable: Promise<void> } {
-    let current = this.images.get(meta.id);
-    if (current && String(uid) in current.owners && (current.name || !meta.name)) return { meta: current, durable: this.imageFiles.get(meta.id) ?? Promise.resolve() };
-    if (!current) {
-      mkdirSync(join(this.imagesDir, meta.id), { recursive: true, mode: 0o700 });
-      const written = writeFileAtomicAsync(this.imagePath(meta.id), image, 0o400);
-      this.imageFiles.set(meta.id, written);
-      void written.then(() => this.imageFiles.delete(meta.id), () => undefined);
-      current = { ...meta, owners: {} };
+  register(image: NewImage, bytes: Uint8Array, uid: number): { owned: OwnedImage; durable: Promise<void> } {
+    const { created, owned } = this.db.register(image, uid);
+    if (created) {
+      mkdirSync(join(this.imagesDir, image.id), { recursive: true, mode: 0o700 });
+      const written = writeFileAtomicAsync(this.imagePath(image.id), bytes, 0o400).then(() => {
+        // Removed meanwhile (its only owner dropped it): nothing to mark.
+        if (this.db.image(image.id)) this.db.markStored(image.id);
+      });
+      this.imageFiles.set(image.id, written);
+      void written.finally(() => this.imageFiles.delete(image.id)).catch(() => undefined);
     }
-    const updated: ImageMeta = { ...current, owners: { ...current.owners, [String(uid)]: new Date().toISOString() } };
-    if (meta.name && !updated.name) updated.name = meta.name;
-    this.images.set(meta.id, updated);
-    const file = this.imageFiles.get(meta.id) ?? Promise.resolve();
-    return { meta: updated, durable: file.then(() => this.writeMeta(meta.id)) };
+    return { owned, durable: this.imageFiles.get(image.id) ?? Promise.resolve() };
   }
 
   /** Is the image's file on disk yet? (Its id is known before its AddImage is answered.) */
   stored(id: string): boolean {
-    return this.images.has(id) && !this.imageFiles.has(id);
+    return this.db.image(id)?.stored === true && !this.imageFiles.has(id);
   }
 
-  /** Drops uid's registration; returns true when the image itself is now gone. */
-  unregister(id: string, uid: number): boolean {
-    const meta = this.images.get(id);
-    if (!meta) return false;
-    const owners = { ...meta.owners };
-    delete owners[String(uid)];
-    if (Object.keys(owners).length > 0) {
-      this.images.set(id, { ...meta, owners });
-      void this.writeMeta(id).catch(() => undefined);
-      return false;
+  /** Drops uid's registration; returns the digests of the objects no image needs any more (to delete). */
+  unregister(id: string, uid: number): string[] {
+    const { imageGone, dropped } = this.db.unregister(id, uid);
+    if (imageGone) this.removeImageDir(id);
+    return dropped;
+  }
+
+  /** Reads the format before the database into `db` (inside its creating transaction). Returns whether there was anything. */
+  private importLegacy(db: StoreDb, present: Set<string>): boolean {
+    const metas: LegacyMeta[] = [];
+    for (const id of readdirSync(this.imagesDir)) {
+      const metaPath = join(this.imagesDir, id, 'meta.json');
+      // A directory without meta was an AddImage interrupted before registration: dropped by the reconciliation.
+      if (!existsSync(metaPath)) continue;
+      let meta: LegacyMeta;
+      try {
+        meta = JSON.parse(readFileSync(metaPath, 'utf8')) as LegacyMeta;
+      } catch (err) {
+        throw new LegacyStateError(`cannot import ${metaPath} (state of an older mountgated): ${(err as Error).message}; move the state directory away to start afresh`);
+      }
+      if (meta.id !== id || typeof meta.objects !== 'object' || typeof meta.owners !== 'object') {
+        throw new LegacyStateError(`cannot import ${metaPath} (state of an older mountgated): it does not describe image ${id}; move the state directory away to start afresh`);
+      }
+      metas.push(meta);
     }
-    this.images.delete(id);
-    rmSync(join(this.imagesDir, id), { recursive: true, force: true });
-    return true;
-  }
-
-  hasProven(uid: number, digest: string): boolean {
-    return this.possessed.get(uid)?.has(digest) ?? false;
-  }
-
-  /** Records that uid uploaded these objects (their bytes hashed by the broker); resolves once that is on disk. */
-  recordProof(uid: number, digests: string[]): Promise<void> {
-    const set = this.possessed.get(uid) ?? new Set<string>();
-    for (const d of digests) set.add(d);
-    this.possessed.set(uid, set);
-    return this.writeProofs(uid);
-  }
-
-  /** Forgets proofs for objects no longer in the store. */
-  forgetProofs(digests: Set<string>): void {
-    for (const [uid, set] of this.possessed) {
-      let changed = false;
-      for (const d of digests) changed = set.delete(d) || changed;
-      if (changed) void this.writeProofs(uid).catch(() => undefined);
+    const proofs = new Map<number, Set<string>>();
+    if (existsSync(this.legacyUsersDir)) {
+      for (const f of readdirSync(this.legacyUsersDir)) {
+        const uid = Number(f.replace(/\.json$/, ''));
+        if (!f.endsWith('.json') || !Number.isInteger(uid)) continue;
+        try {
+          proofs.set(uid, new Set(JSON.parse(readFileSync(join(this.legacyUsersDir, f), 'utf8')) as string[]));
+        } catch (err) {
+          throw new LegacyStateError(`cannot import ${join(this.legacyUsersDir, f)} (state of an older mountgated): ${(err as Error).message}; move the state directory away to start afresh`);
+        }
+      }
     }
+    for (const meta of metas) {
+      db.importImage(
+        { id: meta.id, ...(meta.name ? { name: meta.name } : {}), entries: meta.entries, bytes: meta.bytes, imageBytes: meta.imageBytes ?? statSync(this.imagePath(meta.id)).size, objects: meta.objects, owners: meta.owners },
+        present,
+        proofs,
+      );
+    }
+    db.recount();
+    return metas.length > 0 || proofs.size > 0;
   }
 
-  private writeProofs(uid: number): Promise<void> {
-    return this.persister.write(join(this.usersDir, `${uid}.json`), () => JSON.stringify([...(this.possessed.get(uid) ?? [])]));
-  }
-
-  /** The image's meta as it is when the write starts; nothing once the image is gone. */
-  private writeMeta(id: string): Promise<void> {
-    return this.persister.write(join(this.imagesDir, id, 'meta.json'), () => {
-      const m = this.images.get(id);
-      return m ? JSON.stringify(m) : undefined;
-    });
+  private removeLegacy(): void {
+    for (const id of readdirSync(this.imagesDir)) rmSync(join(this.imagesDir, id, 'meta.json'), { force: true });
+    rmSync(this.legacyUsersDir, { recursive: true, force: true });
   }
 }

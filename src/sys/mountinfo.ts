@@ -60,3 +60,22 @@ export function mountsBelow(table: Map<number, MountRecord>, mountId: number, pa
   for (const m of table.values()) if (m.parent === mountId && m.id !== mountId && within(m.mountPoint, path)) out.push(m.mountPoint);
   return out.sort();
 }
+
+/** What the policy needs to know about the mount an fd is on, from a mount table. */
+export interface MountFacts {
+  /** Is the mount in this table's namespace? (Not when it is detached, or another namespace's.) */
+  inNamespace: boolean;
+  /** Its ro, nosuid, nodev and noexec flags. */
+  options: string[];
+  /** Mount points below `path` on it: what a non-recursive clone would uncover. */
+  below: string[];
+}
+
+export function mountFacts(table: Map<number, MountRecord>, mountId: number, path: string | undefined): MountFacts {
+  const mount = table.get(mountId);
+  return {
+    inNamespace: mount !== undefined,
+    options: mount ? mount.options.filter((o) => ['ro', 'nosuid', 'nodev', 'noexec'].includes(o)) : [],
+    below: mount && path ? mountsBelow(table, mount.id, path) : [],
+  };
+}

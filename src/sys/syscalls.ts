@@ -252,6 +252,23 @@ export function socketKind(fd: number): { domain: number; type: number; listenin
   return { domain: get(SO_DOMAIN)!, type, listening: get(SO_ACCEPTCONN) === 1 };
 }
 
+const getsockoptCredFn = libc.func('int getsockopt(int fd, int level, int name, _Out_ int32_t *cred, _Inout_ uint32_t *len)');
+const SO_PEERCRED = 17;
+
+/** SO_PEERCRED of a connected AF_UNIX socket: the peer's pid, uid and gid when it connected (the kernel's word, not the peer's). */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const cred = [0, 0, 0];
+  check('getsockopt(SO_PEERCRED)', getsockoptCredFn(fd, SOL_SOCKET, SO_PEERCRED, cred, [12]) as number);
+  return { pid: cred[0]!, uid: cred[1]! >>> 0, gid: cred[2]! >>> 0 };
+}
+
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A close-on-exec duplicate of `fd` (the lowest free number at 3 or above). */
+export function dupCloexec(fd: number): number {
+  return check('fcntl(F_DUPFD_CLOEXEC)', Number(fcntlFn(fd, F_DUPFD_CLOEXEC, 'int', 3)));
+}
+
 const getpeernameFn = libc.func('int getpeername(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *len)');
 
 /** Is the socket connected to a peer? (getpeername: ENOTCONN otherwise.) */
@@ -284,6 +301,25 @@ export function socketpair(): [number, number] {
   const fds = [0, 0];
   check('socketpair', socketpairFn(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) as number);
   return [fds[0]!, fds[1]!];
+}
+
+const socketFn = libc.func('int socket(int domain, int type, int protocol)');
+const connectFn = libc.func('int connect(int fd, const uint8_t *addr, uint32_t len)');
+
+/** A blocking connect of a new AF_UNIX stream socket (close-on-exec) to the socket at `path`. */
+export function connectUnix(path: string): number {
+  const name = Buffer.from(path);
+  if (name.length >= 108 || name.includes(0)) throw new SyscallError('connect', osConstants.errno.ENAMETOOLONG);
+  const addr = Buffer.alloc(2 + name.length + 1);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  name.copy(addr, 2);
+  const fd = check('socket', socketFn(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) as number);
+  if ((connectFn(fd, addr, addr.length) as number) !== 0) {
+    const e = errno();
+    closeFd(fd);
+    throw new SyscallError('connect', e);
+  }
+  return fd;
 }
 
 const prctlFn = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
@@ -358,4 +394,65 @@ const SIGKILL = 9;
 export function dieWithParent(parent: number): boolean {
   check('prctl(PR_SET_PDEATHSIG)', prctlFn(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) as number);
   return process.ppid === parent;
+}
+
+const llistxattrFn = libc.func('long llistxattr(const uint8_t *path, uint8_t *list, size_t size)');
+const lgetxattrFn = libc.func('long lgetxattr(const uint8_t *path, const uint8_t *name, uint8_t *value, size_t size)');
+
+function cPath(path: string | Buffer): Buffer {
+  const bytes = typeof path === 'string' ? Buffer.from(path) : path;
+  if (bytes.includes(0)) throw new SyscallError('xattr', osConstants.errno.EINVAL);
+  return Buffer.concat([bytes, Buffer.alloc(1)]);
+}
+
+/** Asks for a size, then fills a buffer that large; again if the value grew meanwhile (ERANGE). */
+function sizedRead(call: string, read: (buf: Buffer | null, size: number) => number): Buffer {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const size = check(call, read(null, 0));
+    if (size === 0) return Buffer.alloc(0);
+    const buf = Buffer.alloc(size);
+    const got = read(buf, size);
+    if (got >= 0) return buf.subarray(0, got);
+    const e = errno();
+    if (e !== osConstants.errno.ERANGE) throw new SyscallError(call, e);
+  }
+  throw new SyscallError(call, osConstants.errno.ERANGE);
+}
+
+/**
+ * The names of the extended attributes of `path` itself (not a symlink's
+ * target), as the kernel lists them for this process (trusted.* only for
+ * CAP_SYS_ADMIN). A filesystem without xattrs gives none.
+ */
+export function listXattrs(path: string | Buffer): Buffer[] {
+  const p = cPath(path);
+  let list: Buffer;
+  try {
+    list = sizedRead('llistxattr', (buf, size) => Number(llistxattrFn(p, buf, size)));
+  } catch (err) {
+    if (err instanceof SyscallError && err.code === 'EOPNOTSUPP') return [];
+    throw err;
+  }
+  const names: Buffer[] = [];
+  for (let at = 0; at < list.length;) {
+    const end = list.indexOf(0, at);
+    const stop = end < 0 ? list.length : end;
+    if (stop > at) names.push(Buffer.from(list.subarray(at, stop)));
+    at = stop + 1;
+  }
+  return names;
+}
+
+/** The value of extended attribute `name` of `path` itself (not a symlink's target). */
+export function getXattr(path: string | Buffer, name: Buffer): Buffer {
+  const p = cPath(path);
+  const n = Buffer.concat([name, Buffer.alloc(1)]);
+  return sizedRead('lgetxattr', (buf, size) => Number(lgetxattrFn(p, n, buf, size)));
+}
+
+const syncfsFn = libc.func('int syncfs(int fd)');
+
+/** syncfs: everything written to the filesystem that holds fd is on disk (one call for a batch of files, instead of an fsync each). */
+export function syncfs(fd: number): void {
+  check('syncfs', syncfsFn(fd) as number);
 }

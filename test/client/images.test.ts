@@ -6,11 +6,12 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream, chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { closeSync, createReadStream, chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  findObjects, manifestFromDirectory, manifestObjects, objectPath, OVERFLOW_ID, recordHeader, resolveImageRef, uploadImage,
+  CONTENT_BY_FD, findObjects, manifestFromDirectory, manifestObjects, objectPath, OVERFLOW_ID, recordHeader, resolveImageRef, uploadImage,
 } from '../../src/client/images.js';
 import type { ImageListing, MountgateBroker } from '../../src/client/broker.js';
 import type { Entry, FileEntry } from '../../src/schema/types.generated.js';
@@ -141,9 +142,37 @@ function parseRecords(buf: Buffer): { digest: string; content: Buffer }[] {
   return out;
 }
 
+/** Reads a PutObjects socket as the broker does: headers, fds passed with them (read by position), one acknowledgement byte per record. */
+async function readFileRecords(fd: number): Promise<{ files: { digest: string; byFd: boolean; content: Buffer }[]; streamBytes: number }> {
+  const { USocket } = createRequire(import.meta.url)('usocket') as { USocket: new (o: { fd: number }) => NodeJS.EventEmitter & { read(a: null, b: null): { data: Buffer | null; fds: number[] } | null; write(c: { data: Buffer }): void; destroy(): void } };
+  const socket = new USocket({ fd });
+  let data = Buffer.alloc(0);
+  const fds: number[] = [];
+  await new Promise<void>((resolve) => {
+    socket.on('readable', () => {
+      for (let got = socket.read(null, null); got && (got.data || got.fds.length); got = socket.read(null, null)) {
+        if (got.data) data = Buffer.concat([data, got.data]);
+        fds.push(...got.fds);
+        const records = Math.floor((got.data?.length ?? 0) / 40);
+        if (records > 0) socket.write({ data: Buffer.alloc(records) });
+      }
+    });
+    socket.on('end', () => resolve());
+  });
+  const files = [];
+  for (let at = 0; at < data.length; at += 40) {
+    const raw = data.readBigUInt64LE(at + 32);
+    const file = fds.shift()!;
+    files.push({ digest: data.subarray(at, at + 32).toString('hex'), byFd: (raw & CONTENT_BY_FD) !== 0n, content: readFileSync(file) });
+    closeSync(file);
+  }
+  socket.destroy();
+  return { files, streamBytes: data.length };
+}
+
 /** A stand-in for MountgateBroker: records the manifest and reads the stream to EOF. */
-function fakeBroker(missing: (all: string[]) => string[], opts: { failPut?: boolean } = {}) {
-  const seen: { manifestText?: string; manifestPath?: string; manifestSeals?: number; stream?: Buffer; putCalls: number } = { putCalls: 0 };
+function fakeBroker(missing: (all: string[]) => string[], opts: { failPut?: boolean; files?: boolean } = {}) {
+  const seen: { manifestText?: string; manifestPath?: string; manifestSeals?: number; stream?: Buffer; files?: { digest: string; byFd: boolean; content: Buffer }[]; streamBytes?: number; putCalls: number } = { putCalls: 0 };
   const broker = {
     async addImage(fd: number) {
       seen.manifestPath = readlinkSync(`/proc/self/fd/${fd}`);
@@ -159,6 +188,10 @@ function fakeBroker(missing: (all: string[]) => string[], opts: { failPut?: bool
         await new Promise((r) => setTimeout(r, 50));
         throw new Error('refused by the stand-in broker');
       }
+      if (opts.files) {
+        Object.assign(seen, await readFileRecords(fd));
+        return { objects: seen.files!.length, bytes: seen.files!.reduce((n, f) => n + f.content.length, 0) };
+      }
       const chunks: Buffer[] = [];
       for await (const c of createReadStream('', { fd, autoClose: false })) chunks.push(c as Buffer);
       seen.stream = Buffer.concat(chunks);
@@ -169,13 +202,13 @@ function fakeBroker(missing: (all: string[]) => string[], opts: { failPut?: bool
   return { broker: broker as unknown as MountgateBroker, seen };
 }
 
-t.test('uploadImage sends the manifest as a sealed memfd and streams exactly the missing objects', async (tt) => {
+t.test('uploadImage sends the manifest as a sealed memfd and, through a pipe, streams exactly the missing objects', async (tt) => {
   const { manifest, sources } = await manifestFromDirectory(tree);
   const bigDigest = (manifest.entries.find((e) => e.path === '/big.bin') as FileEntry).digest!;
   const helloDigest = (manifest.entries.find((e) => e.path === '/hello.txt') as FileEntry).digest!;
   const { broker, seen } = fakeBroker(() => [bigDigest, helloDigest]);
   const progress: { objects: number; bytes: number }[] = [];
-  const result = await uploadImage(broker, manifest, sources, { onProgress: (p) => progress.push(p) });
+  const result = await uploadImage(broker, manifest, sources, { onProgress: (p) => progress.push(p), transport: 'pipe' });
   tt.same(JSON.parse(seen.manifestText!), manifest, 'the broker reads the manifest JSON from the fd');
   tt.match(seen.manifestPath!, /^\/memfd:mountgate-manifest/, 'the manifest is a memfd');
   tt.equal(seen.manifestSeals! & IMMUTABLE_SEALS, IMMUTABLE_SEALS, 'sealed against writing, growing and shrinking');
@@ -186,6 +219,20 @@ t.test('uploadImage sends the manifest as a sealed memfd and streams exactly the
   tt.same(result, { imageId: 'f'.repeat(64), uploaded: { objects: 2, bytes: big.length + 6 } });
   const last = progress[progress.length - 1]!;
   tt.match(last, { objects: 2, totalObjects: 2, bytes: big.length + 6, totalBytes: big.length + 6 }, 'progress ends complete');
+});
+
+t.test('uploadImage passes the files themselves by default: headers marked "by fd", one open read-only fd each, no content bytes', async (tt) => {
+  const { manifest, sources } = await manifestFromDirectory(tree);
+  const bigDigest = (manifest.entries.find((e) => e.path === '/big.bin') as FileEntry).digest!;
+  const helloDigest = (manifest.entries.find((e) => e.path === '/hello.txt') as FileEntry).digest!;
+  const { broker, seen } = fakeBroker(() => [bigDigest, helloDigest], { files: true });
+  const result = await uploadImage(broker, manifest, sources);
+  tt.same(seen.files!.map((f) => f.digest), [bigDigest, helloDigest], 'one record per missing digest, in the order asked');
+  tt.ok(seen.files!.every((f) => f.byFd), 'each header says its content is a passed fd');
+  tt.equal(seen.streamBytes, 80, 'the socket carried the two headers and nothing else');
+  tt.ok(seen.files![0]!.content.equals(big), 'the fd of big.bin reads its content');
+  tt.equal(seen.files![1]!.content.toString(), 'hello\n');
+  tt.same(result, { imageId: 'f'.repeat(64), uploaded: { objects: 2, bytes: big.length + 6 } });
 });
 
 t.test('uploadImage: nothing missing means no PutObjects call', async (tt) => {

@@ -7,10 +7,11 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createWorld, type World } from '../helpers/world.js';
 import { runAs, type RunResult } from '../helpers/run-as.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
+import { installPrograms } from '../helpers/programs.js';
 import type { TestUser } from '../helpers/users.js';
 import { manifestFromDirectory, objectPath } from '../../src/client/images.js';
 
@@ -40,20 +41,6 @@ function cli(user: TestUser, args: string[], env: Record<string, string> = {}): 
 
 function chownTree(path: string, user: TestUser): void {
   execFileSync('chown', ['-R', '--no-dereference', `${user.uid}:${user.gid}`, path]);
-}
-
-/** Copies host programs and the libraries they load into `root`, at the same paths. */
-function installPrograms(root: string, programs: string[]): void {
-  for (const p of programs) {
-    const deps = execFileSync('ldd', [p], { encoding: 'utf8' }).match(/\/\S+/g) ?? [];
-    for (const file of [p, ...deps]) {
-      const dst = join(root, file);
-      if (existsSync(dst)) continue;
-      mkdirSync(dirname(dst), { recursive: true });
-      copyFileSync(file, dst);
-      chmodSync(dst, 0o755);
-    }
-  }
 }
 
 const big = randomBytes(1_500_000);

@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { validate } from '../../src/schema/validate.js';
+import { defaultImageLimits, defaultPolicy } from '../../src/policy/default.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -63,6 +64,8 @@ t.test('files and modes', async (t) => {
     ['/usr/lib/mountgate/schemas/policy.schema.json', '-rw-r--r--'],
     ['/usr/lib/mountgate/node_modules/dbus-next/package.json', '-rw-r--r--'],
     ['/usr/lib/systemd/system/mountgated.service', '-rw-r--r--'],
+    ['/usr/lib/systemd/system/mountgated.socket', '-rw-r--r--'],
+    ['/usr/lib/systemd/system/mountgate-front.service', '-rw-r--r--'],
     ['/usr/share/dbus-1/system.d/org.mountgate.Broker1.conf', '-rw-r--r--'],
     ['/usr/share/dbus-1/system-services/org.mountgate.Broker1.service', '-rw-r--r--'],
     ['/etc/mountgate/policy.json', '-rw-r--r--'],
@@ -96,6 +99,8 @@ t.test('files and modes', async (t) => {
 t.test('installed files are the tree\'s files', async (t) => {
   for (const [installed, source] of [
     ['/usr/lib/systemd/system/mountgated.service', 'systemd/mountgated.service'],
+    ['/usr/lib/systemd/system/mountgated.socket', 'systemd/mountgated.socket'],
+    ['/usr/lib/systemd/system/mountgate-front.service', 'systemd/mountgate-front.service'],
     ['/usr/share/dbus-1/system.d/org.mountgate.Broker1.conf', 'systemd/org.mountgate.Broker1.conf'],
     ['/usr/share/dbus-1/system-services/org.mountgate.Broker1.service', 'systemd/org.mountgate.Broker1.service'],
     ['/usr/lib/mountgate/package.json', 'package.json'],
@@ -108,16 +113,13 @@ t.test('installed files are the tree\'s files', async (t) => {
     '#!/bin/sh\nexec /usr/bin/node /usr/lib/mountgate/dist/src/broker/main.js "$@"\n', 'broker wrapper');
 });
 
-t.test('the example policy is valid', async (t) => {
+t.test('the packaged policy is valid, and is the built-in default', async (t) => {
   const text = await fileText('/etc/mountgate/policy.json');
   const r = validate('policy', JSON.parse(text));
   t.ok(r.ok, `validates against schemas/policy.schema.json${r.ok ? '' : `: ${JSON.stringify(r.issues)}`}`);
-  t.strictSame(JSON.parse(text), {
-    version: 1,
-    methods: { BindIdmapped: { users: ['*'] }, Explain: { users: ['*'] } },
-    limits: { concurrentRequests: 8, requestsPerMinute: 600 },
-    deniedSources: ['/proc', '/sys', '/dev', '/run', '/var/lib/mountgate', '/etc/mountgate'],
-  });
+  t.strictSame(JSON.parse(text), { ...defaultPolicy, images: { ...defaultImageLimits } },
+    'the default the broker enforces without the file, with its image quotas spelled out');
+  t.ok(Object.keys(JSON.parse(text).methods).includes('MountImage'), 'image methods are in it');
 });
 
 t.test('control data', async (t) => {

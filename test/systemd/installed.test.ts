@@ -2,8 +2,9 @@
 // (scripts/nspawn-root.sh, built once and cached outside the tree) booted with
 // `systemd-nspawn --boot`, the .deb installed with dpkg inside it, and a user
 // calling the broker through the container's system bus, so that D-Bus
-// activation starts mountgated.service with the unit's real capability sets,
-// syscall filter and namespace options. Runs as root.
+// activation starts mountgate-front.service, whose connection to
+// mountgated.socket starts mountgated.service, each with its unit's real
+// capability sets, syscall filter and namespace options. Runs as root.
 //
 // Node: the container gets the host's /usr/bin/node, COPIED into a local
 // package named nodejs (nodejsHostPackage below) that dpkg installs before the
@@ -239,19 +240,10 @@ t.test('the installed package under a booted systemd', { bail: false }, async (t
     t.equal(r.code, 0, `dpkg -i exits 0${r.code ? `: ${r.stdout}${r.stderr}` : ''}`);
     t.equal((await ct.exec(['dpkg-query', '-W', '-f=${Status}', 'mountgate'])).stdout, 'install ok installed', 'mountgate is installed');
     t.match((await ct.exec(['getent', 'passwd', 'mountgate'])).stdout, /^mountgate:/, 'postinst made the front\'s system user');
-    const state = await ct.exec(['systemctl', 'show', '-p', 'ActiveState', '--value', 'mountgated']);
-    t.equal(state.stdout.trim(), 'inactive', 'the broker is not running before the first call');
-    // The image methods are not in the packaged example policy; an
-    // administrator enables them the documented way.
-    const policy = JSON.stringify({
-      version: 1,
-      methods: Object.fromEntries(['BindIdmapped', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage', 'Explain']
-        .map((m) => [m, { users: ['*'] }])),
-      limits: { concurrentRequests: 8, requestsPerMinute: 600 },
-      deniedSources: ['/proc', '/sys', '/dev', '/run', '/var/lib/mountgate', '/etc/mountgate'],
-    });
-    const w = await ct.exec(['sh', '-c', 'cat > /etc/mountgate/policy.json <<"EOF"\n' + policy + '\nEOF']);
-    t.equal(w.code, 0, 'policy written');
+    const state = await ct.exec(['systemctl', 'show', '-p', 'ActiveState', '--value', 'mountgated', 'mountgate-front']);
+    t.equal(state.stdout.trim(), 'inactive\n\ninactive', 'neither part runs before the first call');
+    // The packaged policy (the built-in default) is what the rest runs under: binds and images for users with subordinate ids.
+    t.match((await ct.exec(['cat', '/etc/mountgate/policy.json'])).stdout, /"MountImage"/, 'the packaged policy allows images');
   });
 
   const user = 'alice';
@@ -266,12 +258,16 @@ t.test('the installed package under a booted systemd', { bail: false }, async (t
     t.equal(r.code, 0, `mountgate info exits 0${r.code ? `: ${r.stdout}${r.stderr}` : ''}`);
     t.match(r.stdout, pkg.version, 'reports the broker version');
     t.comment(r.stdout.trim().replace(/\n/g, ' | '));
-    const show = await ct.exec(['systemctl', 'show', '-p', 'ActiveState,SubState,Result,NRestarts,MainPID', 'mountgated']);
-    const props = Object.fromEntries(show.stdout.trim().split('\n').map((l) => l.split(/=(.*)/s).slice(0, 2)));
-    t.equal(props.ActiveState, 'active', 'ActiveState=active');
-    t.equal(props.SubState, 'running', 'SubState=running');
-    t.equal(props.Result, 'success', 'Result=success');
-    t.equal(props.NRestarts, '0', 'no restart');
+    for (const unit of ['mountgate-front', 'mountgated']) {
+      const show = await ct.exec(['systemctl', 'show', '-p', 'ActiveState,SubState,Result,NRestarts,MainPID', unit]);
+      const props = Object.fromEntries(show.stdout.trim().split('\n').map((l) => l.split(/=(.*)/s).slice(0, 2)));
+      t.equal(props.ActiveState, 'active', `${unit}: ActiveState=active`);
+      t.equal(props.SubState, 'running', `${unit}: SubState=running`);
+      t.equal(props.Result, 'success', `${unit}: Result=success`);
+      t.equal(props.NRestarts, '0', `${unit}: no restart`);
+    }
+    const sock = await ct.exec(['stat', '-c', '%U:%G %a %F', '/run/mountgate-executor.sock']);
+    t.equal(sock.stdout.trim(), 'root:mountgate 660 socket', "the executor's socket: root and the front's group only");
   });
 
   await t.test('an idmapped bind through the activated service', async (t) => {
@@ -291,53 +287,86 @@ t.test('the installed package under a booted systemd', { bail: false }, async (t
     t.equal(rm.code, 0, `mountgate image rm exits 0${rm.code ? `: ${rm.stderr}` : ''}`);
   });
 
-  await t.test('executor as root, front as mountgate, both confined', async (t) => {
-    const mainPid = (await ct.exec(['systemctl', 'show', '-p', 'MainPID', '--value', 'mountgated'])).stdout.trim();
+  await t.test('executor as root, front as mountgate, two confined units', async (t) => {
+    const mainPid = async (unit: string) => (await ct.exec(['systemctl', 'show', '-p', 'MainPID', '--value', unit])).stdout.trim();
+    const execPid = await mainPid('mountgated');
+    const frontPid = await mainPid('mountgate-front');
     const ps = await ct.exec(['ps', '-eo', 'pid=,ppid=,user:16=,args=']);
     const rows = ps.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([pid, ppid, u, ...args]) => ({ pid, ppid, user: u, args: args.join(' ') }));
-    const exec = rows.find((r) => r.pid === mainPid);
-    t.equal(exec?.user, 'root', 'the main process (the executor) runs as root');
-    t.match(exec?.args ?? '', /broker\/main\.js/, 'and is mountgated');
-    const fronts = rows.filter((r) => r.ppid === mainPid && /broker\/front\.js/.test(r.args));
-    t.equal(fronts.length, 1, 'one front, a child of the executor');
-    t.equal(fronts[0]?.user, 'mountgate', 'the front runs as mountgate');
-    for (const [part, pid] of [['executor', mainPid], ['front', fronts[0]?.pid]] as const) {
+    const exec = rows.find((r) => r.pid === execPid);
+    t.equal(exec?.user, 'root', 'the executor runs as root');
+    t.match(exec?.args ?? '', /broker\/main\.js --accept-front/, 'and is mountgated --accept-front');
+    const front = rows.find((r) => r.pid === frontPid);
+    t.equal(front?.user, 'mountgate', 'the front runs as mountgate');
+    t.match(front?.args ?? '', /broker\/front\.js --connect/, 'and is the front, connected to the socket');
+    t.equal(front?.ppid, '1', 'started by systemd, not by the executor');
+    for (const [part, pid] of [['executor', execPid], ['front', frontPid]] as const) {
       const status = (await ct.exec(['cat', `/proc/${pid}/status`])).stdout;
       const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1]?.trim();
       t.equal(field('NoNewPrivs'), '1', `${part}: NoNewPrivs`);
       t.equal(field('Seccomp'), '2', `${part}: seccomp filter`);
       t.comment(`${part}: CapEff ${field('CapEff')} CapBnd ${field('CapBnd')}`);
-      if (part === 'front') t.equal(field('CapEff'), '0000000000000000', 'the front has no capability');
+      if (part === 'front') {
+        t.equal(field('CapEff'), '0000000000000000', 'the front has no capability');
+        t.equal(field('CapBnd'), '0000000000000000', 'and cannot get one');
+      }
     }
+    const ns = await ct.exec(['readlink', `/proc/${execPid}/ns/mnt`, `/proc/${frontPid}/ns/mnt`, '/proc/1/ns/mnt']);
+    const [execNs, frontNs, initNs] = ns.stdout.trim().split('\n');
+    t.equal(execNs, initNs, "the executor is in the container's own mount namespace (it clones callers' mounts)");
+    t.not(frontNs, initNs, 'the front is in a mount namespace of its own (its sandbox)');
     const owner = await ct.exec(['stat', '-c', '%U %a', '/var/lib/mountgate', '/run/mountgate']);
     t.equal(owner.stdout, 'mountgate 700\nroot 700\n', 'state dir is the front\'s, runtime dir the executor\'s');
   });
 
   await t.test('reload, and the journal', async (t) => {
-    const reload = await ct.exec(['systemctl', 'reload', 'mountgated']);
-    t.equal(reload.code, 0, `systemctl reload mountgated${reload.code ? `: ${reload.stderr}` : ''}`);
+    for (const unit of ['mountgated', 'mountgate-front']) {
+      const reload = await ct.exec(['systemctl', 'reload', unit]);
+      t.equal(reload.code, 0, `systemctl reload ${unit}${reload.code ? `: ${reload.stderr}` : ''}`);
+    }
     const info = await ct.asUser(user, 'mountgate info');
-    t.equal(info.code, 0, 'still answers after the reload');
-    const journal = (await ct.exec(['journalctl', '-b', '--no-pager', '-o', 'cat', '-u', 'mountgated'])).stdout;
+    t.equal(info.code, 0, 'still answers after the reloads');
+    const journal = (await ct.exec(['journalctl', '-b', '--no-pager', '-o', 'cat', '-u', 'mountgated', '-u', 'mountgate-front'])).stdout;
+    t.equal(journal.split('\n').filter((l) => /"event":"policy","allowed":true/.test(l)).length, 2, 'the front took the policy again, once per reload');
     const bad = journal.split('\n').filter((l) => /SIGSYS|Bad system call|EPERM|EACCES|Operation not permitted|Permission denied|capabilit|seccomp|"event":"error"/i.test(l));
-    t.strictSame(bad, [], 'no syscall-filter, permission or capability error in the unit\'s journal');
-    const sec = await ct.exec(['systemd-analyze', 'security', '--no-pager', 'mountgated']);
-    const m = /Overall exposure level for \S+: ([\d.]+)/.exec(sec.stdout);
-    t.ok(m, 'systemd-analyze security reports an exposure level');
-    t.comment(`systemd-analyze security mountgated (running unit): ${m?.[1]}`);
+    t.strictSame(bad, [], 'no syscall-filter, permission or capability error in either unit\'s journal');
+    for (const unit of ['mountgate-front', 'mountgated']) {
+      const sec = await ct.exec(['systemd-analyze', 'security', '--no-pager', unit]);
+      const m = /Overall exposure level for \S+: ([\d.]+)/.exec(sec.stdout);
+      t.ok(m, `systemd-analyze security ${unit} reports an exposure level`);
+      t.comment(`systemd-analyze security ${unit} (running unit): ${m?.[1]}`);
+      if (unit === 'mountgate-front') t.ok(Number(m?.[1]) <= 2.0, `the front's exposure ${m?.[1]} <= 2.0`);
+    }
   });
 
   await t.test('stop, and activation again', async (t) => {
     const stop = await ct.exec(['systemctl', 'stop', 'mountgated']);
     t.equal(stop.code, 0, 'systemctl stop mountgated');
-    const show = await ct.exec(['systemctl', 'show', '-p', 'ActiveState', '-p', 'Result', 'mountgated']);
-    t.strictSame(show.stdout.trim().split('\n').sort(), ['ActiveState=inactive', 'Result=success'],
-      'a stop is a clean exit (the executor may signal its front)');
+    for (const unit of ['mountgated', 'mountgate-front']) {
+      const show = await ct.exec(['systemctl', 'show', '-p', 'ActiveState', '-p', 'Result', unit]);
+      t.strictSame(show.stdout.trim().split('\n').sort(), ['ActiveState=inactive', 'Result=success'],
+        `${unit}: stopped cleanly (the front with its executor: PartOf=)`);
+    }
     const again = await ct.asUser(user, 'mountgate run --bind "$HOME/data:/mnt:owner=1000" -- cat /mnt/file');
-    t.equal(again.code, 0, `the next call activates it again${again.code ? `: ${again.stderr}` : ''}`);
-    t.equal(again.stdout, 'hello\n', 'and it serves');
+    t.equal(again.code, 0, `the next call activates both again${again.code ? `: ${again.stderr}` : ''}`);
+    t.equal(again.stdout, 'hello\n', 'and they serve');
     const owner = await ct.exec(['stat', '-c', '%U', '/var/lib/mountgate', '/var/lib/mountgate/images']);
     t.equal(owner.stdout, 'mountgate\nmountgate\n', 'the state dir stayed the front\'s across the restart');
+  });
+
+  await t.test('a killed executor: the front follows it and both come back', async (t) => {
+    const pid = (await ct.exec(['systemctl', 'show', '-p', 'MainPID', '--value', 'mountgated'])).stdout.trim();
+    const kill = await ct.exec(['kill', '-KILL', pid]);
+    t.equal(kill.code, 0, `SIGKILL to the executor (pid ${pid})`);
+    let served: Result = { code: 1, stdout: '', stderr: '' };
+    for (const until = Date.now() + 30_000; Date.now() < until;) {
+      served = await ct.asUser(user, 'mountgate run --bind "$HOME/data:/mnt:owner=1000" -- cat /mnt/file');
+      if (served.code === 0) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    t.equal(served.code, 0, `a bind works again within 30 s${served.code ? `: ${served.stderr}` : ''}`);
+    const state = await ct.exec(['systemctl', 'show', '-p', 'ActiveState', '--value', 'mountgated', 'mountgate-front']);
+    t.equal(state.stdout.trim(), 'active\n\nactive', 'both units are active again');
   });
 
   await t.test('power-off leaves nothing behind', async (t) => {

@@ -1,0 +1,160 @@
+// Upload throughput against object count: a real tree (parts of this
+// machine's Debian /usr, up to all of it) registered and uploaded by an
+// unprivileged user, the files passed as fds that the broker hashes itself,
+// against `sha256sum` over the same files in the same run (page cache warm
+// for both). Then a second user imports the same tree: every object is
+// already in the store, so none may be written again (the object files keep
+// their inodes and times) and the upload is hashing only.
+//   sudo bash bench/run.sh upload [--trees /usr/share/icons,/usr/share,/usr]
+// Writes bench/results/upload.json.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { manifestFromDirectory } from '../src/client/images.js';
+import { byteKey } from '../src/manifest/text.js';
+import type { Manifest } from '../src/schema/types.generated.js';
+import { createWorld } from '../test/helpers/world.js';
+import { runAs } from '../test/helpers/run-as.js';
+import { pkgRoot, repoRoot } from '../test/helpers/paths.js';
+
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1]! : dflt;
+};
+const trees = arg('--trees', '/usr/share/icons,/usr/share,/usr').split(',');
+const all = { users: ['*'] };
+
+/** The tree's manifest without what another user cannot read (a directory without o+rx, a file without o+r, links to them). */
+function readableByOthers(manifest: Manifest, sources: Map<string, string | Buffer>): { manifest: Manifest; sources: Record<string, string> } {
+  const blocked: string[] = [];
+  const dropped = new Set<string>();
+  const entries = manifest.entries.filter((e) => {
+    const path = byteKey(e.path);
+    if (blocked.some((b) => path.startsWith(`${b}/`))) return false;
+    if (e.type === 'dir' && (e.mode & 0o005) !== 0o005 && path !== '/') {
+      blocked.push(path);
+      return false;
+    }
+    if (e.type === 'file' && (e.mode & 0o004) === 0) {
+      dropped.add(path);
+      return false;
+    }
+    if (e.type === 'hardlink' && (dropped.has(byteKey(e.target)) || blocked.some((b) => byteKey(e.target).startsWith(`${b}/`)))) return false;
+    return true;
+  });
+  const wanted = new Set(entries.flatMap((e) => (e.type === 'file' && e.digest ? [e.digest] : [])));
+  const out: Record<string, string> = {};
+  for (const [d, p] of sources) if (wanted.has(d) && typeof p === 'string') out[d] = p;
+  return { manifest: { ...manifest, entries }, sources: out };
+}
+
+/** Object files of the store with their inode and change time: a file written again would change them. */
+function objectFiles(store: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const root = join(store, 'objects');
+  for (const p of readdirSync(root)) {
+    for (const f of readdirSync(join(root, p))) {
+      const st = statSync(join(root, p, f));
+      out.set(p + f, `${st.ino}:${st.ctimeMs}`);
+    }
+  }
+  return out;
+}
+
+function sha256sumMs(paths: string[]): number {
+  const list = join('/tmp', `mountgate-bench-sha-${process.pid}`);
+  writeFileSync(list, `${paths.join('\0')}\0`);
+  const t0 = performance.now();
+  execFileSync('sh', ['-c', `xargs -0 -n 2000 sha256sum < ${list} > /dev/null`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return performance.now() - t0;
+}
+
+const world = await createWorld({
+  users: { alice: {}, bob: {} },
+  policy: {
+    version: 1,
+    methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
+    limits: { concurrentRequests: 8, requestsPerMinute: 1_000_000 },
+    images: { maxEntriesPerImage: 2_000_000, maxBytesPerUser: 2 ** 50, maxManifestBytes: 500_000_000 },
+  },
+});
+const store = join(world.broker.stateDir, 'store');
+type Row = { case: string; mountgate: number; reference: number; ratio: number; pass: boolean; [k: string]: unknown };
+const speed: Row[] = [];
+const again: Row[] = [];
+const whole: Row[] = [];
+const points = { first: [] as [number, number][], second: [] as [number, number][], sha: [] as [number, number][] };
+try {
+  console.log('Upload (files passed as fds; the broker hashes and stores them) against sha256sum of the same files, same run');
+  console.log('tree                 objects       MiB  AddImage(s)  upload(s)  sha256sum(s)  ratio  | 2nd user upload(s)  ratio  rewritten');
+  for (const tree of trees) {
+    const built = await manifestFromDirectory(tree, { name: tree.replaceAll('/', '_') });
+    const { manifest, sources } = readableByOthers(built.manifest, built.sources);
+    const paths = Object.values(sources);
+    const objects = paths.length;
+    const bytes = paths.reduce((n, p) => n + statSync(p).size, 0);
+    const file = world.file(`manifest-${objects}.json`, JSON.stringify({ manifest, sources }));
+    // Both read from a warm page cache: the manifest's digests just read every file; sha256sum once more to be sure.
+    sha256sumMs(paths);
+    const sha = sha256sumMs(paths);
+    const upload = async (user: 'alice' | 'bob') => {
+      const r = await runAs(world.users[user]!, [process.execPath, join(pkgRoot, 'bench', 'upload-client.mjs'), file], {
+        busAddress: world.bus.address,
+        env: { MOUNTGATE_TEST_PKG: pkgRoot },
+        timeoutMs: 3_600_000,
+      });
+      if (r.code !== 0) throw new Error(`upload as ${user} failed (${r.code}): ${r.stderr}`);
+      return JSON.parse(r.stdout) as { imageId: string; addMs: number; putMs: number; missing: number; uploaded: { objects: number; bytes: number } };
+    };
+    const first = await upload('alice');
+    const before = objectFiles(store);
+    const second = await upload('bob');
+    const after = objectFiles(store);
+    let rewritten = 0;
+    for (const [d, v] of before) if (after.get(d) !== v) rewritten++;
+    rewritten += after.size - before.size;
+    const ratio = sha / first.putMs;
+    const ratio2 = sha / second.putMs;
+    console.log(
+      `${tree.padEnd(20)} ${String(objects).padStart(7)} ${(bytes / 2 ** 20).toFixed(0).padStart(9)} ${(first.addMs / 1000).toFixed(2).padStart(12)} ${(first.putMs / 1000).toFixed(2).padStart(10)} ${(sha / 1000).toFixed(2).padStart(13)} ${ratio.toFixed(2).padStart(6)}  | ${(second.putMs / 1000).toFixed(2).padStart(18)} ${ratio2.toFixed(2).padStart(6)} ${String(rewritten).padStart(10)}`,
+    );
+    const label = `${tree} (${objects} objects, ${(bytes / 2 ** 20).toFixed(0)} MiB)`;
+    speed.push({ case: label, mountgate: first.putMs, reference: sha, ratio, pass: ratio >= 0.8 && first.uploaded.objects === objects, objects, bytes, addImageMs: first.addMs });
+    again.push({ case: `${label}, second user`, mountgate: second.putMs, reference: sha, ratio: ratio2, pass: rewritten === 0 && second.uploaded.objects === objects, rewritten, accepted: second.uploaded.objects });
+    if (objects >= 100_000) whole.push({ case: label, mountgate: first.putMs, reference: sha, ratio, pass: first.uploaded.objects === objects, accepted: first.uploaded.objects });
+    points.first.push([objects, first.putMs]);
+    points.second.push([objects, second.putMs]);
+    points.sha.push([objects, sha]);
+    // A clean store for the next tree: otherwise its objects would already be there.
+    for (const user of ['alice', 'bob'] as const) {
+      const r = await runAs(world.users[user]!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'rm', first.imageId], { busAddress: world.bus.address });
+      if (r.code !== 0) throw new Error(`image rm as ${user} failed: ${r.stderr}`);
+    }
+  }
+} finally {
+  await world.teardown();
+}
+const results = {
+  bench: 'upload',
+  date: new Date().toISOString(),
+  targets: [
+    { target: 'Uploads: at least 0.8x the throughput of sha256sum over the same bytes (ratio = sha256sum time / upload time)', limit: 0.8, unit: 'ratio', better: 'higher', rows: speed },
+    { target: 'An object the store already holds is never written again (a second user importing the same tree)', limit: 0, unit: 'objects rewritten', better: 'lower', rows: again },
+    { target: 'A 106,000-object image (Debian /usr) uploads end to end', limit: 1, unit: 'uploaded', better: 'higher', rows: whole },
+  ],
+  series: [
+    {
+      title: 'Upload time against objects',
+      x: 'objects',
+      y: 'ms',
+      lines: [
+        { name: 'mountgate', points: points.first },
+        { name: 'mountgate, second user (hash only)', points: points.second },
+        { name: 'sha256sum', points: points.sha },
+      ],
+    },
+  ],
+};
+mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
+writeFileSync(join(repoRoot, 'bench', 'results', 'upload.json'), `${JSON.stringify(results, null, 2)}\n`);
+console.log(`wrote bench/results/upload.json`);

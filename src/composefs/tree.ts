@@ -1,0 +1,465 @@
+// The tree a composefs image holds, as the writer lays it out: one typed
+// inode per file (a directory with its entries, a regular file inline or
+// external, a symlink, a device, a fifo or socket), each with its stat and
+// its final xattrs, built once from a checked manifest. Building applies what
+// mkcomposefs applies: the overlay xattrs (metacopy digest, redirect, escaped
+// whiteouts, opaque marks, escaped user trusted.overlay.* keys), "." and ".."
+// in every directory, the 256 whiteouts "00".."ff" in the root that hide the
+// object store's fan-out directories, breadth-first inode numbers, xattrs in
+// key order and the shared ones chosen. Nothing here knows an offset: where
+// things land on disk is the layout's business (writer.ts).
+//
+// Names, symlink targets and backing paths stay the manifest's own strings
+// (or, when one of them is given as {"base64"}, binary strings of their bytes:
+// manifest/text.ts), so building copies no text.
+import type { Entry, Manifest } from '../schema/types.generated.js';
+import { InvalidManifestError } from '../manifest/errors.js';
+import { MAX_XATTR_BUDGET, XATTR_BUDGET_HEADER, xattrBudgetCost } from '../manifest/limits.js';
+import { comparePaths } from '../manifest/paths.js';
+import { codecFor, type TextCodec } from '../manifest/text.js';
+import {
+  COMPOSEFS_MAX_CHUNKS, ENTRY_TYPE_BITS, EROFS_BLOCK_BITS, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_XATTR_HEADER_SIZE,
+  EROFS_XATTR_MAX_SHARED, S_IFCHR, S_IFMT, S_IFREG,
+} from './format.js';
+import { OverlayXattrs, XattrTable, isOverlayKey, roundUp, xattrValueBytes, type Xattr } from './xattrs.js';
+
+/** What an inode is; its content follows from it. */
+export const enum Kind {
+  Directory,
+  /** A regular file whose bytes are in the image (or that is empty). */
+  InlineFile,
+  /** A regular file whose bytes are in the object store: chunk pointers, metacopy and redirect xattrs. */
+  ExternalFile,
+  Symlink,
+  /** A character or block device (rdev), a fifo or a socket. */
+  Special,
+}
+
+const NO_XATTRS: readonly Xattr[] = Object.freeze([]);
+
+/** What every inode has. */
+abstract class InodeBase {
+  abstract readonly kind: Kind;
+  /** st_mode, type bits included. */
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink = 1;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Sorted by key once the tree is final. */
+  xattrs: Xattr[] = NO_XATTRS as Xattr[];
+  /** Xattr bytes as composefs budgets them (it does not recount renamed keys). */
+  xattrBudget = 0;
+  /** The name its parent lists it under (a string of the image's codec); "" for the root. */
+  name: string;
+  parent: Directory;
+  /** Breadth-first position: the inode number, and its index in the layout. */
+  ino = -1;
+  /** The manifest entry it comes from, for messages. */
+  readonly source: number;
+
+  constructor(stat: Stat, name: string, parent: Directory | null, source: number) {
+    this.mode = stat.mode;
+    this.uid = stat.uid;
+    this.gid = stat.gid;
+    this.mtimeSec = stat.mtimeSec;
+    this.mtimeNsec = stat.mtimeNsec;
+    this.name = name;
+    this.parent = parent ?? (this as unknown as Directory);
+    this.source = source;
+  }
+
+  get pointer(): string {
+    return `/entries/${this.source}`;
+  }
+}
+
+export interface Stat {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+/** ".", ".." and hardlinks: a name for an inode that lives elsewhere in the tree. */
+export class Link {
+  readonly kind = -1;
+  constructor(readonly name: string, public target: Inode) {}
+}
+
+export class Directory extends InodeBase {
+  readonly kind = Kind.Directory;
+  /** Sorted by name in byte order once the tree is final. */
+  readonly entries: Array<Inode | Link> = [];
+}
+
+export class InlineFile extends InodeBase {
+  readonly kind = Kind.InlineFile;
+  constructor(stat: Stat, name: string, parent: Directory, source: number, readonly content: Buffer | null) {
+    super(stat, name, parent, source);
+  }
+  get size(): number {
+    return this.content === null ? 0 : this.content.length;
+  }
+}
+
+export class ExternalFile extends InodeBase {
+  readonly kind = Kind.ExternalFile;
+  /** log2 of the chunk size: as few chunks as possible, each at least a block and at most 2^(12+31). */
+  readonly chunkBits: number;
+  readonly chunkCount: number;
+  constructor(stat: Stat, name: string, parent: Directory, source: number, readonly size: number) {
+    super(stat, name, parent, source);
+    const bitsNeeded = size <= 1 ? 1 : bitLength(size - 1);
+    this.chunkBits = Math.min(Math.max(bitsNeeded, EROFS_BLOCK_BITS), EROFS_BLOCK_BITS + EROFS_CHUNK_FORMAT_BLKBITS_MASK);
+    this.chunkCount = Math.ceil(size / 2 ** this.chunkBits);
+  }
+}
+
+export class Symlink extends InodeBase {
+  readonly kind = Kind.Symlink;
+  constructor(stat: Stat, name: string, parent: Directory, source: number, readonly target: string, readonly size: number) {
+    super(stat, name, parent, source);
+  }
+}
+
+export class Special extends InodeBase {
+  readonly kind = Kind.Special;
+  /** st_size is stored as 0, but decides, as in mkcomposefs, whether a compact inode fits. */
+  constructor(stat: Stat, name: string, parent: Directory, source: number, readonly rdev: number, readonly size: number) {
+    super(stat, name, parent, source);
+  }
+}
+
+export type Inode = Directory | InlineFile | ExternalFile | Symlink | Special;
+
+/** The tree, final: what the layout needs and nothing it decides. */
+export interface ImageTree {
+  /** Breadth-first: inodes[i].ino === i; inodes[0] is the root. */
+  inodes: Inode[];
+  /** How names and payloads are held: written as their bytes. */
+  codec: TextCodec;
+  /** Format version (1 marks directories holding whiteouts as opaque). */
+  version: number;
+  hasAcl: boolean;
+  /** The oldest mtime: the build time, which compact inodes take. */
+  minMtimeSec: number;
+  minMtimeNsec: number;
+  /** The xattrs more than one inode carries, in their on-disk order, each with its sharedOffset. */
+  sharedXattrs: Xattr[];
+}
+
+function bitLength(n: number): number {
+  return n >= 2 ** 32 ? 32 + bitLength(Math.floor(n / 2 ** 32)) : 32 - Math.clz32(n);
+}
+
+function addXattr(inode: Inode, x: Xattr): void {
+  if (inode.xattrs === NO_XATTRS) inode.xattrs = [];
+  inode.xattrs.push(x);
+}
+
+/** Sets or replaces an xattr, under the per-inode budget composefs applies. */
+function setXattr(inode: Inode, x: Xattr): void {
+  const xattrs = inode.xattrs;
+  for (let i = 0; i < xattrs.length; i++) {
+    const old = xattrs[i]!;
+    if (old.key !== x.key) continue;
+    xattrs.splice(i, 1);
+    inode.xattrBudget = xattrs.length === 0 ? 0 : inode.xattrBudget - xattrBudgetCost(old.key.bytes.length, old.valueSize);
+    break;
+  }
+  const cost = xattrBudgetCost(x.key.bytes.length, x.valueSize) + (inode.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
+  if (inode.xattrBudget + cost > MAX_XATTR_BUDGET) {
+    throw new InvalidManifestError(
+      `no room for the ${x.key.codec.show(x.key.text)} xattr the image needs: the xattrs would take ${inode.xattrBudget + cost} bytes, at most ${MAX_XATTR_BUDGET}`,
+      inode.pointer,
+    );
+  }
+  addXattr(inode, x);
+  inode.xattrBudget += cost;
+}
+
+/** Inserts an entry in byte order of names, unless one of that name exists. */
+function insertIfAbsent(dir: Directory, entry: Inode | Link): void {
+  const entries = dir.entries;
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const order = comparePaths(entries[mid]!.name, entry.name); // names hold no "/": byte order
+    if (order === 0) return;
+    if (order < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  entries.splice(lo, 0, entry);
+}
+
+type Attributed = Exclude<Entry, { type: 'hardlink' }>;
+
+/** Builds the tree from manifest entries, in manifest order (depth first, siblings sorted). */
+class TreeBuilder {
+  readonly table: XattrTable;
+  readonly overlay: OverlayXattrs;
+  hasWhiteouts = false;
+  /** Every inode in manifest order: the depth-first order mkcomposefs rewrites in. */
+  readonly inodes: Inode[] = [];
+
+  constructor(readonly codec: TextCodec, readonly version: number) {
+    this.table = new XattrTable(codec);
+    this.overlay = new OverlayXattrs(this.table);
+  }
+
+  /** The inode of an entry, its own xattrs interned (nlink 0: 1 + incoming hardlinks, counted later). */
+  inode(e: Attributed, index: number, name: string, parent: Directory | null): Inode {
+    const stat: Stat = { mode: ENTRY_TYPE_BITS[e.type] | e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtime.sec, mtimeNsec: e.mtime.nsec };
+    const codec = this.codec;
+    const at = parent!;
+    let inode: Inode;
+    switch (e.type) {
+      case 'dir':
+        inode = new Directory(stat, name, parent, index);
+        break;
+      case 'file':
+        if (e.size === 0 || e.inline !== undefined) {
+          inode = new InlineFile(stat, name, at, index, e.size > 0 ? Buffer.from(e.inline!, 'base64') : null);
+        } else {
+          inode = new ExternalFile(stat, name, at, index, e.size);
+          if (inode.chunkCount > COMPOSEFS_MAX_CHUNKS) throw new InvalidManifestError(`file size ${e.size} is too large for composefs`, inode.pointer);
+        }
+        break;
+      case 'symlink': {
+        const target = codec.text(e.target);
+        inode = new Symlink(stat, name, at, index, target, codec.length(target));
+        break;
+      }
+      case 'chardev':
+      case 'blockdev':
+        inode = new Special(stat, name, at, index, e.rdev, e.size ?? 0);
+        break;
+      case 'whiteout':
+        // An overlay whiteout inside the image would act on the image's own
+        // layer; stored escaped (an empty file with the marks), overlayfs
+        // presents it to the upper mount.
+        this.hasWhiteouts = true;
+        stat.mode = S_IFREG | (stat.mode & ~S_IFMT);
+        inode = new InlineFile(stat, name, at, index, null);
+        break;
+      default:
+        inode = new Special(stat, name, at, index, 0, e.size ?? 0);
+    }
+    inode.nlink = e.nlink ?? 0;
+    if (e.xattrs) {
+      for (const given of e.xattrs) {
+        const x = this.table.fromBase64(this.table.key(codec.text(given.key)), given.value);
+        inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize) + (inode.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
+        addXattr(inode, x);
+      }
+    }
+    return inode;
+  }
+
+  /** The overlayfs view of one inode, in depth-first order: its parent's marks come after the parent's own. */
+  addOverlayXattrs(inode: Inode, e: Attributed): void {
+    const xattrs = inode.xattrs;
+    for (let i = 0; i < xattrs.length; i++) {
+      // Renamed in place; composefs keeps the budget of the old name.
+      if (isOverlayKey(xattrs[i]!.key)) xattrs[i] = this.overlay.escaped(xattrs[i]!);
+    }
+    const overlay = this.overlay;
+    if (inode.kind === Kind.ExternalFile) {
+      const file = e as Extract<Entry, { type: 'file' }>;
+      setXattr(inode, this.table.metacopy(overlay.metacopyKey, file.digest));
+      if (file.backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, this.codec.text(file.backing)));
+    } else if (e.type === 'whiteout') {
+      setXattr(inode, overlay.escapedWhiteout);
+      setXattr(inode, overlay.userWhiteout);
+      setXattr(inode.parent, overlay.escapedWhiteouts);
+      setXattr(inode.parent, overlay.userWhiteouts);
+      if (this.version >= 1) {
+        setXattr(inode.parent, overlay.escapedOpaque);
+        setXattr(inode.parent, overlay.userOpaque);
+      }
+    }
+  }
+}
+
+/** Whether the manifest has whiteouts: they decide the default format version. */
+function hasWhiteouts(manifest: Manifest): boolean {
+  const entries = manifest.entries;
+  for (let i = 0; i < entries.length; i++) if (entries[i]!.type === 'whiteout') return true;
+  return false;
+}
+
+/** Builds the inodes and links of a checked manifest, and counts incoming hardlinks. */
+function buildInodes(manifest: Manifest, b: TreeBuilder): Directory {
+  const codec = b.codec;
+  const entries = manifest.entries;
+  const first = entries[0] as Extract<Entry, { type: 'dir' }>;
+  const root = b.inode(first, 0, '', null) as Directory;
+  b.inodes.push(root);
+  b.addOverlayXattrs(root, first);
+  // The directories from the root down to the last one seen, with their paths.
+  const dirPaths: string[] = ['/'];
+  const dirs: Directory[] = [root];
+  const links: Array<{ link: Link; target: string }> = [];
+  const inodeOfEntry: Array<Inode | undefined> = [root];
+  for (let i = 1; i < entries.length; i++) {
+    const e = entries[i]!;
+    const path = codec.text(e.path);
+    const cut = path.lastIndexOf('/');
+    const parentLength = cut === 0 ? 1 : cut;
+    let top = dirPaths.length - 1;
+    while (!(dirPaths[top]!.length === parentLength && path.startsWith(dirPaths[top]!))) top--;
+    dirPaths.length = top + 1;
+    dirs.length = top + 1;
+    const parent = dirs[top]!;
+    const name = path.slice(cut + 1);
+    if (e.type === 'hardlink') {
+      const link = new Link(name, root);
+      parent.entries.push(link);
+      links.push({ link, target: codec.text(e.target) });
+      inodeOfEntry.push(undefined);
+      continue;
+    }
+    const inode = b.inode(e, i, name, parent);
+    parent.entries.push(inode);
+    b.inodes.push(inode);
+    inodeOfEntry.push(inode);
+    b.addOverlayXattrs(inode, e);
+    if (inode.kind === Kind.Directory) {
+      dirPaths.push(path);
+      dirs.push(inode);
+    }
+  }
+  const incoming = new Map<Inode, number>();
+  if (links.length > 0) {
+    const byPath = new Map<string, Inode>();
+    entries.forEach((e, i) => inodeOfEntry[i] && byPath.set(codec.text(e.path), inodeOfEntry[i]!));
+    for (const l of links) {
+      l.link.target = byPath.get(l.target)!;
+      incoming.set(l.link.target, (incoming.get(l.link.target) ?? 0) + 1);
+    }
+  }
+  for (const n of b.inodes) if (n.nlink === 0) n.nlink = 1 + (incoming.get(n) ?? 0);
+  return root;
+}
+
+const HEX_DIGITS = '0123456789abcdef';
+
+/** The character devices 0:0 named 00..ff that hide the object store's fan-out. */
+function addRootWhiteouts(root: Directory): void {
+  const selinux = root.xattrs.find((x) => x.key.text === 'security.selinux');
+  const stat: Stat = { mode: S_IFCHR | 0o644, uid: root.uid, gid: root.gid, mtimeSec: root.mtimeSec, mtimeNsec: root.mtimeNsec };
+  for (let i = 0; i <= 255; i++) {
+    const w = new Special(stat, HEX_DIGITS[i >> 4]! + HEX_DIGITS[i & 15]!, root, root.source, 0, 0);
+    const before = root.entries.length;
+    insertIfAbsent(root, w);
+    if (selinux && root.entries.length > before) setXattr(w, selinux);
+  }
+}
+
+/** Ranks the keys in byte order, so that sorting xattrs compares small integers. */
+function rankKeys(table: XattrTable): void {
+  const keys = [...table.keys].sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  keys.forEach((k, i) => (k.rank = i));
+}
+
+/** Sorts one inode's few xattrs by key (insertion sort: stable, and usually 0 to 3 items). */
+function sortXattrs(xattrs: Xattr[]): void {
+  for (let i = 1; i < xattrs.length; i++) {
+    const x = xattrs[i]!;
+    let j = i - 1;
+    while (j >= 0 && xattrs[j]!.key.rank > x.key.rank) {
+      xattrs[j + 1] = xattrs[j]!;
+      j--;
+    }
+    xattrs[j + 1] = x;
+  }
+}
+
+/** Breadth-first numbering, directory link counts, canonical xattr order, ACL flag, oldest mtime. */
+function numberInodes(root: Directory): Pick<ImageTree, 'inodes' | 'hasAcl' | 'minMtimeSec' | 'minMtimeNsec'> {
+  const inodes: Inode[] = [root];
+  let minSec = root.mtimeSec;
+  let minNsec = root.mtimeNsec;
+  let hasAcl = false;
+  for (let i = 0; i < inodes.length; i++) {
+    const inode = inodes[i]!;
+    inode.ino = i;
+    if (inode.kind === Kind.Directory) {
+      let subdirs = 0;
+      for (const c of inode.entries) {
+        if (c instanceof Link) continue;
+        if (c.kind === Kind.Directory) subdirs++;
+        inodes.push(c);
+      }
+      inode.nlink = 2 + subdirs;
+    }
+    if (inode.xattrs.length > 1) sortXattrs(inode.xattrs);
+    if (inode.mtimeSec < minSec || (inode.mtimeSec === minSec && inode.mtimeNsec < minNsec)) {
+      minSec = inode.mtimeSec;
+      minNsec = inode.mtimeNsec;
+    }
+    for (const x of inode.xattrs) if (x.key.isAcl) hasAcl = true;
+  }
+  return { inodes, hasAcl, minMtimeSec: minSec, minMtimeNsec: minNsec };
+}
+
+/** Whether an inode stores this xattr as a shared-area reference, given the references before it. */
+export function isSharedHere(x: Xattr, sharedBefore: number): boolean {
+  return x.sharedOffset >= 0 && sharedBefore < EROFS_XATTR_MAX_SHARED;
+}
+
+/** Xattrs used by more than one inode go to the shared area, in a canonical order. */
+function shareXattrs(inodes: Inode[]): Xattr[] {
+  const shared: Xattr[] = [];
+  for (const n of inodes) {
+    for (const x of n.xattrs) if (++x.count === 2) shared.push(x);
+  }
+  // Descending by key, then by value length, then by value bytes.
+  for (const x of shared) x.bytes ??= xattrValueBytes(x); // kept for the comparisons
+  shared.sort((a, b) => {
+    if (a.key !== b.key) return b.key.rank - a.key.rank;
+    if (a.valueSize !== b.valueSize) return b.valueSize - a.valueSize;
+    return Buffer.compare(b.bytes!, a.bytes!);
+  });
+  let offset = 0;
+  for (const x of shared) {
+    x.sharedOffset = offset;
+    offset += x.entrySize;
+  }
+  return shared;
+}
+
+/** Bytes of an inode's xattr area (header, shared references, inline entries), 0 for none. */
+export function xattrAreaBytes(inode: Inode): { size: number; sharedCount: number } {
+  let sharedCount = 0;
+  let inlineBytes = 0;
+  for (const x of inode.xattrs) {
+    if (isSharedHere(x, sharedCount)) sharedCount++;
+    else inlineBytes += x.entrySize;
+  }
+  const size = sharedCount === 0 && inlineBytes === 0 ? 0 : roundUp(EROFS_XATTR_HEADER_SIZE + sharedCount * 4 + inlineBytes, 4);
+  return { size, sharedCount };
+}
+
+/** The image's tree of a checked manifest, at format `version` (or, given a range, the lowest that fits). */
+export function buildTree(manifest: Manifest, minVersion: number, maxVersion: number): ImageTree {
+  // Format 1 changed how whiteouts are marked; use it only when needed.
+  const version = minVersion < 1 && maxVersion >= 1 && hasWhiteouts(manifest) ? 1 : minVersion;
+  const codec = codecFor(manifest.entries);
+  const b = new TreeBuilder(codec, version);
+  const root = buildInodes(manifest, b);
+  for (const inode of b.inodes) {
+    if (inode.kind !== Kind.Directory) continue;
+    insertIfAbsent(inode, new Link('.', inode));
+    insertIfAbsent(inode, new Link('..', inode.parent));
+  }
+  setXattr(root, b.overlay.opaque);
+  addRootWhiteouts(root);
+  rankKeys(b.table);
+  const numbered = numberInodes(root);
+  return { ...numbered, codec, version, sharedXattrs: shareXattrs(numbered.inodes) };
+}

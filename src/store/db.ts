@@ -1,0 +1,410 @@
+// The broker's bookkeeping in one SQLite database (store.db in the state
+// directory, opened by the front alone, in exclusive locking mode): images,
+// their owners, the objects each image needs with a reference count, the
+// proofs of possession, and for every owner of an image how many of its
+// objects that owner has still not proven. Every change is one transaction,
+// so a crash at any point leaves the state of before or after it; the object
+// files themselves are reconciled with the database at open.
+//
+// Invariants (each transaction keeps them):
+//   objects.refs   = the number of images whose image_objects name the digest
+//                    (a row with refs 0 does not exist);
+//   owners.missing = the image's objects (uid, digest) has no proof for;
+//   a proof exists only for a present object (it is dropped with the object);
+//   usage of a uid = the sum of bytes + image_bytes over the images it owns.
+import Database from 'better-sqlite3';
+
+export interface ImageRow {
+  id: string;
+  name?: string;
+  entries: number;
+  /** Sum of the file sizes. */
+  bytes: number;
+  /** Size of the image's own metadata (its EROFS file): it counts toward the quota too. */
+  imageBytes: number;
+  /** Distinct content objects the image's files need. */
+  objects: number;
+  /** Is the image's file on disk (false while the first AddImage writes it)? */
+  stored: boolean;
+}
+
+export interface OwnedImage extends ImageRow {
+  /** When this owner registered it (ISO time). */
+  added: string;
+  /** Objects of the image this owner has not proven. */
+  missing: number;
+}
+
+export interface NewImage {
+  id: string;
+  name?: string;
+  entries: number;
+  bytes: number;
+  imageBytes: number;
+  /** digest -> size, as the manifest says. */
+  objects: Record<string, number>;
+}
+
+const schemaVersion = 1;
+
+const schema = `
+CREATE TABLE images (
+  id TEXT PRIMARY KEY,
+  name TEXT,
+  entries INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  image_bytes INTEGER NOT NULL,
+  objects INTEGER NOT NULL,
+  stored INTEGER NOT NULL
+) STRICT;
+CREATE TABLE owners (
+  uid INTEGER NOT NULL,
+  image_id TEXT NOT NULL REFERENCES images(id),
+  added TEXT NOT NULL,
+  missing INTEGER NOT NULL,
+  PRIMARY KEY (uid, image_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX owners_by_image ON owners(image_id);
+CREATE TABLE objects (
+  digest TEXT PRIMARY KEY,
+  refs INTEGER NOT NULL,
+  present INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE image_objects (
+  image_id TEXT NOT NULL REFERENCES images(id),
+  digest TEXT NOT NULL REFERENCES objects(digest),
+  size INTEGER NOT NULL,
+  PRIMARY KEY (image_id, digest)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX image_objects_by_digest ON image_objects(digest, image_id);
+CREATE TABLE proofs (
+  uid INTEGER NOT NULL,
+  digest TEXT NOT NULL REFERENCES objects(digest),
+  PRIMARY KEY (uid, digest)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX proofs_by_digest ON proofs(digest);
+`;
+
+interface RawImage {
+  id: string;
+  name: string | null;
+  entries: number;
+  bytes: number;
+  image_bytes: number;
+  objects: number;
+  stored: number;
+  added?: string;
+  missing?: number;
+}
+
+function imageRow(r: RawImage): ImageRow {
+  return { id: r.id, ...(r.name !== null ? { name: r.name } : {}), entries: r.entries, bytes: r.bytes, imageBytes: r.image_bytes, objects: r.objects, stored: r.stored === 1 };
+}
+
+function ownedRow(r: RawImage): OwnedImage {
+  return { ...imageRow(r), added: r.added!, missing: r.missing! };
+}
+
+export class StoreDb {
+  private readonly db: Database.Database;
+  private q!: ReturnType<StoreDb['statements']>;
+
+  /** Opens (creating when new) the database at `path`; `onCreate` runs inside the transaction that creates the schema (to import an older state). */
+  constructor(path: string, onCreate?: (db: StoreDb) => void) {
+    // A second broker on the same state waits a moment for the lock, then is refused.
+    this.db = new Database(path, { timeout: 1000 });
+    try {
+      this.open(path, onCreate);
+    } catch (err) {
+      if (this.db.open) this.db.close();
+      throw err;
+    }
+  }
+
+  private open(path: string, onCreate?: (db: StoreDb) => void): void {
+    // One writer, the front: no shared-memory file, and a second front cannot open it.
+    this.db.pragma('locking_mode = EXCLUSIVE');
+    this.db.pragma('journal_mode = WAL');
+    // A committed transaction is on disk before its call is answered.
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > schemaVersion) throw new Error(`${path} has schema version ${version}; this mountgated knows only up to ${schemaVersion} (a newer mountgated wrote it)`);
+    const create = version === 0;
+    // A new database is made in one transaction with whatever `onCreate` imports: a failed import leaves nothing.
+    if (create) {
+      this.db.exec('BEGIN IMMEDIATE');
+      this.db.exec(schema);
+    }
+    this.q = this.statements();
+    if (create) {
+      try {
+        onCreate?.(this);
+        this.db.pragma(`user_version = ${schemaVersion}`);
+        this.db.exec('COMMIT');
+      } catch (err) {
+        this.db.exec('ROLLBACK');
+        throw err;
+      }
+    }
+  }
+
+  private statements() {
+    const d = this.db;
+    return {
+      image: d.prepare<[string]>('SELECT * FROM images WHERE id = ?'),
+      owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
+      listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? ORDER BY i.id'),
+      usage: d.prepare<[number, string]>('SELECT count(*) AS images, coalesce(sum(i.bytes + i.image_bytes), 0) AS bytes FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND i.id <> ?'),
+      insertImage: d.prepare('INSERT INTO images (id, name, entries, bytes, image_bytes, objects, stored) VALUES (?, ?, ?, ?, ?, ?, 0)'),
+      setName: d.prepare<[string, string]>('UPDATE images SET name = ? WHERE id = ? AND name IS NULL'),
+      markStored: d.prepare<[string]>('UPDATE images SET stored = 1 WHERE id = ?'),
+      refObject: d.prepare<[string]>('INSERT INTO objects (digest, refs, present) VALUES (?, 1, 0) ON CONFLICT (digest) DO UPDATE SET refs = refs + 1'),
+      insertImageObject: d.prepare<[string, string, number]>('INSERT INTO image_objects (image_id, digest, size) VALUES (?, ?, ?)'),
+      insertOwner: d.prepare<[number, string, string, string, number]>(
+        'INSERT INTO owners (uid, image_id, added, missing) VALUES (?, ?, ?, (SELECT count(*) FROM image_objects io WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)))',
+      ),
+      deleteOwner: d.prepare<[number, string]>('DELETE FROM owners WHERE uid = ? AND image_id = ?'),
+      ownerCount: d.prepare<[string]>('SELECT count(*) AS n FROM owners WHERE image_id = ?'),
+      imageDigests: d.prepare<[string]>('SELECT digest FROM image_objects WHERE image_id = ?'),
+      unrefImageObjects: d.prepare<[string]>('UPDATE objects SET refs = refs - 1 WHERE digest IN (SELECT digest FROM image_objects WHERE image_id = ?)'),
+      deleteImageObjects: d.prepare<[string]>('DELETE FROM image_objects WHERE image_id = ?'),
+      deleteImage: d.prepare<[string]>('DELETE FROM images WHERE id = ?'),
+      unreferenced: d.prepare('SELECT digest, present FROM objects WHERE refs <= 0'),
+      deleteUnreferencedProofs: d.prepare('DELETE FROM proofs WHERE digest IN (SELECT digest FROM objects WHERE refs <= 0)'),
+      deleteUnreferenced: d.prepare('DELETE FROM objects WHERE refs <= 0'),
+      missingOf: d.prepare<[string, number]>(
+        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest',
+      ),
+      pendingFor: d.prepare<[number, number]>(
+        'SELECT io.digest, io.size, ob.present FROM owners o JOIN image_objects io ON io.image_id = o.image_id JOIN objects ob ON ob.digest = io.digest WHERE o.uid = ? AND o.missing > 0 AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)',
+      ),
+      wanted: d.prepare<[number, string]>('SELECT io.size FROM owners o JOIN image_objects io ON io.image_id = o.image_id WHERE o.uid = ? AND io.digest = ? LIMIT 1'),
+      present: d.prepare<[string]>('SELECT present FROM objects WHERE digest = ?'),
+      setPresent: d.prepare<[string]>('UPDATE objects SET present = 1 WHERE digest = ?'),
+      insertProof: d.prepare<[number, string]>('INSERT OR IGNORE INTO proofs (uid, digest) VALUES (?, ?)'),
+      proven: d.prepare<[number, string]>('SELECT 1 FROM proofs WHERE uid = ? AND digest = ?'),
+      decrementMissing: d.prepare<[number, string]>('UPDATE owners SET missing = missing - 1 WHERE uid = ? AND image_id IN (SELECT image_id FROM image_objects WHERE digest = ?)'),
+      sharedHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects WHERE image_id = ? AND digest = ?'),
+      allPresent: d.prepare('SELECT digest FROM objects WHERE present = 1'),
+      hasRow: d.prepare<[string]>('SELECT 1 FROM objects WHERE digest = ?'),
+      unstored: d.prepare('SELECT id FROM images WHERE stored = 0'),
+      allImageIds: d.prepare('SELECT id FROM images'),
+      recount: d.prepare(
+        'UPDATE owners SET missing = (SELECT count(*) FROM image_objects io WHERE io.image_id = owners.image_id AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = owners.uid AND p.digest = io.digest))',
+      ),
+      dropProofsOf: d.prepare<[string]>('DELETE FROM proofs WHERE digest = ?'),
+      setAbsent: d.prepare<[string]>('UPDATE objects SET present = 0 WHERE digest = ?'),
+      deleteOwnersOf: d.prepare<[string]>('DELETE FROM owners WHERE image_id = ?'),
+    };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs `fn` as one transaction (nested calls join the outer one). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  image(id: string): ImageRow | undefined {
+    const r = this.q.image.get(id) as RawImage | undefined;
+    return r && imageRow(r);
+  }
+
+  /** The image if `uid` registered it. */
+  ownedBy(id: string, uid: number): OwnedImage | undefined {
+    const r = this.q.owned.get(id, uid) as RawImage | undefined;
+    return r && ownedRow(r);
+  }
+
+  listFor(uid: number): OwnedImage[] {
+    return (this.q.listFor.all(uid) as RawImage[]).map(ownedRow);
+  }
+
+  /** What uid keeps in the store (images, and bytes of content and metadata), not counting image `except`. */
+  usage(uid: number, except = ''): { images: number; bytes: number } {
+    return this.q.usage.get(uid, except) as { images: number; bytes: number };
+  }
+
+  /**
+   * Registers uid for an image, creating it (not yet stored) when new, in one
+   * transaction. Returns whether the image is new (its file is still to be written).
+   */
+  register(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
+    return this.transaction(() => {
+      const existing = this.image(image.id);
+      if (!existing) {
+        const digests = Object.keys(image.objects);
+        this.q.insertImage.run(image.id, image.name ?? null, image.entries, image.bytes, image.imageBytes, digests.length);
+        for (const d of digests) {
+          this.q.refObject.run(d);
+          this.q.insertImageObject.run(image.id, d, image.objects[d]!);
+        }
+      } else if (image.name) {
+        this.q.setName.run(image.name, image.id);
+      }
+      if (!this.q.owned.get(image.id, uid)) this.q.insertOwner.run(uid, image.id, added, image.id, uid);
+      return { created: !existing, owned: this.ownedBy(image.id, uid)! };
+    });
+  }
+
+  markStored(id: string): void {
+    this.q.markStored.run(id);
+  }
+
+  /**
+   * Drops uid's registration; when it was the last, the image and every
+   * object no other image needs go too. Returns whether the image is gone
+   * and the digests of present objects to delete from disk.
+   */
+  unregister(id: string, uid: number): { imageGone: boolean; dropped: string[] } {
+    return this.transaction(() => {
+      this.q.deleteOwner.run(uid, id);
+      if ((this.q.ownerCount.get(id) as { n: number }).n > 0) return { imageGone: false, dropped: [] };
+      return { imageGone: true, dropped: this.dropImage(id) };
+    });
+  }
+
+  /** Deletes an image with all its rows; returns the present objects no image needs any more. */
+  private dropImage(id: string): string[] {
+    this.q.deleteOwnersOf.run(id);
+    this.q.unrefImageObjects.run(id);
+    this.q.deleteImageObjects.run(id);
+    this.q.deleteImage.run(id);
+    const gone = this.q.unreferenced.all() as { digest: string; present: number }[];
+    this.q.deleteUnreferencedProofs.run();
+    this.q.deleteUnreferenced.run();
+    return gone.filter((g) => g.present === 1).map((g) => g.digest);
+  }
+
+  /**
+   * The image's objects uid has not proven, sorted, with their size and
+   * whether the store holds them. `sharedIds`: images whose objects need no
+   * proof when the store holds them.
+   */
+  missingFor(id: string, uid: number, sharedIds: readonly string[] = []): string[] {
+    const rows = this.q.missingOf.all(id, uid) as { digest: string; present: number }[];
+    return rows.filter((r) => !(r.present === 1 && this.inShared(r.digest, sharedIds))).map((r) => r.digest);
+  }
+
+  private inShared(digest: string, sharedIds: readonly string[]): boolean {
+    return sharedIds.some((s) => this.q.sharedHas.get(s, digest) !== undefined);
+  }
+
+  /** Objects uid may upload now (missing from one of its images): digest -> size and whether the store already holds it. */
+  pendingFor(uid: number): Map<string, { size: number; present: boolean }> {
+    const out = new Map<string, { size: number; present: boolean }>();
+    for (const r of this.q.pendingFor.iterate(uid, uid) as Iterable<{ digest: string; size: number; present: number }>) out.set(r.digest, { size: r.size, present: r.present === 1 });
+    return out;
+  }
+
+  /** The size one of uid's images gives the object; undefined when none of them needs it. */
+  wantedSize(uid: number, digest: string): number | undefined {
+    return (this.q.wanted.get(uid, digest) as { size: number } | undefined)?.size;
+  }
+
+  isPresent(digest: string): boolean {
+    return (this.q.present.get(digest) as { present: number } | undefined)?.present === 1;
+  }
+
+  hasProven(uid: number, digest: string): boolean {
+    return this.q.proven.get(uid, digest) !== undefined;
+  }
+
+  /** The object is in the store (its file has its final name) and uid proved it has its bytes. Part of the caller's transaction. */
+  recordPossession(uid: number, digest: string): void {
+    this.q.setPresent.run(digest);
+    if (this.q.insertProof.run(uid, digest).changes === 1) this.q.decrementMissing.run(uid, digest);
+  }
+
+  /**
+   * Brings the database in line with the files after a crash: images whose
+   * file was never completed are dropped (their AddImage was never
+   * answered), objects recorded present whose file is gone lose that and
+   * their proofs, and files the database marks absent but an image needs are
+   * taken as present (they were hashed and synced before they got their
+   * name). Returns the digests of files no image needs and the ids of images
+   * to delete from disk.
+   */
+  reconcile(files: Set<string>, imageDirs: Set<string>): { strayFiles: string[]; strayImages: string[]; changed: number } {
+    return this.transaction(() => {
+      let changed = 0;
+      const strayImages: string[] = [];
+      const dropped: string[] = [];
+      for (const { id } of this.q.unstored.all() as { id: string }[]) {
+        dropped.push(...this.dropImage(id));
+        strayImages.push(id);
+        changed++;
+      }
+      for (const { id } of this.q.allImageIds.all() as { id: string }[]) {
+        if (!imageDirs.has(id)) {
+          // Its file is gone (a removal that crashed after the unlink, or a hand): the image cannot be mounted.
+          dropped.push(...this.dropImage(id));
+          changed++;
+        }
+      }
+      const known = new Set<string>(this.q.allImageIds.all().map((r) => (r as { id: string }).id));
+      for (const dir of imageDirs) if (!known.has(dir)) strayImages.push(dir);
+      let proofsChanged = false;
+      for (const { digest } of this.q.allPresent.all() as { digest: string }[]) {
+        if (files.has(digest)) continue;
+        this.q.setAbsent.run(digest);
+        this.q.dropProofsOf.run(digest);
+        proofsChanged = true;
+        changed++;
+      }
+      const strayFiles: string[] = [...dropped.filter((d) => files.has(d))];
+      for (const digest of files) {
+        if (this.q.hasRow.get(digest) === undefined) strayFiles.push(digest);
+        else if (!this.isPresent(digest)) {
+          this.q.setPresent.run(digest);
+          changed++;
+        }
+      }
+      if (proofsChanged || changed > 0) this.q.recount.run();
+      return { strayFiles: [...new Set(strayFiles)], strayImages: [...new Set(strayImages)], changed };
+    });
+  }
+
+  /** For tests and the migration: checks every invariant; returns the violations (none when the store is consistent). */
+  check(): string[] {
+    const bad: string[] = [];
+    const rows = <T>(sql: string) => this.db.prepare(sql).all() as T[];
+    for (const r of rows<{ digest: string; refs: number; actual: number }>(
+      'SELECT ob.digest, ob.refs, (SELECT count(*) FROM image_objects io WHERE io.digest = ob.digest) AS actual FROM objects ob WHERE ob.refs <> (SELECT count(*) FROM image_objects io WHERE io.digest = ob.digest) OR ob.refs <= 0',
+    )) bad.push(`object ${r.digest}: refs ${r.refs}, referenced by ${r.actual}`);
+    for (const r of rows<{ uid: number; image_id: string; missing: number; actual: number }>(
+      'SELECT o.uid, o.image_id, o.missing, (SELECT count(*) FROM image_objects io WHERE io.image_id = o.image_id AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = o.uid AND p.digest = io.digest)) AS actual FROM owners o WHERE o.missing <> actual',
+    )) bad.push(`owner ${r.uid} of ${r.image_id}: missing ${r.missing}, actually ${r.actual}`);
+    for (const r of rows<{ uid: number; digest: string }>('SELECT p.uid, p.digest FROM proofs p JOIN objects ob ON ob.digest = p.digest WHERE ob.present = 0')) bad.push(`proof of ${r.uid} for absent object ${r.digest}`);
+    for (const r of rows<{ id: string }>('SELECT id FROM images i WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.image_id = i.id)')) bad.push(`image ${r.id} has no owner`);
+    for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
+    const fk = this.db.pragma('foreign_key_check') as unknown[];
+    if (fk.length > 0) bad.push(`${fk.length} foreign key violation(s)`);
+    return bad;
+  }
+
+  /** Recomputes every owner's missing count from the proofs (after an import). */
+  recount(): void {
+    this.q.recount.run();
+  }
+
+  /** Imports one image of the state format before the database (inside the creating transaction). */
+  importImage(image: NewImage & { owners: Record<string, string> }, presentObjects: Set<string>, proofs: Map<number, Set<string>>): void {
+    const uids = Object.keys(image.owners).map(Number);
+    if (uids.length === 0) return;
+    this.q.insertImage.run(image.id, image.name ?? null, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
+    for (const [d, size] of Object.entries(image.objects)) {
+      this.q.refObject.run(d);
+      this.q.insertImageObject.run(image.id, d, size);
+      if (presentObjects.has(d)) this.q.setPresent.run(d);
+    }
+    this.q.markStored.run(image.id);
+    for (const uid of uids) {
+      for (const d of Object.keys(image.objects)) if (presentObjects.has(d) && proofs.get(uid)?.has(d)) this.q.insertProof.run(uid, d);
+      this.q.insertOwner.run(uid, image.id, image.owners[String(uid)]!, image.id, uid);
+    }
+  }
+}

@@ -1,0 +1,234 @@
+// The store database (src/store/db.ts) and the registry over it: counts kept
+// right by every transaction, racing operations in any order, a crash at any
+// point (a child SIGKILLed mid-transaction, then reopened), the refusal of a
+// second opener, and the one-time import of the state format before it.
+import t from 'tap';
+import fc from 'fast-check';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StoreDb, type NewImage } from '../../src/store/db.js';
+import { ImageRegistry, LegacyStateError } from '../../src/store/images.js';
+import { repoRoot } from '../helpers/paths.js';
+
+const hex = (n: number) => n.toString(16).padStart(64, '0');
+const scratch = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mountgate-db.'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+};
+const image = (id: number, objects: number[], extra: Partial<NewImage> = {}): NewImage => ({
+  id: hex(id),
+  entries: objects.length + 1,
+  bytes: objects.length * 100,
+  imageBytes: 4096,
+  objects: Object.fromEntries(objects.map((o) => [hex(o), 100])),
+  ...extra,
+});
+
+t.test('registering, proving and removing keep refs, missing counts and usage right', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  const a = db.register(image(1, [10, 11, 12]), 1000);
+  tt.ok(a.created, 'a new image');
+  tt.equal(a.owned.missing, 3, 'alice lacks all three objects');
+  tt.same(db.pendingFor(1000).size, 3);
+  db.transaction(() => db.recordPossession(1000, hex(10)));
+  tt.equal(db.ownedBy(hex(1), 1000)!.missing, 2, 'one proof, one fewer missing');
+  // Bob registers an image sharing object 10 and 11: he must prove them himself.
+  const b = db.register(image(2, [10, 11]), 1001);
+  tt.equal(b.owned.missing, 2, "alice's proof is not bob's");
+  tt.ok(db.isPresent(hex(10)), 'but the store holds 10');
+  tt.same(db.pendingFor(1001).get(hex(10)), { size: 100, present: true }, 'bob is told it is there (nothing to write, only to hash)');
+  db.transaction(() => {
+    db.recordPossession(1000, hex(11));
+    db.recordPossession(1000, hex(12));
+  });
+  tt.equal(db.ownedBy(hex(1), 1000)!.missing, 0, 'alice is complete');
+  tt.same(db.usage(1000), { images: 1, bytes: 300 + 4096 });
+  tt.same(db.usage(1000, hex(1)), { images: 0, bytes: 0 }, 'not counting the image at hand');
+  // Re-registering is idempotent.
+  tt.notOk(db.register(image(1, [10, 11, 12]), 1000).created);
+  tt.equal(db.listFor(1000).length, 1);
+  tt.same(db.check(), [], 'consistent');
+  const gone = db.unregister(hex(1), 1000);
+  tt.ok(gone.imageGone);
+  tt.same(gone.dropped.sort(), [hex(12)], 'only the object no other image names goes (11 and 10 stay for bob)');
+  tt.same(db.check(), [], 'consistent after the removal');
+  tt.notOk(db.hasProven(1000, hex(12)), 'the proof went with the object');
+  tt.ok(db.hasProven(1000, hex(10)), "alice's proof of an object that stays stays");
+  db.close();
+});
+
+t.test('shared images waive the proof of objects the store holds', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  db.register(image(1, [10, 11]), 0);
+  db.transaction(() => db.recordPossession(0, hex(10)));
+  const mine = db.register(image(2, [10, 11]), 1000).owned;
+  tt.same(db.missingFor(mine.id, 1000), [hex(10), hex(11)]);
+  tt.same(db.missingFor(mine.id, 1000, [hex(1)]), [hex(11)], '10 is in the store and in a shared image; 11 is not in the store');
+  db.close();
+});
+
+/** Operations in any order, as the broker's single thread may run them (each one a transaction). */
+type Op = { op: 'add'; uid: number; image: number } | { op: 'rm'; uid: number; image: number } | { op: 'prove'; uid: number; object: number };
+const images: Record<number, number[]> = { 1: [1, 2, 3], 2: [2, 3, 4], 3: [5], 4: [1, 5, 6] };
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ op: fc.constant('add' as const), uid: fc.integer({ min: 1, max: 3 }), image: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({ op: fc.constant('rm' as const), uid: fc.integer({ min: 1, max: 3 }), image: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({ op: fc.constant('prove' as const), uid: fc.integer({ min: 1, max: 3 }), object: fc.integer({ min: 1, max: 6 }) }),
+);
+
+/** What the broker does with each operation (an upload is published only while one of the uploader's images wants it). */
+function apply(db: StoreDb, op: Op): void {
+  if (op.op === 'add') db.register(image(op.image, images[op.image]!), op.uid);
+  else if (op.op === 'rm') {
+    if (db.ownedBy(hex(op.image), op.uid)) db.unregister(hex(op.image), op.uid);
+  } else {
+    db.transaction(() => {
+      if (db.wantedSize(op.uid, hex(op.object)) !== undefined) db.recordPossession(op.uid, hex(op.object));
+    });
+  }
+}
+
+t.test('uploads, removals and registrations racing in any order keep every count right', async (tt) => {
+  const dir = scratch();
+  let run = 0;
+  fc.assert(
+    fc.property(fc.array(opArb, { maxLength: 40 }), (ops) => {
+      const db = new StoreDb(join(dir, `race-${run++}.db`));
+      try {
+        for (const op of ops) {
+          apply(db, op);
+          const bad = db.check();
+          if (bad.length > 0) throw new Error(`after ${JSON.stringify(op)}: ${bad.join('; ')}`);
+        }
+        // A user whose images are complete mounts without a missing object; one who is not is told which.
+        for (const uid of [1, 2, 3]) {
+          for (const owned of db.listFor(uid)) {
+            const missing = db.missingFor(owned.id, uid);
+            if (missing.length !== owned.missing) throw new Error(`uid ${uid} image ${owned.id}: count ${owned.missing}, list ${missing.length}`);
+          }
+        }
+      } finally {
+        db.close();
+      }
+    }),
+    { seed: 7, numRuns: 150 },
+  );
+  tt.pass('150 random interleavings, invariants checked after every step');
+});
+
+t.test('a second opener is refused while the broker holds the database', async (tt) => {
+  const path = join(scratch(), 'store.db');
+  const first = new StoreDb(path);
+  first.register(image(1, [1]), 1);
+  tt.throws(() => {
+    const second = new StoreDb(path);
+    second.listFor(1);
+  }, /locked|busy/i);
+  first.close();
+  const again = new StoreDb(path);
+  tt.equal(again.listFor(1).length, 1, 'reopened after the first closed');
+  again.close();
+});
+
+t.test('a database from a newer broker is refused with a message', async (tt) => {
+  const path = join(scratch(), 'store.db');
+  new StoreDb(path).close();
+  const Database = (await import('better-sqlite3')).default;
+  const raw = new Database(path);
+  raw.pragma('user_version = 99');
+  raw.close();
+  tt.throws(() => new StoreDb(path), /schema version 99; this mountgated knows only up to 1/);
+});
+
+// A child that loops over transactions until it is killed: register, prove a few, remove.
+const crashChild = `
+const { StoreDb } = await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'store', 'db.js'))});
+const db = new StoreDb(process.argv[1]);
+const hex = (n) => n.toString(16).padStart(64, '0');
+process.stdout.write('up\\n');
+for (let k = 0; ; k++) {
+  const id = hex(1000 + (k % 7));
+  const objects = Object.fromEntries(Array.from({ length: 300 }, (_, j) => [hex((k * 37 + j) % 900), 100]));
+  db.register({ id, entries: 301, bytes: 30000, imageBytes: 4096, objects }, k % 3);
+  db.transaction(() => { for (const d of Object.keys(objects).slice(0, 150)) if (db.wantedSize(k % 3, d) !== undefined) db.recordPossession(k % 3, d); });
+  if (k % 2 === 1 && db.ownedBy(hex(1000 + ((k + 3) % 7)), (k + 1) % 3)) db.unregister(hex(1000 + ((k + 3) % 7)), (k + 1) % 3);
+}
+`;
+
+t.test('a crash at any point (SIGKILL mid-transaction) leaves a consistent database', async (tt) => {
+  const path = join(scratch(), 'store.db');
+  for (let round = 0; round < 6; round++) {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', crashChild, path], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } });
+    await new Promise<void>((res) => child.stdout.once('data', () => res()));
+    // Kill it after a different amount of work each round.
+    await new Promise((res) => setTimeout(res, 80 + round * 70));
+    const exited = new Promise((res) => child.once('exit', res));
+    child.kill('SIGKILL');
+    await exited;
+    const db = new StoreDb(path);
+    tt.same(db.check(), [], `round ${round}: consistent after the kill (${db.listFor(0).length + db.listFor(1).length + db.listFor(2).length} registrations)`);
+    db.close();
+  }
+});
+
+t.test('reconciling with the files after a crash', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  db.register(image(1, [1, 2, 3]), 1000);
+  db.markStored(hex(1));
+  db.transaction(() => {
+    db.recordPossession(1000, hex(1));
+    db.recordPossession(1000, hex(2));
+  });
+  db.register(image(2, [9]), 1000); // its file was never written: the AddImage was never answered
+  // On disk: object 1 (its name durable), 3 (renamed, the transaction lost), 7 (nobody's); object 2's name was lost.
+  const r = db.reconcile(new Set([hex(1), hex(3), hex(7)]), new Set([hex(1), hex(2)]));
+  tt.same(r.strayFiles.sort(), [hex(7)], 'the file no image needs is to be removed');
+  tt.same(r.strayImages, [hex(2)], 'the unfinished image is to be removed');
+  tt.notOk(db.image(hex(2)), 'and is gone from the database');
+  tt.ok(db.isPresent(hex(3)), 'a synced, verified file an image needs counts as present');
+  tt.notOk(db.isPresent(hex(2)), 'an object whose file is gone does not');
+  tt.notOk(db.hasProven(1000, hex(2)), 'nor its proof');
+  tt.equal(db.ownedBy(hex(1), 1000)!.missing, 2, 'so alice lacks 2 and 3 again');
+  tt.same(db.check(), []);
+  db.close();
+});
+
+t.test('a state dir of the format before the database is imported once', async (tt) => {
+  const state = scratch();
+  const id = hex(77);
+  mkdirSync(join(state, 'images', id), { recursive: true });
+  writeFileSync(join(state, 'images', id, 'image.erofs'), Buffer.alloc(8192));
+  writeFileSync(join(state, 'images', id, 'meta.json'), JSON.stringify({ id, name: 'old', entries: 3, objects: { [hex(1)]: 5, [hex(2)]: 6 }, bytes: 11, owners: { '1000': '2024-01-01T00:00:00.000Z', '1001': '2024-02-01T00:00:00.000Z' } }));
+  mkdirSync(join(state, 'users'));
+  writeFileSync(join(state, 'users', '1000.json'), JSON.stringify([hex(1), hex(2)]));
+  writeFileSync(join(state, 'users', '1001.json'), JSON.stringify([hex(1), hex(3)]));
+  const reg = new ImageRegistry(state, () => [hex(1), hex(2)]);
+  const alice = reg.ownedBy(id, 1000)!;
+  tt.match(alice, { name: 'old', entries: 3, bytes: 11, imageBytes: 8192, objects: 2, missing: 0, added: '2024-01-01T00:00:00.000Z', stored: true });
+  tt.equal(reg.ownedBy(id, 1001)!.missing, 1, 'bob had proven only one of them');
+  tt.same(reg.db.check(), []);
+  tt.notOk(existsSync(join(state, 'users')), 'the proof files are gone');
+  tt.same(readdirSync(join(state, 'images', id)), ['image.erofs'], 'the meta file is gone, the image stays');
+  reg.db.close();
+  const again = new ImageRegistry(state, () => []);
+  tt.equal(again.listFor(1000).length, 1, 'imported once: a second start reads the database');
+  again.db.close();
+});
+
+t.test('an old state dir that cannot be read is refused with a message, and nothing is half-imported', async (tt) => {
+  const state = scratch();
+  mkdirSync(join(state, 'images', hex(5)), { recursive: true });
+  writeFileSync(join(state, 'images', hex(5), 'meta.json'), '{"id": "not this image"');
+  let refused: unknown;
+  try {
+    new ImageRegistry(state, () => []);
+  } catch (err) {
+    refused = err;
+  }
+  tt.ok(refused instanceof LegacyStateError, `refused (${String(refused)})`);
+  tt.throws(() => new ImageRegistry(state, () => []), /cannot import .*meta\.json \(state of an older mountgated\).*move the state directory away/);
+  tt.ok(existsSync(join(state, 'images', hex(5), 'meta.json')), 'the old state is left as it was');
+});
