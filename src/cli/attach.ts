@@ -16,11 +16,12 @@ import { attachHelperArgv } from '../client/attach-helper.js';
 import type { MountgateBroker } from '../client/broker.js';
 import { isInitialIdMap, ownerMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
-import { exitCodes, MountgateError } from '../errors.js';
+import { MountgateError } from '../errors.js';
 import { controlledIds, identityMap } from '../policy/idmap.js';
 import type { BindRequest, IdRange } from '../schema/types.generated.js';
 import { moveMount } from '../sys/syscalls.js';
 import { parseBindSpec } from './bind-spec.js';
+import { UsageError } from './usage.js';
 
 /** Where a mount goes: the namespace of this process, or of process `pid`. */
 interface Target {
@@ -32,7 +33,7 @@ interface Target {
 }
 
 function usage(message: string): never {
-  throw new MountgateError('InvalidRequest', message, exitCodes.Usage);
+  throw new UsageError(message);
 }
 
 /** podman's rootless pause process: it holds the user and mount namespace every rootless container of yours starts in. */
