@@ -17,6 +17,7 @@ import type { BindRequest } from '../schema/types.generated.js';
 import { schemaKinds, type SchemaKind } from '../schema/kinds.js';
 import type { ValidationIssue } from '../schema/issues.js';
 import { parseBindSpec } from './bind-spec.js';
+import { UsageError } from './usage.js';
 
 // Only what every command needs is imported above; each command imports the
 // rest when it runs (the bus client, the validators, the namespace code), so
@@ -24,7 +25,6 @@ import { parseBindSpec } from './bind-spec.js';
 trace('modules loaded');
 process.once('exit', () => trace('exit'));
 
-class UsageError extends Error {}
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -320,7 +320,7 @@ const needsOptional = (argv: string[]) => {
 async function registerOptional(): Promise<void> {
   // Commands that live in their own modules (manifest and image tools), each
   // imported by a literal name, so the architecture test can follow it.
-  for (const load of [() => import('./manifest.js'), () => import('./image.js'), () => import('./image-store.js')]) {
+  for (const load of [() => import('./manifest.js'), () => import('./image.js'), () => import('./image-store.js'), () => import('./attach.js')]) {
     try {
       const m = (await load()) as { register?: (p: Command) => void };
       m.register?.(program);

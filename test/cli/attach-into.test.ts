@@ -1,0 +1,126 @@
+// `mountgate mount`, `bind` and `umount` into a user+mount namespace that
+// already exists (a container's, podman's pause process's): as a real user,
+// against a real broker, with the mounts read back through the kernel from
+// inside that namespace. The "container" is a process alice keeps in a
+// namespace of her own with podman's layout (her uid as 0, her subordinate
+// ids as 1..). Runs as root: it makes the users and starts the broker.
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createWorld, type World } from '../helpers/world.js';
+import { runAs, type RunResult } from '../helpers/run-as.js';
+import { cliPath } from '../helpers/paths.js';
+import type { TestUser } from '../helpers/users.js';
+
+let world: World;
+let holder: ChildProcess | undefined;
+t.before(async () => {
+  world = await createWorld({
+    users: { alice: {}, bob: {} },
+    policy: {
+      version: 1,
+      methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'BindIdmapped'].map((m) => [m, { users: ['*'] }])),
+      limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
+    },
+  });
+});
+t.teardown(async () => {
+  holder?.kill('SIGKILL');
+  await world?.teardown();
+});
+
+const cli = (user: TestUser, args: string[], prefix: string[] = []): Promise<RunResult> =>
+  runAs(user, [...prefix, process.execPath, cliPath, ...args], { busAddress: world.bus.address, timeoutMs: 120_000 });
+/** A command inside the holder's namespaces, as alice. */
+const inside = (pid: number, argv: string[]) => runAs(world.users.alice!, ['nsenter', '--user', '--mount', '--preserve-credentials', `--target=${pid}`, '--', ...argv], { busAddress: world.bus.address });
+
+let pid = 0;
+let mnt = '';
+let vol = '';
+t.before(async () => {
+  const alice = world.users.alice!;
+  const tree = join(world.dirs.alice!, 'tree');
+  mkdirSync(tree);
+  writeFileSync(join(tree, 'hello'), 'hello from the image\n');
+  chownSync(tree, alice.uid, alice.gid);
+  chownSync(join(tree, 'hello'), alice.uid, alice.gid);
+  const add = await cli(alice, ['image', 'add', tree, '--name', 'img']);
+  if (add.code !== 0) throw new Error(`image add: ${add.stderr}`);
+  mnt = join(world.dirs.alice!, 'mnt');
+  vol = join(world.dirs.alice!, 'vol');
+  for (const d of [mnt, vol, join(world.dirs.alice!, 'src')]) {
+    mkdirSync(d);
+    chownSync(d, alice.uid, alice.gid);
+  }
+  writeFileSync(join(world.dirs.alice!, 'src', 'code.txt'), 'source\n');
+  chownSync(join(world.dirs.alice!, 'src', 'code.txt'), alice.uid, alice.gid);
+  // podman's layout, as newuidmap writes it for util-linux's unshare (--map-users=OUTER,INNER,COUNT).
+  holder = spawn('env', ['-u', 'NODE_OPTIONS', 'setpriv', `--reuid=${alice.uid}`, `--regid=${alice.gid}`, '--init-groups', '--',
+    'unshare', '--user', '--map-root-user', `--map-users=${alice.subuid.start},1,${alice.subuid.count}`, `--map-groups=${alice.subgid.start},1,${alice.subgid.count}`,
+    '--mount', '--propagation', 'private', '--', 'sleep', '600'], { stdio: 'ignore', cwd: '/' });
+  // unshare execs sleep once the maps are written: the holder is ready when its uid_map is podman-shaped.
+  for (let k = 0; k < 100 && !pid; k++) {
+    await new Promise((r) => setTimeout(r, 50));
+    try {
+      if (readFileSync(`/proc/${holder.pid}/uid_map`, 'utf8').trim().split('\n').length === 2 && readFileSync(`/proc/${holder.pid}/comm`, 'utf8').trim() === 'sleep') pid = holder.pid!;
+    } catch {
+      // not yet
+    }
+  }
+  if (!pid) throw new Error('the namespace holder did not come up');
+});
+
+t.test('mount IMAGE DIR --into PID: the image is attached in that namespace only', async (t) => {
+  const r = await cli(world.users.alice!, ['mount', 'img', mnt, '--into', String(pid), '--json']);
+  t.equal(r.code, 0, `exits 0${r.code ? `: ${r.stderr}` : ''}`);
+  t.match(JSON.parse(r.stdout), { dir: mnt, into: pid }, 'says where');
+  const read = await inside(pid, ['sh', '-c', `cat ${mnt}/hello; stat -c %u ${mnt}/hello`]);
+  t.equal(read.stdout, 'hello from the image\n0\n', 'inside: the file reads through the mount, owned by 0 (alice)');
+  t.notOk(statSync(join(mnt, 'hello'), { throwIfNoEntry: false }), 'the host\'s directory is untouched');
+});
+
+t.test('bind SRC DIR:owner=1000 --into PID: an idmapped bind in the target\'s own terms', async (t) => {
+  const src = join(world.dirs.alice!, 'src');
+  const r = await cli(world.users.alice!, ['bind', src, `${vol}:owner=1000`, '--into', String(pid)]);
+  t.equal(r.code, 0, `exits 0${r.code ? `: ${r.stderr}` : ''}`);
+  t.match(r.stdout, /bound at .* in the namespace of process \d+/, 'says where');
+  const read = await inside(pid, ['sh', '-c', `stat -c %u:%g ${vol}/code.txt; setpriv --reuid=1000 --regid=1000 --clear-groups sh -c 'echo made > ${vol}/new.txt'`]);
+  t.equal(read.stdout, '1000:1000\n', `alice's file shows as 1000 inside${read.stderr ? `: ${read.stderr}` : ''}`);
+  const made = statSync(join(src, 'new.txt'));
+  t.equal(made.uid, world.users.alice!.uid, 'what uid 1000 wrote inside lands on disk as alice');
+});
+
+t.test('from inside the namespace, with no --into', async (t) => {
+  const other = join(world.dirs.alice!, 'mnt2');
+  mkdirSync(other);
+  chownSync(other, world.users.alice!.uid, world.users.alice!.gid);
+  const r = await cli(world.users.alice!, ['mount', 'img', other], ['nsenter', '--user', '--mount', '--preserve-credentials', `--target=${pid}`, '--']);
+  t.equal(r.code, 0, `mount works in the namespace it runs in${r.code ? `: ${r.stderr}` : ''}`);
+  t.equal((await inside(pid, ['cat', `${other}/hello`])).stdout, 'hello from the image\n', 'and reads there');
+  const b = await cli(world.users.alice!, ['bind', join(world.dirs.alice!, 'src'), other], ['nsenter', '--user', '--mount', '--preserve-credentials', `--target=${pid}`, '--']);
+  t.not(b.code, 0, 'bind of a directory opened inside is refused');
+  t.match(b.stderr, /not in the broker's mount namespace.*--into podman/s, `and says what to do instead: ${b.stderr.trim()}`);
+});
+
+t.test('refusals say what to do', async (t) => {
+  const host = await cli(world.users.alice!, ['mount', 'img', mnt]);
+  t.equal(host.code, 2, 'no --into on the host: a usage error');
+  t.match(host.stderr, /host's namespaces.*--into podman or --into PID/, host.stderr.trim());
+  const podman = await cli(world.users.alice!, ['mount', 'img', mnt, '--into', 'podman']);
+  t.equal(podman.code, 2, '--into podman without a pause process');
+  t.match(podman.stderr, /podman's pause process is not running.*podman unshare true/, podman.stderr.trim());
+  const notHers = await cli(world.users.bob!, ['mount', 'img', mnt, '--into', String(pid)]);
+  t.equal(notHers.code, 2, "--into another user's process");
+  t.match(notHers.stderr, /is not yours/, notHers.stderr.trim());
+  const missing = await cli(world.users.alice!, ['mount', 'img', join(mnt, 'no-such-dir'), '--into', String(pid)]);
+  t.not(missing.code, 0, 'a target directory that does not exist there');
+  t.match(missing.stderr, /is not a directory in the namespace of process/, missing.stderr.trim());
+});
+
+t.test('umount DIR --into PID', async (t) => {
+  const r = await cli(world.users.alice!, ['umount', mnt, '--into', String(pid)]);
+  t.equal(r.code, 0, `exits 0${r.code ? `: ${r.stderr}` : ''}`);
+  const read = await inside(pid, ['ls', '-A', mnt]);
+  t.equal(read.stdout, '', 'the mount is gone inside');
+});
