@@ -183,6 +183,7 @@ t.test('mountgate-front.service: the unprivileged front', async (t) => {
   t.notOk(service.has('PrivateUsers'), 'no PrivateUsers=: callers\' files must show their real owners');
   t.notOk(service.has('DynamicUser'), 'a static user (the bus policy and the socket name it)');
   t.equal(unit.one('Requires'), 'mountgated.socket', 'requires the executor\'s socket');
+  t.equal(unit.one('After'), 'mountgated.socket mountgated.service', 'after the executor: so a stop of both stops the front first, cleanly');
   t.equal(unit.one('PartOf'), 'mountgated.service', 'stops and restarts with the executor');
   t.equal(one('RestrictNamespaces'), 'yes', 'creates no namespace');
   t.equal(one('ProtectSystem'), 'strict', 'read-only file system but its state');
