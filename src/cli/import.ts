@@ -11,6 +11,8 @@ import { fileInput, stdinInput, type ArchiveInput } from '../import/input.js';
 import { importTarball } from '../import/tarball.js';
 import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
+import { imageName, importImage, isImageReference } from '../import/oci.js';
+import { writeSidecar } from '../import/sidecar.js';
 
 const MiB = 1024 * 1024;
 
@@ -23,7 +25,7 @@ export interface ArchiveAddOptions {
 
 /** Whether `source` names an archive rather than a directory or a manifest: "-", or a file that starts as tar, gzip or zstd. */
 export function isArchiveSource(source: string): boolean {
-  if (source === '-') return true;
+  if (source === '-' || isImageReference(source)) return true;
   let st;
   try {
     st = statSync(source);
@@ -59,7 +61,17 @@ broker lacks are read from the archive again (from memory for a pipe).
 Ctrl-C stops the import; an image it registered is removed again.
 
   mountgate image add layer.tar.zst --name base
-  podman export CONTAINER | mountgate image add - --name snapshot`,
+  podman export CONTAINER | mountgate image add - --name snapshot
+
+Container images: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what
+\`podman save\` writes) and podman:IMAGE (runs \`podman save\` as you). Every
+blob is checked against its digest and every layer against its diff ID; the
+layers are applied in order with their whiteouts, and the image config
+(Entrypoint, Cmd, Env, WorkingDir, User) is kept beside the image in
+$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet).
+
+  mountgate image add docker-archive:saved.tar --name app
+  mountgate image add podman:docker.io/library/alpine:latest`,
     );
 }
 
@@ -107,7 +119,6 @@ function defaultName(source: string): string {
 
 /** `image add ARCHIVE`: prints the image id (or JSON with --json). */
 export async function addArchive(program: Command, source: string, opts: ArchiveAddOptions): Promise<void> {
-  const input: ArchiveInput = source === '-' ? stdinInput() : fileInput(source);
   const controller = new AbortController();
   const onSignal = () => controller.abort(new MountgateError('Internal', 'interrupted; nothing was registered'));
   process.once('SIGINT', onSignal);
@@ -116,12 +127,15 @@ export async function addArchive(program: Command, source: string, opts: Archive
   try {
     const memory = opts.memory === undefined ? undefined : Number(opts.memory);
     if (memory !== undefined && !(memory > 0)) throw new MountgateError('InvalidRequest', `--memory ${opts.memory}: give a number of MiB`);
-    const imported = await importTarball(input, opts.name ?? defaultName(source), {
+    const scan = {
       ...(opts.skipDevices ? { skipDevices: true } : {}),
       ...(memory ? { memoryLimit: memory * MiB } : {}),
-      onEntry: (entries, bytes) => progress.read(entries, bytes),
+      onEntry: (entries: number, bytes: number) => progress.read(entries, bytes),
       signal: controller.signal,
-    });
+    };
+    const isImage = isImageReference(source);
+    const input: ArchiveInput = source === '-' ? stdinInput() : fileInput(source);
+    const imported = isImage ? await importImage(source, opts.name ?? imageName(source), scan) : await importTarball(input, opts.name ?? defaultName(source), scan);
     const busAddress = program.opts<{ busAddress?: string }>().busAddress;
     const broker = await connect(busAddress ? { busAddress } : {});
     let result;
@@ -131,10 +145,17 @@ export async function addArchive(program: Command, source: string, opts: Archive
       broker.close();
     }
     progress.done();
-    const l = imported.layer;
-    const summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
-    for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
-    if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
+    let summary: Record<string, unknown>;
+    if ('config' in imported) {
+      writeSidecar(result.imageId, { source, config: imported.config, layers: imported.layers });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: imported.layers, config: imported.config };
+    } else {
+      const l = imported.layer;
+      writeSidecar(result.imageId, { source, layers: [{ diffId: l.diffId, entries: l.entries.length }] });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
+      for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
+      if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
+    }
     process.stdout.write(`${opts.json ? JSON.stringify(summary) : result.imageId}\n`);
   } catch (err) {
     progress.done();
