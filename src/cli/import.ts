@@ -146,12 +146,20 @@ export async function addArchive(program: Command, source: string, opts: Archive
     }
     progress.done();
     let summary: Record<string, unknown>;
+    const keep = (data: Parameters<typeof writeSidecar>[1]) => {
+      try {
+        writeSidecar(result.imageId, data);
+      } catch (err) {
+        // The image is registered and whole; only what the client keeps beside it is lost.
+        process.stderr.write(`mountgate: warning: the image's config could not be kept (${(err as Error).message})\n`);
+      }
+    };
     if ('config' in imported) {
-      writeSidecar(result.imageId, { source, config: imported.config, layers: imported.layers });
+      keep({ source, config: imported.config, layers: imported.layers });
       summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: imported.layers, config: imported.config };
     } else {
       const l = imported.layer;
-      writeSidecar(result.imageId, { source, layers: [{ diffId: l.diffId, entries: l.entries.length }] });
+      keep({ source, layers: [{ diffId: l.diffId, entries: l.entries.length }] });
       summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
       for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
       if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
