@@ -9,6 +9,7 @@ import { connect, type MountgateBroker } from '../client/broker.js';
 import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage, type UploadProgress } from '../client/images.js';
 import { parseManifest } from '../manifest/load.js';
+import { addArchive, archiveOptions, isArchiveSource } from './import.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
 
 const MiB = 1024 * 1024;
@@ -118,10 +119,10 @@ export function register(program: Command): void {
   const image = program.commands.find((c) => c.name() === 'image') ?? program.command('image');
   image.description('Composefs images: build and inspect them locally; add, list and remove them in the broker\'s store; run them with `mountgate run --image`.');
 
-  image
-    .command('add')
+  archiveOptions(image
+    .command('add'))
     .description('Register an image with the broker and upload the file contents it lacks; prints the image id.')
-    .argument('<source>', 'a directory (the image is its tree) or a manifest JSON file')
+    .argument('<source>', 'a directory (the image is its tree), a manifest JSON file, or a layer tarball (- for standard input)')
     .option('--objects <dir>', 'for a manifest file: where the contents are, as DIR/xx/rest by fs-verity digest (mkcomposefs --digest-store)')
     .option('--name <name>', 'the image name (default: the directory name, or the manifest\'s)')
     .option('--keep-ids', 'for a directory: record owners as the parent of your namespace sees them (on the host: the host\'s ids), not as `mountgate run` shows them')
@@ -156,6 +157,7 @@ Examples:
   mountgate image add image.json --objects ./objects --json`,
     )
     .action(async (source: string, opts: AddOptions) => {
+      if (isArchiveSource(source)) return addArchive(program, source, opts);
       let manifest: Manifest;
       let sources: Map<string, string | Buffer>;
       if (lstatSync(source).isDirectory()) {

@@ -1,0 +1,176 @@
+// `mountgate image add` of archives: a layer tarball (FILE.tar, .tar.gz,
+// .tar.zst, or - for standard input). Parsed here, as the user; the broker
+// gets only the manifest and the contents it asks for. Ownership is kept as
+// the archive says (a layer's ids are the container's ids).
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { Command } from 'commander';
+import { connect } from '../client/broker.js';
+import { MountgateError } from '../errors.js';
+import { fileInput, stdinInput, type ArchiveInput } from '../import/input.js';
+import { importTarball } from '../import/tarball.js';
+import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
+import { sniffCompression } from '../import/decompress.js';
+import { imageName, importImage, isImageReference } from '../import/oci.js';
+import { writeSidecar } from '../import/sidecar.js';
+
+const MiB = 1024 * 1024;
+
+export interface ArchiveAddOptions {
+  name?: string;
+  json?: boolean;
+  skipDevices?: boolean;
+  memory?: string;
+}
+
+/** Whether `source` names an archive rather than a directory or a manifest: "-", or a file that starts as tar, gzip or zstd. */
+export function isArchiveSource(source: string): boolean {
+  if (source === '-' || isImageReference(source)) return true;
+  let st;
+  try {
+    st = statSync(source);
+  } catch {
+    return false;
+  }
+  if (!st.isFile()) return false;
+  const head = Buffer.alloc(512);
+  const fd = openSync(source, 'r');
+  let n: number;
+  try {
+    n = readSync(fd, head, 0, 512, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const compression = sniffCompression(head.subarray(0, n), source);
+  return compression !== 'none' || (n === 512 && head.toString('latin1', 257, 262) === 'ustar');
+}
+
+/** Adds what the archive options of `image add` need (called where the command is defined). */
+export function archiveOptions(cmd: Command): Command {
+  return cmd
+    .option('--skip-devices', 'for an archive: drop device nodes (an image cannot hold ones that can be used) instead of refusing the archive')
+    .option('--memory <MiB>', 'for an archive on a pipe: the most file contents kept in memory for the upload (default 512)')
+    .addHelpText(
+      'after',
+      `
+A layer tarball (FILE.tar, FILE.tar.gz, FILE.tar.zst, or - for standard
+input; GNU, ustar and PAX, with xattrs, hardlinks and sparse files) becomes
+an image as it is, owners included: its ids are the container's ids. It is
+never unpacked: each file is hashed as it streams by, and the contents the
+broker lacks are read from the archive again (from memory for a pipe).
+Ctrl-C stops the import; an image it registered is removed again.
+
+  mountgate image add layer.tar.zst --name base
+  podman export CONTAINER | mountgate image add - --name snapshot
+
+Container images: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what
+\`podman save\` writes) and podman:IMAGE (runs \`podman save\` as you). Every
+blob is checked against its digest and every layer against its diff ID; the
+layers are applied in order with their whiteouts, and the image config
+(Entrypoint, Cmd, Env, WorkingDir, User) is kept beside the image in
+$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet).
+
+  mountgate image add docker-archive:saved.tar --name app
+  mountgate image add podman:docker.io/library/alpine:latest`,
+    );
+}
+
+/** Progress on standard error: a line rewritten in place on a terminal, JSON lines with --json, nothing otherwise. */
+function progressReporter(json: boolean): { read(entries: number, bytes: number): void; upload(p: ImportUploadProgress): void; done(): void } {
+  const tty = process.stderr.isTTY && !json;
+  const start = Date.now();
+  let last = 0;
+  let shown = false;
+  const due = () => {
+    const now = Date.now();
+    if (now - last < (json ? 1000 : 100)) return false;
+    last = now;
+    return true;
+  };
+  const rate = (bytes: number) => bytes / MiB / Math.max(0.001, (Date.now() - start) / 1000);
+  return {
+    read(entries, bytes) {
+      if (!(tty || json) || !due()) return;
+      if (json) process.stderr.write(`${JSON.stringify({ event: 'read', entries, bytes })}\n`);
+      else {
+        shown = true;
+        process.stderr.write(`\rreading: ${entries} entries, ${(bytes / MiB).toFixed(1)} MiB, ${rate(bytes).toFixed(1)} MiB/s\x1b[K`);
+      }
+    },
+    upload(p) {
+      if (!(tty || json) || (!due() && p.objects < p.totalObjects)) return;
+      if (json) process.stderr.write(`${JSON.stringify({ event: 'upload', ...p, phase: undefined })}\n`);
+      else {
+        shown = true;
+        const bar = p.totalBytes > 0 ? Math.round((20 * p.bytes) / p.totalBytes) : 20;
+        process.stderr.write(`\ruploading: [${'#'.repeat(bar)}${' '.repeat(20 - bar)}] ${p.objects}/${p.totalObjects} objects, ${(p.bytes / MiB).toFixed(1)}/${(p.totalBytes / MiB).toFixed(1)} MiB\x1b[K`);
+      }
+    },
+    done() {
+      if (shown) process.stderr.write('\n');
+    },
+  };
+}
+
+function defaultName(source: string): string {
+  if (source === '-') return 'stdin';
+  return basename(source).replace(/\.(tar(\.(gz|zst|zstd))?|tgz|tzst)$/, '') || 'image';
+}
+
+/** `image add ARCHIVE`: prints the image id (or JSON with --json). */
+export async function addArchive(program: Command, source: string, opts: ArchiveAddOptions): Promise<void> {
+  const controller = new AbortController();
+  const onSignal = () => controller.abort(new MountgateError('Internal', 'interrupted; nothing was registered'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const progress = progressReporter(Boolean(opts.json));
+  try {
+    const memory = opts.memory === undefined ? undefined : Number(opts.memory);
+    if (memory !== undefined && !(memory > 0)) throw new MountgateError('InvalidRequest', `--memory ${opts.memory}: give a number of MiB`);
+    const scan = {
+      ...(opts.skipDevices ? { skipDevices: true } : {}),
+      ...(memory ? { memoryLimit: memory * MiB } : {}),
+      onEntry: (entries: number, bytes: number) => progress.read(entries, bytes),
+      signal: controller.signal,
+    };
+    const isImage = isImageReference(source);
+    const input: ArchiveInput = source === '-' ? stdinInput() : fileInput(source);
+    const imported = isImage ? await importImage(source, opts.name ?? imageName(source), scan) : await importTarball(input, opts.name ?? defaultName(source), scan);
+    const busAddress = program.opts<{ busAddress?: string }>().busAddress;
+    const broker = await connect(busAddress ? { busAddress } : {});
+    let result;
+    try {
+      result = await uploadImported(broker, imported.manifest, imported.provider, { onProgress: (p) => progress.upload(p), signal: controller.signal });
+    } finally {
+      broker.close();
+    }
+    progress.done();
+    let summary: Record<string, unknown>;
+    const keep = (data: Parameters<typeof writeSidecar>[1]) => {
+      try {
+        writeSidecar(result.imageId, data);
+      } catch (err) {
+        // The image is registered and whole; only what the client keeps beside it is lost.
+        process.stderr.write(`mountgate: warning: the image's config could not be kept (${(err as Error).message})\n`);
+      }
+    };
+    if ('config' in imported) {
+      keep({ source, config: imported.config, layers: imported.layers });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: imported.layers, config: imported.config };
+    } else {
+      const l = imported.layer;
+      keep({ source, layers: [{ diffId: l.diffId, entries: l.entries.length }] });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
+      for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
+      if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
+    }
+    process.stdout.write(`${opts.json ? JSON.stringify(summary) : result.imageId}\n`);
+  } catch (err) {
+    progress.done();
+    if (controller.signal.aborted) throw controller.signal.reason;
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

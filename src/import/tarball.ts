@@ -1,0 +1,73 @@
+// `mountgate image add FILE.tar[.gz|.zst]` and `-`: one layer tarball as an
+// image. The archive is read once to build the manifest (every file hashed as
+// it streams by, nothing written to disk); the contents the broker then asks
+// for come from a second read of it (or from memory, for a pipe).
+import type { Manifest } from '../schema/types.generated.js';
+import { decompressed, type Compression } from './decompress.js';
+import { MemoryObjects, type ArchiveInput } from './input.js';
+import { LayerTree, readLayer, type LayerLimits, type LayerResult } from './layers.js';
+import { readTar } from './tar.js';
+import type { ObjectContent, ObjectProvider } from './upload.js';
+
+export interface ScanOptions {
+  limits?: LayerLimits;
+  skipDevices?: boolean;
+  /** For an input that cannot be read twice: at most this many bytes of contents kept in memory. */
+  memoryLimit?: number;
+  onEntry?: (entries: number, bytes: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface ImportedTarball {
+  manifest: Manifest;
+  layer: LayerResult;
+  compression: Compression;
+  provider: ObjectProvider;
+}
+
+/** Contents of the wanted objects from a second read of a layer stream, in its order; `fileDigests` says which file is which. */
+export async function* objectsFromLayer(chunks: AsyncIterable<Uint8Array>, what: string, fileDigests: (string | undefined)[], wanted: Map<string, number>): AsyncGenerator<ObjectContent> {
+  const tar = readTar(chunks, { what });
+  let file = 0;
+  for (let e; wanted.size > 0 && (e = await tar.next()); ) {
+    if (e.type !== 'file') continue;
+    const digest = fileDigests[file++];
+    if (digest === undefined || !wanted.has(digest)) continue;
+    yield { digest, size: wanted.get(digest)!, chunks: tar.data() };
+  }
+}
+
+export function memoryProvider(kept: MemoryObjects): ObjectProvider {
+  return {
+    async *objects(wanted) {
+      for (const [digest, size] of [...wanted]) {
+        const pieces = kept.get(digest);
+        if (pieces) yield { digest, size, chunks: (async function* () { yield* pieces; })() };
+      }
+    },
+  };
+}
+
+export async function importTarball(input: ArchiveInput, name: string, opts: ScanOptions = {}): Promise<ImportedTarball> {
+  const kept = input.rereadable ? undefined : new MemoryObjects(opts.memoryLimit ?? 512 << 20, input.what);
+  const { compression, chunks } = await decompressed(input.open(opts.signal), input.what);
+  const layer = await readLayer(chunks, {
+    what: input.what,
+    ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.skipDevices ? { skipDevices: true } : {}),
+    ...(opts.onEntry ? { onEntry: opts.onEntry } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(kept ? { onContent: (d: string, size: number, pieces: Buffer[]) => kept.keep(d, size, pieces) } : {}),
+  });
+  const tree = new LayerTree();
+  tree.apply(layer.entries, input.what);
+  const provider: ObjectProvider = kept
+    ? memoryProvider(kept)
+    : {
+        async *objects(wanted) {
+          const again = await decompressed(input.open(opts.signal), input.what);
+          yield* objectsFromLayer(again.chunks, input.what, layer.fileDigests, wanted);
+        },
+      };
+  return { manifest: tree.manifest(name), layer, compression, provider };
+}
