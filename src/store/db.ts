@@ -11,12 +11,13 @@
 //                    (a row with refs 0 does not exist);
 //   owners.missing = the image's objects (uid, digest) has no proof for;
 //   a proof exists only for a present object (it is dropped with the object);
-//   usage of a uid = the sum of bytes + image_bytes over the images it owns.
+//   usage of a uid = the sum of bytes + image_bytes over the images it owns;
+//   a name is its owner's (owners.name): one user's name for an image is
+//   nobody else's business, and names a uid gives are unique among its images.
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
   id: string;
-  name?: string;
   entries: number;
   /** Sum of the file sizes. */
   bytes: number;
@@ -29,6 +30,8 @@ export interface ImageRow {
 }
 
 export interface OwnedImage extends ImageRow {
+  /** This owner's name for it. */
+  name?: string;
   /** When this owner registered it (ISO time). */
   added: string;
   /** Objects of the image this owner has not proven. */
@@ -45,12 +48,12 @@ export interface NewImage {
   objects: Record<string, number>;
 }
 
-const schemaVersion = 1;
+/** 2: names moved from images to owners (each owner names an image for itself). */
+const schemaVersion = 2;
 
 const schema = `
 CREATE TABLE images (
   id TEXT PRIMARY KEY,
-  name TEXT,
   entries INTEGER NOT NULL,
   bytes INTEGER NOT NULL,
   image_bytes INTEGER NOT NULL,
@@ -62,9 +65,11 @@ CREATE TABLE owners (
   image_id TEXT NOT NULL REFERENCES images(id),
   added TEXT NOT NULL,
   missing INTEGER NOT NULL,
+  name TEXT,
   PRIMARY KEY (uid, image_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX owners_by_image ON owners(image_id);
+CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
 CREATE TABLE objects (
   digest TEXT PRIMARY KEY,
   refs INTEGER NOT NULL,
@@ -98,12 +103,23 @@ interface RawImage {
 }
 
 function imageRow(r: RawImage): ImageRow {
-  return { id: r.id, ...(r.name !== null ? { name: r.name } : {}), entries: r.entries, bytes: r.bytes, imageBytes: r.image_bytes, objects: r.objects, stored: r.stored === 1 };
+  return { id: r.id, entries: r.entries, bytes: r.bytes, imageBytes: r.image_bytes, objects: r.objects, stored: r.stored === 1 };
 }
 
 function ownedRow(r: RawImage): OwnedImage {
-  return { ...imageRow(r), added: r.added!, missing: r.missing! };
+  return { ...imageRow(r), ...(r.name ? { name: r.name } : {}), added: r.added!, missing: r.missing! };
 }
+
+/** Schema version 1 kept one name per image, the first adder's: it becomes each owner's own. */
+const fromVersion1 = `
+ALTER TABLE owners ADD COLUMN name TEXT;
+UPDATE owners SET name = (SELECT name FROM images WHERE images.id = owners.image_id);
+ALTER TABLE images DROP COLUMN name;
+UPDATE owners SET name = NULL WHERE name IS NOT NULL AND EXISTS (
+  SELECT 1 FROM owners o2 WHERE o2.uid = owners.uid AND o2.name = owners.name
+    AND (o2.added > owners.added OR (o2.added = owners.added AND o2.image_id > owners.image_id)));
+CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
+`;
 
 export class StoreDb {
   private readonly db: Database.Database;
@@ -130,6 +146,17 @@ export class StoreDb {
     this.db.pragma('foreign_keys = ON');
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > schemaVersion) throw new Error(`${path} has schema version ${version}; this mountgated knows only up to ${schemaVersion} (a newer mountgated wrote it)`);
+    if (version === 1) {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        this.db.exec(fromVersion1);
+        this.db.pragma(`user_version = ${schemaVersion}`);
+        this.db.exec('COMMIT');
+      } catch (err) {
+        this.db.exec('ROLLBACK');
+        throw err;
+      }
+    }
     const create = version === 0;
     // A new database is made in one transaction with whatever `onCreate` imports: a failed import leaves nothing.
     if (create) {
@@ -153,11 +180,13 @@ export class StoreDb {
     const d = this.db;
     return {
       image: d.prepare<[string]>('SELECT * FROM images WHERE id = ?'),
-      owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
-      listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? ORDER BY i.id'),
+      owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing, o.name FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
+      listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing, o.name FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? ORDER BY i.id'),
       usage: d.prepare<[number, string]>('SELECT count(*) AS images, coalesce(sum(i.bytes + i.image_bytes), 0) AS bytes FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND i.id <> ?'),
-      insertImage: d.prepare('INSERT INTO images (id, name, entries, bytes, image_bytes, objects, stored) VALUES (?, ?, ?, ?, ?, ?, 0)'),
-      setName: d.prepare<[string, string]>('UPDATE images SET name = ? WHERE id = ? AND name IS NULL'),
+      insertImage: d.prepare('INSERT INTO images (id, entries, bytes, image_bytes, objects, stored) VALUES (?, ?, ?, ?, ?, 0)'),
+      // A name moves to the image last given it, as a tag does: one image of uid's has it.
+      freeName: d.prepare<[number, string, string]>('UPDATE owners SET name = NULL WHERE uid = ? AND name = ? AND image_id <> ?'),
+      setName: d.prepare<[string, number, string]>('UPDATE owners SET name = ? WHERE uid = ? AND image_id = ?'),
       markStored: d.prepare<[string]>('UPDATE images SET stored = 1 WHERE id = ?'),
       refObject: d.prepare<[string]>('INSERT INTO objects (digest, refs, present) VALUES (?, 1, 0) ON CONFLICT (digest) DO UPDATE SET refs = refs + 1'),
       insertImageObject: d.prepare<[string, string, number]>('INSERT INTO image_objects (image_id, digest, size) VALUES (?, ?, ?)'),
@@ -237,15 +266,18 @@ export class StoreDb {
       const existing = this.image(image.id);
       if (!existing) {
         const digests = Object.keys(image.objects);
-        this.q.insertImage.run(image.id, image.name ?? null, image.entries, image.bytes, image.imageBytes, digests.length);
+        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, digests.length);
         for (const d of digests) {
           this.q.refObject.run(d);
           this.q.insertImageObject.run(image.id, d, image.objects[d]!);
         }
-      } else if (image.name) {
-        this.q.setName.run(image.name, image.id);
       }
       if (!this.q.owned.get(image.id, uid)) this.q.insertOwner.run(uid, image.id, added, image.id, uid);
+      // Added again under another name: the image is called that now (for uid alone).
+      if (image.name) {
+        this.q.freeName.run(uid, image.name, image.id);
+        this.q.setName.run(image.name, uid, image.id);
+      }
       return { created: !existing, owned: this.ownedBy(image.id, uid)! };
     });
   }
@@ -395,7 +427,7 @@ export class StoreDb {
   importImage(image: NewImage & { owners: Record<string, string> }, presentObjects: Set<string>, proofs: Map<number, Set<string>>): void {
     const uids = Object.keys(image.owners).map(Number);
     if (uids.length === 0) return;
-    this.q.insertImage.run(image.id, image.name ?? null, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
+    this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
     for (const [d, size] of Object.entries(image.objects)) {
       this.q.refObject.run(d);
       this.q.insertImageObject.run(image.id, d, size);
@@ -405,6 +437,10 @@ export class StoreDb {
     for (const uid of uids) {
       for (const d of Object.keys(image.objects)) if (presentObjects.has(d) && proofs.get(uid)?.has(d)) this.q.insertProof.run(uid, d);
       this.q.insertOwner.run(uid, image.id, image.owners[String(uid)]!, image.id, uid);
+      if (image.name) {
+        this.q.freeName.run(uid, image.name, image.id);
+        this.q.setName.run(image.name, uid, image.id);
+      }
     }
   }
 }

@@ -121,3 +121,17 @@ t.test('added from inside a user namespace, the image mounts with the owners see
   t.equal(r.code, 0, `run --image exits 0${r.code ? `: ${r.stderr}` : ''}`);
   t.equal(r.stdout, '0 /mnt/tagged\n65534 /mnt/theirs\n', "alice's file as 0; the unmapped owner as the 65534 it showed there");
 });
+
+t.test('identical content added again under a new --name: the image answers to the new name', async (t) => {
+  const alice = world.users.alice!;
+  const first = await cli(alice, ['image', 'add', tree, '--name', 'before', '--json']);
+  t.equal(first.code, 0, `first add exits 0${first.code ? `: ${first.stderr}` : ''}`);
+  const again = await cli(alice, ['image', 'add', tree, '--name', 'after', '--json']);
+  t.equal(again.code, 0, `second add exits 0${again.code ? `: ${again.stderr}` : ''}`);
+  t.equal((JSON.parse(again.stdout) as { id: string }).id, (JSON.parse(first.stdout) as { id: string }).id, 'the same image');
+  const r = await cli(alice, ['run', '--image', 'after:/mnt', '--', 'cat', '/mnt/tagged']);
+  t.equal(r.code, 0, `run --image after works${r.code ? `: ${r.stderr}` : ''}`);
+  t.equal(r.stdout, 'tagged\n');
+  const ls = JSON.parse((await cli(alice, ['image', 'ls', '--json'])).stdout) as { name?: string }[];
+  t.ok(ls.some((i) => i.name === 'after') && !ls.some((i) => i.name === 'before'), 'image ls shows the new name, not the old one');
+});

@@ -140,7 +140,7 @@ t.test('a database from a newer broker is refused with a message', async (tt) =>
   const raw = new Database(path);
   raw.pragma('user_version = 99');
   raw.close();
-  tt.throws(() => new StoreDb(path), /schema version 99; this mountgated knows only up to 1/);
+  tt.throws(() => new StoreDb(path), /schema version 99; this mountgated knows only up to 2/);
 });
 
 // A child that loops over transactions until it is killed: register, prove a few, remove.
@@ -231,4 +231,52 @@ t.test('an old state dir that cannot be read is refused with a message, and noth
   tt.ok(refused instanceof LegacyStateError, `refused (${String(refused)})`);
   tt.throws(() => new ImageRegistry(state, () => []), /cannot import .*meta\.json \(state of an older mountgated\).*move the state directory away/);
   tt.ok(existsSync(join(state, 'images', hex(5), 'meta.json')), 'the old state is left as it was');
+});
+
+t.test("names are each owner's: re-adding renames, a name moves to the image last given it", async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  db.register(image(1, [10]), 1000, undefined);
+  db.register({ ...image(1, [10]), name: 'tools' }, 1000);
+  db.register({ ...image(1, [10]), name: 'bobs' }, 1001);
+  tt.equal(db.ownedBy(hex(1), 1000)!.name, 'tools', "alice's name for it");
+  tt.equal(db.ownedBy(hex(1), 1001)!.name, 'bobs', "bob's name for the same image is his, and does not change hers");
+  db.register({ ...image(1, [10]), name: 'tools-v2' }, 1000);
+  tt.equal(db.ownedBy(hex(1), 1000)!.name, 'tools-v2', 'identical content added again under a new name: renamed');
+  db.register({ ...image(2, [11]), name: 'tools-v2' }, 1000);
+  tt.equal(db.ownedBy(hex(2), 1000)!.name, 'tools-v2', 'the name went to the image last given it');
+  tt.equal(db.ownedBy(hex(1), 1000)!.name, undefined, 'and the first image is unnamed now');
+  db.register(image(2, [11]), 1000);
+  tt.equal(db.ownedBy(hex(2), 1000)!.name, 'tools-v2', 'added again with no name: the name stays');
+  tt.same(db.check(), [], 'consistent');
+});
+
+t.test('a schema-1 database (one name per image) opens with each owner keeping the name it had', async (tt) => {
+  const dir = scratch();
+  const path = join(dir, 'store.db');
+  // The schema of version 1, as an older mountgated wrote it.
+  const { default: Database } = await import('better-sqlite3');
+  const old = new Database(path);
+  old.exec(`
+    CREATE TABLE images (id TEXT PRIMARY KEY, name TEXT, entries INTEGER NOT NULL, bytes INTEGER NOT NULL, image_bytes INTEGER NOT NULL, objects INTEGER NOT NULL, stored INTEGER NOT NULL) STRICT;
+    CREATE TABLE owners (uid INTEGER NOT NULL, image_id TEXT NOT NULL REFERENCES images(id), added TEXT NOT NULL, missing INTEGER NOT NULL, PRIMARY KEY (uid, image_id)) STRICT, WITHOUT ROWID;
+    CREATE INDEX owners_by_image ON owners(image_id);
+    CREATE TABLE objects (digest TEXT PRIMARY KEY, refs INTEGER NOT NULL, present INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+    CREATE TABLE image_objects (image_id TEXT NOT NULL REFERENCES images(id), digest TEXT NOT NULL REFERENCES objects(digest), size INTEGER NOT NULL, PRIMARY KEY (image_id, digest)) STRICT, WITHOUT ROWID;
+    CREATE INDEX image_objects_by_digest ON image_objects(digest, image_id);
+    CREATE TABLE proofs (uid INTEGER NOT NULL, digest TEXT NOT NULL REFERENCES objects(digest), PRIMARY KEY (uid, digest)) STRICT, WITHOUT ROWID;
+    CREATE INDEX proofs_by_digest ON proofs(digest);
+    INSERT INTO images VALUES ('${hex(1)}', 'same', 1, 0, 4096, 0, 1), ('${hex(2)}', 'same', 1, 0, 4096, 0, 1), ('${hex(3)}', NULL, 1, 0, 4096, 0, 1);
+    INSERT INTO owners VALUES (1000, '${hex(1)}', '2026-01-01T00:00:00Z', 0), (1000, '${hex(2)}', '2026-02-01T00:00:00Z', 0), (1001, '${hex(1)}', '2026-03-01T00:00:00Z', 0), (1000, '${hex(3)}', '2026-01-01T00:00:00Z', 0);
+    PRAGMA user_version = 1;
+  `);
+  old.close();
+  const db = new StoreDb(path);
+  tt.equal(db.ownedBy(hex(2), 1000)!.name, 'same', 'two of alice\'s images had the name: the later one keeps it');
+  tt.equal(db.ownedBy(hex(1), 1000)!.name, undefined, 'the earlier one is unnamed');
+  tt.equal(db.ownedBy(hex(1), 1001)!.name, 'same', 'bob keeps the name he saw');
+  tt.equal(db.ownedBy(hex(3), 1000)!.name, undefined, 'an unnamed image stays unnamed');
+  db.register({ ...image(4, []), name: 'same' }, 1001);
+  tt.equal(db.ownedBy(hex(1), 1001)!.name, undefined, 'names are unique per owner after the upgrade too');
+  tt.same(db.check(), [], 'consistent');
+  db.close();
 });
