@@ -190,7 +190,7 @@ program
 program
   .command('run')
   .description('run a command in a new user+mount namespace of yours, with idmapped binds from the broker')
-  .argument('<command...>', 'the command and its arguments (after --)')
+  .argument('[command...]', 'the command and its arguments (after --); with an imported container image at /, default: what its config says (Entrypoint and Cmd)')
   .option('--bind <SRC:DST[:OPTS]>', 'bind a directory you own at DST; OPTS: ro, noexec, owner=N, uid=N, gid=N (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--image <REF[:DST]>', 'mount one of your images (id, id prefix or name) at DST, default / (the command runs in it) (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--writable', 'put a writable overlay over the images: writes go to a scratch directory removed at exit')
@@ -212,7 +212,13 @@ you. Mounted at / it becomes the command's root, with the host's /dev, /proc
 and /sys and a fresh /tmp; --bind targets are then paths inside the image and
 must be directories that exist in it (or lie under /tmp), unless --writable.
 
+An image imported from a container archive (\`image add docker-archive:...\`,
+\`oci:...\`, \`podman:...\`) and mounted at / runs as podman would run it: its
+Entrypoint, then the command given (or else its Cmd), in its WorkingDir, with
+its Env, as its User.
+
 Examples:
+  mountgate run --image app                       what the image's config says
   mountgate run --bind ~/project:/src:owner=1000 -- ls -ln /src
   mountgate run -it --bind ~/project:/src -- bash
   mountgate run --image tools --bind ~/project:/mnt -- make -C /mnt
@@ -234,6 +240,8 @@ Examples:
     if (opts.writable && imageSpecs.length === 0) throw new UsageError('--writable applies to images: add --image REF');
     const mounts: NamespaceMounts[] = [];
     const images: ImageMounts[] = [];
+    let rootImageId: string | undefined;
+    if (command.length === 0 && !imageSpecs.some((i) => i.target === '/')) throw new UsageError('give the command to run after --');
     const bindRequest = (spec: ReturnType<typeof parseBindSpec>): BindRequest => ({
       uidMap: spec.uid === undefined ? identityMap(controlledIds(uid, account.subuids)) : ownerMap(uid, account.subuids, uidNs, spec.uid),
       gidMap: spec.gid === undefined ? identityMap(controlledIds(account.gid, account.subgids)) : ownerMap(account.gid, account.subgids, gidNs, spec.gid),
@@ -270,6 +278,7 @@ Examples:
         const listing = imageSpecs.length > 0 ? await broker.listImages() : [];
         for (const spec of imageSpecs) {
           const { id } = resolveImageRef(listing, spec.ref);
+          if (spec.target === '/') rootImageId = id;
           const { mountFd } = await broker.mountImage(id, {});
           images.push({ fd: mountFd, target: spec.target, writable: Boolean(opts.writable) });
         }
@@ -288,17 +297,47 @@ Examples:
       throw err;
     }
     trace('mounts received');
+    const asConfigured = await configuredRun(rootImageId, command);
     const { runInNamespace } = await import('../client/namespace.js');
     process.exitCode = await runInNamespace({
       uidMap: uidNs,
       gidMap: gidNs,
       mounts,
       images,
-      command,
+      command: asConfigured.command,
       interactive: Boolean(opts.interactive && opts.tty),
-      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      ...(opts.cwd ?? asConfigured.cwd ? { cwd: opts.cwd ?? asConfigured.cwd } : {}),
+      ...(asConfigured.env ? { env: asConfigured.env } : {}),
+      ...(asConfigured.user ? { user: asConfigured.user } : {}),
     });
   });
+
+/**
+ * What `run` runs in an image at /: an image imported from a container
+ * archive keeps its config beside it (src/import/sidecar.ts), and, as podman
+ * does, its Entrypoint comes first, then the command given or else its Cmd,
+ * in its WorkingDir, with its Env, as its User.
+ */
+async function configuredRun(imageId: string | undefined, command: string[]): Promise<{ command: string[]; cwd?: string; env?: Record<string, string>; user?: string }> {
+  const config = imageId ? (await import('../import/sidecar.js')).readSidecar(imageId)?.config : undefined;
+  if (!config) {
+    if (command.length === 0) throw new UsageError('give the command to run after --: the image has no config saying what to run (only images imported from a container archive have one)');
+    return { command };
+  }
+  const argv = [...(config.Entrypoint ?? []), ...(command.length > 0 ? command : (config.Cmd ?? []))];
+  if (argv.length === 0) throw new UsageError('give the command to run after --: the image\'s config names no Entrypoint or Cmd');
+  const env: Record<string, string> = {};
+  for (const kv of config.Env ?? []) {
+    const at = kv.indexOf('=');
+    if (at > 0) env[kv.slice(0, at)] = kv.slice(at + 1);
+  }
+  // What podman gives a container whose image sets none of these.
+  env.PATH ??= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+  if (process.env.TERM) env.TERM ??= process.env.TERM;
+  const user = config.User && config.User !== 'root' && config.User !== '0' ? config.User : undefined;
+  if (!user) env.HOME ??= '/root';
+  return { command: argv, ...(config.WorkingDir ? { cwd: config.WorkingDir } : {}), env, ...(user ? { user } : {}) };
+}
 
 /** The subcommand named on the command line, after the program's own options. */
 function subcommandOf(argv: string[]): string | undefined {

@@ -16,6 +16,9 @@
 //   new FSTYPE BASE TARGET WHAT MODE N KEY[=VALUE]...   fsopen/fsconfig/fsmount there
 //   root DIR                            chroot into DIR (and chdir /)
 //   cwd DIR                             chdir
+//   user SPEC                           become the image's user: NAME or UID, optionally
+//                                       :GROUP or :GID, looked up in the (new) root's
+//                                       /etc/passwd and /etc/group; NAME alone takes its group
 //   tty                                 a new session whose controlling terminal is fd 0
 // MODE says what to do when the mount point BASE+TARGET is missing: "make"
 // creates it one level at a time, "have" skips the step. WHAT names the mount
@@ -97,6 +100,29 @@ while (@argv && $argv[0] ne '--') {
   } elsif ($op eq 'cwd') {
     my $dir = shift @argv;
     chdir($dir) or fail("cannot change to the directory $dir: $!");
+  } elsif ($op eq 'user') {
+    my $spec = shift @argv;
+    my ($who, $group) = split /:/, $spec, 2;
+    my ($uid, $gid);
+    if ($who =~ /^\d+$/) {
+      $uid = $who;
+      my @pw = getpwuid($uid);
+      $gid = @pw ? $pw[3] : $uid;
+    } else {
+      my @pw = getpwnam($who) or fail("the image's user $who is not in its /etc/passwd");
+      ($uid, $gid) = @pw[2, 3];
+    }
+    if (defined $group) {
+      if ($group =~ /^\d+$/) { $gid = $group; }
+      else { my @gr = getgrnam($group) or fail("the image's group $group is not in its /etc/group"); $gid = $gr[2]; }
+    }
+    # Perl's own ids (setregid/setgroups, setreuid): no module to load from a root that is now the image's.
+    $( = $gid;
+    $) = "$gid $gid";
+    fail("cannot become group $gid: $!") unless $( == $gid && (split ' ', $))[0] == $gid;
+    $< = $> = $uid;
+    fail("cannot become user $uid: $!") unless $< == $uid && $> == $uid;
+    $ENV{HOME} = (getpwuid($uid))[7] // '/' unless defined $ENV{HOME};
   } elsif ($op eq 'tty') {
     require POSIX;
     require Fcntl;
@@ -135,6 +161,7 @@ export type AttachStep =
   | ({ op: 'new'; fsType: string; options: Record<string, string | undefined> } & At)
   | { op: 'root'; dir: string }
   | { op: 'cwd'; dir: string }
+  | { op: 'user'; spec: string }
   | { op: 'tty' };
 
 function words(step: AttachStep): string[] {
@@ -150,6 +177,8 @@ function words(step: AttachStep): string[] {
     case 'root':
     case 'cwd':
       return [step.op, step.dir];
+    case 'user':
+      return ['user', step.spec];
     case 'tty':
       return ['tty'];
   }

@@ -49,6 +49,10 @@ export interface RunSpec {
   command: string[];
   interactive: boolean;
   cwd?: string;
+  /** The command's whole environment (an image's Env); default: this process's. */
+  env?: Record<string, string>;
+  /** The user to become inside before the command (an image's User: NAME or UID, with :GROUP or :GID). */
+  user?: string;
 }
 
 function mapArgs(map: IdRange[]): string[] {
@@ -150,6 +154,7 @@ function attachSteps(spec: RunSpec, images: ImageMounts[], scratch: string | und
   spec.mounts.forEach((m, k) => steps.push({ op: 'attach', fd: firstMountFd + k, base, target: m.target, what: 'the bind', missing: 'make' }));
   if (root) steps.push({ op: 'root', dir: root });
   if (spec.cwd) steps.push({ op: 'cwd', dir: spec.cwd });
+  if (spec.user) steps.push({ op: 'user', spec: spec.user });
   return steps;
 }
 
@@ -163,6 +168,7 @@ async function spawnHelper(spec: RunSpec, steps: AttachStep[], fds: number[]): P
   try {
     child = spawn('unshare', ['--user', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, ...attachHelperArgv(steps, spec.command)], {
       stdio: [...stdio, 'pipe', ...fds],
+      ...(spec.env ? { env: spec.env } : {}),
     });
   } finally {
     for (const fd of fds) closeSync(fd);
