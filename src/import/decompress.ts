@@ -1,7 +1,13 @@
 // Uncompressed bytes of a layer, whatever it was compressed with: gzip
-// through node:zlib, zstd through fzstd (pure JavaScript: Node 20's zlib has
-// no zstd, and a native binding would need a compiler at install), or none.
-// Which one is told by the first bytes, not by the file's name.
+// through node:zlib; zstd through the zstd program when it is installed
+// (Debian's zstd: 8-15x faster than JavaScript here, and it checks the
+// frames' checksums), else through fzstd (pure JavaScript: Node 20's zlib
+// has no zstd, and a native binding would need a compiler at install); or
+// none. Which one is told by the first bytes, not by the file's name.
+// MOUNTGATE_ZSTD=js forces fzstd.
+import { spawn } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
@@ -82,11 +88,53 @@ async function* unzstd(chunks: AsyncIterable<Buffer>, what: string): AsyncGenera
   while (out.length > 0) yield out.shift()!;
 }
 
+/** The zstd program on PATH, if any. */
+function zstdProgram(): string | undefined {
+  if (process.env.MOUNTGATE_ZSTD === 'js') return undefined;
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    const path = join(dir, 'zstd');
+    try {
+      accessSync(path, fsConstants.X_OK);
+      return path;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+async function* unzstdProgram(program: string, chunks: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
+  const child = spawn(program, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-1000)));
+  const exited = new Promise<number>((resolve) => child.once('close', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+  const input = Readable.from(chunks, { objectMode: false });
+  let inputError: Error | undefined;
+  input.on('error', (err) => {
+    inputError = err;
+    child.kill('SIGKILL');
+  });
+  child.stdin!.on('error', () => undefined); // zstd stopped reading: its exit status tells why
+  input.pipe(child.stdin!);
+  try {
+    for await (const out of child.stdout! as AsyncIterable<Buffer>) yield out;
+    const code = await exited;
+    if (inputError) throw inputError;
+    if (code !== 0) throw new InvalidRequestError(`${what} is not valid zstd (${stderr.trim().replace(/^zstd: /, '') || `zstd exited ${code}`})`);
+  } finally {
+    input.destroy();
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
 /** The uncompressed bytes of `chunks`, and how they were compressed. */
 export async function decompressed(chunks: AsyncIterable<Uint8Array>, what: string): Promise<{ compression: Compression; chunks: AsyncIterable<Buffer> }> {
   const { head, all } = await peek(chunks, 6);
   const compression = sniffCompression(head, what);
   if (compression === 'gzip') return { compression, chunks: gunzip(all, what) };
-  if (compression === 'zstd') return { compression, chunks: unzstd(all, what) };
+  if (compression === 'zstd') {
+    const program = zstdProgram();
+    return { compression, chunks: program ? unzstdProgram(program, all, what) : unzstd(all, what) };
+  }
   return { compression, chunks: all };
 }

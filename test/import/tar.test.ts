@@ -143,6 +143,21 @@ t.test('gzip and zstd: the same entries as the uncompressed archive; truncated o
     writeFileSync(cut, bytes.subarray(0, Math.floor(bytes.length / 2)));
     await tt.rejects(readAll(cut), { message: ext === 'gz' ? /not valid gzip|truncated/ : /not valid zstd|truncated/ }, `${ext}: a truncated stream is refused`);
   }
+  // zstd through the zstd program (the default when installed) and through fzstd (MOUNTGATE_ZSTD=js): the same bytes.
+  const saved = process.env.MOUNTGATE_ZSTD;
+  process.env.MOUNTGATE_ZSTD = 'js';
+  try {
+    tt.same((await readAll(`${plain}.zst`)).map((r) => [r.entry.name.toString(), r.sha]), want, 'zst through fzstd: same names and contents');
+  } finally {
+    if (saved === undefined) delete process.env.MOUNTGATE_ZSTD;
+    else process.env.MOUNTGATE_ZSTD = saved;
+  }
+  // A flipped byte inside a frame: the zstd program checks the frame's checksum.
+  const bytes = readFileSync(`${plain}.zst`);
+  bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+  const bad = join(dir, 'bad.tar.zst');
+  writeFileSync(bad, bytes);
+  await tt.rejects(readAll(bad), { message: /not valid zstd|checksum|corrupt/i }, 'a corrupted zstd stream is refused');
 });
 
 t.test('a layer tarball as a manifest: the same tree as the directory, owners as the archive says', async (tt) => {
