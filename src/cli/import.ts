@@ -12,7 +12,8 @@ import { importTarball } from '../import/tarball.js';
 import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
 import { imageName, importImage, isImageReference } from '../import/oci.js';
-import { writeSidecar } from '../import/sidecar.js';
+import { writeLayerSplits, writeSidecar } from '../import/sidecar.js';
+import type { SplitRecord } from '../import/tarsplit.js';
 
 const MiB = 1024 * 1024;
 
@@ -154,12 +155,23 @@ export async function addArchive(program: Command, source: string, opts: Archive
         process.stderr.write(`mountgate: warning: the image's config could not be kept (${(err as Error).message})\n`);
       }
     };
+    /** The layers as the sidecar keeps them, their tar splits written beside it. */
+    const kept = (layers: { digest?: string; diffId: string; entries: number; split?: SplitRecord[] }[]) => {
+      let names: (string | undefined)[] = [];
+      try {
+        names = writeLayerSplits(result.imageId, layers.map((l) => l.split), imported.manifest);
+      } catch (err) {
+        process.stderr.write(`mountgate: warning: what rebuilds the layers (image export-layer) could not be kept (${(err as Error).message})\n`);
+      }
+      return layers.map(({ split: _split, ...l }, k) => ({ ...l, ...(names[k] ? { split: names[k] } : {}) }));
+    };
     if ('config' in imported) {
-      keep({ source, config: imported.config, layers: imported.layers });
-      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: imported.layers, config: imported.config };
+      const layers = kept(imported.layers);
+      keep({ source, config: imported.config, layers });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
     } else {
       const l = imported.layer;
-      keep({ source, layers: [{ diffId: l.diffId, entries: l.entries.length }] });
+      keep({ source, layers: kept([{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]) });
       summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
       for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
       if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);

@@ -14,6 +14,7 @@ import { byteText, escapeBytes } from '../manifest/text.js';
 import { validateManifest } from '../manifest/load.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { readTar, type SplitSink, type TarEntry } from './tar.js';
+import { TarSplitRecorder, type SplitRecord } from './tarsplit.js';
 
 type Kind = 'dir' | 'file' | 'symlink' | 'fifo' | 'whiteout';
 
@@ -55,6 +56,8 @@ export interface ReadLayerOptions {
   /** Device nodes are dropped (and counted) instead of refused. */
   skipDevices?: boolean;
   split?: SplitSink;
+  /** Keep what rebuilds the layer's tar stream byte for byte (LayerResult.split; see tarsplit.ts). */
+  recordSplit?: boolean;
   /** Called with each regular file's digest and its content pieces (to keep them, when the input cannot be read again). */
   onContent?: (digest: string, size: number, pieces: Buffer[]) => void;
   /** Called after every entry. */
@@ -74,6 +77,8 @@ export interface LayerResult {
   skippedDevices: number;
   /** PAX keys that were present but are not kept (e.g. SCHILY.acl.access), with a count. */
   ignored: Map<string, number>;
+  /** With recordSplit: the layer's tar split. */
+  split?: SplitRecord[];
 }
 
 const SLASH = 0x2f;
@@ -118,7 +123,11 @@ async function hashContent(chunks: AsyncIterable<Buffer>, keep: boolean, signal?
 /** Reads one uncompressed layer archive into its entries, hashing every file. */
 export async function readLayer(chunks: AsyncIterable<Uint8Array>, opts: ReadLayerOptions): Promise<LayerResult> {
   const diff = createHash('sha256');
-  const tar = readTar(chunks, { what: opts.what, tap: (b) => diff.update(b), ...(opts.split ? { split: opts.split } : {}) });
+  const recorder = opts.recordSplit ? new TarSplitRecorder() : undefined;
+  const sink: SplitSink | undefined = recorder && opts.split
+    ? { raw: (b) => { recorder.raw(b); opts.split!.raw(b); }, content: (e, n) => { recorder.content(e, n); opts.split!.content(e, n); } }
+    : recorder ?? opts.split;
+  const tar = readTar(chunks, { what: opts.what, tap: (b) => diff.update(b), ...(sink ? { split: sink } : {}) });
   const entries: LayerEntry[] = [];
   const fileDigests: (string | undefined)[] = [];
   const ignored = new Map<string, number>();
@@ -168,7 +177,7 @@ export async function readLayer(chunks: AsyncIterable<Uint8Array>, opts: ReadLay
     }
     opts.onEntry?.(entries.length, tar.position);
   }
-  return { entries, fileDigests, diffId: `sha256:${diff.digest('hex')}`, bytes: tar.position, contentBytes, skippedDevices, ignored };
+  return { entries, fileDigests, diffId: `sha256:${diff.digest('hex')}`, bytes: tar.position, contentBytes, skippedDevices, ignored, ...(recorder ? { split: recorder.finish(fileDigests) } : {}) };
 }
 
 const key = (b: Buffer) => b.toString('latin1');

@@ -17,6 +17,7 @@ import { commandInput, fileInput, type ArchiveInput } from './input.js';
 import { LayerTree, readLayer, type LayerResult } from './layers.js';
 import { readTar } from './tar.js';
 import { objectsFromLayer, type ScanOptions } from './tarball.js';
+import type { SplitRecord } from './tarsplit.js';
 import type { ObjectProvider } from './upload.js';
 
 export interface ImageConfig {
@@ -30,7 +31,7 @@ export interface ImageConfig {
 export interface ImportedImage {
   manifest: Manifest;
   config: ImageConfig;
-  layers: { digest: string; diffId: string; entries: number }[];
+  layers: { digest: string; diffId: string; entries: number; split?: SplitRecord[] }[];
   provider: ObjectProvider;
 }
 
@@ -72,7 +73,7 @@ async function readBlob(chunks: AsyncIterable<Buffer>, what: string, opts: ScanO
   if (isCompressed || isTar) {
     try {
       const { chunks: plain } = await decompressed(rest(), what);
-      blob.layer = await readLayer(plain, { what, ...opts });
+      blob.layer = await readLayer(plain, { what, ...opts, recordSplit: true });
     } catch (err) {
       if (opts.signal?.aborted) throw err;
       blob.layerError = err as Error;
@@ -160,7 +161,7 @@ function assemble(layout: Layout, lookup: (key: string) => Blob | undefined, nam
     if (!blob.layer) throw blob.layerError ?? new InvalidRequestError(`${what}: layer blob ${l.key} is not a tar archive`);
     if (blob.layer.diffId !== diffIds[i]) throw new InvalidRequestError(`${what}: layer ${i} (${l.key}) uncompresses to ${blob.layer.diffId}, but the config says ${diffIds[i]}: it is corrupt`);
     tree.apply(blob.layer.entries, `${what}: layer ${i}`);
-    layers.push({ digest: `sha256:${blob.sha256}`, diffId: blob.layer.diffId, entries: blob.layer.entries.length });
+    layers.push({ digest: `sha256:${blob.sha256}`, diffId: blob.layer.diffId, entries: blob.layer.entries.length, ...(blob.layer.split ? { split: blob.layer.split } : {}) });
   });
   const c = config.config ?? {};
   const imageConfig: ImageConfig = {};

@@ -3,15 +3,18 @@
 // and where each layer came from. One JSON file per image id, in the user's
 // data directory ($XDG_DATA_HOME/mountgate/images, ~/.local/share by default),
 // written whole or not at all.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { Manifest } from '../schema/types.generated.js';
 import type { ImageConfig } from './oci.js';
+import { encodeSplit, type SplitRecord } from './tarsplit.js';
 
 export interface ImageSidecar {
   source: string;
   config?: ImageConfig;
-  layers: { digest?: string; diffId: string; entries: number }[];
+  /** Per layer, lowest first; `split` names its tar split file in the image's layer directory. */
+  layers: { digest?: string; diffId: string; entries: number; split?: string }[];
 }
 
 export function sidecarDir(): string {
@@ -35,4 +38,30 @@ export function readSidecar(imageId: string): ImageSidecar | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
+}
+
+/** The directory of an image's layer splits and the map of where its contents are. */
+export function layerDir(imageId: string): string {
+  return join(sidecarDir(), `${imageId}.layers`);
+}
+
+/**
+ * Keeps each layer's tar split (N.tarsplit, N from 0, the lowest) and, in
+ * paths.json, one path in the flattened image of every content digest, so
+ * that `image export-layer` can read the contents back through a mount.
+ * Returns the split file names, one per layer (undefined where none).
+ */
+export function writeLayerSplits(imageId: string, splits: (SplitRecord[] | undefined)[], manifest: Manifest): (string | undefined)[] {
+  const dir = layerDir(imageId);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const paths: Record<string, string | { base64: string }> = {};
+  for (const e of manifest.entries) if (e.type === 'file' && 'digest' in e && e.digest && !(e.digest in paths)) paths[e.digest] = e.path;
+  writeFileSync(join(dir, 'paths.json'), JSON.stringify(paths), { mode: 0o600 });
+  return splits.map((split, k) => {
+    if (!split) return undefined;
+    const name = `${k}.tarsplit`;
+    writeFileSync(join(dir, name), encodeSplit(split), { mode: 0o600 });
+    return name;
+  });
 }

@@ -53,6 +53,7 @@ export async function importTarball(input: ArchiveInput, name: string, opts: Sca
   const { compression, chunks } = await decompressed(input.open(opts.signal), input.what);
   const layer = await readLayer(chunks, {
     what: input.what,
+    recordSplit: true,
     ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.skipDevices ? { skipDevices: true } : {}),
     ...(opts.onEntry ? { onEntry: opts.onEntry } : {}),
