@@ -28,7 +28,7 @@ interface Target {
   pid?: number;
   /** "this process's namespace", "podman's namespace (pause process 1234)". */
   name: string;
-  /** The mount namespace, as /proc/PID/ns/mnt names it ("mnt:[4026532301]"). */
+  /** The mount namespace and the process holding it (holderKey): namespace numbers are reused once one ends. */
   ns: string;
   /** Is it podman's (its pause process's)? */
   podman: boolean;
@@ -77,10 +77,21 @@ function mountNamespaceOf(pid: number | 'self'): string {
   }
 }
 
-/** podman's mount namespace now, "" without a pause process. */
-function podmanNamespace(): string {
-  const pid = findPausePid();
-  return pid === undefined ? '' : mountNamespaceOf(pid);
+/**
+ * Process `pid`'s mount namespace, with the pid and start time of the
+ * process ("mnt:[4026532301] 1234@567890"): the kernel hands a namespace's
+ * number to a new one once it ends, so the number alone cannot tell podman's
+ * new pause process's namespace from the one it replaced. "" when gone.
+ */
+function holderKey(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const ns = mountNamespaceOf(pid);
+    return ns && start ? `${ns} ${pid}@${start}` : '';
+  } catch {
+    return '';
+  }
 }
 
 /** The namespace named by --into (a pid, or "podman"), or this process's own; with `userns` "keep-id", ids as a keep-id container started there sees them. */
@@ -103,8 +114,10 @@ function namespaceOf(into: string | undefined): Target {
     if (isInitialIdMap(uidMap)) {
       usage('this process runs in the host\'s namespaces, where you cannot attach a mount: name a namespace of yours with --into podman or --into PID, run this under `podman unshare`, or use `mountgate run`');
     }
-    const ns = mountNamespaceOf('self');
-    return { name: 'this process\'s namespace', ns, podman: ns !== '' && ns === podmanNamespace(), uidMap, gidMap: parseIdMapText(readFileSync('/proc/self/gid_map', 'utf8')) };
+    const pause = findPausePid();
+    const podman = pause !== undefined && mountNamespaceOf('self') === mountNamespaceOf(pause);
+    const ns = podman ? holderKey(pause) : holderKey(process.pid);
+    return { name: podman ? `podman's namespace (pause process ${pause})` : 'this process\'s namespace', ns, podman, uidMap, gidMap: parseIdMapText(readFileSync('/proc/self/gid_map', 'utf8')) };
   }
   const pid = into === 'podman' ? podmanPausePid() : /^\d+$/.test(into) ? Number(into) : usage(`--into ${into}: give a process id or "podman"`);
   let status: string;
@@ -118,8 +131,7 @@ function namespaceOf(into: string | undefined): Target {
   const uidMap = parseIdMapText(readFileSync(`/proc/${pid}/uid_map`, 'utf8'));
   if (isInitialIdMap(uidMap)) usage(`--into ${into}: process ${pid} runs in the host's user namespace; name a process in a user namespace of yours (a container's, or podman's pause process)`);
   const name = into === 'podman' ? `podman's namespace (pause process ${pid})` : `the namespace of process ${pid}`;
-  const ns = mountNamespaceOf(pid);
-  return { pid, name, ns, podman: into === 'podman' || ns === podmanNamespace(), uidMap, gidMap: parseIdMapText(readFileSync(`/proc/${pid}/gid_map`, 'utf8')) };
+  return { pid, name, ns: holderKey(pid), podman: into === 'podman' || pid === findPausePid(), uidMap, gidMap: parseIdMapText(readFileSync(`/proc/${pid}/gid_map`, 'utf8')) };
 }
 
 /**
@@ -206,7 +218,7 @@ function readRecords(): Attached[] {
 function writeRecords(records: Attached[]): void {
   const file = recordsFile();
   if (!file) return;
-  const kept = records.filter((r) => r.podman || (r.pid !== null && mountNamespaceOf(r.pid) === r.ns));
+  const kept = records.filter((r) => r.podman || (r.pid !== null && holderKey(r.pid) === r.ns));
   mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
   writeFileSync(`${file}.new`, `${JSON.stringify(kept, null, 1)}\n`, { mode: 0o600 });
   renameSync(`${file}.new`, file);
@@ -419,7 +431,7 @@ Mounts attached by anything else are not listed. The records live in
 $XDG_RUNTIME_DIR/mountgate/attached.json.`)
     .action(async (opts: { into?: string; reattach?: boolean; forget?: boolean; json?: boolean }) => {
       const pausePid = findPausePid();
-      const podmanNs = pausePid === undefined ? '' : mountNamespaceOf(pausePid);
+      const podmanNs = pausePid === undefined ? '' : holderKey(pausePid);
       const only = opts.into === undefined ? undefined : opts.into === 'podman' ? { podman: true, ns: podmanNs } : { podman: false, ns: namespaceOf(opts.into).ns };
       let records = readRecords().filter((r) => !only || (only.podman ? r.podman : r.ns === only.ns));
       const lost = lostRecords(records, podmanNs);
@@ -447,7 +459,7 @@ $XDG_RUNTIME_DIR/mountgate/attached.json.`)
         writeRecords(readRecords()); // drops the records of namespaces that are gone
       }
       const rows = records.flatMap((r) => {
-        const live = r.podman ? (r.ns === podmanNs ? pausePid! : undefined) : r.pid !== null && mountNamespaceOf(r.pid) === r.ns ? r.pid : undefined;
+        const live = r.podman ? (r.ns === podmanNs ? pausePid! : undefined) : r.pid !== null && holderKey(r.pid) === r.ns ? r.pid : undefined;
         if (live === undefined && !r.podman) return [];
         const state = live === undefined ? 'lost' : mountPointsOf(live).has(r.dir) ? 'attached' : 'detached';
         const into = r.podman ? 'podman' : String(r.pid);
