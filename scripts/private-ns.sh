@@ -12,7 +12,7 @@
 # users it runs programs as (a clone may sit below a 0700 directory) and
 # exports MOUNTGATE_TEST_PKG, that path, and MOUNTGATE_TEST_RUN, the run's id.
 if [ "$(id -u)" != 0 ]; then
-  echo "mountgate: $0 needs root: it creates users, starts a private bus and a broker, and mounts." >&2
+  echo "mountgate: $0 needs root: it creates users, starts a private bus and a broker, and mounts. Run it in a root shell, or as: sudo bash $0" >&2
   exit 2
 fi
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the test suite (README: `sudo bash scripts/test.sh` installs, then calls this): builds, runs every test file under
+# Runs the test suite (README: `bash scripts/test.sh` installs, then calls this): builds, runs every test file under
 # tap as root in a private PID and mount namespace (scripts/private-ns.sh: nothing the run starts, mounts or
 # creates outlives it), and ends with "N passed, N failed".
 # Extra arguments go to tap (e.g. a test file); the files named among them, or else every test/**/*.test.ts, are the

@@ -7,14 +7,14 @@
 // Node cannot enter a mount namespace itself (it has threads), so for --into
 // a small helper started in the target namespace (nsenter, then the attach
 // helper) attaches the fd.
-import { closeSync, fstatSync, openSync, readFileSync, statSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync, statSync, writeFileSync, constants as fsConstants } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
-import { attachHelperArgv } from '../client/attach-helper.js';
+import { attachHelperArgv, type AttachStep, type Stub } from '../client/attach-helper.js';
 import type { MountgateBroker } from '../client/broker.js';
-import { isInitialIdMap, ownerMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
+import { isInitialIdMap, keepIdMap, ownerMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
 import { controlledIds, identityMap } from '../policy/idmap.js';
@@ -28,6 +28,11 @@ interface Target {
   pid?: number;
   /** "this process's namespace", "podman's namespace (pause process 1234)". */
   name: string;
+  /** The mount namespace and the process holding it (holderKey): namespace numbers are reused once one ends. */
+  ns: string;
+  /** Is it podman's (its pause process's)? */
+  podman: boolean;
+  /** Ids as the namespace's processes see them (for --userns keep-id: as that container's do) → host ids. */
   uidMap: IdRange[];
   gidMap: IdRange[];
 }
@@ -38,9 +43,19 @@ function usage(message: string): never {
 
 /** podman's rootless pause process: it holds the user and mount namespace every rootless container of yours starts in. */
 function podmanPausePid(): number {
-  const uid = process.getuid!();
-  const dirs = [process.env.XDG_RUNTIME_DIR, `/run/user/${uid}`].filter((d): d is string => Boolean(d));
-  for (const dir of dirs) {
+  return findPausePid() ?? usage(`podman's pause process is not running (no live pid in ${pauseFiles().join(' or ')}); any rootless podman command starts it, e.g. \`podman unshare true\``);
+}
+
+function runtimeDirs(): string[] {
+  return [...new Set([process.env.XDG_RUNTIME_DIR, `/run/user/${process.getuid!()}`].filter((d): d is string => Boolean(d)))];
+}
+
+function pauseFiles(): string[] {
+  return runtimeDirs().map((d) => `${d}/libpod/tmp/pause.pid`);
+}
+
+function findPausePid(): number | undefined {
+  for (const dir of runtimeDirs()) {
     let text: string;
     try {
       text = readFileSync(`${dir}/libpod/tmp/pause.pid`, 'utf8');
@@ -50,17 +65,59 @@ function podmanPausePid(): number {
     const pid = Number(text.trim());
     if (Number.isInteger(pid) && pid > 0 && statSync(`/proc/${pid}`, { throwIfNoEntry: false })) return pid;
   }
-  usage(`podman's pause process is not running (no live pid in ${dirs.map((d) => `${d}/libpod/tmp/pause.pid`).join(' or ')}); any rootless podman command starts it, e.g. \`podman unshare true\``);
+  return undefined;
 }
 
-/** The namespace named by --into (a pid, or "podman"), or this process's own. */
-function targetOf(into: string | undefined): Target {
+/** The mount namespace of process `pid` (or this one), "" when it cannot be read. */
+function mountNamespaceOf(pid: number | 'self'): string {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/mnt`);
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Process `pid`'s mount namespace, with the pid and start time of the
+ * process ("mnt:[4026532301] 1234@567890"): the kernel hands a namespace's
+ * number to a new one once it ends, so the number alone cannot tell podman's
+ * new pause process's namespace from the one it replaced. "" when gone.
+ */
+function holderKey(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const ns = mountNamespaceOf(pid);
+    return ns && start ? `${ns} ${pid}@${start}` : '';
+  } catch {
+    return '';
+  }
+}
+
+/** The namespace named by --into (a pid, or "podman"), or this process's own; with `userns` "keep-id", ids as a keep-id container started there sees them. */
+function targetOf(into: string | undefined, userns?: string): Target {
+  const target = namespaceOf(into);
+  if (userns === undefined) return target;
+  if (userns !== 'keep-id') usage(`--userns ${userns}: only keep-id is known (the ids of a container run with podman's --userns keep-id)`);
+  const account = lookupAccount(process.getuid!());
+  return {
+    ...target,
+    name: `${target.name}, as --userns keep-id containers see it`,
+    uidMap: keepIdMap(target.uidMap, process.getuid!()),
+    gidMap: keepIdMap(target.gidMap, account?.gid ?? process.getgid!()),
+  };
+}
+
+function namespaceOf(into: string | undefined): Target {
   if (into === undefined) {
     const uidMap = parseIdMapText(readFileSync('/proc/self/uid_map', 'utf8'));
     if (isInitialIdMap(uidMap)) {
       usage('this process runs in the host\'s namespaces, where you cannot attach a mount: name a namespace of yours with --into podman or --into PID, run this under `podman unshare`, or use `mountgate run`');
     }
-    return { name: 'this process\'s namespace', uidMap, gidMap: parseIdMapText(readFileSync('/proc/self/gid_map', 'utf8')) };
+    const pause = findPausePid();
+    const podman = pause !== undefined && mountNamespaceOf('self') === mountNamespaceOf(pause);
+    const ns = podman ? holderKey(pause) : holderKey(process.pid);
+    return { name: podman ? `podman's namespace (pause process ${pause})` : 'this process\'s namespace', ns, podman, uidMap, gidMap: parseIdMapText(readFileSync('/proc/self/gid_map', 'utf8')) };
   }
   const pid = into === 'podman' ? podmanPausePid() : /^\d+$/.test(into) ? Number(into) : usage(`--into ${into}: give a process id or "podman"`);
   let status: string;
@@ -74,23 +131,43 @@ function targetOf(into: string | undefined): Target {
   const uidMap = parseIdMapText(readFileSync(`/proc/${pid}/uid_map`, 'utf8'));
   if (isInitialIdMap(uidMap)) usage(`--into ${into}: process ${pid} runs in the host's user namespace; name a process in a user namespace of yours (a container's, or podman's pause process)`);
   const name = into === 'podman' ? `podman's namespace (pause process ${pid})` : `the namespace of process ${pid}`;
-  return { pid, name, uidMap, gidMap: parseIdMapText(readFileSync(`/proc/${pid}/gid_map`, 'utf8')) };
+  return { pid, name, ns: holderKey(pid), podman: into === 'podman' || pid === findPausePid(), uidMap, gidMap: parseIdMapText(readFileSync(`/proc/${pid}/gid_map`, 'utf8')) };
 }
 
-/** Attaches `mountFd` at `dir` inside `target`; the fd is consumed. */
-async function attachIn(target: Target, mountFd: number, dir: string, what: string): Promise<void> {
+/**
+ * What podman makes or binds over in a container's root before it starts
+ * (runc's mount points, the files podman writes or binds: /etc/mtab's
+ * symlink, /etc/hosts, /etc/hostname, /etc/resolv.conf, /run/.containerenv,
+ * /etc/passwd and /etc/group for --userns keep-id): on a read-only root each
+ * must already exist.
+ */
+const podmanStubs: Stub[] = [
+  ...['/dev', '/proc', '/sys', '/tmp', '/run', '/etc'].map((path) => ({ kind: 'dir' as const, path })),
+  { kind: 'link', path: '/etc/mtab', to: '/proc/mounts' },
+  ...['/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/run/.containerenv'].map((path) => ({ kind: 'file' as const, path })),
+  // podman writes its entries for --userns keep-id (and --user) into these in place.
+  ...['/etc/passwd', '/etc/group'].map((path) => ({ kind: 'copy' as const, path })),
+];
+
+/** Attaches `mountFd` at `dir` inside `target` (with `stubs`, under a read-only overlay holding those of them it lacks); the fd is consumed. */
+async function attachIn(target: Target, mountFd: number, dir: string, what: string, stubs: Stub[] = []): Promise<void> {
   try {
+    const at = { base: '/', target: dir, what, missing: 'have' } as const;
+    const step: AttachStep = stubs.length > 0 ? { op: 'stubs', fd: 3, entries: stubs, ...at } : { op: 'attach', fd: 3, ...at };
     if (target.pid === undefined) {
-      // Already in the namespace: attach from this process.
+      // Already in the namespace: attach from this process, or from a helper started here.
       const st = statSync(dir, { throwIfNoEntry: false });
       if (!st?.isDirectory()) usage(`${dir} is not a directory in ${target.name}`);
-      moveMount(mountFd, dir);
-      return;
+      if (step.op === 'attach') {
+        moveMount(mountFd, dir);
+        return;
+      }
+    } else if (!statSync(`/proc/${target.pid}/root${dir}`, { throwIfNoEntry: false })?.isDirectory()) {
+      // The target's view of the path, through its root (ours to look at: the process is ours).
+      usage(`${dir} is not a directory in ${target.name}`);
     }
-    // The target's view of the path, through its root (ours to look at: the process is ours).
-    if (!statSync(`/proc/${target.pid}/root${dir}`, { throwIfNoEntry: false })?.isDirectory()) usage(`${dir} is not a directory in ${target.name}`);
-    const argv = ['nsenter', '--user', '--mount', '--preserve-credentials', `--target=${target.pid}`, '--',
-      ...attachHelperArgv([{ op: 'attach', fd: 3, base: '/', target: dir, what, missing: 'have' }], ['true'])];
+    const enter = target.pid === undefined ? [] : ['nsenter', '--user', '--mount', '--preserve-credentials', `--target=${target.pid}`, '--'];
+    const argv = [...enter, ...attachHelperArgv([step], ['true'])];
     const code = await new Promise<number>((done, fail) => {
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', mountFd] });
       child.once('error', fail);
@@ -103,6 +180,75 @@ async function attachIn(target: Target, mountFd: number, dir: string, what: stri
     } catch {
       // the in-process attach consumed nothing; closed either way
     }
+  }
+}
+
+/**
+ * What mountgate attached where, kept in $XDG_RUNTIME_DIR/mountgate/attached.json
+ * so that `mountgate ls` can say which mounts a namespace has and which were
+ * lost with podman's previous pause process (`podman system migrate`, a
+ * reboot: nothing tells us it went), and run the same commands again.
+ */
+interface Attached {
+  /** The mount namespace it went into, and the process that held it (none: the command's own). */
+  ns: string;
+  pid: number | null;
+  podman: boolean;
+  dir: string;
+  what: string;
+  /** The mountgate command that attaches it again (for podman's namespace: with --into podman). */
+  argv: string[];
+}
+
+function recordsFile(): string | undefined {
+  const dir = runtimeDirs().find((d) => statSync(d, { throwIfNoEntry: false })?.isDirectory());
+  return dir === undefined ? undefined : join(dir, 'mountgate', 'attached.json');
+}
+
+function readRecords(): Attached[] {
+  const file = recordsFile();
+  try {
+    return file ? (JSON.parse(readFileSync(file, 'utf8')) as Attached[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Writes the records, without those of namespaces whose process is gone (podman's stay: they can be attached again). */
+function writeRecords(records: Attached[]): void {
+  const file = recordsFile();
+  if (!file) return;
+  const kept = records.filter((r) => r.podman || (r.pid !== null && holderKey(r.pid) === r.ns));
+  mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
+  writeFileSync(`${file}.new`, `${JSON.stringify(kept, null, 1)}\n`, { mode: 0o600 });
+  renameSync(`${file}.new`, file);
+}
+
+function remember(target: Target, dir: string, what: string, argv: string[]): void {
+  const others = readRecords().filter((r) => !(r.ns === target.ns && r.dir === dir));
+  writeRecords([...others, { ns: target.ns, pid: target.pid ?? null, podman: target.podman, dir, what, argv: target.podman ? [...argv, '--into', 'podman'] : argv }]);
+}
+
+/** podman's records from a namespace that is no longer podman's. */
+function lostRecords(records: Attached[], podmanNs: string): Attached[] {
+  return records.filter((r) => r.podman && r.ns !== podmanNs);
+}
+
+function warnLost(target: Target): void {
+  if (!target.podman || process.env.MOUNTGATE_REATTACHING) return;
+  const lost = lostRecords(readRecords(), target.ns);
+  if (lost.length > 0) {
+    process.stderr.write(`mountgate: note: ${lost.length} mount(s) attached in podman's namespace before its pause process was replaced are gone (${lost.map((r) => r.dir).join(', ')}); \`mountgate ls --into podman --reattach\` attaches them again\n`);
+  }
+}
+
+/** Mount points of the namespace of process `pid` (or this one). */
+function mountPointsOf(pid: number | 'self'): Set<string> {
+  const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  try {
+    return new Set(readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').filter(Boolean).map((l) => unescape(l.split(' ')[4]!)));
+  } catch {
+    return new Set();
   }
 }
 
@@ -154,23 +300,45 @@ export function register(program: Command): void {
     .argument('<image>', 'an id, an id prefix of at least 8 characters, or a name')
     .argument('<dir>', 'an existing directory, as the target namespace sees it')
     .option('--into <pid|podman>', 'the namespace to attach in (default: this process\'s)')
+    .option('--userns <keep-id>', 'owners as containers run with podman\'s --userns keep-id see them (default: as the namespace itself does)')
+    .option('--for-podman', 'a read-only root for podman run --rootfs DIR: adds the few paths podman needs that the image lacks, in a tmpfs over it')
     .option('--json', 'print {"image", "dir", "into"}')
     .addHelpText('after', `${intoHelp}
 
-For a writable root filesystem give podman the overlay: --rootfs DIR:O.
+The image's owners appear as they are in the image to the processes of the
+target namespace: podman run --rootfs DIR sees root's files as 0 and group 42
+as 42. Containers run with --userns keep-id have a map of their own (your uid
+keeps its number, the ids below it shift by one): mount the image for them
+with --userns keep-id, at a directory of its own.
+
+A read-only root for podman (--rootfs DIR, no :O) must already have what
+podman makes or binds over before the container starts (the /etc/mtab
+symlink, /etc/hosts, /etc/hostname, /etc/resolv.conf, /etc/passwd,
+/etc/group, /run/.containerenv, the mount points /dev /proc /sys /tmp /run):
+--for-podman puts those the image lacks, empty, in a small tmpfs layered over
+it, and the mount stays read-only. For a writable root (a layer of podman's
+own, thrown away with the container) give podman DIR:O on a plain mount.
+
+\`mountgate ls --into podman\` shows what is attached there, and what was lost
+with an earlier pause process; \`mountgate ls --into podman --reattach\`
+attaches that again.
 
 Examples:
-  mountgate mount tools ~/.local/share/tools --into podman
-  podman run --rootfs ~/.local/share/tools:O true
+  mountgate mount tools ~/rootfs --into podman --for-podman
+  podman run --rm --network none --rootfs ~/rootfs /bin/sh -c 'cat /etc/os-release'
+  mountgate mount tools ~/rootfs-rw --into podman
+  podman run --rm --network none --rootfs ~/rootfs-rw:O /bin/sh
   podman unshare mountgate mount tools /mnt/tools`)
-    .action(async (ref: string, dir: string, opts: { into?: string; json?: boolean }) => {
-      const target = targetOf(opts.into);
+    .action(async (ref: string, dir: string, opts: { into?: string; userns?: string; forPodman?: boolean; json?: boolean }) => {
+      const target = targetOf(opts.into, opts.userns);
+      warnLost(target);
       const abs = resolve(dir);
       const { id, mountFd } = await withBroker(program, async (b) => {
         const { id } = resolveImageRef(await b.listImages(), ref);
-        return { id, ...(await b.mountImage(id, {})) };
+        return { id, ...(await b.mountImage(id, { uidMap: target.uidMap, gidMap: target.gidMap })) };
       });
-      await attachIn(target, mountFd, abs, `the image ${ref}`);
+      await attachIn(target, mountFd, abs, `the image ${ref}`, opts.forPodman ? podmanStubs : []);
+      remember(target, abs, `the image ${ref}`, ['mount', id, abs, ...(opts.userns ? ['--userns', opts.userns] : []), ...(opts.forPodman ? ['--for-podman'] : [])]);
       say(opts.json ? JSON.stringify({ image: id, dir: abs, into: target.pid ?? null }) : `${ref} mounted at ${abs} in ${target.name}`);
     });
 
@@ -180,6 +348,7 @@ Examples:
     .argument('<src>', 'a directory you own, on the host')
     .argument('<dir[:opts]>', 'an existing directory, as the target namespace sees it; OPTS: ro, noexec, owner=N, uid=N, gid=N')
     .option('--into <pid|podman>', 'the namespace to attach in (default: this process\'s)')
+    .option('--userns <keep-id>', 'owner=N as containers run with podman\'s --userns keep-id count ids (default: as the namespace itself does)')
     .option('--json', 'print {"source", "dir", "into"}')
     .addHelpText('after', `${intoHelp}
 
@@ -194,9 +363,11 @@ namespace, which the broker cannot clone from).
 Examples:
   mkdir -p ~/.cache/vol && mountgate bind ~/src ~/.cache/vol:owner=1000 --into podman
   podman run -v ~/.cache/vol:/src IMAGE ls -ln /src`)
-    .action(async (src: string, dirSpec: string, opts: { into?: string; json?: boolean }) => {
-      const spec = parseBindSpec(`${src}:${dirSpec.startsWith('/') ? dirSpec : resolve(dirSpec)}`);
-      const target = targetOf(opts.into);
+    .action(async (src: string, dirSpec: string, opts: { into?: string; userns?: string; json?: boolean }) => {
+      const absSpec = dirSpec.startsWith('/') ? dirSpec : resolve(dirSpec);
+      const spec = parseBindSpec(`${src}:${absSpec}`);
+      const target = targetOf(opts.into, opts.userns);
+      warnLost(target);
       let fd: number;
       try {
         fd = openSync(resolve(spec.source), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
@@ -216,6 +387,7 @@ Examples:
         closeSync(fd);
       }
       await attachIn(target, mountFd, spec.target, `the bind of ${spec.source}`);
+      remember(target, spec.target, `the bind of ${resolve(spec.source)}`, ['bind', resolve(spec.source), absSpec, ...(opts.userns ? ['--userns', opts.userns] : [])]);
       say(opts.json ? JSON.stringify({ source: resolve(spec.source), dir: spec.target, into: target.pid ?? null }) : `${spec.source} bound at ${spec.target} in ${target.name}`);
     });
 
@@ -235,6 +407,72 @@ Examples:
         child.once('exit', (c) => done(c ?? 1));
       });
       if (code !== 0) throw new MountgateError('Internal', `cannot detach ${abs} in ${target.name} (umount exited ${code})`);
+      writeRecords(readRecords().filter((r) => !(r.ns === target.ns && r.dir === abs)));
       say(`${abs} detached in ${target.name}`);
+    });
+
+  program
+    .command('ls')
+    .description('what mountgate attached in your namespaces, and what podman\'s lost with its pause process')
+    .option('--into <pid|podman>', 'only that namespace\'s (default: every one still there, and podman\'s lost ones)')
+    .option('--reattach', 'attach again what podman\'s namespace lost, with the commands that attached it')
+    .option('--forget', 'forget what podman\'s namespace lost')
+    .option('--json', 'print [{"state", "dir", "what", "into", "command"}]')
+    .addHelpText('after', `
+States:
+  attached   mounted there now
+  detached   that namespace has nothing mounted at the directory any more
+  lost       attached in podman's namespace, which ended with its pause
+             process (\`podman system migrate\`, a reboot, \`podman system reset\`);
+             later podman commands run in a new one without it. --reattach
+             runs the commands again (podman's pause process must be running:
+             \`podman unshare true\` starts it).
+Mounts attached by anything else are not listed. The records live in
+$XDG_RUNTIME_DIR/mountgate/attached.json.`)
+    .action(async (opts: { into?: string; reattach?: boolean; forget?: boolean; json?: boolean }) => {
+      const pausePid = findPausePid();
+      const podmanNs = pausePid === undefined ? '' : holderKey(pausePid);
+      const only = opts.into === undefined ? undefined : opts.into === 'podman' ? { podman: true, ns: podmanNs } : { podman: false, ns: namespaceOf(opts.into).ns };
+      let records = readRecords().filter((r) => !only || (only.podman ? r.podman : r.ns === only.ns));
+      const lost = lostRecords(records, podmanNs);
+      if (opts.reattach || opts.forget) {
+        const done: Attached[] = [];
+        for (const r of lost) {
+          if (opts.forget) {
+            done.push(r);
+            continue;
+          }
+          const busAddress = program.opts<{ busAddress?: string }>().busAddress;
+          const argv = [process.argv[1]!, ...(busAddress ? ['--bus-address', busAddress] : []), ...r.argv];
+          const code = await new Promise<number>((ok, fail) => {
+            const child = spawn(process.execPath, argv, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, MOUNTGATE_REATTACHING: '1' } });
+            child.once('error', fail);
+            child.once('exit', (c) => ok(c ?? 1));
+          });
+          if (code === 0) done.push(r);
+          else process.exitCode = code;
+        }
+        const gone = new Set(done.map((r) => `${r.ns} ${r.dir}`));
+        writeRecords(readRecords().filter((r) => !gone.has(`${r.ns} ${r.dir}`)));
+        records = readRecords().filter((r) => !only || (only.podman ? r.podman : r.ns === only.ns));
+      } else {
+        writeRecords(readRecords()); // drops the records of namespaces that are gone
+      }
+      const rows = records.flatMap((r) => {
+        const live = r.podman ? (r.ns === podmanNs ? pausePid! : undefined) : r.pid !== null && holderKey(r.pid) === r.ns ? r.pid : undefined;
+        if (live === undefined && !r.podman) return [];
+        const state = live === undefined ? 'lost' : mountPointsOf(live).has(r.dir) ? 'attached' : 'detached';
+        const into = r.podman ? 'podman' : String(r.pid);
+        return [{ state, dir: r.dir, what: r.what, into, command: `mountgate ${r.argv.join(' ')}` }];
+      });
+      if (opts.json) {
+        say(JSON.stringify(rows));
+        return;
+      }
+      for (const row of rows) say(`${row.state.padEnd(9)} ${row.dir}  ${row.what} (into ${row.into})`);
+      const nowLost = rows.filter((r) => r.state === 'lost').length;
+      if (nowLost > 0) {
+        say(`${nowLost} lost with podman's earlier pause process${pausePid === undefined ? ' (none is running now: `podman unshare true` starts one)' : ''}: \`mountgate ls --into podman --reattach\` attaches them again`);
+      }
     });
 }

@@ -14,6 +14,13 @@
 //   attach FD BASE TARGET WHAT MODE     move_mount the inherited FD to BASE+TARGET
 //   host DIR BASE TARGET WHAT MODE      a recursive clone of the host's DIR there
 //   new FSTYPE BASE TARGET WHAT MODE N KEY[=VALUE]...   fsopen/fsconfig/fsmount there
+//   stubs FD BASE TARGET WHAT MODE N ENTRY...   the inherited FD there, then
+//                                       replaced by a read-only overlay of it
+//                                       whose top layer, a fresh tmpfs, holds
+//                                       those ENTRYs it lacks: dir:PATH,
+//                                       file:PATH (empty), link:PATH:TO, and
+//                                       copy:PATH (a writable copy bound over
+//                                       it, empty when the image has none)
 //   root DIR                            chroot into DIR (and chdir /)
 //   cwd DIR                             chdir
 //   user SPEC                           become the image's user: NAME or UID, optionally
@@ -33,6 +40,11 @@ my %NR = (open_tree => 428, move_mount => 429, fsopen => 430, fsconfig => 431, f
 my ($AT_FDCWD, $MOVE_MOUNT_F_EMPTY_PATH, $OPEN_TREE_CLONE, $OPEN_TREE_CLOEXEC, $AT_RECURSIVE) = (-100, 4, 1, 0x80000, 0x8000);
 my ($FSOPEN_CLOEXEC, $FSMOUNT_CLOEXEC, $FSCONFIG_SET_FLAG, $FSCONFIG_SET_STRING, $FSCONFIG_CMD_CREATE) = (1, 1, 0, 1, 6);
 my $TIOCSCTTY = 0x540E;
+# umount2's number differs: x86_64 has its own table, the newer architectures share the generic one.
+use Config;
+my $UMOUNT2 = $Config{archname} =~ /^x86_64/ ? 166 : $Config{archname} =~ /^(aarch64|riscv64|loongarch64)/ ? 39 : undef;
+my $MNT_DETACH = 2;
+my $MOUNT_ATTR_RDONLY = 1;
 
 sub fail { my ($message, $code) = @_; print STDERR "mountgate: $message\n"; exit($code // 1); }
 # Copies, so that syscall may take a pointer to each string; numbers stay numbers.
@@ -59,6 +71,75 @@ sub mount_point {
   return $path;
 }
 
+# A new mount of TYPE (options KEY or KEY=VALUE), detached; ATTRS: mount attributes (MOUNT_ATTR_*).
+sub fs_new {
+  my ($type, $target, $attrs, @options) = @_;
+  my $fs = sys('fsopen', $type, $FSOPEN_CLOEXEC);
+  fail("cannot mount $type at $target: $!") if $fs < 0;
+  for my $option (@options) {
+    my ($key, $value) = split /=/, $option, 2;
+    my $r = defined $value ? sys('fsconfig', $fs, $FSCONFIG_SET_STRING, $key, $value, 0) : sys('fsconfig', $fs, $FSCONFIG_SET_FLAG, $key, 0, 0);
+    fail("cannot mount $type at $target: option $key: $!") if $r < 0;
+  }
+  sys('fsconfig', $fs, $FSCONFIG_CMD_CREATE, 0, 0, 0) == 0 or fail("cannot mount $type at $target: $!");
+  my $mnt = sys('fsmount', $fs, $FSMOUNT_CLOEXEC, $attrs);
+  fail("cannot mount $type at $target: $!") if $mnt < 0;
+  close_fd($fs);
+  return $mnt;
+}
+
+# Makes in TOP (a directory) each ENTRY that LOWER lacks (a copy: an empty
+# file), and for each copy entry a file in COPIES (a directory) with LOWER's
+# contents, owner and mode, named by its position in ENTRIES. Parent
+# directories LOWER has given their owner and mode there (an overlay shows a
+# directory with the attributes of its topmost layer). An entry below
+# something in LOWER that is not a directory (a symlink) is left out. Paths
+# inside LOWER are looked at with lstat only: LOWER's symlinks point into the
+# image's own root, not ours.
+sub make_stubs {
+  my ($lower, $top, $copies, @entries) = @_;
+  my @root = lstat($lower) or fail("cannot look at the image: $!");
+  chown($root[4], $root[5], $top);
+  chmod($root[2] & 07777, $top);
+  ENTRY: for my $k (0 .. $#entries) {
+    my ($kind, $path, $to) = split /:/, $entries[$k], 3;
+    if ($kind eq 'copy' && lstat("$lower$path") && -f _) {
+      my @st = lstat(_);
+      open(my $in, '<', "$lower$path") or fail("cannot read $path in the image: $!");
+      open(my $out, '>', "$copies/$k") or fail("cannot copy $path: $!");
+      local $/;
+      print $out scalar(<$in> // '');
+      close($out) or fail("cannot copy $path: $!");
+      chown($st[4], $st[5], "$copies/$k");
+      chmod($st[2] & 07777, "$copies/$k");
+      next;
+    }
+    next if lstat("$lower$path");
+    my @names = grep { $_ ne '' } split m{/}, $path;
+    my $leaf = pop @names;
+    my $at = '';
+    for my $name (@names) {
+      $at .= "/$name";
+      my @st = lstat("$lower$at");
+      next ENTRY if @st && !-d _;
+      next if -d "$top$at";
+      mkdir("$top$at", 0755) or fail("cannot make $at for the image's stubs: $!");
+      if (@st) {
+        chown($st[4], $st[5], "$top$at");
+        chmod($st[2] & 07777, "$top$at");
+      }
+    }
+    my $made = $kind eq 'dir' ? mkdir("$top$path", 0755)
+      : $kind eq 'link' ? symlink($to, "$top$path")
+      : open(my $fh, '>', "$top$path");
+    $made or fail("cannot make $path for the image's stubs: $!");
+    if ($kind eq 'copy') {
+      open(my $empty, '>', "$copies/$k") or fail("cannot make $path: $!");
+      chown($root[4], $root[5], "$copies/$k");
+    }
+  }
+}
+
 sub attach {
   my ($fd, $path, $target, $what) = @_;
   sys('move_mount', $fd, '', $AT_FDCWD, $path, $MOVE_MOUNT_F_EMPTY_PATH) == 0 or fail("cannot attach $what at $target: $!");
@@ -82,18 +163,33 @@ while (@argv && $argv[0] ne '--') {
     my ($type, $base, $target, $what, $mode, $count) = splice @argv, 0, 6;
     my @options = splice @argv, 0, $count;
     my $path = mount_point($base, $target, $what, $mode) // next;
-    my $fs = sys('fsopen', $type, $FSOPEN_CLOEXEC);
-    fail("cannot mount $type at $target: $!") if $fs < 0;
-    for my $option (@options) {
-      my ($key, $value) = split /=/, $option, 2;
-      my $r = defined $value ? sys('fsconfig', $fs, $FSCONFIG_SET_STRING, $key, $value, 0) : sys('fsconfig', $fs, $FSCONFIG_SET_FLAG, $key, 0, 0);
-      fail("cannot mount $type at $target: option $key: $!") if $r < 0;
+    attach(fs_new($type, $target, 0, @options), $path, $target, $what);
+  } elsif ($op eq 'stubs') {
+    my ($fd, $base, $target, $what, $mode, $count) = splice @argv, 0, 6;
+    my @entries = splice @argv, 0, $count;
+    my $path = mount_point($base, $target, $what, $mode) // next;
+    # An overlay's layers must be mounts of this namespace: attach the fd
+    # first, build the overlay on it (which keeps a private clone of it), then
+    # put the overlay in its place.
+    attach(0 + $fd, $path, $target, $what);
+    my $top = fs_new('tmpfs', $target, 0, 'mode=0755');
+    my $copies = fs_new('tmpfs', $target, 0, 'mode=0700');
+    make_stubs($path, "/proc/self/fd/$top", "/proc/self/fd/$copies", @entries);
+    # Read-only: the overlay has no upper layer, and the mount is read-only too.
+    my $overlay = fs_new('overlay', $target, $MOUNT_ATTR_RDONLY, "lowerdir=/proc/self/fd/$top:$path", 'userxattr');
+    close_fd($top);
+    defined $UMOUNT2 or fail("cannot detach a mount on $Config{archname}: umount2's number is not known here");
+    syscall($UMOUNT2, $path, $MNT_DETACH) == 0 or fail("cannot replace $what at $target: $!");
+    attach($overlay, $path, $target, $what);
+    # The copies, writable, each bound over its path in the read-only tree.
+    for my $k (0 .. $#entries) {
+      my ($kind, $file) = split /:/, $entries[$k], 3;
+      next unless $kind eq 'copy' && -e "/proc/self/fd/$copies/$k";
+      my $bind = sys('open_tree', $AT_FDCWD, "/proc/self/fd/$copies/$k", $OPEN_TREE_CLONE | $OPEN_TREE_CLOEXEC);
+      fail("cannot bind the copy of $file: $!") if $bind < 0;
+      attach($bind, "$path$file", "$target$file", "the copy of $file");
     }
-    sys('fsconfig', $fs, $FSCONFIG_CMD_CREATE, 0, 0, 0) == 0 or fail("cannot mount $type at $target: $!");
-    my $mnt = sys('fsmount', $fs, $FSMOUNT_CLOEXEC, 0);
-    fail("cannot mount $type at $target: $!") if $mnt < 0;
-    close_fd($fs);
-    attach($mnt, $path, $target, $what);
+    close_fd($copies);
   } elsif ($op eq 'root') {
     my $dir = shift @argv;
     chroot($dir) && chdir('/') or fail("cannot enter the image's root: $!");
@@ -159,10 +255,18 @@ export type AttachStep =
   | ({ op: 'attach'; fd: number } & At)
   | ({ op: 'host'; dir: string } & At)
   | ({ op: 'new'; fsType: string; options: Record<string, string | undefined> } & At)
+  | ({ op: 'stubs'; fd: number; entries: Stub[] } & At)
   | { op: 'root'; dir: string }
   | { op: 'cwd'; dir: string }
   | { op: 'user'; spec: string }
   | { op: 'tty' };
+
+/** A path an image may lack that a program expects (podman: /etc/mtab, /etc/hosts, ...), made in a tmpfs over it. */
+export type Stub = { kind: 'dir' | 'file' | 'copy'; path: string } | { kind: 'link'; path: string; to: string };
+
+function stubWord(stub: Stub): string {
+  return stub.kind === 'link' ? `link:${stub.path}:${stub.to}` : `${stub.kind}:${stub.path}`;
+}
 
 function words(step: AttachStep): string[] {
   switch (step.op) {
@@ -174,6 +278,8 @@ function words(step: AttachStep): string[] {
       const options = Object.entries(step.options).map(([k, v]) => (v === undefined ? k : `${k}=${v}`));
       return ['new', step.fsType, step.base, step.target, step.what, step.missing, String(options.length), ...options];
     }
+    case 'stubs':
+      return ['stubs', String(step.fd), step.base, step.target, step.what, step.missing, String(step.entries.length), ...step.entries.map(stubWord)];
     case 'root':
     case 'cwd':
       return [step.op, step.dir];

@@ -49,3 +49,40 @@ export function invertIdMap(map: IdRange[]): IdRange[] {
 export function showIdMap(map: IdRange[]): string {
   return map.map((r) => (r.count === 1 ? `${r.from}→${r.to}` : `${r.from}..${r.from + r.count - 1}→${r.to}..${r.to + r.count - 1}`)).join(', ');
 }
+
+/**
+ * `inner` (ids of a namespace → ids of its parent) followed by `outer` (the
+ * parent's ids → host ids): the namespace's ids → host ids. Every id `inner`
+ * maps to must be mapped by `outer`.
+ */
+export function composeIdMaps(inner: IdRange[], outer: IdRange[]): IdRange[] {
+  const out: IdRange[] = [];
+  for (const r of inner) {
+    let [from, via, left] = [r.from, r.to, r.count];
+    while (left > 0) {
+      const o = outer.find((x) => via >= x.from && via < x.from + x.count);
+      if (!o) throw new Error(`id ${via} is not mapped by ${showIdMap(outer)}`);
+      const count = Math.min(left, o.from + o.count - via);
+      out.push({ from, to: o.to + (via - o.from), count });
+      [from, via, left] = [from + count, via + count, left - count];
+    }
+  }
+  return out;
+}
+
+/**
+ * The map of a container podman starts with `--userns keep-id` in a
+ * namespace whose map is `nsMap` (ids 0..N-1): the caller's own id `own`
+ * keeps its number (it is namespace id 0, the caller), ids below it are
+ * namespace ids 1..own, ids above it stay where they are.
+ */
+export function keepIdMap(nsMap: IdRange[], own: number): IdRange[] {
+  const size = nsMap.reduce((n, r) => n + r.count, 0);
+  if (own >= size) throw new Error(`--userns keep-id: your id ${own} is not below the size of your namespace (${size} ids), so podman cannot keep it`);
+  const layout: IdRange[] = [
+    ...(own > 0 ? [{ from: 0, to: 1, count: own }] : []),
+    { from: own, to: 0, count: 1 },
+    ...(own + 1 < size ? [{ from: own + 1, to: own + 1, count: size - own - 1 }] : []),
+  ];
+  return composeIdMaps(layout, nsMap);
+}

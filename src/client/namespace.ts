@@ -13,7 +13,7 @@
 // upper and work directories live in a scratch directory of the caller's,
 // created here and removed when the command has exited.
 import { spawn, execFile } from 'node:child_process';
-import { accessSync, closeSync, constants as fsConstants, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -65,8 +65,17 @@ async function writeMaps(pid: number, uidMap: IdRange[], gidMap: IdRange[]): Pro
     await Promise.all([execFileAsync('newuidmap', [String(pid), ...mapArgs(uidMap)]), execFileAsync('newgidmap', [String(pid), ...mapArgs(gidMap)])]);
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`cannot map ids into the new namespace: ${(e.stderr ?? e.message).trim()} (is the uidmap package installed, and do you have ranges in /etc/subuid and /etc/subgid?)`);
+    throw new Error(`cannot map ids into the new namespace: ${(e.stderr ?? e.message).trim()} (${mapFailureHint()})`);
   }
+}
+
+/** Why newuidmap may have failed, as far as this process can tell. */
+function mapFailureHint(): string {
+  if (/^NoNewPrivs:\s*1$/m.test(readFileSync('/proc/self/status', 'utf8'))) {
+    // bubblewrap, systemd's NoNewPrivileges= and `setpriv --no-new-privs` set it; it is inherited and never cleared.
+    return 'this process runs with no_new_privs (NoNewPrivs: 1 in /proc/self/status: bubblewrap and other sandboxes set it), so the setuid newuidmap and newgidmap cannot write the maps; run mountgate outside the sandbox and hand the mount in, e.g. `mountgate run --image NAME:DIR -- bwrap --ro-bind DIR / ...`';
+  }
+  return 'is the uidmap package installed, and do you have ranges in /etc/subuid and /etc/subgid?';
 }
 
 /** A fresh 0700 directory of the caller's: under $XDG_RUNTIME_DIR when usable, else the temp dir. */

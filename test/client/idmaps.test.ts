@@ -1,5 +1,5 @@
 import t from 'tap';
-import { hostIdOf, namespaceMap, ownerMap } from '../../src/client/idmaps.js';
+import { composeIdMaps, hostIdOf, keepIdMap, namespaceMap, ownerMap } from '../../src/client/idmaps.js';
 import { parseBindSpec } from '../../src/cli/bind-spec.js';
 
 const subs = [{ start: 100000, count: 65536 }];
@@ -27,4 +27,26 @@ t.test('--bind specs', async (tt) => {
   tt.throws(() => parseBindSpec('/a:rel'), /must be an absolute path/);
   tt.throws(() => parseBindSpec('/a:/b:suid'), /unknown option "suid"/);
   tt.throws(() => parseBindSpec('/a:/b:uid=x'), /numeric id/);
+});
+
+t.test('keepIdMap is the map podman 4.3 gives a --userns keep-id container', async (tt) => {
+  // Measured: uid 1018 with 1001114112:65536 saw, in the container's
+  // /proc/self/uid_map (parent: the pause process's namespace)
+  // "0 1 1018 / 1018 0 1 / 1019 1019 64518".
+  const pause = namespaceMap(1018, [{ start: 1001114112, count: 65536 }]);
+  const m = keepIdMap(pause, 1018);
+  tt.same(m, [
+    { from: 0, to: 1001114112, count: 1018 },
+    { from: 1018, to: 1018, count: 1 },
+    { from: 1019, to: 1001114112 + 1018, count: 64518 },
+  ], 'through the pause map to host ids');
+  tt.same(composeIdMaps([{ from: 0, to: 1, count: 1018 }, { from: 1018, to: 0, count: 1 }, { from: 1019, to: 1019, count: 64518 }], pause), m, 'the measured layout composed with the pause map');
+  tt.equal(hostIdOf(m, 0), 1001114112, "the container's root is the first subordinate id");
+  tt.equal(hostIdOf(m, 42), 1001114112 + 42, 'gid 42 stays 42 (the default layout would show it as 41)');
+  tt.throws(() => keepIdMap(namespaceMap(70000, [{ start: 100000, count: 65536 }]), 70000), /not below the size/);
+});
+
+t.test('composeIdMaps splits a range across the outer map', async (tt) => {
+  tt.same(composeIdMaps([{ from: 10, to: 0, count: 3 }], [{ from: 0, to: 500, count: 1 }, { from: 1, to: 900, count: 5 }]), [{ from: 10, to: 500, count: 1 }, { from: 11, to: 900, count: 2 }]);
+  tt.throws(() => composeIdMaps([{ from: 0, to: 7, count: 1 }], [{ from: 0, to: 500, count: 1 }]), /id 7 is not mapped/);
 });
