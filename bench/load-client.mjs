@@ -62,8 +62,9 @@ async function addImage() {
   const body = await call('AddImage', 'AddImage', 'h', [fd]);
   closeSync(fd);
   if (!body) return undefined;
-  const [imageId, missing] = body;
-  if (missing.length) {
+  const [imageId, missing, listFd] = body;
+  closeSync(listFd);
+  if (missing > 0) {
     const [r, w] = pipe();
     const put = call('PutObjects', 'PutObjects', 'h', [r]);
     const ws = createWriteStream(null, { fd: w });

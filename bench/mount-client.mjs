@@ -1,6 +1,9 @@
-// Runs AS A TEST USER: registers a synthetic image of N entries (files share
-// a few distinct objects), uploads the objects, then times MountImage calls
-// (call to usable mount fd) and, as the baseline of the same run, GetInfo.
+// Runs AS A TEST USER: registers a synthetic image of ENTRIES entries whose
+// files share OBJECTS distinct contents, uploads the objects, then times
+// MountImage calls (call to usable mount fd) and, as the bus's share of the
+// same run, GetInfo. With "keep" the image stays registered (the bench mounts
+// its file itself as the reference, then removes it); prints JSON.
+//   node mount-client.mjs ENTRIES OBJECTS CALLS [keep]
 import { closeSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 
@@ -9,53 +12,63 @@ const { connect } = await import(join(pkg, 'dist', 'src', 'index.js'));
 const { FsVerityHasher } = await import(join(pkg, 'dist', 'src', 'verity', 'fsverity.js'));
 const { pipe, sealedMemfd } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
 const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
-const [entries, calls] = [Number(process.argv[2]), Number(process.argv[3])];
+const [entries, objects, calls] = process.argv.slice(2, 5).map(Number);
+const keep = process.argv[5] === 'keep';
 
 const mtime = { sec: 1700000000, nsec: 0 };
-const contents = Array.from({ length: 16 }, (_, k) => Buffer.alloc(8192 + k, 65 + k));
-const digests = contents.map((c) => new FsVerityHasher().update(c).digest().toString('hex'));
-// Directories of 1000 files each, names sorting in path order.
+/** Content k: small and distinct (its index spelled out), a few blocks for the first 16. */
+const content = (k) => (k < 16 ? Buffer.alloc(8192 + k, 65 + k) : Buffer.from(`object ${k}\n`));
+const digests = Array.from({ length: objects }, (_, k) => new FsVerityHasher().update(content(k)).digest().toString('hex'));
+// Directories of 1000 files each, names sorting in path order; file i has content i mod OBJECTS.
 const list = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }];
-const dirs = Math.ceil((entries - 1) / 1001);
-for (let d = 0; d < dirs && list.length < entries; d++) {
+let file = 0;
+for (let d = 0; list.length < entries; d++) {
   const dir = `/d${String(d).padStart(5, '0')}`;
   list.push({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
-  for (let f = 0; f < 1000 && list.length < entries; f++) {
-    const k = (d + f) % 16;
-    list.push({ path: `${dir}/f${String(f).padStart(4, '0')}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: contents[k].length, digest: digests[k] });
+  for (let f = 0; f < 1000 && list.length < entries; f++, file++) {
+    const k = file % objects;
+    list.push({ path: `${dir}/f${String(f).padStart(4, '0')}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: content(k).length, digest: digests[k] });
   }
 }
 const broker = await connect();
-const fd = sealedMemfd('bench-manifest', Buffer.from(JSON.stringify({ version: 1, name: `bench-${entries}`, entries: list })));
-let t0 = process.hrtime.bigint();
+const fd = sealedMemfd('bench-manifest', Buffer.from(JSON.stringify({ version: 1, name: `bench-${entries}-${objects}`, entries: list })));
+let t0 = performance.now();
 const { imageId, missing } = await broker.addImage(fd);
-const addMs = Number(process.hrtime.bigint() - t0) / 1e6;
+const addMs = performance.now() - t0;
 closeSync(fd);
+t0 = performance.now();
 if (missing.length > 0) {
+  const index = new Map(digests.map((d, k) => [d, k]));
   const [r, w] = pipe();
   const put = broker.putObjects(r);
   const ws = createWriteStream(null, { fd: w });
   for (const d of missing) {
-    const c = contents[digests.indexOf(d)];
+    const c = content(index.get(d));
     ws.write(recordHeader(d, c.length));
-    ws.write(c);
+    if (!ws.write(c)) await new Promise((resolve) => ws.once('drain', resolve));
   }
   ws.end();
   await put;
   closeSync(r);
 }
+const putMs = performance.now() - t0;
 const samples = { GetInfo: [], MountImage: [] };
-for (let k = 0; k < 5; k++) closeSync((await broker.mountImage(imageId)).mountFd);
+let info;
+for (let k = 0; k < 5; k++) {
+  const m = await broker.mountImage(imageId);
+  info = m.info;
+  closeSync(m.mountFd);
+}
 for (let k = 0; k < calls; k++) {
-  t0 = process.hrtime.bigint();
+  t0 = performance.now();
   await broker.getInfo();
-  samples.GetInfo.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  t0 = process.hrtime.bigint();
+  samples.GetInfo.push(performance.now() - t0);
+  t0 = performance.now();
   const { mountFd } = await broker.mountImage(imageId);
-  samples.MountImage.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  samples.MountImage.push(performance.now() - t0);
   closeSync(mountFd);
 }
-await broker.removeImage(imageId);
+if (!keep) await broker.removeImage(imageId);
 broker.close();
-process.stdout.write(JSON.stringify({ entries: list.length, addMs, samples }));
+process.stdout.write(JSON.stringify({ imageId, entries: list.length, objects, addMs, putMs, info, samples }));
 process.exit(0);

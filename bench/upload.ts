@@ -8,14 +8,15 @@
 //   sudo bash bench/run.sh upload [--trees /usr/share/icons,/usr/share,/usr]
 // Writes bench/results/upload.json.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { manifestFromDirectory } from '../src/client/images.js';
 import { byteKey } from '../src/manifest/text.js';
 import type { Manifest } from '../src/schema/types.generated.js';
 import { createWorld } from '../test/helpers/world.js';
 import { runAs } from '../test/helpers/run-as.js';
-import { pkgRoot, repoRoot } from '../test/helpers/paths.js';
+import { pkgRoot } from '../test/helpers/paths.js';
+import { writeResult } from './lib/results.js';
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -103,7 +104,10 @@ try {
         env: { MOUNTGATE_TEST_PKG: pkgRoot },
         timeoutMs: 3_600_000,
       });
-      if (r.code !== 0) throw new Error(`upload as ${user} failed (${r.code}): ${r.stderr}`);
+      if (r.code !== 0) {
+        const errors = world.broker.audit.filter((l) => l.event === 'error' || l.allowed === false || (l.event === 'result' && l.ok === false)).slice(-3);
+        throw new Error(`upload as ${user} failed (${r.code}): ${r.stderr}\nthe broker's last errors: ${JSON.stringify(errors)}`);
+      }
       return JSON.parse(r.stdout) as { imageId: string; addMs: number; putMs: number; missing: number; uploaded: { objects: number; bytes: number } };
     };
     const first = await upload('alice');
@@ -136,11 +140,10 @@ try {
 }
 const results = {
   bench: 'upload',
-  date: new Date().toISOString(),
   targets: [
-    { target: 'Uploads: at least 0.8x the throughput of sha256sum over the same bytes (ratio = sha256sum time / upload time)', limit: 0.8, unit: 'ratio', better: 'higher', rows: speed },
-    { target: 'An object the store already holds is never written again (a second user importing the same tree)', limit: 0, unit: 'objects rewritten', better: 'lower', rows: again },
-    { target: 'A 106,000-object image (Debian /usr) uploads end to end', limit: 1, unit: 'uploaded', better: 'higher', rows: whole },
+    { target: 'Uploads: at least 0.8x the throughput of sha256sum over the same bytes (ratio = sha256sum time / upload time)', limit: 0.8, unit: 'ratio', direction: 'at-least' as const, rows: speed },
+    { target: 'An object the store already holds is never written again (a second user importing the same tree)', limit: 0, unit: 'objects rewritten', rows: again },
+    { target: 'A 106,000-object image (Debian /usr) uploads end to end', limit: 1, unit: 'uploaded', direction: 'at-least' as const, rows: whole },
   ],
   series: [
     {
@@ -155,6 +158,4 @@ const results = {
     },
   ],
 };
-mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
-writeFileSync(join(repoRoot, 'bench', 'results', 'upload.json'), `${JSON.stringify(results, null, 2)}\n`);
-console.log(`wrote bench/results/upload.json`);
+console.log(`wrote ${writeResult(results)}`);

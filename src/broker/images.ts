@@ -7,8 +7,8 @@
 // of them fits. An object is published only while an image still needs it,
 // and objects no image needs are collected. The bookkeeping lives in the
 // store database (src/store/db.ts); caller data is read only by upload
-// helpers (upload-helper.ts), child processes killed at their deadlines.
-import { spawn } from 'node:child_process';
+// helpers (upload-helper.ts), child processes started ahead of need
+// (upload-helpers.ts) and killed at their deadlines.
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import { digestPattern, ObjectStore } from '../store/objects.js';
 import { defaultImageLimits } from '../policy/default.js';
 import { FairQueue } from './fair-queue.js';
 import { ImageBuilder, type BuiltImage } from './image-builder.js';
+import { UploadHelpers } from './upload-helpers.js';
 
 export interface ImageDeps {
   stateDir: string;
@@ -32,8 +33,6 @@ export interface ImageDeps {
   /** How long a passed file may keep an upload helper silent before it is killed. */
   fdDeadlineMs: number;
 }
-
-const uploadHelperPath = new URL('./upload-helper.js', import.meta.url).pathname;
 
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
@@ -66,9 +65,11 @@ export class ImageService {
   /** At most two builds at once, over all users, handed out round-robin between them, on two workers. */
   private readonly builds = new FairQueue(2);
   private readonly builder = new ImageBuilder(this.builds.slots);
+  private readonly helpers: UploadHelpers;
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'));
+    this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
     this.reconcile();
   }
@@ -130,7 +131,10 @@ export class ImageService {
       built.image,
       uid,
     );
-    return { imageId: built.imageId, missing: this.missingFor(uid, owned), owned, durable };
+    const missing = this.missingFor(uid, owned);
+    // Its PutObjects follows the answer: the helper that will read it starts now.
+    if (missing.length > 0) this.helpers.prepare();
+    return { imageId: built.imageId, missing, owned, durable };
   }
 
   /**
@@ -143,16 +147,17 @@ export class ImageService {
   receive(uid: number, streamFd: number, socket: boolean): Promise<{ objects: number; bytes: number }> {
     const pending = this.registry.db.pendingFor(uid);
     const prefix = `${uid}-${randomBytes(6).toString('hex')}`;
-    const args = [uploadHelperPath, this.store.tmpDir, prefix, socket ? 'socket' : 'pipe', String(streamIdleMs), ...(this.deps.features.fsVerity ? ['--verity'] : [])];
-    let child;
+    let helper;
     try {
-      child = spawn(process.execPath, ['--max-old-space-size=256', ...args], { stdio: ['pipe', 'pipe', 'inherit', streamFd], env: {} });
-    } finally {
-      // The helper has its own copy now.
+      helper = this.helpers.take();
+    } catch (err) {
       closeSync(streamFd);
+      throw err;
     }
+    const child = helper.child;
+    // The helper gets its own copy through the channel; the front's goes once it is sent.
+    const handed = helper.start(streamFd, { prefix, socket }).finally(() => closeSync(streamFd));
     const stdin = child.stdin!;
-    stdin.on('error', () => undefined);
     stdin.write(`${JSON.stringify({ pending: [...pending].map(([d, p]) => [d, p.size, p.present]) })}\n`);
     let objects = 0;
     let bytes = 0;
@@ -182,6 +187,7 @@ export class ImageService {
         }, Math.max(this.deps.fdDeadlineMs, 1000));
       };
       arm();
+      handed.catch((err: Error) => finish(new Error(`the upload helper did not get the stream: ${err.message}`)));
       createInterface({ input: child.stdout! }).on('line', (text) => {
         if (settled) return;
         let line: Record<string, unknown>;

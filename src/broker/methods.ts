@@ -98,6 +98,13 @@ function explainObject(requestJson: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** Sorted hex digests as AddImage's reply carries them: 32 raw bytes each. */
+function digestList(digests: string[]): Buffer {
+  const out = Buffer.allocUnsafe(digests.length * 32);
+  for (let k = 0; k < digests.length; k++) out.write(digests[k]!, k * 32, 32, 'hex');
+  return out;
+}
+
 /** The attributes the plan sets on the mount, for the reply and the audit. */
 const setattrFlags = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
 
@@ -177,7 +184,9 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       // Registered before anything waits, in the turn of the decision; answered once on disk.
       const { imageId, missing, owned, durable } = images.register(call.caller.uid, built);
       await durable;
-      return { signature: 'sas', body: [imageId, missing], audit: { image: imageId, entries: owned.entries, missing: missing.length } };
+      // The list goes in a sealed memfd: no bus message is big enough for every image's.
+      const listFd = sys.sealedMemfd('mountgate-missing', digestList(missing));
+      return { signature: 'suh', body: [imageId, missing.length, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: missing.length } };
     },
   };
 

@@ -7,8 +7,8 @@
 export const maxMessageChars = 4096;
 /**
  * Largest reply body, in bytes of its strings: half of what the system bus
- * takes per message (32 MiB). AddImage's list of missing digests is the big
- * one: about 70 bytes per object, so a Debian /usr of 106k objects (7.4 MB) fits.
+ * takes per message (32 MiB). No reply is meant to come near it: AddImage's
+ * list of missing digests, which grows with the image, travels in a sealed memfd.
  */
 export const maxReplyBytes = 16 << 20;
 

@@ -1,14 +1,17 @@
-// An upload helper: a child of the front, one per PutObjects call, that does
-// every read of the caller's data for it, so none happens on the front's
-// event loop. It reads the record stream from fd 3 (a pipe, or an AF_UNIX
-// stream socket that may carry the caller's open files as fds), hashes every
+// An upload helper: a child of the front, one per PutObjects call (started
+// ahead of it, see upload-helpers.ts), that does every read of the caller's
+// data for it, so none happens on the front's event loop. It waits on fd 3,
+// a socketpair with the front, for its call: the stream fd (a pipe, or an
+// AF_UNIX stream socket that may carry the caller's open files as fds) and
+// its prefix for tmp names. It reads the record stream, hashes every
 // object, writes the ones the store lacks into the store's tmp directory,
 // syncs them (one syncfs per batch) and reports them to the front, which
 // alone publishes them and records them in the database. The front kills it
 // when it goes quiet past its deadline (a file on a filesystem that never
 // answers), so a stall costs only this call.
 //
-//   node upload-helper.js TMPDIR PREFIX pipe|socket IDLE_MS [--verity]
+//   node upload-helper.js TMPDIR IDLE_MS [--verity]
+// fd 3: one frame {"type": "call", "prefix": P, "kind": "pipe"|"socket"} with the stream fd.
 // stdin: one JSON line {"pending": [[digest, size, present], ...]}, then "sync" lines.
 // stdout: JSON lines: {"p":1} (alive: at least every 200 ms while its event
 //   loop runs or it reads), {"b": [[digest, size, tmp name | null], ...]} (a
@@ -19,9 +22,10 @@ import { join } from 'node:path';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { enableVerity } from '../store/objects.js';
 import { readableFd, syncfs } from '../sys/syscalls.js';
+import { Channel, type Frame } from './channel.js';
 import { StreamReader } from './stream.js';
 
-const [tmpDir, prefix, kind, idleArg] = process.argv.slice(2) as [string, string, string, string];
+const [tmpDir, idleArg] = process.argv.slice(2) as [string, string];
 const verity = process.argv.includes('--verity');
 const idleMs = Number(idleArg);
 /** The size field's top bit: the content is the next fd passed on the socket, not bytes in the stream. */
@@ -46,8 +50,6 @@ function progress(): void {
   say({ p: 1 });
 }
 
-// Alive while the event loop turns (waiting for the stream); a read stuck in a filesystem stops this, and the front kills us.
-const heartbeat = setInterval(() => progress(), 200);
 const lines = createInterface({ input: process.stdin });
 const input = lines[Symbol.asyncIterator]();
 const nextLine = async (): Promise<string | undefined> => {
@@ -55,6 +57,23 @@ const nextLine = async (): Promise<string | undefined> => {
   return n.done ? undefined : n.value;
 };
 
+/** The call, once the front hands it over; a front that goes away first ends this helper. */
+const call = await new Promise<{ prefix: string; kind: string; stream: number }>((resolve) => {
+  const channel = new Channel(3);
+  channel.once('close', () => process.exit(0));
+  channel.once('frame', (frame: Frame, fds: number[]) => {
+    const [stream, ...extra] = fds;
+    for (const fd of extra) closeSync(fd);
+    if (frame.type !== 'call' || typeof frame.prefix !== 'string' || !/^[0-9a-z-]+$/.test(frame.prefix) || stream === undefined) process.exit(2);
+    channel.removeAllListeners('close');
+    // Not from inside the channel's own read callback.
+    setImmediate(() => channel.close());
+    resolve({ prefix: frame.prefix, kind: frame.kind === 'socket' ? 'socket' : 'pipe', stream });
+  });
+});
+const { prefix, kind } = call;
+// Alive while the event loop turns (waiting for the stream); a read stuck in a filesystem stops this, and the front kills us.
+const heartbeat = setInterval(() => progress(), 200);
 const dirFd = openSync(tmpDir, 'r');
 let serial = 0;
 let batch: [string, number, string | null][] = [];
@@ -120,7 +139,7 @@ async function run(): Promise<void> {
   const first = await nextLine();
   const pending = new Map<string, { size: number; present: boolean }>();
   for (const [d, size, present] of (JSON.parse(first ?? '{"pending":[]}') as { pending: [string, number, boolean][] }).pending) pending.set(d, { size, present });
-  const reader = kind === 'socket' ? StreamReader.fromUnixSocket(3, idleMs) : StreamReader.fromFd(3, idleMs);
+  const reader = kind === 'socket' ? StreamReader.fromUnixSocket(call.stream, idleMs) : StreamReader.fromFd(call.stream, idleMs);
   let unacked = 0;
   const ack = () => {
     if (reader.write && unacked > 0) reader.write(Buffer.alloc(unacked));

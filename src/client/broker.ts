@@ -2,7 +2,7 @@
 // every request locally with the broker's own schemas (so a mistake is
 // reported before anything crosses the bus), calls the broker, and returns
 // mount fds that the program attaches in a mount namespace it owns.
-import { closeSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import { BusMessage, CallerBus, type Message } from '../bus/caller.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
 import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError } from '../errors.js';
@@ -106,8 +106,12 @@ export class MountgateBroker {
    */
   async addImage(manifestFd: number): Promise<{ imageId: string; missing: string[] }> {
     const reply = await this.call('AddImage', 'h', [manifestFd]);
-    const [imageId, missing] = reply.body as [string, string[]];
-    return { imageId, missing };
+    const [imageId, count, listFd] = reply.body as [string, number, number];
+    try {
+      return { imageId, missing: readDigestList(listFd, count) };
+    } finally {
+      closeFd(listFd);
+    }
   }
 
   /** Uploads objects written into the pipe whose read end is `streamFd` (see the interface XML for the record format). */
@@ -156,6 +160,21 @@ export async function connect(opts: ConnectOptions = {}): Promise<MountgateBroke
 }
 
 /** Closes an fd the broker returned, ignoring one already closed. */
+/** AddImage's list of missing objects: `count` raw 32-byte digests in a sealed memfd, as hex. */
+export function readDigestList(fd: number, count: number): string[] {
+  const size = fstatSync(fd).size;
+  if (size !== count * 32) throw new InternalError(`the broker's list of missing objects is ${size} bytes, not ${count} digests of 32`);
+  const bytes = Buffer.allocUnsafe(size);
+  for (let at = 0; at < size; ) {
+    const n = readSync(fd, bytes, at, size - at, at);
+    if (n === 0) throw new InternalError(`the broker's list of missing objects ended after ${at} of ${size} bytes`);
+    at += n;
+  }
+  const out = new Array<string>(count);
+  for (let k = 0; k < count; k++) out[k] = bytes.toString('hex', k * 32, k * 32 + 32);
+  return out;
+}
+
 export function closeFd(fd: number): void {
   try {
     closeSync(fd);

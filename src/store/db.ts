@@ -144,6 +144,8 @@ export class StoreDb {
     // A committed transaction is on disk before its call is answered.
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
+    // Statement journals and sorts in memory: no temp file (a deleted one, held open) outlives a big transaction.
+    this.db.pragma('temp_store = MEMORY');
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > schemaVersion) throw new Error(`${path} has schema version ${version}; this mountgated knows only up to ${schemaVersion} (a newer mountgated wrote it)`);
     if (version === 1) {

@@ -13,7 +13,7 @@ t.before(async () => {
     users: { alice: {}, bob: {} },
     policy: {
       version: 1,
-      methods: { BindIdmapped: { users: ['*'] }, Explain: { users: ['*'], requireSubordinateIds: false }, AddImage: { users: ['*'], requireSubordinateIds: false }, MountImage: { users: ['*'], requireSubordinateIds: false }, ListImages: { users: ['*'], requireSubordinateIds: false } },
+      methods: { BindIdmapped: { users: ['*'] }, Explain: { users: ['*'], requireSubordinateIds: false }, AddImage: { users: ['*'], requireSubordinateIds: false }, MountImage: { users: ['*'], requireSubordinateIds: false }, ListImages: { users: ['*'], requireSubordinateIds: false }, RemoveImage: { users: ['*'], requireSubordinateIds: false } },
       limits: { concurrentRequests: 8, requestsPerMinute: 100000 },
     },
   });
@@ -57,3 +57,24 @@ t.test('Explain(BindIdmapped): a ~30 MB request_json', (tt) => hostile(tt, 'Expl
 t.test('Explain: a ~30 MB method name', (tt) => hostile(tt, 'Explain', { op: 'raw', member: 'Explain', signature: 'ssah', body: ['', '{}', []], huge: { index: 0, char: 'M', count: nearBusLimit } }));
 t.test('MountImage: a ~30 MB request_json', (tt) => hostile(tt, 'MountImage', { op: 'raw', member: 'MountImage', signature: 'ss', body: ['0'.repeat(64), ''], huge: { index: 1, char: 'A', count: nearBusLimit, prefix: '{"junk":"', suffix: '"}' } }));
 t.test('MountImage: a ~30 MB image id', (tt) => hostile(tt, 'MountImage', { op: 'raw', member: 'MountImage', signature: 'ss', body: ['', '{}'], huge: { index: 0, char: 'f', count: nearBusLimit } }, ['InvalidRequest', 'NotFound']));
+
+// An image whose list of missing objects no bus message could carry (250,000
+// digests: 16 MB as hex strings, over the broker's 16 MiB reply cap): the list
+// comes in a sealed memfd, every digest once, in byte order; the reply itself stays small.
+t.test('AddImage: 250,000 missing objects come in a sealed memfd, whole and sorted', async (tt) => {
+  await world.restartIfDead(tt);
+  const before = world.snapshot();
+  const pid = world.broker.pid;
+  const during = new Promise((res) => setTimeout(res, 1500)).then(() => world.served(tt, world.users.bob!, 'bob, while the image is built'));
+  const [r] = await world.probeAs(world.users.alice!, [{ op: 'addImage', gen: { kind: 'objects', n: 250_000 } }], { timeoutMs: 120_000 });
+  await during;
+  tt.ok(r!.ok, `AddImage answered (${r!.name ?? ''} ${String(r!.message ?? '').slice(0, 200)})`);
+  tt.equal(r!.missingCount, 250_000, 'every object is missing');
+  tt.equal(r!.listSealed, true, 'the list is a memfd sealed against writes, growth and shrinking');
+  tt.equal(r!.missingIsEveryObjectSorted, true, 'the list is exactly the image objects, in byte order');
+  tt.equal(world.broker.pid, pid, 'the same broker process');
+  const [rm] = await world.probeAs(world.users.alice!, [{ op: 'removeImage', id: r!.id }]);
+  tt.ok(rm!.ok, 'the image is removed again');
+  await world.nothingLeft(tt, before);
+  await world.served(tt, world.users.bob!);
+});

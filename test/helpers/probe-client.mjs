@@ -8,11 +8,12 @@ import { closeSync, createWriteStream, existsSync, openSync, readdirSync, consta
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Socket } from 'node:net';
+import { createHash } from 'node:crypto';
 
 const pkg = process.env.MOUNTGATE_TEST_PKG ?? join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..');
 const require = createRequire(join(pkg, 'package.json'));
 const dbus = require('dbus-next');
-const { pipe, sealedMemfd } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
+const { pipe, sealedMemfd, fileSeals, IMMUTABLE_SEALS } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
 // Fds of every other kind (sockets, O_PATH, memfds, ...), for the adversarial tests.
 const { fdFactory } = await import(join(pkg, 'test', 'adversarial', 'helpers', 'fd-factory.mjs'));
 const fds = fdFactory(pkg);
@@ -21,6 +22,7 @@ const kept = [];
 let added;
 const imageId = (id) => (id === '$added' ? added : id);
 const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
+const { readDigestList } = await import(join(pkg, 'dist', 'src', 'client', 'broker.js'));
 
 const dest = { destination: 'org.mountgate.Broker1', path: '/org/mountgate/Broker1', interface: 'org.mountgate.Broker1' };
 
@@ -50,6 +52,16 @@ async function call(bus, member, signature, body, opts = {}) {
   const ms = () => Math.round(performance.now() - started);
   try {
     const reply = await bus.call(new dbus.Message({ ...(opts.dest ?? dest), member, signature, body }));
+    if (member === 'AddImage') {
+      // The missing list's memfd: read, closed, and shown as the list.
+      const [id, count, listFd] = reply.body;
+      try {
+        const seals = fileSeals(listFd);
+        return { ok: true, ms: ms(), body: [id, readDigestList(listFd, count)], listSealed: seals !== undefined && (seals & IMMUTABLE_SEALS) === IMMUTABLE_SEALS };
+      } finally {
+        closeSync(listFd);
+      }
+    }
     for (const x of reply.body) {
       if (typeof x === 'number' && (member === 'BindIdmapped' || member === 'MountImage')) {
         if (opts.keepFds) kept.push(x);
@@ -95,6 +107,9 @@ function manifestText(op) {
   return JSON.stringify(op.manifest ?? synthetic(op.synthetic));
 }
 
+/** The k-th digest of a generated 'objects' manifest. */
+const madeUpDigest = (k) => createHash('sha256').update(`object ${k}`).digest('hex');
+
 /**
  * Manifests built to exhaust the writer, made here (too big for argv):
  * depth: one chain of n nested directories; hardlinks: one file and n hardlinks to it;
@@ -112,6 +127,13 @@ function generated(gen) {
     entries.push(file('/a-target'));
     entries.push(dir('/links'));
     for (let k = 0; k < gen.n; k++) entries.push({ path: `/links/l${String(k).padStart(8, '0')}`, type: 'hardlink', target: '/a-target' });
+  } else if (gen.kind === 'objects') {
+    // n files of one byte, each its own (made-up) digest: n objects to upload.
+    for (let d = 0; d * 1000 < gen.n; d++) {
+      const dirPath = `/d${String(d).padStart(5, '0')}`;
+      entries.push(dir(dirPath));
+      for (let k = d * 1000; k < Math.min(gen.n, (d + 1) * 1000); k++) entries.push(file(`${dirPath}/f${String(k).padStart(8, '0')}`, { size: 1, digest: madeUpDigest(k) }));
+    }
   } else if (gen.kind === 'xattrs') {
     for (let k = 0; k < gen.n; k++) {
       // Distinct values per entry, so nothing can be shared between entries.
@@ -153,7 +175,14 @@ async function runOp(bus, op) {
     out = await call(bus, 'AddImage', 'h', [src.fd]);
     src.close();
     if (out.ok) {
-      out = { ok: true, ms: out.ms, id: out.body[0], missing: out.body[1] };
+      const missing = out.body[1];
+      out = { ok: true, ms: out.ms, id: out.body[0], missingCount: missing.length, listSealed: out.listSealed, missing };
+      if (op.gen?.kind === 'objects') {
+        // Too many to print: whether the list is exactly the generated digests, in byte order.
+        const wanted = Array.from({ length: op.gen.n }, (_, k) => madeUpDigest(k)).sort();
+        out.missingIsEveryObjectSorted = missing.length === wanted.length && missing.every((d, k) => d === wanted[k]);
+        delete out.missing;
+      }
       added = out.id;
     }
   } else if (op.op === 'putObjects' && op.fd) {
