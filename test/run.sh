@@ -36,4 +36,6 @@ npx tap --reporter=tap "$@" | tee "$log"
 rc=${PIPESTATUS[0]}
 node test/summary.mjs "$log" "${expected[@]}" || rc=1
 rm -f "$log"
+# The .deb the run built once for its packaging tests (test/helpers/deb.ts).
+rm -rf "/tmp/mountgate-deb-${MOUNTGATE_TEST_RUN//[^0-9a-zA-Z]/-}"
 exit "$rc"

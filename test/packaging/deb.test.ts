@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { validate } from '../../src/schema/validate.js';
+import { builtDeb } from '../helpers/deb.js';
 import { defaultImageLimits, defaultPolicy } from '../../src/policy/default.js';
 
 const run = promisify(execFile);
@@ -28,11 +29,13 @@ let deb = '';
 /** path in the package ("/usr/bin/mountgate") -> mode and owner from `dpkg-deb -c`. */
 const entries = new Map<string, { mode: string; owner: string }>();
 
+// The build compiles native addons (minutes on 2 cores, shared with installed.test.ts).
+t.setTimeout(25 * 60_000);
 t.before(async () => {
-  built = await run(join(repoRoot, 'packaging', 'build-deb.sh'), ['--no-build', '--out', work],
-    { cwd: repoRoot, maxBuffer: 64 << 20 }).catch((e) => e);
+  const shared = await builtDeb();
+  built = { code: shared.code, stdout: shared.stdout, stderr: shared.stderr };
   arch = (await run('dpkg', ['--print-architecture'])).stdout.trim();
-  deb = join(work, `mountgate_${pkg.version}_${arch}.deb`);
+  deb = join(shared.dir, `mountgate_${pkg.version}_${arch}.deb`);
   if (!statSync(deb, { throwIfNoEntry: false })) return;
   // "-rwxr-xr-x root/root 74 2025-01-01 00:00 ./usr/bin/mountgate"
   const listing = (await run('dpkg-deb', ['-c', deb], { maxBuffer: 64 << 20 })).stdout.trim().split('\n');
