@@ -55,7 +55,7 @@ function mapArgs(map: IdRange[]): string[] {
   return map.flatMap((r) => [String(r.from), String(r.to), String(r.count)]);
 }
 
-async function writeMaps(pid: number, uidMap: IdRange[], gidMap: IdRange[]): Promise<void> {
+export async function writeMaps(pid: number, uidMap: IdRange[], gidMap: IdRange[]): Promise<void> {
   try {
     // Both at once: they write different files of the same process.
     await Promise.all([execFileAsync('newuidmap', [String(pid), ...mapArgs(uidMap)]), execFileAsync('newgidmap', [String(pid), ...mapArgs(gidMap)])]);

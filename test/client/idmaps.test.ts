@@ -1,5 +1,5 @@
 import t from 'tap';
-import { hostIdOf, namespaceMap, ownerMap } from '../../src/client/idmaps.js';
+import { hostIdOf, keepIdMap, namespaceMap, ownerMap } from '../../src/client/idmaps.js';
 import { parseBindSpec } from '../../src/cli/bind-spec.js';
 
 const subs = [{ start: 100000, count: 65536 }];
@@ -27,4 +27,19 @@ t.test('--bind specs', async (tt) => {
   tt.throws(() => parseBindSpec('/a:rel'), /must be an absolute path/);
   tt.throws(() => parseBindSpec('/a:/b:suid'), /unknown option "suid"/);
   tt.throws(() => parseBindSpec('/a:/b:uid=x'), /numeric id/);
+});
+
+t.test('keepIdMap keeps the own id and fills every other id from the subordinate ranges', async (tt) => {
+  tt.same(keepIdMap(1000, subs), [
+    { from: 0, to: 100000, count: 1000 },
+    { from: 1000, to: 1000, count: 1 },
+    { from: 1001, to: 101000, count: 64536 },
+  ]);
+  tt.same(keepIdMap(5, [{ start: 200, count: 3 }, { start: 300, count: 4 }]), [
+    { from: 0, to: 200, count: 3 },
+    { from: 3, to: 300, count: 2 },
+    { from: 5, to: 5, count: 1 },
+    { from: 6, to: 302, count: 2 },
+  ], 'ranges split around the own id, in order');
+  tt.same(keepIdMap(1000, [{ start: 100000, count: 10 }]), [{ from: 0, to: 100000, count: 10 }, { from: 1000, to: 1000, count: 1 }], 'too few subordinate ids: a gap below the own id');
 });
