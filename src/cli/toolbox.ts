@@ -77,7 +77,6 @@ Examples:
     .argument('<name>', 'the toolbox')
     .argument('[command...]', 'what to run instead of your shell (after --)')
     .option('--root', "as the container's root rather than as yourself")
-    .passThroughOptions()
     .action(async (name: string, command: string[], opts: { root?: boolean }) => {
       const { enterToolbox, groupName } = await import('../client/toolbox.js');
       const { writeMaps } = await import('../client/namespace.js');

@@ -22,8 +22,10 @@ use Fcntl qw(:flock);
 my ($root, $lock, $rundir, $hostname, $user, $uid, $gid, $group, $home, $shell) = @ARGV;
 sub fail { print STDERR "mountgate: $_[0]\n"; exit 1; }
 
-# pivot_root and umount2 predate the unified numbering of new syscalls.
-my %NR = (x86_64 => [155, 166], aarch64 => [41, 39]);
+# pivot_root, umount2 and sethostname predate the unified numbering of new
+# syscalls. (/proc/sys/kernel/hostname belongs to the host's root, whom a user
+# namespace does not map: only the call sets a namespace's hostname.)
+my %NR = (x86_64 => [155, 166, 170], aarch64 => [41, 39, 161]);
 my $machine = (POSIX::uname())[4];
 my $nr = $NR{$machine} or fail("the toolbox does not know the pivot_root call on $machine");
 my $MNT_DETACH = 2;
@@ -38,9 +40,8 @@ syscall($nr->[0], $new, $old) == 0 or fail("cannot make the container's root the
 syscall($nr->[1], $old, $flags) == 0 or fail("cannot detach the host's mounts: $!");
 chdir('/') or fail("cannot enter the new root: $!");
 
-open(my $h, '>', '/proc/sys/kernel/hostname') or fail("cannot set the hostname: $!");
-print $h $hostname;
-close($h) or fail("cannot set the hostname to $hostname: $!");
+my $name = $hostname;
+syscall($nr->[2], $name, length $name) == 0 or fail("cannot set the hostname to $hostname: $!");
 
 # The user's own entries replace any of the same name or id; the file is
 # replaced by a rename, so a symlink in the image is replaced, never followed.
