@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 # for test/adversarial: fuse3 (fusermount3), bindfs and squashfuse (FUSE
 # filesystems a user serves), squashfs-tools (mksquashfs) and e2fsprogs
 # (mkfs.ext4, debugfs) for filesystem images a user makes; attr (setfattr,
-# getfattr) and libcap2-bin (setcap, getcap) for xattrs in images.
-packages=(attr libcap2-bin dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd debootstrap systemd-container g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
+# getfattr) and libcap2-bin (setcap, getcap) for xattrs in images;
+# busybox-static: the small root filesystem of the toolbox test's image.
+packages=(busybox-static attr libcap2-bin dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd debootstrap systemd-container g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
