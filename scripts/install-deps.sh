@@ -19,8 +19,8 @@ cd "$(dirname "$0")/.."
 # test/import: zstd (zstd layers), podman and skopeo (images saved as
 # docker-archive, oci-archive and oci: layouts); test/recipes: podman, runc
 # (podman 4.3 on Debian 12 needs it: crun cannot here), bubblewrap (bwrap),
-# busybox-static (the one-binary root filesystem the recipes and the image
-# tests run on) and tar (podman import).
+# busybox-static (the one-binary root filesystem the recipes, the image and
+# the toolbox tests run on) and tar (podman import).
 packages=(podman runc skopeo zstd bubblewrap busybox-static tar attr libcap2-bin dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd debootstrap systemd-container g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do

@@ -359,7 +359,7 @@ const needsOptional = (argv: string[]) => {
 async function registerOptional(): Promise<void> {
   // Commands that live in their own modules (manifest and image tools), each
   // imported by a literal name, so the architecture test can follow it.
-  for (const load of [() => import('./manifest.js'), () => import('./image.js'), () => import('./image-store.js'), () => import('./export-layer.js'), () => import('./attach.js')]) {
+  for (const load of [() => import('./manifest.js'), () => import('./image.js'), () => import('./image-store.js'), () => import('./export-layer.js'), () => import('./attach.js'), () => import('./toolbox.js')]) {
     try {
       const m = (await load()) as { register?: (p: Command) => void };
       m.register?.(program);

@@ -22,13 +22,17 @@
 //                                       copy:PATH (a writable copy bound over
 //                                       it, empty when the image has none)
 //   root DIR                            chroot into DIR (and chdir /)
+//   dir PATH MODE                       mkdir PATH (octal MODE) unless it is a directory, as the helper's own ids
+//   readonly BASE TARGET                make the mount at BASE+TARGET and every mount below it read-only
+//   symlink TO BASE TARGET              a symbolic link at BASE+TARGET pointing to TO
 //   cwd DIR                             chdir
 //   user SPEC                           become the image's user: NAME or UID, optionally
 //                                       :GROUP or :GID, looked up in the (new) root's
 //                                       /etc/passwd and /etc/group; NAME alone takes its group
 //   tty                                 a new session whose controlling terminal is fd 0
 // MODE says what to do when the mount point BASE+TARGET is missing: "make"
-// creates it one level at a time, "have" skips the step. WHAT names the mount
+// creates it one level at a time, "file" the same with an empty file last (a
+// mount point for one device or file), "have" skips the step. WHAT names the mount
 // in messages ("the bind"), TARGET is the path as the command will see it.
 // Every fd above 2 is closed before the command starts.
 
@@ -36,7 +40,7 @@ const script = String.raw`
 use strict;
 use warnings;
 # The new mount API and close_range have the same numbers on every architecture.
-my %NR = (open_tree => 428, move_mount => 429, fsopen => 430, fsconfig => 431, fsmount => 432, close_range => 436);
+my %NR = (open_tree => 428, move_mount => 429, fsopen => 430, fsconfig => 431, fsmount => 432, close_range => 436, mount_setattr => 442);
 my ($AT_FDCWD, $MOVE_MOUNT_F_EMPTY_PATH, $OPEN_TREE_CLONE, $OPEN_TREE_CLOEXEC, $AT_RECURSIVE) = (-100, 4, 1, 0x80000, 0x8000);
 my ($FSOPEN_CLOEXEC, $FSMOUNT_CLOEXEC, $FSCONFIG_SET_FLAG, $FSCONFIG_SET_STRING, $FSCONFIG_CMD_CREATE) = (1, 1, 0, 1, 6);
 my $TIOCSCTTY = 0x540E;
@@ -51,18 +55,23 @@ sub fail { my ($message, $code) = @_; print STDERR "mountgate: $message\n"; exit
 sub sys { my ($name, @args) = @_; return syscall($NR{$name}, @args); }
 sub close_fd { my ($fd) = @_; sys('close_range', $fd, $fd, 0); }
 
+sub path_of { my ($base, $target) = @_; return $target eq '/' ? $base : $base eq '/' ? $target : "$base$target"; }
+
 sub mount_point {
   my ($base, $target, $what, $mode) = @_;
-  my $path = $target eq '/' ? $base : $base eq '/' ? $target : "$base$target";
-  return $path if -d $path;
-  fail("cannot mount $what at $target: it is not a directory") if -e $path;
+  my $path = path_of($base, $target);
+  my $file = $mode eq 'file';
+  return $path if $file ? -f $path : -d $path;
+  fail("cannot mount $what at $target: it is not a " . ($file ? 'file' : 'directory')) if -e $path;
   return undef if $mode eq 'have';
   # One level at a time: a recursive mkdir would report EROFS as ENOENT.
   my $at = $base;
-  for my $name (grep { $_ ne '' } split m{/}, $target) {
+  my @names = grep { $_ ne '' } split m{/}, $target;
+  for my $k (0 .. $#names) {
+    my $name = $names[$k];
     $at = $at eq '/' ? "/$name" : "$at/$name";
     next if -e $at;
-    next if mkdir $at;
+    next if $file && $k == $#names ? open(my $fh, '>>', $at) : mkdir $at;
     if ($!{EROFS} && $base ne '/') {
       fail("cannot mount $what at $target: the image has no directory $target and is read-only; choose a directory that exists in it (or one under /tmp), or add --writable");
     }
@@ -190,6 +199,16 @@ while (@argv && $argv[0] ne '--') {
       attach($bind, "$path$file", "$target$file", "the copy of $file");
     }
     close_fd($copies);
+  } elsif ($op eq 'dir') {
+    my ($path, $mode) = splice @argv, 0, 2;
+    -d $path or mkdir($path, oct $mode) or fail("cannot create $path: $!");
+  } elsif ($op eq 'readonly') {
+    my ($base, $target) = splice @argv, 0, 2;
+    my $attr = pack('QQQQ', $MOUNT_ATTR_RDONLY, 0, 0, 0);
+    sys('mount_setattr', $AT_FDCWD, path_of($base, $target), $AT_RECURSIVE, $attr, length $attr) == 0 or fail("cannot make $target read-only: $!");
+  } elsif ($op eq 'symlink') {
+    my ($to, $base, $target) = splice @argv, 0, 3;
+    symlink($to, path_of($base, $target)) or fail("cannot create the link $target: $!");
   } elsif ($op eq 'root') {
     my $dir = shift @argv;
     chroot($dir) && chdir('/') or fail("cannot enter the image's root: $!");
@@ -239,7 +258,7 @@ fail("cannot run $argv[0]: $!", 127);
 `;
 
 /** What the helper does to make a mount point that is missing: create it, or skip the step. */
-export type MissingMountPoint = 'make' | 'have';
+export type MissingMountPoint = 'make' | 'file' | 'have';
 
 interface At {
   /** The directory TARGET is inside of ("/", or the new root being assembled). */
@@ -256,6 +275,9 @@ export type AttachStep =
   | ({ op: 'host'; dir: string } & At)
   | ({ op: 'new'; fsType: string; options: Record<string, string | undefined> } & At)
   | ({ op: 'stubs'; fd: number; entries: Stub[] } & At)
+  | { op: 'dir'; path: string; mode: number }
+  | { op: 'readonly'; base: string; target: string }
+  | { op: 'symlink'; to: string; base: string; target: string }
   | { op: 'root'; dir: string }
   | { op: 'cwd'; dir: string }
   | { op: 'user'; spec: string }
@@ -280,6 +302,12 @@ function words(step: AttachStep): string[] {
     }
     case 'stubs':
       return ['stubs', String(step.fd), step.base, step.target, step.what, step.missing, String(step.entries.length), ...step.entries.map(stubWord)];
+    case 'dir':
+      return ['dir', step.path, step.mode.toString(8)];
+    case 'readonly':
+      return ['readonly', step.base, step.target];
+    case 'symlink':
+      return ['symlink', step.to, step.base, step.target];
     case 'root':
     case 'cwd':
       return [step.op, step.dir];

@@ -86,3 +86,29 @@ export function keepIdMap(nsMap: IdRange[], own: number): IdRange[] {
   ];
   return composeIdMaps(layout, nsMap);
 }
+
+/**
+ * The toolbox layout ("keep-id"): the caller's own id is itself inside, and
+ * its subordinate ranges fill every other id from 0 up, skipping it; so the
+ * caller is themselves and root is a subordinate id. As a namespace map it
+ * maps inside ids to host ids; as an image's map, image id N lands on the host
+ * id that shows as N inside.
+ */
+export function toolboxIdMap(own: number, subordinate: { start: number; count: number }[]): IdRange[] {
+  const map: IdRange[] = [];
+  let next = 0;
+  for (const s of subordinate) {
+    let to = s.start;
+    let left = s.count;
+    while (left > 0) {
+      if (next === own) next++;
+      const count = next < own ? Math.min(left, own - next) : left;
+      map.push({ from: next, to, count });
+      next += count;
+      to += count;
+      left -= count;
+    }
+  }
+  map.push({ from: own, to: own, count: 1 });
+  return map.sort((a, b) => a.from - b.from);
+}

@@ -59,7 +59,7 @@ function mapArgs(map: IdRange[]): string[] {
   return map.flatMap((r) => [String(r.from), String(r.to), String(r.count)]);
 }
 
-async function writeMaps(pid: number, uidMap: IdRange[], gidMap: IdRange[]): Promise<void> {
+export async function writeMaps(pid: number, uidMap: IdRange[], gidMap: IdRange[]): Promise<void> {
   try {
     // Both at once: they write different files of the same process.
     await Promise.all([execFileAsync('newuidmap', [String(pid), ...mapArgs(uidMap)]), execFileAsync('newgidmap', [String(pid), ...mapArgs(gidMap)])]);
@@ -115,18 +115,27 @@ export async function runInNamespace(spec: RunSpec): Promise<number> {
   const fds = [...spec.mounts.map((m) => m.fd), ...images.map((i) => i.fd)];
   let scratch: string | undefined;
   let steps: AttachStep[];
+  // Ctrl-C goes to the whole foreground process group: from the moment the
+  // scratch directory exists until it is removed (before the command starts,
+  // and while the cleanup runs), it must not end this process.
+  const ignore = () => undefined;
+  process.on('SIGINT', ignore).on('SIGQUIT', ignore);
   try {
-    if (images.some((i) => i.writable || i.target === '/')) scratch = makeScratch();
-    steps = attachSteps(spec, images, scratch);
-  } catch (err) {
-    for (const fd of fds) closeSync(fd);
-    if (scratch) rmSync(scratch, { recursive: true, force: true });
-    throw err;
-  }
-  try {
-    return await spawnHelper(spec, steps, fds);
+    try {
+      if (images.some((i) => i.writable || i.target === '/')) scratch = makeScratch();
+      steps = attachSteps(spec, images, scratch);
+    } catch (err) {
+      for (const fd of fds) closeSync(fd);
+      if (scratch) rmSync(scratch, { recursive: true, force: true });
+      throw err;
+    }
+    try {
+      return await spawnHelper(spec, steps, fds);
+    } finally {
+      if (scratch) await removeScratch(scratch, spec);
+    }
   } finally {
-    if (scratch) await removeScratch(scratch, spec);
+    process.off('SIGINT', ignore).off('SIGQUIT', ignore);
   }
 }
 

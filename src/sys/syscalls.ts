@@ -139,6 +139,28 @@ export function ioctlBuffer(fd: number, request: number, buf: Buffer): void {
   check('ioctl', ioctlFn(fd, request, buf) as number);
 }
 
+const flockFn = libc.func('int flock(int fd, int operation)');
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/** flock(2), blocking; with `tryOnly`, returns false instead of waiting when the lock is held. */
+export function flock(fd: number, operation: number, tryOnly = false): boolean {
+  const r = flockFn(fd, operation | (tryOnly ? LOCK_NB : 0)) as number;
+  if (r === 0) return true;
+  const e = errno();
+  if (tryOnly && e === osConstants.errno.EWOULDBLOCK) return false;
+  throw new SyscallError('flock', e);
+}
+
+/** Clears O_NONBLOCK (0o4000) on the open file behind fd (node-pty opens both ends of a pty non-blocking). */
+export function clearNonblock(fd: number): void {
+  const F_GETFL = 3;
+  const F_SETFL = 4;
+  const flags = check('fcntl(F_GETFL)', Number(fcntlFn(fd, F_GETFL, 'int', 0)));
+  check('fcntl(F_SETFL)', Number(fcntlFn(fd, F_SETFL, 'int', flags & ~0o4000)));
+}
+
 const pipe2Fn = libc.func('int pipe2(_Out_ int *fds, int flags)');
 const O_CLOEXEC = 0o2000000;
 

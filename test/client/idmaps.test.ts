@@ -1,5 +1,5 @@
 import t from 'tap';
-import { composeIdMaps, hostIdOf, keepIdMap, namespaceMap, ownerMap } from '../../src/client/idmaps.js';
+import { composeIdMaps, hostIdOf, keepIdMap, namespaceMap, ownerMap, toolboxIdMap } from '../../src/client/idmaps.js';
 import { parseBindSpec } from '../../src/cli/bind-spec.js';
 
 const subs = [{ start: 100000, count: 65536 }];
@@ -49,4 +49,19 @@ t.test('keepIdMap is the map podman 4.3 gives a --userns keep-id container', asy
 t.test('composeIdMaps splits a range across the outer map', async (tt) => {
   tt.same(composeIdMaps([{ from: 10, to: 0, count: 3 }], [{ from: 0, to: 500, count: 1 }, { from: 1, to: 900, count: 5 }]), [{ from: 10, to: 500, count: 1 }, { from: 11, to: 900, count: 2 }]);
   tt.throws(() => composeIdMaps([{ from: 0, to: 7, count: 1 }], [{ from: 0, to: 500, count: 1 }]), /id 7 is not mapped/);
+});
+
+t.test('toolboxIdMap keeps the own id and fills every other id from the subordinate ranges', async (tt) => {
+  tt.same(toolboxIdMap(1000, subs), [
+    { from: 0, to: 100000, count: 1000 },
+    { from: 1000, to: 1000, count: 1 },
+    { from: 1001, to: 101000, count: 64536 },
+  ]);
+  tt.same(toolboxIdMap(5, [{ start: 200, count: 3 }, { start: 300, count: 4 }]), [
+    { from: 0, to: 200, count: 3 },
+    { from: 3, to: 300, count: 2 },
+    { from: 5, to: 5, count: 1 },
+    { from: 6, to: 302, count: 2 },
+  ], 'ranges split around the own id, in order');
+  tt.same(toolboxIdMap(1000, [{ start: 100000, count: 10 }]), [{ from: 0, to: 100000, count: 10 }, { from: 1000, to: 1000, count: 1 }], 'too few subordinate ids: a gap below the own id');
 });
