@@ -8,7 +8,7 @@
 //        memory and fds (at rest = after a warm-up call of each user), the front's CPU
 //        and run-queue time, and what is left afterwards; prints PASS or FAIL against
 //        issue 7's target and writes the figures to bench/results/load.json. --nice N
-//        runs the users' processes at nice N (the broker and the bus at 0), as the
+//        runs the loading users' processes at nice N (the broker, the bus and the observer at 0), as the
 //        service's slice outweighs the users' under systemd.
 //   sudo bash bench/run.sh load --soak [CYCLES]     CYCLES x (MountImage + BindIdmapped)
 //        with every fd closed: fds, loop devices and staging mounts back where they were.
@@ -19,7 +19,11 @@ import { createWorld } from '../test/helpers/world.js';
 import { runAs } from '../test/helpers/run-as.js';
 import { pkgRoot } from '../test/helpers/paths.js';
 
-/** --nice N: the users' processes run at nice N (the broker and the bus at 0), as a system service's slice outweighs the users' in production. */
+/**
+ * --nice N: the loading users' processes run at nice N (the broker and the bus at 0), as a system
+ * service's slice outweighs the users' in production. The observer is not niced: in production it is
+ * a user of its own, whose slice gets its share however many processes the flooding users run.
+ */
 const niceAt = process.argv.indexOf('--nice');
 const nice = niceAt >= 0 ? Number(process.argv.splice(niceAt, 2)[1]) : 0;
 const soak = process.argv[2] === '--soak';
@@ -96,7 +100,7 @@ const q = (xs: number[], p: number) => (xs.length ? [...xs].sort((a, b) => a - b
 type Stats = { n: number; p50: number; p90: number; p99: number; max: number };
 type Out = { latencies: Record<string, Stats>; failures: Record<string, number>; refusals: Record<string, number> };
 const run = async (name: string, argv: string[]): Promise<Out> => {
-  const r = await runAs(world.users[name]!, [...(nice ? ['nice', '-n', String(nice)] : []), process.execPath, client, ...argv], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 3_600_000 });
+  const r = await runAs(world.users[name]!, [...(nice && name !== 'observer' ? ['nice', '-n', String(nice)] : []), process.execPath, client, ...argv], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 3_600_000 });
   if (r.code !== 0) throw new Error(`${name}: ${r.stderr}`);
   return JSON.parse(r.stdout) as Out;
 };
