@@ -13,7 +13,6 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { attachHelperArgv, type AttachStep, type Stub } from '../client/attach-helper.js';
-import type { MountgateBroker } from '../client/broker.js';
 import { isInitialIdMap, keepIdMap, ownerMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
@@ -22,6 +21,7 @@ import type { BindRequest, IdRange } from '../schema/types.generated.js';
 import { moveMount } from '../sys/syscalls.js';
 import { parseBindSpec } from './bind-spec.js';
 import { UsageError } from './usage.js';
+import { say, withBroker } from './session.js';
 
 /** Where a mount goes: the namespace of this process, or of process `pid`. */
 interface Target {
@@ -252,20 +252,7 @@ function mountPointsOf(pid: number | 'self'): Set<string> {
   }
 }
 
-async function withBroker<T>(program: Command, fn: (b: MountgateBroker) => Promise<T>): Promise<T> {
-  const { connect } = await import('../client/broker.js');
-  const busAddress = program.opts<{ busAddress?: string }>().busAddress;
-  const broker = await connect(busAddress ? { busAddress } : {});
-  try {
-    return await fn(broker);
-  } finally {
-    broker.close();
-  }
-}
 
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
 /** The bind request for `spec`, with owner= in the target namespace's terms. */
 function bindRequest(spec: ReturnType<typeof parseBindSpec>, target: Target): BindRequest {

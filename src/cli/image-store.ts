@@ -5,28 +5,16 @@
 import { lstatSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
-import { connect, type MountgateBroker } from '../client/broker.js';
 import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage, type UploadProgress } from '../client/images.js';
 import { parseManifest } from '../manifest/load.js';
 import { addArchive, archiveOptions, isArchiveSource } from './import.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
+import { say, withBroker } from './session.js';
 
 const MiB = 1024 * 1024;
 
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
-async function withBroker<T>(program: Command, fn: (b: MountgateBroker) => Promise<T>): Promise<T> {
-  const busAddress = program.opts<{ busAddress?: string }>().busAddress;
-  const broker = await connect(busAddress ? { busAddress } : {});
-  try {
-    return await fn(broker);
-  } finally {
-    broker.close();
-  }
-}
 
 /** How the owners of a directory's files become the image's owners, and a sentence that says so. */
 export interface OwnerMapping {

@@ -4,27 +4,14 @@ import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
-import type { MountgateBroker } from '../client/broker.js';
 import { namespaceMap, toolboxIdMap } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
 import { controlledIds, identityMap } from '../policy/idmap.js';
 import { UsageError } from './usage.js';
+import { say, withBroker } from './session.js';
 
-async function withBroker<T>(program: Command, fn: (b: MountgateBroker) => Promise<T>): Promise<T> {
-  const { connect } = await import('../client/broker.js');
-  const busAddress = program.opts<{ busAddress?: string }>().busAddress;
-  const broker = await connect(busAddress ? { busAddress } : {});
-  try {
-    return await fn(broker);
-  } finally {
-    broker.close();
-  }
-}
 
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
 /** The caller's account with subordinate ranges, or a refusal that says what is missing. */
 function myAccount() {
