@@ -329,7 +329,7 @@ t.test('the installed package under a booted systemd', { bail: false }, async (t
       t.equal(reload.code, 0, `systemctl reload ${unit}${reload.code ? `: ${reload.stderr}` : ''}`);
     }
     const info = await ct.asUser(user, 'mountgate info');
-    t.equal(info.code, 0, 'still answers after the reloads');
+    t.equal(info.code, 0, `still answers after the reloads${info.code ? `: ${info.stdout}${info.stderr}; ${(await ct.exec(['journalctl', '-b', '--no-pager', '-o', 'cat', '-n', '40', '-u', 'mountgated', '-u', 'mountgate-front'])).stdout}` : ''}`);
     const journal = (await ct.exec(['journalctl', '-b', '--no-pager', '-o', 'cat', '-u', 'mountgated', '-u', 'mountgate-front'])).stdout;
     t.equal(journal.split('\n').filter((l) => /"event":"policy","allowed":true/.test(l)).length, 2, 'the front took the policy again, once per reload');
     const bad = journal.split('\n').filter((l) => /SIGSYS|Bad system call|EPERM|EACCES|Operation not permitted|Permission denied|capabilit|seccomp|"event":"error"/i.test(l));
