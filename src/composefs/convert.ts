@@ -9,6 +9,7 @@
 // plain strings when they are UTF-8 and {"base64"} otherwise, so any bytes
 // survive the trip; entries are sorted and compared as bytes.
 import type { Entry, FileEntry, Manifest } from '../schema/types.generated.js';
+import type { CheckedManifest } from '../manifest/check.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { MAX_FILE_SIZE } from '../manifest/limits.js';
 import { comparePaths, normalizeLookupPath, parentPath, pathSortKey } from '../manifest/paths.js';
@@ -171,7 +172,7 @@ function sortOrder(entries: Entry[]): number[] | null {
 }
 
 /** Builds a checked manifest from parsed dump entries. */
-export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions = {}): Manifest {
+export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions = {}): CheckedManifest {
   const parsed = dump.map((d, i) => entryFromDump(d, i + 1));
   const order = sortOrder(parsed);
   /** The dump line of each manifest entry. */
@@ -277,7 +278,7 @@ export interface DumpTextOptions extends DumpToManifestOptions {
  * Dump text to a checked manifest. A missing final newline is reported last,
  * so a broken dump names its real problem first.
  */
-export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): Manifest {
+export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): CheckedManifest {
   const data = dumpBytes(text);
   const strict = options.strict ?? true;
   const dump = parseDump(data, { strict, allowMissingFinalNewline: true });

@@ -12,7 +12,7 @@
 // patched afterwards.
 import type { Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
-import { checkManifest } from '../manifest/check.js';
+import { checkManifest, type CheckedManifest } from '../manifest/check.js';
 import type { TextCodec } from '../manifest/text.js';
 import {
   COMPOSEFS_DEFAULT_MAX_VERSION, COMPOSEFS_DEFAULT_MIN_VERSION, COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER,
@@ -427,6 +427,11 @@ export function writeTree(tree: ImageTree): Buffer {
 /** The image bytes of a manifest (checked here; throws InvalidManifestError). */
 export function writeImage(manifest: Manifest, options: WriteOptions = {}): Buffer {
   checkManifest(manifest);
+  return writeCheckedImage(manifest, options);
+}
+
+/** The image bytes of a manifest validateManifest or parseManifest returned: not checked again. */
+export function writeCheckedImage(manifest: CheckedManifest, options: WriteOptions = {}): Buffer {
   const { min, max } = resolveVersion(options);
   return writeTree(buildTree(manifest, min, max));
 }

@@ -1,0 +1,85 @@
+// `mountgate image build`: a manifest or a dump to the bytes mkcomposefs
+// writes. It is what a user runs on large trees, where the process's fixed
+// costs count, so bin/mountgate hands a plain `image build` command line
+// straight to `runBuildCommand` here, before commander and the rest of the CLI
+// load; any command line it does not fully understand (help, an unknown or
+// missing option) goes to the full CLI, which parses it as it always did.
+import { manifestFromDumpText } from '../composefs/convert.js';
+import { writeCheckedImage } from '../composefs/writer.js';
+import { InvalidManifestError, parseManifest } from '../manifest/load.js';
+import { readInputBytes, runAction, writeOutput } from './manifest.js';
+
+export interface BuildOptions {
+  output: string;
+  minVersion?: string;
+  maxVersion?: string;
+  fromDump?: boolean;
+  lenient?: boolean;
+}
+
+function versionOption(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new InvalidManifestError(`${flag} must be a number, not "${value}"`);
+  return Number(value);
+}
+
+/** As mkcomposefs: once either version is given, the other defaults to 0. */
+function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: number } {
+  const min = versionOption(opts.minVersion, '--min-version');
+  const max = versionOption(opts.maxVersion, '--max-version');
+  if (min === undefined && max === undefined) return {};
+  const minVersion = min ?? 0;
+  return { minVersion, maxVersion: Math.max(minVersion, max ?? 0) };
+}
+
+/** The command's body: read, check, write the image (nothing is written unless the whole image is built). */
+export function buildImageFile(input: string, opts: BuildOptions): void {
+  if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
+  const bytes = readInputBytes(input);
+  const manifest = opts.fromDump ? manifestFromDumpText(bytes, { strict: !opts.lenient }) : parseManifest(bytes);
+  writeOutput(opts.output, writeCheckedImage(manifest, versions(opts)));
+}
+
+const valueOptions: Record<string, 'output' | 'minVersion' | 'maxVersion'> = {
+  '-o': 'output',
+  '--output': 'output',
+  '--min-version': 'minVersion',
+  '--max-version': 'maxVersion',
+};
+const flagOptions: Record<string, 'fromDump' | 'lenient'> = { '--from-dump': 'fromDump', '--lenient': 'lenient' };
+
+/**
+ * The input and options of the arguments after `image build`, read the way
+ * commander reads them for this command; undefined for anything else.
+ */
+export function parseBuildArguments(args: readonly string[]): { input: string; opts: BuildOptions } | undefined {
+  let input: string | undefined;
+  const opts: Partial<BuildOptions> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    if (valueOptions[name] !== undefined) {
+      const value = eq > 0 ? arg.slice(eq + 1) : args[++i];
+      if (value === undefined) return undefined;
+      opts[valueOptions[name]] = value;
+    } else if (flagOptions[arg] !== undefined) {
+      opts[flagOptions[arg]] = true;
+    } else if (arg === '-' || !arg.startsWith('-')) {
+      if (input !== undefined) return undefined;
+      input = arg;
+    } else {
+      return undefined;
+    }
+  }
+  if (input === undefined || opts.output === undefined) return undefined;
+  return { input, opts: opts as BuildOptions };
+}
+
+/** Runs `image build` from the arguments after it; false when the full CLI must parse them. */
+export function runBuildCommand(args: readonly string[]): boolean {
+  const parsed = parseBuildArguments(args);
+  if (!parsed) return false;
+  runAction(buildImageFile)(parsed.input, parsed.opts);
+  return true;
+}
