@@ -4,8 +4,8 @@
 // straight to `runBuildCommand` here, before commander and the rest of the CLI
 // load; any command line it does not fully understand (help, an unknown or
 // missing option) goes to the full CLI, which parses it as it always did.
-import { manifestFromDumpText } from '../composefs/convert.js';
-import { writeCheckedImage } from '../composefs/writer.js';
+import { dumpImageInput } from '../composefs/dump-tree.js';
+import { writeCheckedImage, writeSourceImage } from '../composefs/writer.js';
 import { InvalidManifestError, parseManifest } from '../manifest/load.js';
 import { readInputBytes, runAction, writeOutput } from './manifest.js';
 
@@ -33,11 +33,13 @@ function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: numbe
 }
 
 /** The command's body: read, check, write the image (nothing is written unless the whole image is built). */
-export function buildImageFile(input: string, opts: BuildOptions): void {
+export function buildImageFile(file: string, opts: BuildOptions): void {
   if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
-  const bytes = readInputBytes(input);
-  const manifest = opts.fromDump ? manifestFromDumpText(bytes, { strict: !opts.lenient }) : parseManifest(bytes);
-  writeOutput(opts.output, writeCheckedImage(manifest, versions(opts)));
+  const bytes = readInputBytes(file);
+  // The input's problems first, then the options'.
+  const input = opts.fromDump ? dumpImageInput(bytes, !opts.lenient) : { manifest: parseManifest(bytes) };
+  const v = versions(opts);
+  writeOutput(opts.output, 'source' in input ? writeSourceImage(input.source, v) : writeCheckedImage(input.manifest, v));
 }
 
 const valueOptions: Record<string, 'output' | 'minVersion' | 'maxVersion'> = {

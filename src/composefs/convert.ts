@@ -281,7 +281,12 @@ export interface DumpTextOptions extends DumpToManifestOptions {
 export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): CheckedManifest {
   const data = dumpBytes(text);
   const strict = options.strict ?? true;
-  const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
+  return manifestFromParsedDump(data, parseDump(data, { strict, allowMissingFinalNewline: true }), options);
+}
+
+/** The rest of manifestFromDumpText, for dump text already parsed (with allowMissingFinalNewline). */
+export function manifestFromParsedDump(data: Buffer, dump: DumpEntry[], options: DumpTextOptions = {}): CheckedManifest {
+  const strict = options.strict ?? true;
   const manifest = dumpToManifest(dump, options);
   if (strict && !endsWithNewline(data)) {
     throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${dump.length}`);

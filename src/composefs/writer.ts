@@ -23,7 +23,7 @@ import {
   EROFS_SUPER_OFFSET, EROFS_SUPER_SIZE, EROFS_XATTR_FILTER_DEFAULT, EROFS_XATTR_HEADER_SIZE, INODE_COMPACT,
   INODE_EXTENDED, SUPERBLOCK, XATTR_BODY_HEADER, erofsFileType, inodeFormat, writeStruct,
 } from './format.js';
-import { Kind, Link, buildTree, isSharedHere, xattrAreaBytes, type Directory, type ImageTree, type Inode } from './tree.js';
+import { Kind, Link, buildTree, buildTreeOf, isSharedHere, xattrAreaBytes, type Directory, type ImageTree, type Inode, type TreeSource } from './tree.js';
 import { encodeXattrEntry, roundUp } from './xattrs.js';
 
 export interface WriteOptions {
@@ -428,6 +428,12 @@ export function writeTree(tree: ImageTree): Buffer {
 export function writeImage(manifest: Manifest, options: WriteOptions = {}): Buffer {
   checkManifest(manifest);
   return writeCheckedImage(manifest, options);
+}
+
+/** The image bytes of a tree source whose entries passed every check (dump-tree.ts). */
+export function writeSourceImage(source: TreeSource, options: WriteOptions = {}): Buffer {
+  const { min, max } = resolveVersion(options);
+  return writeTree(buildTreeOf(source, min, max));
 }
 
 /** The image bytes of a manifest validateManifest or parseManifest returned: not checked again. */

@@ -134,7 +134,7 @@ function checkXattrs(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, in
  * whiteouts (40 + 29 + 38 + 27) and the root's opaque mark (30). An entry
  * whose own xattrs leave this much room needs no closer look.
  */
-const IMAGE_XATTRS_MAX = 67 + 32 + MAX_BACKING_BYTES + 67 + 134 + 30;
+export const IMAGE_XATTRS_MAX = 67 + 32 + MAX_BACKING_BYTES + 67 + 134 + 30;
 
 function checkTypeSpecific(entry: Entry, index: number, codec: TextCodec): void {
   switch (entry.type) {
