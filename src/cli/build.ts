@@ -5,7 +5,7 @@
 // load; any command line it does not fully understand (help, an unknown or
 // missing option) goes to the full CLI, which parses it as it always did.
 import { dumpImageInput } from '../composefs/dump-tree.js';
-import { writeCheckedImage, writeSourceImage } from '../composefs/writer.js';
+import { imageTree, writeTree, type ImageInput } from '../composefs/writer.js';
 import { InvalidManifestError, parseManifest } from '../manifest/load.js';
 import { readInputBytes, runAction, writeOutput } from './manifest.js';
 
@@ -32,14 +32,21 @@ function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: numbe
   return { minVersion, maxVersion: Math.max(minVersion, max ?? 0) };
 }
 
-/** The command's body: read, check, write the image (nothing is written unless the whole image is built). */
+/**
+ * The command's body: read, check, write the image (nothing is written
+ * unless the whole image is built). Each stage's input is let go once the
+ * next has what it needs, so the peak holds the tree and the image, not also
+ * the manifest or its text.
+ */
 export function buildImageFile(file: string, opts: BuildOptions): void {
   if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
-  const bytes = readInputBytes(file);
+  let bytes: Buffer | undefined = readInputBytes(file);
   // The input's problems first, then the options'.
-  const input = opts.fromDump ? dumpImageInput(bytes, !opts.lenient) : { manifest: parseManifest(bytes) };
-  const v = versions(opts);
-  writeOutput(opts.output, 'source' in input ? writeSourceImage(input.source, v) : writeCheckedImage(input.manifest, v));
+  let input: ImageInput | undefined = opts.fromDump ? dumpImageInput(bytes, !opts.lenient) : { manifest: parseManifest(bytes) };
+  bytes = undefined; // (a dump's inline contents still hold views of it)
+  const tree = imageTree(input, versions(opts));
+  input = undefined;
+  writeOutput(opts.output, writeTree(tree));
 }
 
 const valueOptions: Record<string, 'output' | 'minVersion' | 'maxVersion'> = {

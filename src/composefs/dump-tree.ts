@@ -17,7 +17,7 @@
 //
 // Strings are binary strings of the dump's bytes (BINARY_TEXT): the tree
 // orders and writes bytes either way.
-import { IMAGE_XATTRS_MAX, type CheckedManifest } from '../manifest/check.js';
+import { IMAGE_XATTRS_MAX } from '../manifest/check.js';
 import {
   MAX_BACKING_BYTES, MAX_ENTRIES, MAX_FILE_SIZE, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH, MAX_SYMLINK_BYTES,
   MAX_XATTR_BUDGET, MAX_XATTR_KEY_BYTES, XATTR_BUDGET_HEADER, xattrBudgetCost,
@@ -28,7 +28,7 @@ import { manifestFromParsedDump } from './convert.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
 import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 import type { Directory, Inode, Stat, TreeBuilder, TreeSource } from './tree.js';
-import { writeCheckedImage, writeSourceImage, type WriteOptions } from './writer.js';
+import { imageTree, writeTree, type ImageInput, type WriteOptions } from './writer.js';
 
 type EntryType = keyof typeof ENTRY_TYPE_BITS;
 
@@ -215,7 +215,7 @@ function hardlinksPlain(paths: string[], types: Array<EntryType | undefined>, ta
  * dumpTreeSource takes them, the checked manifest otherwise (which throws,
  * with the manifest path's words, for a dump it refuses).
  */
-export function dumpImageInput(text: Buffer | string, strict = true): { source: TreeSource } | { manifest: CheckedManifest } {
+export function dumpImageInput(text: Buffer | string, strict = true): ImageInput {
   const data = dumpBytes(text);
   const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
   const source = dumpTreeSource(dump, !strict || endsWithNewline(data));
@@ -224,6 +224,5 @@ export function dumpImageInput(text: Buffer | string, strict = true): { source: 
 
 /** The image of dump text, byte for byte the one the manifest path writes, with its refusals. */
 export function writeDumpImage(text: Buffer | string, options: WriteOptions & { strict?: boolean } = {}): Buffer {
-  const input = dumpImageInput(text, options.strict ?? true);
-  return 'source' in input ? writeSourceImage(input.source, options) : writeCheckedImage(input.manifest, options);
+  return writeTree(imageTree(dumpImageInput(text, options.strict ?? true), options));
 }

@@ -430,14 +430,21 @@ export function writeImage(manifest: Manifest, options: WriteOptions = {}): Buff
   return writeCheckedImage(manifest, options);
 }
 
-/** The image bytes of a tree source whose entries passed every check (dump-tree.ts). */
-export function writeSourceImage(source: TreeSource, options: WriteOptions = {}): Buffer {
+/** What an image is built from: a checked manifest, or a source whose entries passed every check (dump-tree.ts). */
+export type ImageInput = { manifest: CheckedManifest } | { source: TreeSource };
+
+/** The tree of an image input, at the options' format version. */
+export function imageTree(input: ImageInput, options: WriteOptions = {}): ImageTree {
   const { min, max } = resolveVersion(options);
-  return writeTree(buildTreeOf(source, min, max));
+  return 'source' in input ? buildTreeOf(input.source, min, max) : buildTree(input.manifest, min, max);
+}
+
+/** The image bytes of a tree source whose entries passed every check. */
+export function writeSourceImage(source: TreeSource, options: WriteOptions = {}): Buffer {
+  return writeTree(imageTree({ source }, options));
 }
 
 /** The image bytes of a manifest validateManifest or parseManifest returned: not checked again. */
 export function writeCheckedImage(manifest: CheckedManifest, options: WriteOptions = {}): Buffer {
-  const { min, max } = resolveVersion(options);
-  return writeTree(buildTree(manifest, min, max));
+  return writeTree(imageTree({ manifest }, options));
 }
