@@ -4,10 +4,10 @@
 // straight to `runBuildCommand` here, before commander and the rest of the CLI
 // load; any command line it does not fully understand (help, an unknown or
 // missing option) goes to the full CLI, which parses it as it always did.
-import { dumpImageInput } from '../composefs/dump-tree.js';
+import { readDump } from '../composefs/dump-tree.js';
 import { imageTree, writeTree, type ImageInput } from '../composefs/writer.js';
-import { InvalidManifestError, parseManifest } from '../manifest/load.js';
-import { readInputBytes, runAction, writeOutput } from './manifest.js';
+import { InvalidManifestError } from '../manifest/errors.js';
+import { readInputBytes, runAction, writeOutput } from './io.js';
 
 export interface BuildOptions {
   output: string;
@@ -34,15 +34,24 @@ function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: numbe
 
 /**
  * The command's body: read, check, write the image (nothing is written
- * unless the whole image is built). Each stage's input is let go once the
- * next has what it needs, so the peak holds the tree and the image, not also
- * the manifest or its text.
+ * unless the whole image is built). The schema's validators and the manifest
+ * converter are loaded only when needed: for a manifest, or for a dump the
+ * direct path declines. Each stage's input is let go once the next has what
+ * it needs, so the peak holds the tree and the image, not also the manifest
+ * or its text.
  */
-export function buildImageFile(file: string, opts: BuildOptions): void {
+export async function buildImageFile(file: string, opts: BuildOptions): Promise<void> {
   if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
   let bytes: Buffer | undefined = readInputBytes(file);
+  let input: ImageInput | undefined;
   // The input's problems first, then the options'.
-  let input: ImageInput | undefined = opts.fromDump ? dumpImageInput(bytes, !opts.lenient) : { manifest: parseManifest(bytes) };
+  if (opts.fromDump) {
+    const strict = !opts.lenient;
+    const read = readDump(bytes, strict);
+    input = 'source' in read ? read : { manifest: (await import('../composefs/convert.js')).manifestFromParsedDump(read.data, read.dump, { strict }) };
+  } else {
+    input = { manifest: (await import('../manifest/load.js')).parseManifest(bytes) };
+  }
   bytes = undefined; // (a dump's inline contents still hold views of it)
   const tree = imageTree(input, versions(opts));
   input = undefined;
@@ -86,9 +95,9 @@ export function parseBuildArguments(args: readonly string[]): { input: string; o
 }
 
 /** Runs `image build` from the arguments after it; false when the full CLI must parse them. */
-export function runBuildCommand(args: readonly string[]): boolean {
+export async function runBuildCommand(args: readonly string[]): Promise<boolean> {
   const parsed = parseBuildArguments(args);
   if (!parsed) return false;
-  runAction(buildImageFile)(parsed.input, parsed.opts);
+  await runAction(buildImageFile)(parsed.input, parsed.opts);
   return true;
 }

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { serializeDump } from '../composefs/dump.js';
 import { imageToDumpEntries, inspectImage, type ImageSummary } from '../composefs/reader.js';
 import { buildImageFile } from './build.js';
-import { readInputBytes, runAction, writeOutput } from './manifest.js';
+import { readInputBytes, runAction, writeOutput } from './io.js';
 
 function describe(s: ImageSummary): string {
   const types = Object.entries(s.byType)

@@ -17,6 +17,8 @@ import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifes
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
+import { readDump } from './dump-tree.js';
+import { imageTree, writeTree, type ImageInput, type WriteOptions } from './writer.js';
 import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 /** Where a dump line's problem is reported; made only for a message. */
@@ -292,4 +294,19 @@ export function manifestFromParsedDump(data: Buffer, dump: DumpEntry[], options:
     throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${dump.length}`);
   }
   return manifest;
+}
+
+/**
+ * What dump text is built from: its lines as a tree source when
+ * dumpTreeSource takes them, the checked manifest otherwise (which throws,
+ * with the manifest path's words, for a dump it refuses).
+ */
+export function dumpImageInput(text: Buffer | string, strict = true): ImageInput {
+  const read = readDump(text, strict);
+  return 'source' in read ? read : { manifest: manifestFromParsedDump(read.data, read.dump, { strict }) };
+}
+
+/** The image of dump text, byte for byte the one the manifest path writes, with its refusals. */
+export function writeDumpImage(text: Buffer | string, options: WriteOptions & { strict?: boolean } = {}): Buffer {
+  return writeTree(imageTree(dumpImageInput(text, options.strict ?? true), options));
 }

@@ -14,6 +14,7 @@
 // xattrs are added is declined too, rather than simulated. What it accepts
 // builds the same image as the manifest path, byte for byte
 // (test/composefs/dump-tree.test.ts checks that on generated and mutated dumps).
+// convert.ts puts the two paths together (dumpImageInput, writeDumpImage).
 //
 // Strings are binary strings of the dump's bytes (BINARY_TEXT): the tree
 // orders and writes bytes either way.
@@ -24,11 +25,9 @@ import {
 } from '../manifest/limits.js';
 import { normalizeLookupPath, pathProblem } from '../manifest/paths.js';
 import { BINARY_TEXT, type TextCodec } from '../manifest/text.js';
-import { manifestFromParsedDump } from './convert.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
 import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 import type { Directory, Inode, Stat, TreeBuilder, TreeSource } from './tree.js';
-import { imageTree, writeTree, type ImageInput, type WriteOptions } from './writer.js';
 
 type EntryType = keyof typeof ENTRY_TYPE_BITS;
 
@@ -211,18 +210,13 @@ function hardlinksPlain(paths: string[], types: Array<EntryType | undefined>, ta
 }
 
 /**
- * What dump text is built from: its lines as a tree source when
- * dumpTreeSource takes them, the checked manifest otherwise (which throws,
- * with the manifest path's words, for a dump it refuses).
+ * Dump text, parsed (parseDump's refusals are thrown here): its lines as a
+ * tree source when dumpTreeSource takes them, or, declined, the parsed lines
+ * for the manifest path (manifestFromParsedDump).
  */
-export function dumpImageInput(text: Buffer | string, strict = true): ImageInput {
+export function readDump(text: Buffer | string, strict = true): { source: TreeSource } | { data: Buffer; dump: DumpEntry[] } {
   const data = dumpBytes(text);
   const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
   const source = dumpTreeSource(dump, !strict || endsWithNewline(data));
-  return source ? { source } : { manifest: manifestFromParsedDump(data, dump, { strict }) };
-}
-
-/** The image of dump text, byte for byte the one the manifest path writes, with its refusals. */
-export function writeDumpImage(text: Buffer | string, options: WriteOptions & { strict?: boolean } = {}): Buffer {
-  return writeTree(imageTree(dumpImageInput(text, options.strict ?? true), options));
+  return source ? { source } : { data, dump };
 }

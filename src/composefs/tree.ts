@@ -478,16 +478,22 @@ function shareXattrs(inodes: Inode[]): Xattr[] {
   return shared;
 }
 
-/** Bytes of an inode's xattr area (header, shared references, inline entries), 0 for none. */
-export function xattrAreaBytes(inode: Inode): { size: number; sharedCount: number } {
+/** How many of an inode's xattrs are references to the shared area. */
+export function sharedXattrCount(inode: Inode): number {
   let sharedCount = 0;
+  for (const x of inode.xattrs) if (isSharedHere(x, sharedCount)) sharedCount++;
+  return sharedCount;
+}
+
+/** Bytes of an inode's xattr area (header, shared references, inline entries), 0 for none. */
+export function xattrAreaBytes(inode: Inode): number {
+  let shared = 0;
   let inlineBytes = 0;
   for (const x of inode.xattrs) {
-    if (isSharedHere(x, sharedCount)) sharedCount++;
+    if (isSharedHere(x, shared)) shared++;
     else inlineBytes += x.entrySize;
   }
-  const size = sharedCount === 0 && inlineBytes === 0 ? 0 : roundUp(EROFS_XATTR_HEADER_SIZE + sharedCount * 4 + inlineBytes, 4);
-  return { size, sharedCount };
+  return shared === 0 && inlineBytes === 0 ? 0 : roundUp(EROFS_XATTR_HEADER_SIZE + shared * 4 + inlineBytes, 4);
 }
 
 /** The image's tree of a checked manifest, at format `version` (or, given a range, the lowest that fits). */

@@ -7,9 +7,9 @@
 // the manifest path's words.
 import t from 'tap';
 import fc from 'fast-check';
-import { manifestFromDumpText, manifestToDump } from '../../src/composefs/convert.js';
+import { manifestFromDumpText, manifestToDump, writeDumpImage } from '../../src/composefs/convert.js';
 import { parseDump, serializeDump } from '../../src/composefs/dump.js';
-import { dumpTreeSource, writeDumpImage } from '../../src/composefs/dump-tree.js';
+import { dumpTreeSource } from '../../src/composefs/dump-tree.js';
 import { endsWithNewline } from '../../src/composefs/dump.js';
 import { writeCheckedImage, writeSourceImage } from '../../src/composefs/writer.js';
 import { InvalidManifestError } from '../../src/manifest/errors.js';
