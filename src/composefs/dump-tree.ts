@@ -114,7 +114,7 @@ class DumpSource implements TreeSource {
   readonly codec: TextCodec = BINARY_TEXT;
   readonly count: number;
   constructor(
-    private readonly dump: DumpEntry[],
+    private readonly dump: Array<DumpEntry | null>,
     private readonly paths: string[],
     private readonly types: Array<EntryType | undefined>,
     private readonly targets: Map<number, string>,
@@ -132,6 +132,7 @@ class DumpSource implements TreeSource {
   }
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode {
     const d = this.dump[i]!;
+    this.dump[i] = null; // each line is read once: what the inode does not keep can go while the tree grows
     const type = this.types[i]!;
     const stat: Stat = { mode: ENTRY_TYPE_BITS[type] | (d.mode & 0o7777), uid: d.uid, gid: d.gid, mtimeSec: Number(d.mtimeSec), mtimeNsec: d.mtimeNsec };
     const size = Number(d.size);
@@ -152,7 +153,9 @@ class DumpSource implements TreeSource {
 /**
  * The dump as a tree source, or undefined when the manifest path must look
  * at it (see above). `dump` is what parseDump gave; `complete` says that the
- * text ended in a newline or that the parse was lenient.
+ * text ended in a newline or that the parse was lenient. A source takes the
+ * lines over: building its tree empties `dump`, line by line, so a large
+ * dump's lines are let go as the tree takes their place.
  */
 export function dumpTreeSource(dump: DumpEntry[], complete: boolean): TreeSource | undefined {
   const n = dump.length;
