@@ -17,9 +17,9 @@ import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifes
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
-import { readDump } from './dump-tree.js';
+import { dumpEntryType, readDump } from './dump-tree.js';
 import { imageTree, writeTree, type ImageInput, type WriteOptions } from './writer.js';
-import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
+import { ENTRY_TYPE_BITS } from './format.js';
 
 /** Where a dump line's problem is reported; made only for a message. */
 function lineOf(line: number): string {
@@ -35,16 +35,9 @@ type Attributed = Exclude<Entry, { type: 'hardlink' }>;
 
 /** The entry type of a dump line that is not a hardlink. */
 function entryType(d: DumpEntry, line: number): Attributed['type'] {
-  switch (d.mode & S_IFMT) {
-    case S_IFDIR: return 'dir';
-    case S_IFREG: return 'file';
-    case S_IFLNK: return 'symlink';
-    case S_IFCHR: return d.rdev === 0 ? 'whiteout' : 'chardev';
-    case S_IFBLK: return 'blockdev';
-    case S_IFIFO: return 'fifo';
-    case S_IFSOCK: return 'socket';
-    default: throw new InvalidManifestError(`mode ${d.mode.toString(8)} has no valid file type`, lineOf(line));
-  }
+  const type = dumpEntryType(d);
+  if (type === undefined) throw new InvalidManifestError(`mode ${d.mode.toString(8)} has no valid file type`, lineOf(line));
+  return type;
 }
 
 /**

@@ -38,7 +38,8 @@ const MAX_XATTRS = 4094;
 const MAX_SAFE_SECONDS = BigInt(Number.MAX_SAFE_INTEGER);
 const MAX_SIZE = BigInt(MAX_FILE_SIZE);
 
-function typeOf(d: DumpEntry): EntryType | undefined {
+/** The entry type of a dump line that is not a hardlink (a character device 0:0 is a whiteout); undefined for no valid type. */
+export function dumpEntryType(d: DumpEntry): EntryType | undefined {
   switch (d.mode & S_IFMT) {
     case S_IFDIR: return 'dir';
     case S_IFREG: return 'file';
@@ -102,7 +103,7 @@ function xattrsFit(d: DumpEntry): boolean {
 
 /** Whether a line that is not a hardlink needs no second look; its type when so. */
 function plainEntryType(d: DumpEntry): EntryType | undefined {
-  const type = typeOf(d);
+  const type = dumpEntryType(d);
   if (type === undefined || d.nlink === 0 || d.mtimeNsec > 999_999_999) return undefined;
   if (d.mtimeSec < 0n || d.mtimeSec > MAX_SAFE_SECONDS || d.size > MAX_SIZE || !xattrsFit(d)) return undefined;
   if (type === 'symlink' && !isText(d.payload, MAX_SYMLINK_BYTES)) return undefined;
@@ -161,7 +162,7 @@ export function dumpTreeSource(dump: DumpEntry[], complete: boolean): TreeSource
   const n = dump.length;
   if (!complete || n === 0 || n > MAX_ENTRIES) return undefined;
   const root = dump[0]!;
-  if (root.hardlink || root.path.length !== 1 || root.path[0] !== SLASH || typeOf(root) !== 'dir') return undefined;
+  if (root.hardlink || root.path.length !== 1 || root.path[0] !== SLASH || dumpEntryType(root) !== 'dir') return undefined;
   const paths: string[] = new Array(n);
   const types: Array<EntryType | undefined> = new Array(n);
   const targets = new Map<number, string>();
