@@ -11,6 +11,8 @@
 // and the ratio to mkcomposefs in the same run. Every image mountgate writes
 // is compared byte for byte with the one mkcomposefs wrote. Also the fixed
 // costs of a mountgate process: bare node, and the imports on the build path.
+// mountgate runs as a user runs it: the program bin/mountgate itself (its
+// #! line, node and its flags, found on PATH), not `node bin/mountgate`.
 // Writes bench/results/writer.json.
 // Run: bash bench/run.sh writer [--runs N] [--sizes 1000,10000,...] [--cli path/to/bin/mountgate] [--out NAME.json]
 // Needs mkcomposefs and composefs-info on PATH or under $MOUNTGATE_REF_COMPOSEFS/bin.
@@ -128,8 +130,8 @@ function runCase(name: string, dump: Buffer): CaseResult {
   writeFileSync(dumpFile, dump);
   execFileSync(process.execPath, [cli, 'manifest', 'from-dump', dumpFile, '-o', manifestFile], { env: { ...process.env, NODE_OPTIONS: '' } });
   const tools: Record<string, (out: string) => string[]> = {
-    fromDump: (out) => [process.execPath, cli, 'image', 'build', '--from-dump', dumpFile, '-o', out],
-    fromManifest: (out) => [process.execPath, cli, 'image', 'build', manifestFile, '-o', out],
+    fromDump: (out) => [cli, 'image', 'build', '--from-dump', dumpFile, '-o', out],
+    fromManifest: (out) => [cli, 'image', 'build', manifestFile, '-o', out],
   };
   if (mkcomposefs) tools.reference = (out) => [mkcomposefs, '--from-file', dumpFile, out];
   const m = measure(tools);
@@ -154,7 +156,7 @@ function fixedCosts(): Record<string, number> {
   const costs: Record<string, number[]> = { 'node -e 0': [], 'mountgate --version': [] };
   for (let i = 0; i < runs; i++) {
     costs['node -e 0']!.push(runOnce(script('0'), '').seconds);
-    costs['mountgate --version']!.push(runOnce([process.execPath, cli, '--version'], '').seconds);
+    costs['mountgate --version']!.push(runOnce([cli, '--version'], '').seconds);
     for (const mod of imports) {
       const body = `await import(${JSON.stringify(join(dist, mod))});`;
       (costs[`import ${mod}`] ??= []).push(runOnce(script(body), '').seconds);

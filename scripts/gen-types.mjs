@@ -52,6 +52,37 @@ for (const kind of ['manifest', 'bind-request', 'mount-request', 'policy']) {
     + `${code.replace(/^"use strict";/, '')}\n`;
   outputs.push([join(root, `src/schema/validate-${kind}.generated.ts`), code]);
 }
+// The manifest's fast check (src/manifest/load.ts): the document with its
+// entries only required to be there, and each entry kind's own schema, by its
+// "type", stopping at the first error. That needs kinds told apart by a
+// required constant "type"; a schema where they are not fails here.
+{
+  const schema = JSON.parse(readFileSync(join(schemas, 'manifest.schema.json'), 'utf8'));
+  const id = schema.$id.replace(/\.schema\.json$/, '.by-kind.schema.json');
+  const kinds = {};
+  for (const branch of schema.$defs.entry.oneOf ?? []) {
+    const def = /^#\/\$defs\/([A-Za-z]+)$/.exec(branch.$ref ?? '')?.[1];
+    const type = def === undefined ? undefined : schema.$defs[def]?.properties?.type?.const;
+    if (def === undefined || typeof type !== 'string' || !schema.$defs[def].required?.includes('type') || type in kinds) {
+      throw new Error(`manifest.schema.json: the entry branch ${JSON.stringify(branch)} is not told apart by a required constant "type"`);
+    }
+    kinds[type] = `${id}#/$defs/${def}`;
+  }
+  const ajv = new Ajv2020({ strict: true, allErrors: false, allowUnionTypes: false, code: { source: true, esm: true } });
+  for (const file of files) if (file !== 'manifest.schema.json') ajv.addSchema(JSON.parse(readFileSync(join(schemas, file), 'utf8')));
+  ajv.addSchema({ ...schema, $id: id, properties: { ...schema.properties, entries: { ...schema.properties.entries, items: true } } });
+  const names = Object.keys(kinds).map((type, i) => [type, `kind${i}`]);
+  let code = standalone.default(ajv, { document: id, ...Object.fromEntries(names.map(([type, name]) => [name, kinds[type]])) });
+  code = code.replace(/require\("ajv\/dist\/runtime\/ucs2length"\)/g, 'ucs2length');
+  if (/require\(/.test(code)) throw new Error('the manifest kind validators need a runtime helper gen-types does not import');
+  code = '// Generated from schemas/manifest.schema.json by scripts/gen-types.mjs (ajv standalone): do not edit.\n'
+    + '// The fast check of src/manifest/load.ts: `document` (entries left to the kinds) and each entry kind\'s validator by its "type".\n'
+    + '// @ts-nocheck\n/* eslint-disable */\n'
+    + "import ucs2length from 'ajv/dist/runtime/ucs2length.js';\n"
+    + `${code.replace(/^"use strict";/, '')}\n`
+    + `export const kinds = new Map([${names.map(([type, name]) => `[${JSON.stringify(type)}, ${name}]`).join(', ')}]);\n`;
+  outputs.push([join(root, 'src/schema/validate-manifest-kinds.generated.ts'), code]);
+}
 if (process.argv.includes('--check')) {
   for (const [file, want] of outputs) {
     const current = readFileSync(file, 'utf8');

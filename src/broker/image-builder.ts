@@ -5,9 +5,9 @@
 import { createHash } from 'node:crypto';
 import { fstatSync, readSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { writeImage } from '../composefs/writer.js';
+import { writeCheckedImage } from '../composefs/writer.js';
 import { InvalidRequestError, LimitExceededError, MountgateError, type Reason } from '../errors.js';
-import { parseManifest } from '../manifest/load.js';
+import { parseManifest, type CheckedManifest } from '../manifest/load.js';
 import { byteKey, showText } from '../manifest/text.js';
 import type { ImageFacts } from '../policy/images.js';
 import type { Manifest } from '../schema/types.generated.js';
@@ -27,7 +27,7 @@ export interface BuiltImage {
  * needs to know. A caller-supplied backing path other than the digest's is
  * refused: redirects into the store are the broker's to choose.
  */
-export function prepareManifest(manifest: Manifest): { manifest: Manifest; facts: ImageFacts; objects: Record<string, number> } {
+export function prepareManifest(manifest: CheckedManifest): { manifest: CheckedManifest; facts: ImageFacts; objects: Record<string, number> } {
   const objects: Record<string, number> = {};
   const devices: string[] = [];
   let bytes = 0;
@@ -46,7 +46,8 @@ export function prepareManifest(manifest: Manifest): { manifest: Manifest; facts
     objects[e.digest] = e.size;
     return { ...e, backing };
   });
-  return { manifest: { ...manifest, entries }, facts: { entries: entries.length, bytes, devices }, objects };
+  // Still checked: only backing paths changed, each to its object's path (short ASCII, what the check allows).
+  return { manifest: { ...manifest, entries } as CheckedManifest, facts: { entries: entries.length, bytes, devices }, objects };
 }
 
 /** Limits checked before the expensive work, so an oversized manifest costs little. */
@@ -78,7 +79,7 @@ export function buildImage(manifestBytes: Uint8Array, limits: BuildLimits): Buil
   const count = countEntries(text);
   if (count > limits.maxEntries) throw new LimitExceededError(`the image has ${count} entries; the policy allows at most ${limits.maxEntries}`);
   const prepared = prepareManifest(parseManifest(text));
-  const image = writeImage(prepared.manifest);
+  const image = writeCheckedImage(prepared.manifest);
   return {
     imageId: createHash('sha256').update(image).digest('hex'),
     image,

@@ -1,35 +1,10 @@
 // `mountgate image ...`: building a composefs image from a manifest (what
 // mkcomposefs does, byte for byte, without a broker), and looking inside one.
 import type { Command } from 'commander';
-import { manifestFromDumpText, manifestToDump } from '../composefs/convert.js';
 import { serializeDump } from '../composefs/dump.js';
 import { imageToDumpEntries, inspectImage, type ImageSummary } from '../composefs/reader.js';
-import { writeImage } from '../composefs/writer.js';
-import { InvalidManifestError, parseManifest } from '../manifest/load.js';
-import { readInputBytes, runAction, writeOutput } from './manifest.js';
-
-interface BuildOptions {
-  output: string;
-  minVersion?: string;
-  maxVersion?: string;
-  fromDump?: boolean;
-  lenient?: boolean;
-}
-
-function versionOption(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value)) throw new InvalidManifestError(`${flag} must be a number, not "${value}"`);
-  return Number(value);
-}
-
-/** As mkcomposefs: once either version is given, the other defaults to 0. */
-function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: number } {
-  const min = versionOption(opts.minVersion, '--min-version');
-  const max = versionOption(opts.maxVersion, '--max-version');
-  if (min === undefined && max === undefined) return {};
-  const minVersion = min ?? 0;
-  return { minVersion, maxVersion: Math.max(minVersion, max ?? 0) };
-}
+import { buildImageFile } from './build.js';
+import { readInputBytes, runAction, writeOutput } from './io.js';
 
 function describe(s: ImageSummary): string {
   const types = Object.entries(s.byType)
@@ -68,12 +43,7 @@ Examples:
   mountgate image build --from-dump tree.dump -o image.cfs --min-version 1 --max-version 1`,
     )
     .action(
-      runAction((input: string, opts: BuildOptions) => {
-        if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
-        const bytes = readInputBytes(input);
-        const manifest = opts.fromDump ? manifestFromDumpText(bytes, { strict: !opts.lenient }) : parseManifest(bytes);
-        writeOutput(opts.output, writeImage(manifest, versions(opts)));
-      }),
+      runAction(buildImageFile),
     );
 
   image

@@ -1,56 +1,11 @@
 // `mountgate manifest ...`: converting between composefs dump files and image
-// manifests, with no broker involved. Also the small helpers the image
-// commands share: reading FILE or "-", writing -o FILE or stdout, and turning
-// errors into "mountgate: <message>" with exit code 3 for invalid input.
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+// manifests, with no broker involved.
 import type { Command } from 'commander';
 import { manifestFromDumpText, manifestToDump } from '../composefs/convert.js';
 import { serializeDump } from '../composefs/dump.js';
-import { exitCodes } from '../errors.js';
-import { InvalidManifestError, parseManifest } from '../manifest/load.js';
+import { parseManifest } from '../manifest/load.js';
 import type { Manifest } from '../schema/types.generated.js';
-
-/** Reads a whole file, or stdin for "-". */
-export function readInputBytes(file: string): Buffer {
-  try {
-    return file === '-' ? readFileSync(0) : readFileSync(file);
-  } catch (err) {
-    throw new Error(`cannot read ${file === '-' ? 'standard input' : file}: ${(err as Error).message}`);
-  }
-}
-
-/** Writes to a file (whole or not at all: through a temporary name) or to stdout. */
-export function writeOutput(file: string | undefined, data: Buffer | string): void {
-  if (file === undefined || file === '-') {
-    process.stdout.write(data);
-    return;
-  }
-  const temporary = `${file}.tmp-${process.pid}`;
-  try {
-    writeFileSync(temporary, data);
-    renameSync(temporary, file);
-  } catch (err) {
-    try {
-      unlinkSync(temporary);
-    } catch {
-      // nothing was written
-    }
-    throw new Error(`cannot write ${file}: ${(err as Error).message}`);
-  }
-}
-
-/** Runs a command body; prints "mountgate: ..." and sets the exit code on failure. */
-export function runAction<A extends unknown[]>(body: (...args: A) => void): (...args: A) => void {
-  return (...args: A) => {
-    try {
-      body(...args);
-    } catch (err) {
-      const invalid = err instanceof InvalidManifestError;
-      process.stderr.write(`mountgate: ${(err as Error).message}\n`);
-      process.exitCode = invalid ? exitCodes.InvalidRequest : exitCodes.Internal;
-    }
-  };
-}
+import { readInputBytes, runAction, writeOutput } from './io.js';
 
 /**
  * A manifest as JSON text: one entry per line, so a large manifest stays

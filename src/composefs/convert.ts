@@ -9,6 +9,7 @@
 // plain strings when they are UTF-8 and {"base64"} otherwise, so any bytes
 // survive the trip; entries are sorted and compared as bytes.
 import type { Entry, FileEntry, Manifest } from '../schema/types.generated.js';
+import type { CheckedManifest } from '../manifest/check.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { MAX_FILE_SIZE } from '../manifest/limits.js';
 import { comparePaths, normalizeLookupPath, parentPath, pathSortKey } from '../manifest/paths.js';
@@ -16,7 +17,9 @@ import { byteText, bytesOf, codecFor, showText, type ByteText } from '../manifes
 import { decodeBase64 } from '../manifest/check.js';
 import { validateManifest } from '../manifest/load.js';
 import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
-import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
+import { dumpEntryType, readDump } from './dump-tree.js';
+import { imageTree, writeTree, type ImageInput, type WriteOptions } from './writer.js';
+import { ENTRY_TYPE_BITS } from './format.js';
 
 /** Where a dump line's problem is reported; made only for a message. */
 function lineOf(line: number): string {
@@ -32,16 +35,9 @@ type Attributed = Exclude<Entry, { type: 'hardlink' }>;
 
 /** The entry type of a dump line that is not a hardlink. */
 function entryType(d: DumpEntry, line: number): Attributed['type'] {
-  switch (d.mode & S_IFMT) {
-    case S_IFDIR: return 'dir';
-    case S_IFREG: return 'file';
-    case S_IFLNK: return 'symlink';
-    case S_IFCHR: return d.rdev === 0 ? 'whiteout' : 'chardev';
-    case S_IFBLK: return 'blockdev';
-    case S_IFIFO: return 'fifo';
-    case S_IFSOCK: return 'socket';
-    default: throw new InvalidManifestError(`mode ${d.mode.toString(8)} has no valid file type`, lineOf(line));
-  }
+  const type = dumpEntryType(d);
+  if (type === undefined) throw new InvalidManifestError(`mode ${d.mode.toString(8)} has no valid file type`, lineOf(line));
+  return type;
 }
 
 /**
@@ -171,7 +167,7 @@ function sortOrder(entries: Entry[]): number[] | null {
 }
 
 /** Builds a checked manifest from parsed dump entries. */
-export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions = {}): Manifest {
+export function dumpToManifest(dump: DumpEntry[], options: DumpToManifestOptions = {}): CheckedManifest {
   const parsed = dump.map((d, i) => entryFromDump(d, i + 1));
   const order = sortOrder(parsed);
   /** The dump line of each manifest entry. */
@@ -277,13 +273,33 @@ export interface DumpTextOptions extends DumpToManifestOptions {
  * Dump text to a checked manifest. A missing final newline is reported last,
  * so a broken dump names its real problem first.
  */
-export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): Manifest {
+export function manifestFromDumpText(text: Buffer | string, options: DumpTextOptions = {}): CheckedManifest {
   const data = dumpBytes(text);
   const strict = options.strict ?? true;
-  const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
+  return manifestFromParsedDump(data, parseDump(data, { strict, allowMissingFinalNewline: true }), options);
+}
+
+/** The rest of manifestFromDumpText, for dump text already parsed (with allowMissingFinalNewline). */
+export function manifestFromParsedDump(data: Buffer, dump: DumpEntry[], options: DumpTextOptions = {}): CheckedManifest {
+  const strict = options.strict ?? true;
   const manifest = dumpToManifest(dump, options);
   if (strict && !endsWithNewline(data)) {
     throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${dump.length}`);
   }
   return manifest;
+}
+
+/**
+ * What dump text is built from: its lines as a tree source when
+ * dumpTreeSource takes them, the checked manifest otherwise (which throws,
+ * with the manifest path's words, for a dump it refuses).
+ */
+export function dumpImageInput(text: Buffer | string, strict = true): ImageInput {
+  const read = readDump(text, strict);
+  return 'source' in read ? read : { manifest: manifestFromParsedDump(read.data, read.dump, { strict }) };
+}
+
+/** The image of dump text, byte for byte the one the manifest path writes, with its refusals. */
+export function writeDumpImage(text: Buffer | string, options: WriteOptions & { strict?: boolean } = {}): Buffer {
+  return writeTree(imageTree(dumpImageInput(text, options.strict ?? true), options));
 }

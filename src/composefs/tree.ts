@@ -198,8 +198,8 @@ function insertIfAbsent(dir: Directory, entry: Inode | Link): void {
 
 type Attributed = Exclude<Entry, { type: 'hardlink' }>;
 
-/** Builds the tree from manifest entries, in manifest order (depth first, siblings sorted). */
-class TreeBuilder {
+/** Builds the tree from a source's entries, in manifest order (depth first, siblings sorted). */
+export class TreeBuilder {
   readonly table: XattrTable;
   readonly overlay: OverlayXattrs;
   hasWhiteouts = false;
@@ -211,57 +211,51 @@ class TreeBuilder {
     this.overlay = new OverlayXattrs(this.table);
   }
 
-  /** The inode of an entry, its own xattrs interned (nlink 0: 1 + incoming hardlinks, counted later). */
-  inode(e: Attributed, index: number, name: string, parent: Directory | null): Inode {
-    const stat: Stat = { mode: ENTRY_TYPE_BITS[e.type] | e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtime.sec, mtimeNsec: e.mtime.nsec };
-    const codec = this.codec;
+  /**
+   * A new inode (nlink 0: 1 + incoming hardlinks, counted later, unless the
+   * caller sets it): `size` is a file's or device's st_size, `content` an
+   * inline file's bytes (null: none), `target` a symlink's (a string of the codec).
+   */
+  inode(type: Attributed['type'], stat: Stat, index: number, name: string, parent: Directory | null, size: number, content: Buffer | null, target: string, rdev: number): Inode {
     const at = parent!;
-    let inode: Inode;
-    switch (e.type) {
+    switch (type) {
       case 'dir':
-        inode = new Directory(stat, name, parent, index);
-        break;
-      case 'file':
-        if (e.size === 0 || e.inline !== undefined) {
-          inode = new InlineFile(stat, name, at, index, e.size > 0 ? Buffer.from(e.inline!, 'base64') : null);
-        } else {
-          inode = new ExternalFile(stat, name, at, index, e.size);
-          if (inode.chunkCount > COMPOSEFS_MAX_CHUNKS) throw new InvalidManifestError(`file size ${e.size} is too large for composefs`, inode.pointer);
-        }
-        break;
-      case 'symlink': {
-        const target = codec.text(e.target);
-        inode = new Symlink(stat, name, at, index, target, codec.length(target));
-        break;
+        return new Directory(stat, name, parent, index);
+      case 'file': {
+        if (size === 0 || content !== null) return new InlineFile(stat, name, at, index, size > 0 ? content : null);
+        const inode = new ExternalFile(stat, name, at, index, size);
+        if (inode.chunkCount > COMPOSEFS_MAX_CHUNKS) throw new InvalidManifestError(`file size ${size} is too large for composefs`, inode.pointer);
+        return inode;
       }
+      case 'symlink':
+        return new Symlink(stat, name, at, index, target, this.codec.length(target));
       case 'chardev':
       case 'blockdev':
-        inode = new Special(stat, name, at, index, e.rdev, e.size ?? 0);
-        break;
+        return new Special(stat, name, at, index, rdev, size);
       case 'whiteout':
         // An overlay whiteout inside the image would act on the image's own
         // layer; stored escaped (an empty file with the marks), overlayfs
         // presents it to the upper mount.
         this.hasWhiteouts = true;
         stat.mode = S_IFREG | (stat.mode & ~S_IFMT);
-        inode = new InlineFile(stat, name, at, index, null);
-        break;
+        return new InlineFile(stat, name, at, index, null);
       default:
-        inode = new Special(stat, name, at, index, 0, e.size ?? 0);
+        return new Special(stat, name, at, index, 0, size);
     }
-    inode.nlink = e.nlink ?? 0;
-    if (e.xattrs) {
-      for (const given of e.xattrs) {
-        const x = this.table.fromBase64(this.table.key(codec.text(given.key)), given.value);
-        inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize) + (inode.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
-        addXattr(inode, x);
-      }
-    }
-    return inode;
   }
 
-  /** The overlayfs view of one inode, in depth-first order: its parent's marks come after the parent's own. */
-  addOverlayXattrs(inode: Inode, e: Attributed): void {
+  /** One of the inode's own xattrs, interned, counted in its budget as composefs counts it. */
+  ownXattr(inode: Inode, x: Xattr): void {
+    inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize) + (inode.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
+    addXattr(inode, x);
+  }
+
+  /**
+   * The overlayfs view of one inode, in depth-first order: its parent's marks
+   * come after the parent's own. `digest` and `backing` (a string of the
+   * codec) are an external file's.
+   */
+  addOverlayXattrs(inode: Inode, whiteout: boolean, digest: string | undefined, backing: string | undefined): void {
     const xattrs = inode.xattrs;
     for (let i = 0; i < xattrs.length; i++) {
       // Renamed in place; composefs keeps the budget of the old name.
@@ -269,10 +263,9 @@ class TreeBuilder {
     }
     const overlay = this.overlay;
     if (inode.kind === Kind.ExternalFile) {
-      const file = e as Extract<Entry, { type: 'file' }>;
-      setXattr(inode, this.table.metacopy(overlay.metacopyKey, file.digest));
-      if (file.backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, this.codec.text(file.backing)));
-    } else if (e.type === 'whiteout') {
+      setXattr(inode, this.table.metacopy(overlay.metacopyKey, digest));
+      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing));
+    } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
       setXattr(inode, overlay.userWhiteout);
       setXattr(inode.parent, overlay.escapedWhiteouts);
@@ -285,29 +278,81 @@ class TreeBuilder {
   }
 }
 
-/** Whether the manifest has whiteouts: they decide the default format version. */
-function hasWhiteouts(manifest: Manifest): boolean {
-  const entries = manifest.entries;
-  for (let i = 0; i < entries.length; i++) if (entries[i]!.type === 'whiteout') return true;
-  return false;
+/**
+ * What a tree is built from, entry by entry in manifest order (sorted by
+ * path, each directory before its contents, every check passed): a manifest
+ * (below), or the lines of a dump (dump-tree.ts).
+ */
+export interface TreeSource {
+  /** How the source's strings hold bytes; every string it gives is of this codec. */
+  readonly codec: TextCodec;
+  readonly count: number;
+  hasWhiteouts(): boolean;
+  path(i: number): string;
+  /** The path a hardlink entry points to; undefined when entry i is not a hardlink. */
+  hardlinkTarget(i: number): string | undefined;
+  /** The inode of entry i (not a hardlink), with its own xattrs and then its overlay xattrs. */
+  inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode;
 }
 
-/** Builds the inodes and links of a checked manifest, and counts incoming hardlinks. */
-function buildInodes(manifest: Manifest, b: TreeBuilder): Directory {
-  const codec = b.codec;
-  const entries = manifest.entries;
-  const first = entries[0] as Extract<Entry, { type: 'dir' }>;
-  const root = b.inode(first, 0, '', null) as Directory;
+/** A checked manifest as a tree source. */
+class ManifestSource implements TreeSource {
+  readonly codec: TextCodec;
+  readonly count: number;
+  constructor(private readonly entries: Entry[]) {
+    this.codec = codecFor(entries);
+    this.count = entries.length;
+  }
+  hasWhiteouts(): boolean {
+    const entries = this.entries;
+    for (let i = 0; i < entries.length; i++) if (entries[i]!.type === 'whiteout') return true;
+    return false;
+  }
+  path(i: number): string {
+    return this.codec.text(this.entries[i]!.path);
+  }
+  hardlinkTarget(i: number): string | undefined {
+    const e = this.entries[i]!;
+    return e.type === 'hardlink' ? this.codec.text(e.target) : undefined;
+  }
+  inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode {
+    const e = this.entries[i] as Attributed;
+    const stat: Stat = { mode: ENTRY_TYPE_BITS[e.type] | e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtime.sec, mtimeNsec: e.mtime.nsec };
+    const codec = this.codec;
+    let inode: Inode;
+    switch (e.type) {
+      case 'file':
+        inode = b.inode('file', stat, i, name, parent, e.size, e.inline !== undefined && e.size > 0 ? Buffer.from(e.inline, 'base64') : null, '', 0);
+        break;
+      case 'symlink':
+        inode = b.inode('symlink', stat, i, name, parent, 0, null, codec.text(e.target), 0);
+        break;
+      case 'chardev':
+      case 'blockdev':
+        inode = b.inode(e.type, stat, i, name, parent, e.size ?? 0, null, '', e.rdev);
+        break;
+      default:
+        inode = b.inode(e.type, stat, i, name, parent, e.size ?? 0, null, '', 0);
+    }
+    inode.nlink = e.nlink ?? 0;
+    if (e.xattrs) for (const given of e.xattrs) b.ownXattr(inode, b.table.fromBase64(b.table.key(codec.text(given.key)), given.value));
+    const file = e.type === 'file' ? e : undefined;
+    b.addOverlayXattrs(inode, e.type === 'whiteout', file?.digest, file?.backing === undefined ? undefined : codec.text(file.backing));
+    return inode;
+  }
+}
+
+/** Builds the inodes and links of a source, and counts incoming hardlinks. */
+function buildInodes(source: TreeSource, b: TreeBuilder): Directory {
+  const root = source.inode(b, 0, '', null) as Directory;
   b.inodes.push(root);
-  b.addOverlayXattrs(root, first);
   // The directories from the root down to the last one seen, with their paths.
   const dirPaths: string[] = ['/'];
   const dirs: Directory[] = [root];
   const links: Array<{ link: Link; target: string }> = [];
   const inodeOfEntry: Array<Inode | undefined> = [root];
-  for (let i = 1; i < entries.length; i++) {
-    const e = entries[i]!;
-    const path = codec.text(e.path);
+  for (let i = 1; i < source.count; i++) {
+    const path = source.path(i);
     const cut = path.lastIndexOf('/');
     const parentLength = cut === 0 ? 1 : cut;
     let top = dirPaths.length - 1;
@@ -316,18 +361,18 @@ function buildInodes(manifest: Manifest, b: TreeBuilder): Directory {
     dirs.length = top + 1;
     const parent = dirs[top]!;
     const name = path.slice(cut + 1);
-    if (e.type === 'hardlink') {
+    const target = source.hardlinkTarget(i);
+    if (target !== undefined) {
       const link = new Link(name, root);
       parent.entries.push(link);
-      links.push({ link, target: codec.text(e.target) });
+      links.push({ link, target });
       inodeOfEntry.push(undefined);
       continue;
     }
-    const inode = b.inode(e, i, name, parent);
+    const inode = source.inode(b, i, name, parent);
     parent.entries.push(inode);
     b.inodes.push(inode);
     inodeOfEntry.push(inode);
-    b.addOverlayXattrs(inode, e);
     if (inode.kind === Kind.Directory) {
       dirPaths.push(path);
       dirs.push(inode);
@@ -336,7 +381,7 @@ function buildInodes(manifest: Manifest, b: TreeBuilder): Directory {
   const incoming = new Map<Inode, number>();
   if (links.length > 0) {
     const byPath = new Map<string, Inode>();
-    entries.forEach((e, i) => inodeOfEntry[i] && byPath.set(codec.text(e.path), inodeOfEntry[i]!));
+    for (let i = 0; i < source.count; i++) if (inodeOfEntry[i]) byPath.set(source.path(i), inodeOfEntry[i]!);
     for (const l of links) {
       l.link.target = byPath.get(l.target)!;
       incoming.set(l.link.target, (incoming.get(l.link.target) ?? 0) + 1);
@@ -433,25 +478,36 @@ function shareXattrs(inodes: Inode[]): Xattr[] {
   return shared;
 }
 
-/** Bytes of an inode's xattr area (header, shared references, inline entries), 0 for none. */
-export function xattrAreaBytes(inode: Inode): { size: number; sharedCount: number } {
+/** How many of an inode's xattrs are references to the shared area. */
+export function sharedXattrCount(inode: Inode): number {
   let sharedCount = 0;
+  for (const x of inode.xattrs) if (isSharedHere(x, sharedCount)) sharedCount++;
+  return sharedCount;
+}
+
+/** Bytes of an inode's xattr area (header, shared references, inline entries), 0 for none. */
+export function xattrAreaBytes(inode: Inode): number {
+  let shared = 0;
   let inlineBytes = 0;
   for (const x of inode.xattrs) {
-    if (isSharedHere(x, sharedCount)) sharedCount++;
+    if (isSharedHere(x, shared)) shared++;
     else inlineBytes += x.entrySize;
   }
-  const size = sharedCount === 0 && inlineBytes === 0 ? 0 : roundUp(EROFS_XATTR_HEADER_SIZE + sharedCount * 4 + inlineBytes, 4);
-  return { size, sharedCount };
+  return shared === 0 && inlineBytes === 0 ? 0 : roundUp(EROFS_XATTR_HEADER_SIZE + shared * 4 + inlineBytes, 4);
 }
 
 /** The image's tree of a checked manifest, at format `version` (or, given a range, the lowest that fits). */
 export function buildTree(manifest: Manifest, minVersion: number, maxVersion: number): ImageTree {
+  return buildTreeOf(new ManifestSource(manifest.entries), minVersion, maxVersion);
+}
+
+/** The image's tree of a source, at format `version` (or, given a range, the lowest that fits). */
+export function buildTreeOf(source: TreeSource, minVersion: number, maxVersion: number): ImageTree {
   // Format 1 changed how whiteouts are marked; use it only when needed.
-  const version = minVersion < 1 && maxVersion >= 1 && hasWhiteouts(manifest) ? 1 : minVersion;
-  const codec = codecFor(manifest.entries);
+  const version = minVersion < 1 && maxVersion >= 1 && source.hasWhiteouts() ? 1 : minVersion;
+  const codec = source.codec;
   const b = new TreeBuilder(codec, version);
-  const root = buildInodes(manifest, b);
+  const root = buildInodes(source, b);
   for (const inode of b.inodes) {
     if (inode.kind !== Kind.Directory) continue;
     insertIfAbsent(inode, new Link('.', inode));

@@ -12,7 +12,7 @@
 // patched afterwards.
 import type { Manifest } from '../schema/types.generated.js';
 import { InvalidManifestError } from '../manifest/errors.js';
-import { checkManifest } from '../manifest/check.js';
+import { checkManifest, type CheckedManifest } from '../manifest/check.js';
 import type { TextCodec } from '../manifest/text.js';
 import {
   COMPOSEFS_DEFAULT_MAX_VERSION, COMPOSEFS_DEFAULT_MIN_VERSION, COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER,
@@ -23,7 +23,7 @@ import {
   EROFS_SUPER_OFFSET, EROFS_SUPER_SIZE, EROFS_XATTR_FILTER_DEFAULT, EROFS_XATTR_HEADER_SIZE, INODE_COMPACT,
   INODE_EXTENDED, SUPERBLOCK, XATTR_BODY_HEADER, erofsFileType, inodeFormat, writeStruct,
 } from './format.js';
-import { Kind, Link, buildTree, isSharedHere, xattrAreaBytes, type Directory, type ImageTree, type Inode } from './tree.js';
+import { Kind, Link, buildTree, buildTreeOf, isSharedHere, sharedXattrCount, xattrAreaBytes, type Directory, type ImageTree, type Inode, type TreeSource } from './tree.js';
 import { encodeXattrEntry, roundUp } from './xattrs.js';
 
 export interface WriteOptions {
@@ -89,6 +89,8 @@ class Layout {
   /** Full data blocks, and bytes of the tail stored right after the inode. */
   readonly dataBlocks: Uint32Array;
   readonly tailSize: Uint32Array;
+  /** Each directory's dirent blocks, by ino. */
+  private readonly dirents: Array<DirentBlocks | undefined>;
   inodesEnd = 0;
   dataStart = 0;
   totalBlocks = 0;
@@ -102,11 +104,18 @@ class Layout {
     this.sharedCount = new Uint8Array(n);
     this.dataBlocks = new Uint32Array(n);
     this.tailSize = new Uint32Array(n);
+    this.dirents = new Array(n);
     for (let i = 0; i < n; i++) {
-      const area = xattrAreaBytes(tree.inodes[i]!);
-      this.xattrSize[i] = area.size;
-      this.sharedCount[i] = area.sharedCount;
+      const inode = tree.inodes[i]!;
+      if (inode.xattrs.length === 0) continue;
+      this.sharedCount[i] = sharedXattrCount(inode);
+      this.xattrSize[i] = xattrAreaBytes(inode);
     }
+  }
+
+  /** A directory's dirent blocks, found once for both passes. */
+  direntsOf(dir: Directory, codec: TextCodec): DirentBlocks {
+    return (this.dirents[dir.ino] ??= direntBlocks(dir, codec));
   }
 }
 
@@ -305,7 +314,7 @@ function writeDataBlocks(out: Output, inode: Inode, layout: Layout, codec: TextC
   }
   if (inode.kind === Kind.Directory) {
     // Blocks beyond the count stayed inline as the tail.
-    const blocks = direntBlocks(inode, codec);
+    const blocks = layout.direntsOf(inode, codec);
     for (let i = 0; i < dataBlocks; i++) {
       const at = out.position;
       const buf = out.take(EROFS_BLOCK_SIZE);
@@ -362,7 +371,7 @@ function layoutImage(t: ImageTree, out: Output, layout: Layout, measuring: boole
   let nextBlock = measuring ? 0 : layout.dataStart / EROFS_BLOCK_SIZE;
   for (const inode of t.inodes) {
     const ino = inode.ino;
-    const blocks = inode.kind === Kind.Directory ? direntBlocks(inode, t.codec) : null;
+    const blocks = inode.kind === Kind.Directory ? layout.direntsOf(inode, t.codec) : null;
     const shape = initialDataShape(inode, blocks);
     const compact = fitsCompactInode(inode, t, shape.dataBlocks, shape.tailSize);
     const nonTail = (compact ? EROFS_INODE_COMPACT_SIZE : EROFS_INODE_EXTENDED_SIZE) + layout.xattrSize[ino]!;
@@ -427,6 +436,24 @@ export function writeTree(tree: ImageTree): Buffer {
 /** The image bytes of a manifest (checked here; throws InvalidManifestError). */
 export function writeImage(manifest: Manifest, options: WriteOptions = {}): Buffer {
   checkManifest(manifest);
+  return writeCheckedImage(manifest, options);
+}
+
+/** What an image is built from: a checked manifest, or a source whose entries passed every check (dump-tree.ts). */
+export type ImageInput = { manifest: CheckedManifest } | { source: TreeSource };
+
+/** The tree of an image input, at the options' format version. */
+export function imageTree(input: ImageInput, options: WriteOptions = {}): ImageTree {
   const { min, max } = resolveVersion(options);
-  return writeTree(buildTree(manifest, min, max));
+  return 'source' in input ? buildTreeOf(input.source, min, max) : buildTree(input.manifest, min, max);
+}
+
+/** The image bytes of a tree source whose entries passed every check. */
+export function writeSourceImage(source: TreeSource, options: WriteOptions = {}): Buffer {
+  return writeTree(imageTree({ source }, options));
+}
+
+/** The image bytes of a manifest validateManifest or parseManifest returned: not checked again. */
+export function writeCheckedImage(manifest: CheckedManifest, options: WriteOptions = {}): Buffer {
+  return writeTree(imageTree({ manifest }, options));
 }

@@ -116,7 +116,7 @@ export class XattrTable {
     const x = key.values.get(given);
     if (x) return x;
     const identity = digest === undefined || isLowerHex64(digest) ? given : Buffer.from(digest, 'hex').toString('hex');
-    return key.values.get(identity) ?? this.add(key, VALUE_METACOPY, identity, null, given);
+    return (identity !== given && key.values.get(identity)) || this.add(key, VALUE_METACOPY, identity, null, given);
   }
 
   private add(key: XattrKey, kind: number, identity: string, bytes: Buffer | null, alias?: string): Xattr {

@@ -20,6 +20,13 @@ import {
 } from '../composefs/format.js';
 
 /** Decodes base64 and refuses anything but its canonical, padded spelling. */
+declare const checked: unique symbol;
+/**
+ * A manifest that passed the JSON Schema and checkManifest, as validateManifest
+ * returns it: the writer takes it without checking it again.
+ */
+export type CheckedManifest = Manifest & { readonly [checked]: true };
+
 export function decodeBase64(text: string, pointer: string): Buffer {
   const bytes = Buffer.from(text, 'base64');
   if (bytes.toString('base64') !== text) throw new InvalidManifestError('is not canonical base64 (RFC 4648, with padding)', pointer);
@@ -127,7 +134,7 @@ function checkXattrs(xattrs: ReadonlyArray<{ key: ByteText; value: string }>, in
  * whiteouts (40 + 29 + 38 + 27) and the root's opaque mark (30). An entry
  * whose own xattrs leave this much room needs no closer look.
  */
-const IMAGE_XATTRS_MAX = 67 + 32 + MAX_BACKING_BYTES + 67 + 134 + 30;
+export const IMAGE_XATTRS_MAX = 67 + 32 + MAX_BACKING_BYTES + 67 + 134 + 30;
 
 function checkTypeSpecific(entry: Entry, index: number, codec: TextCodec): void {
   switch (entry.type) {
@@ -160,7 +167,7 @@ function checkTypeSpecific(entry: Entry, index: number, codec: TextCodec): void 
  * Throws InvalidManifestError (with the JSON pointer of the entry) at the
  * first problem. Assumes the document already passed the JSON Schema.
  */
-export function checkManifest(manifest: Manifest): void {
+export function checkManifest(manifest: Manifest): asserts manifest is CheckedManifest {
   const entries = manifest.entries;
   if (entries.length > MAX_ENTRIES) throw new InvalidManifestError(`has ${entries.length} entries, at most ${MAX_ENTRIES}`, '/entries');
   // Not stored in the image, but echoed on the bus and in logs: it must be text too.

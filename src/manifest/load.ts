@@ -8,19 +8,26 @@
 // for the eight that fail. Each kind requires its own constant "type", so an
 // entry matches the oneOf exactly when it matches the kind its type names:
 // the fast check validates each entry against that kind only, with validators
-// compiled from the same schema file. Only a document it refuses goes through
+// compiled from the same schema file at build time (scripts/gen-types.mjs,
+// which refuses a schema whose kinds are not told apart so). Only a document it refuses goes through
 // the full schema again, which then supplies the messages.
 import { isUtf8 } from 'node:buffer';
-import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { schemaDocuments } from '../schema/documents.generated.js';
+import * as kindValidators from '../schema/validate-manifest-kinds.generated.js';
 import { validate, type ValidationIssue } from '../schema/validate.js';
 import type { Manifest } from '../schema/types.generated.js';
-import { checkManifest } from './check.js';
+import { checkManifest, type CheckedManifest } from './check.js';
 import { InvalidManifestError } from './errors.js';
 import { MAX_MANIFEST_BYTES } from './limits.js';
 
 export { InvalidManifestError } from './errors.js';
-export { checkManifest } from './check.js';
+
+/** The fast check's validators (generated: the module has no types). */
+const byKind = kindValidators as unknown as {
+  document: (value: unknown) => boolean;
+  kinds: Map<string, (value: unknown) => boolean>;
+};
+export { checkManifest, type CheckedManifest } from './check.js';
 
 /** schemas/manifest.schema.json, a fresh copy (as a parse of the file would give). */
 function manifestSchema(): unknown {
@@ -88,56 +95,12 @@ function entryTypeIssue(value: unknown): ValidationIssue | undefined {
   return undefined;
 }
 
-interface KindValidators {
-  /** The document, with its entries only required to be there (their items are left to `kinds`). */
-  document: ValidateFunction;
-  /** Each entry kind's own schema, by its "type". */
-  kinds: Map<string, ValidateFunction>;
-}
-
-let kindValidators: KindValidators | null | undefined;
-
-interface SchemaDocument {
-  $id: string;
-  properties: { entries: Record<string, unknown> };
-  $defs: Record<string, { required?: string[]; properties?: { type?: { const?: unknown } } }> & {
-    entry: { oneOf?: Array<{ $ref?: string }> };
-  };
-}
-
-/**
- * Validators for the fast check, compiled from schemas/manifest.schema.json;
- * null if its entry kinds are not told apart by a required constant "type"
- * (then every document takes the full schema).
- */
-function compileKindValidators(): KindValidators | null {
-  const schema = manifestSchema() as SchemaDocument;
-  const id = schema.$id.replace(/\.schema\.json$/, '.by-kind.schema.json');
-  const branches: Array<{ type: string; def: string }> = [];
-  for (const branch of schema.$defs.entry.oneOf ?? []) {
-    const def = /^#\/\$defs\/([A-Za-z]+)$/.exec(branch.$ref ?? '')?.[1];
-    const type = def === undefined ? undefined : schema.$defs[def]?.properties?.type?.const;
-    if (def === undefined || typeof type !== 'string' || !schema.$defs[def]!.required?.includes('type')) return null;
-    if (branches.some((b) => b.type === type)) return null;
-    branches.push({ type, def });
-  }
-  if (branches.length === 0) return null;
-  const ajv = new Ajv2020({ strict: true, allErrors: false, allowUnionTypes: false });
-  ajv.addSchema({ ...schema, $id: id, properties: { ...schema.properties, entries: { ...schema.properties.entries, items: true } } });
-  const kinds = new Map<string, ValidateFunction>();
-  for (const b of branches) kinds.set(b.type, ajv.getSchema(`${id}#/$defs/${b.def}`)!);
-  return { document: ajv.getSchema(id)!, kinds };
-}
-
 /** The schema's verdict, each entry checked against its own kind only. */
 function passesSchemaByKind(value: unknown): boolean {
-  if (kindValidators === undefined) kindValidators = compileKindValidators();
-  if (kindValidators === null) return validate('manifest', value).ok;
-  const { document, kinds } = kindValidators;
-  if (!document(value)) return false;
+  if (!byKind.document(value)) return false;
   for (const entry of (value as { entries: unknown[] }).entries) {
     const type = (entry as { type?: unknown } | null)?.type;
-    const check = typeof type === 'string' ? kinds.get(type) : undefined;
+    const check = typeof type === 'string' ? byKind.kinds.get(type) : undefined;
     if (check === undefined || !check(entry)) return false;
   }
   return true;
@@ -150,18 +113,17 @@ function passesSchemaByKind(value: unknown): boolean {
  */
 function firstProblem(value: unknown): { value: unknown; index: number } | undefined {
   const entries = (value as { entries?: unknown } | null)?.entries;
-  if (kindValidators === undefined) kindValidators = compileKindValidators();
-  if (!kindValidators || !Array.isArray(entries) || !kindValidators.document(value)) return undefined;
+  if (!Array.isArray(entries) || !byKind.document(value)) return undefined;
   for (let i = 0; i < entries.length; i++) {
     const type = (entries[i] as { type?: unknown } | null)?.type;
-    const check = typeof type === 'string' ? kindValidators.kinds.get(type) : undefined;
+    const check = typeof type === 'string' ? byKind.kinds.get(type) : undefined;
     if (check === undefined || !check(entries[i])) return { value: { ...(value as object), entries: [entries[i]] }, index: i };
   }
   return undefined;
 }
 
 /** Validates a parsed JSON value; throws InvalidManifestError at the first problem. */
-export function validateManifest(value: unknown): Manifest {
+export function validateManifest(value: unknown): CheckedManifest {
   if (!passesSchemaByKind(value)) {
     const one = firstProblem(value);
     if (one) {
@@ -188,7 +150,7 @@ export function validateManifest(value: unknown): Manifest {
  * decoding them with replacement characters would turn names that are not
  * UTF-8 into U+FFFD, silently; such names belong in {"base64"}.
  */
-export function parseManifest(text: string | Buffer): Manifest {
+export function parseManifest(text: string | Buffer): CheckedManifest {
   const size = typeof text === 'string' ? Buffer.byteLength(text) : text.length;
   if (size > MAX_MANIFEST_BYTES) throw new InvalidManifestError(`the manifest is ${size} bytes, at most ${MAX_MANIFEST_BYTES}`, '(document)');
   let value: unknown;
