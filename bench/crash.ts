@@ -15,6 +15,8 @@ import { startBroker } from '../test/helpers/broker.js';
 import { createWorld } from '../test/helpers/world.js';
 import { runAs } from '../test/helpers/run-as.js';
 import { pkgRoot } from '../test/helpers/paths.js';
+import Database from 'better-sqlite3';
+import { StoreDb } from '../src/store/db.js';
 import { FsVerityHasher } from '../src/verity/fsverity.js';
 
 const rounds = Number(process.argv[2] ?? 20);
@@ -48,32 +50,60 @@ function frontsOf(stateDir: string): number[] {
   });
 }
 
+/** Stops the broker (SIGTERM) so that its store database can be opened, and waits for it and its front. */
+async function stopBrokerKeepingState(): Promise<void> {
+  const p = world.broker.process;
+  if (p.exitCode === null && p.signalCode === null) {
+    const exited = new Promise((res) => p.once('exit', res));
+    p.kill('SIGTERM');
+    await exited;
+  }
+  for (let t = 0; t < 200 && frontsOf(world.broker.stateDir).length > 0; t++) await new Promise((res) => setTimeout(res, 100));
+}
+
+/** What is wrong with the store, read with the broker stopped: the database's own invariants, and the files against it. */
 function problems(): string[] {
   const out: string[] = [];
   const state = world.broker.stateDir;
   const store = join(state, 'store');
   const tmp = readdirSync(join(store, 'tmp'));
   if (tmp.length) out.push(`store/tmp holds ${tmp.length} file(s)`);
+  const dbPath = join(state, 'store.db');
+  const db = new StoreDb(dbPath);
+  try {
+    out.push(...db.check().map((v) => `database: ${v}`));
+  } finally {
+    db.close();
+  }
+  const raw = new Database(dbPath, { readonly: true });
   const referenced = new Set<string>();
-  for (const id of readdirSync(join(state, 'images'))) {
-    const dir = join(state, 'images', id);
-    if (!existsSync(join(dir, 'meta.json'))) continue; // an interrupted registration: the next start removes it
-    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { objects: Record<string, number> };
-    for (const d of Object.keys(meta.objects)) referenced.add(d);
-    const image = join(dir, 'image.erofs');
-    if (!existsSync(image)) out.push(`image ${id.slice(0, 12)} is registered without its file`);
-    else if (createHash('sha256').update(readFileSync(image)).digest('hex') !== id) out.push(`image ${id.slice(0, 12)}'s file does not hash to its id`);
+  const present = new Set<string>();
+  try {
+    for (const { id } of raw.prepare('SELECT id FROM images').all() as { id: string }[]) {
+      const image = join(state, 'images', id, 'image.erofs');
+      if (!existsSync(image)) out.push(`image ${id.slice(0, 12)} is registered without its file`);
+      else if (createHash('sha256').update(readFileSync(image)).digest('hex') !== id) out.push(`image ${id.slice(0, 12)}'s file does not hash to its id`);
+    }
+    for (const r of raw.prepare('SELECT digest, present FROM objects').all() as { digest: string; present: number }[]) {
+      referenced.add(r.digest);
+      if (r.present === 1) present.add(r.digest);
+    }
+  } finally {
+    raw.close();
   }
   const objects = join(store, 'objects');
+  const files = new Set<string>();
   for (const prefix of readdirSync(objects)) {
     for (const rest of readdirSync(join(objects, prefix))) {
       const digest = prefix + rest;
+      files.add(digest);
       const h = new FsVerityHasher();
       h.update(readFileSync(join(objects, prefix, rest)));
       if (h.digest().toString('hex') !== digest) out.push(`object ${digest.slice(0, 12)} does not hash to its name`);
       if (!referenced.has(digest)) out.push(`object ${digest.slice(0, 12)} is needed by no image`);
     }
   }
+  for (const d of present) if (!files.has(d)) out.push(`object ${d.slice(0, 12)} is recorded present but has no file`);
   const stage = join(state, '..', 'run', 'stage');
   if (existsSync(stage) && readdirSync(stage).length) out.push(`the staging mount holds ${readdirSync(stage).length} point(s)`);
   const loops = execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
@@ -128,7 +158,10 @@ try {
     // Settled: the images a killed front was mounting are released with its fds.
     await new Promise((res) => setTimeout(res, 500));
     const info = await runAs(world.users.a!, [process.execPath, join(pkgRoot, 'test', 'helpers', 'probe-client.mjs'), JSON.stringify([{ op: 'info' }])], { busAddress: world.bus.address });
+    // The restarted broker reconciled the store; stopped, its database can be read.
+    await stopBrokerKeepingState();
     const bad = [...(/"ok":true/.test(info.stdout) ? [] : [`the broker does not answer after the restart (${info.stdout.trim()})`]), ...problems()];
+    world.broker = await startBroker(world.bus.address, undefined, world.broker, brokerArgs);
     console.log(`round ${String(r + 1).padStart(3)}: SIGKILL ${which.padEnd(8)} ${bad.length ? `PROBLEMS: ${bad.join('; ')}` : 'consistent'}`);
     found.push(...bad.map((b) => `round ${r + 1} (${which}): ${b}`));
   }
