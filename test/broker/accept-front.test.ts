@@ -11,48 +11,22 @@ import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { collectAuditLines } from '../helpers/audit-lines.js';
 import { startPrivateBus } from '../helpers/bus-config.js';
 import { ensureFrontUser, frontUserName } from '../helpers/front-user.js';
 import { brokerPath, pkgRoot } from '../helpers/paths.js';
 import { runAs } from '../helpers/run-as.js';
 import { createUser, removeUser } from '../helpers/users.js';
 
-/** A process whose stdout is JSON audit lines, collected; resolves waits on a matching line. */
+/** A process whose stdout is JSON audit lines, collected (test/helpers/audit-lines.ts), and a way to stop it. */
 function watched(child: ChildProcess) {
-  const lines: Record<string, unknown>[] = [];
-  let err = '';
-  let buf = '';
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        const rec = JSON.parse(line) as Record<string, unknown>;
-        lines.push(rec);
-        for (const w of [...waiters]) if (w.pred(rec)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(rec); }
-      } catch {
-        err += `${line}\n`;
-      }
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  const audit = collectAuditLines(child, 'a broker half');
   return {
     child,
-    lines,
-    stderr: () => err,
     exited,
-    waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000): Promise<Record<string, unknown>> {
-      const found = lines.find(pred);
-      if (found) return Promise.resolve(found);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no matching line within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-        waiters.push({ pred, resolve: (l) => { clearTimeout(timer); resolve(l); } });
-      });
-    },
+    lines: audit.lines,
+    waitFor: (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000) => audit.waitFor(pred, timeoutMs),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Policy } from '../../src/schema/types.generated.js';
 import { brokerPath } from './paths.js';
+import { collectAuditLines } from './audit-lines.js';
 import { ensureFrontUser } from './front-user.js';
 
 export interface BrokerHandle {
@@ -38,37 +39,8 @@ export async function startBroker(busAddress: string, policy?: Policy | string, 
   const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const audit: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let err = '';
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        const rec = JSON.parse(line) as Record<string, unknown>;
-        audit.push(rec);
-        for (const w of [...waiters]) if (w.pred(rec)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(rec); }
-      } catch {
-        err += `${line}\n`;
-      }
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const { lines: audit, stderr, waitFor } = collectAuditLines(child, 'broker');
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
-
-  const waitFor = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 15_000) => {
-    const found = audit.find(pred);
-    if (found) return Promise.resolve(found);
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`broker: no matching audit line within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-      waiters.push({ pred, resolve: (l) => { clearTimeout(timer); resolve(l); } });
-      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`broker exited (${code}): ${err}`)); });
-    });
-  };
 
   let stopped = false;
   const stop = async () => {
@@ -92,7 +64,7 @@ export async function startBroker(busAddress: string, policy?: Policy | string, 
     process: child,
     pid: child.pid!,
     audit,
-    stderr: () => err,
+    stderr,
     policyPath,
     stateDir,
     openFds: () => readdirSync(`/proc/${child.pid}/fd`).length,
