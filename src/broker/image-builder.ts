@@ -10,7 +10,6 @@ import { InvalidRequestError, LimitExceededError, MountgateError, type Reason } 
 import { parseManifest, type CheckedManifest } from '../manifest/load.js';
 import { byteKey, showText } from '../manifest/text.js';
 import type { ImageFacts } from '../policy/images.js';
-import type { Manifest } from '../schema/types.generated.js';
 import { objectPath } from '../store/objects.js';
 
 export interface BuiltImage {

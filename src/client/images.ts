@@ -16,7 +16,7 @@ import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
-import { closeFd, type ImageListing, type MountgateBroker } from './broker.js';
+import { closeFd, type MountgateBroker } from './broker.js';
 
 /** The backing path of an object in a composefs object directory. */
 export { objectPath };

@@ -8,7 +8,7 @@
 // non-device's RDEV are dropped. Byte strings (paths, targets, keys) become
 // plain strings when they are UTF-8 and {"base64"} otherwise, so any bytes
 // survive the trip; entries are sorted and compared as bytes.
-import type { Entry, FileEntry, Manifest } from '../schema/types.generated.js';
+import type { Entry, Manifest } from '../schema/types.generated.js';
 import type { CheckedManifest } from '../manifest/check.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { MAX_FILE_SIZE } from '../manifest/limits.js';
