@@ -37,8 +37,11 @@ export async function createWorld(spec: WorldSpec): Promise<World> {
   chmodSync(scratch, 0o755);
   let bus: PrivateBus | undefined;
   let broker: BrokerHandle | undefined;
+  // A caller may replace world.broker (a restart after a crash): teardown
+  // stops whichever broker the world holds at the end, not the first one.
+  let world: World | undefined;
   const teardown = async () => {
-    await broker?.stop();
+    await (world?.broker ?? broker)?.stop();
     await bus?.stop();
     for (const u of Object.values(users)) removeUser(u);
     rmSync(scratch, { recursive: true, force: true });
@@ -59,7 +62,7 @@ export async function createWorld(spec: WorldSpec): Promise<World> {
     await teardown();
     throw err;
   }
-  return {
+  world = {
     bus,
     broker,
     users,
@@ -73,4 +76,5 @@ export async function createWorld(spec: WorldSpec): Promise<World> {
     },
     teardown,
   };
+  return world;
 }
