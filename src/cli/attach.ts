@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { attachHelperArgv, type AttachStep, type Stub } from '../client/attach-helper.js';
-import { isInitialIdMap, keepIdMap, ownerMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
+import { isInitialIdMap, keepIdMap, ownerMap, parseIdMapText, parseUsernsOption, showIdMap, type KeepIdOption } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
 import { controlledIds, identityMap } from '../policy/idmap.js';
@@ -94,17 +94,26 @@ function holderKey(pid: number): string {
   }
 }
 
-/** The namespace named by --into (a pid, or "podman"), or this process's own; with `userns` "keep-id", ids as a keep-id container started there sees them. */
+/**
+ * The namespace named by --into (a pid, or "podman"), or this process's own;
+ * with `userns` ("keep-id", "keep-id:uid=N,gid=N"), ids as a container
+ * podman starts there with that --userns sees them.
+ */
 function targetOf(into: string | undefined, userns?: string): Target {
   const target = namespaceOf(into);
   if (userns === undefined) return target;
-  if (userns !== 'keep-id') usage(`--userns ${userns}: only keep-id is known (the ids of a container run with podman's --userns keep-id)`);
+  let keep: KeepIdOption;
+  try {
+    keep = parseUsernsOption(userns);
+  } catch (err) {
+    usage((err as Error).message);
+  }
   const account = lookupAccount(process.getuid!());
   return {
     ...target,
-    name: `${target.name}, as --userns keep-id containers see it`,
-    uidMap: keepIdMap(target.uidMap, process.getuid!()),
-    gidMap: keepIdMap(target.gidMap, account?.gid ?? process.getgid!()),
+    name: `${target.name}, as --userns ${userns} containers see it`,
+    uidMap: keepIdMap(target.uidMap, keep.uid ?? process.getuid!()),
+    gidMap: keepIdMap(target.gidMap, keep.gid ?? account?.gid ?? process.getgid!()),
   };
 }
 
@@ -287,7 +296,7 @@ export function register(program: Command): void {
     .argument('<image>', 'an id, an id prefix of at least 8 characters, or a name')
     .argument('<dir>', 'an existing directory, as the target namespace sees it')
     .option('--into <pid|podman>', 'the namespace to attach in (default: this process\'s)')
-    .option('--userns <keep-id>', 'owners as containers run with podman\'s --userns keep-id see them (default: as the namespace itself does)')
+    .option('--userns <keep-id[:uid=N,gid=N]>', 'owners as containers run with podman\'s --userns with the same value see them (default: as the namespace itself does)')
     .option('--for-podman', 'a read-only root for podman run --rootfs DIR: adds the few paths podman needs that the image lacks, in a tmpfs over it')
     .option('--json', 'print {"image", "dir", "into"}')
     .addHelpText('after', `${intoHelp}
@@ -295,8 +304,9 @@ export function register(program: Command): void {
 The image's owners appear as they are in the image to the processes of the
 target namespace: podman run --rootfs DIR sees root's files as 0 and group 42
 as 42. Containers run with --userns keep-id have a map of their own (your uid
-keeps its number, the ids below it shift by one): mount the image for them
-with --userns keep-id, at a directory of its own.
+keeps its number, or becomes N with keep-id:uid=N, and the ids below it shift
+by one): mount the image for them with the same --userns value, at a
+directory of its own.
 
 A read-only root for podman (--rootfs DIR, no :O) must already have what
 podman makes or binds over before the container starts (the /etc/mtab
@@ -335,7 +345,7 @@ Examples:
     .argument('<src>', 'a directory you own, on the host')
     .argument('<dir[:opts]>', 'an existing directory, as the target namespace sees it; OPTS: ro, noexec, owner=N, uid=N, gid=N')
     .option('--into <pid|podman>', 'the namespace to attach in (default: this process\'s)')
-    .option('--userns <keep-id>', 'owner=N as containers run with podman\'s --userns keep-id count ids (default: as the namespace itself does)')
+    .option('--userns <keep-id[:uid=N,gid=N]>', 'owner=N as containers run with podman\'s --userns with the same value count ids (default: as the namespace itself does)')
     .option('--json', 'print {"source", "dir", "into"}')
     .addHelpText('after', `${intoHelp}
 

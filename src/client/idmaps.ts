@@ -72,19 +72,46 @@ export function composeIdMaps(inner: IdRange[], outer: IdRange[]): IdRange[] {
 
 /**
  * The map of a container podman starts with `--userns keep-id` in a
- * namespace whose map is `nsMap` (ids 0..N-1): the caller's own id `own`
- * keeps its number (it is namespace id 0, the caller), ids below it are
- * namespace ids 1..own, ids above it stay where they are.
+ * namespace whose map is `nsMap` (ids 0..N-1): namespace id 0 (the caller)
+ * becomes container id `inner` (the caller's own id, or N of
+ * `keep-id:uid=N`), ids below it are namespace ids 1..inner, ids above it
+ * stay where they are. Measured with podman 4.3.1: for `keep-id:uid=200` in
+ * a namespace of 65537 ids the container's uid_map is "0 1 200 / 200 0 1 /
+ * 201 201 65336"; for uid=70000, beyond the namespace, "0 1 65536 / 70000 0 1".
  */
-export function keepIdMap(nsMap: IdRange[], own: number): IdRange[] {
+export function keepIdMap(nsMap: IdRange[], inner: number): IdRange[] {
   const size = nsMap.reduce((n, r) => n + r.count, 0);
-  if (own >= size) throw new Error(`--userns keep-id: your id ${own} is not below the size of your namespace (${size} ids), so podman cannot keep it`);
+  const below = Math.min(inner, size - 1);
   const layout: IdRange[] = [
-    ...(own > 0 ? [{ from: 0, to: 1, count: own }] : []),
-    { from: own, to: 0, count: 1 },
-    ...(own + 1 < size ? [{ from: own + 1, to: own + 1, count: size - own - 1 }] : []),
+    ...(below > 0 ? [{ from: 0, to: 1, count: below }] : []),
+    { from: inner, to: 0, count: 1 },
+    ...(inner + 1 < size ? [{ from: inner + 1, to: inner + 1, count: size - inner - 1 }] : []),
   ];
-  return composeIdMaps(layout, nsMap);
+  return composeIdMaps(layout, nsMap).sort((a, b) => a.from - b.from);
+}
+
+/** podman's `--userns` values mountgate can lay ids out for: keep-id, keep-id:uid=N,gid=N. */
+export interface KeepIdOption {
+  /** The container id the caller's uid becomes (default: the caller's uid). */
+  uid?: number;
+  /** The container id the caller's gid becomes (default: the caller's gid). */
+  gid?: number;
+}
+
+/** Parses a `--userns` value as podman 4.3 takes it: "keep-id", or "keep-id:" with uid=N and/or gid=N, comma-separated. */
+export function parseUsernsOption(text: string): KeepIdOption {
+  const [mode, rest] = text.split(/:(.*)/s, 2) as [string, string | undefined];
+  if (mode !== 'keep-id') throw new Error(`--userns ${text}: only keep-id (and keep-id:uid=N,gid=N) is known, the layout of podman's --userns keep-id`);
+  if (rest === undefined) return {};
+  const out: KeepIdOption = {};
+  for (const part of rest.split(',')) {
+    const m = /^(uid|gid)=(\d{1,10})$/.exec(part);
+    const n = m ? Number(m[2]) : NaN;
+    if (!m || n > 4294967294) throw new Error(`--userns ${text}: "${part}" is not uid=N or gid=N (N from 0 to 4294967294)`);
+    if (out[m[1] as 'uid' | 'gid'] !== undefined) throw new Error(`--userns ${text}: ${m[1]} is given twice`);
+    out[m[1] as 'uid' | 'gid'] = n;
+  }
+  return out;
 }
 
 /**

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { composeIdMaps, hostIdOf, keepIdMap, namespaceMap, ownerMap, toolboxIdMap } from '../../src/client/idmaps.js';
+import { composeIdMaps, hostIdOf, keepIdMap, namespaceMap, ownerMap, parseUsernsOption, toolboxIdMap } from '../../src/client/idmaps.js';
 import { parseBindSpec } from '../../src/cli/bind-spec.js';
 
 const subs = [{ start: 100000, count: 65536 }];
@@ -43,7 +43,27 @@ t.test('keepIdMap is the map podman 4.3 gives a --userns keep-id container', asy
   tt.same(composeIdMaps([{ from: 0, to: 1, count: 1018 }, { from: 1018, to: 0, count: 1 }, { from: 1019, to: 1019, count: 64518 }], pause), m, 'the measured layout composed with the pause map');
   tt.equal(hostIdOf(m, 0), 1001114112, "the container's root is the first subordinate id");
   tt.equal(hostIdOf(m, 42), 1001114112 + 42, 'gid 42 stays 42 (the default layout would show it as 41)');
-  tt.throws(() => keepIdMap(namespaceMap(70000, [{ start: 100000, count: 65536 }]), 70000), /not below the size/);
+});
+
+t.test('keepIdMap for keep-id:uid=N is the map podman 4.3.1 gives, also for N beyond the namespace', async (tt) => {
+  // Measured in a container's /proc/self/uid_map, in a pause namespace of 65537 ids.
+  const pause = namespaceMap(1001, [{ start: 1000000000, count: 65536 }]);
+  tt.same(keepIdMap(pause, 200), composeIdMaps([{ from: 0, to: 1, count: 200 }, { from: 200, to: 0, count: 1 }, { from: 201, to: 201, count: 65336 }], pause), 'keep-id:uid=200: "0 1 200 / 200 0 1 / 201 201 65336"');
+  tt.equal(hostIdOf(keepIdMap(pause, 200), 200), 1001, 'container uid 200 is you');
+  tt.same(keepIdMap(pause, 70000), composeIdMaps([{ from: 0, to: 1, count: 65536 }, { from: 70000, to: 0, count: 1 }], pause), 'keep-id:uid=70000: "0 1 65536 / 70000 0 1"');
+  tt.same(keepIdMap(pause, 0), pause, 'uid=0 is the namespace\'s own layout');
+});
+
+t.test('parseUsernsOption takes podman\'s keep-id forms and refuses others by name', async (tt) => {
+  tt.same(parseUsernsOption('keep-id'), {});
+  tt.same(parseUsernsOption('keep-id:uid=1000,gid=1000'), { uid: 1000, gid: 1000 });
+  tt.same(parseUsernsOption('keep-id:gid=5'), { gid: 5 });
+  tt.throws(() => parseUsernsOption('auto'), /only keep-id/);
+  tt.throws(() => parseUsernsOption('keep-id:'), /"" is not uid=N or gid=N/);
+  tt.throws(() => parseUsernsOption('keep-id:uid=-1'), /"uid=-1" is not uid=N/);
+  tt.throws(() => parseUsernsOption('keep-id:uid=4294967295'), /not uid=N/);
+  tt.throws(() => parseUsernsOption('keep-id:uid=1,uid=2'), /uid is given twice/);
+  tt.throws(() => parseUsernsOption('keep-id:size=10'), /"size=10" is not uid=N/);
 });
 
 t.test('composeIdMaps splits a range across the outer map', async (tt) => {
