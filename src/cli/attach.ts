@@ -18,7 +18,7 @@ import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
 import { controlledIds, identityMap } from '../policy/idmap.js';
 import type { BindRequest, IdRange } from '../schema/types.generated.js';
-import { moveMount } from '../sys/syscalls.js';
+import { flock, LOCK_EX, moveMount } from '../sys/syscalls.js';
 import { parseBindSpec } from './bind-spec.js';
 import { UsageError } from './usage.js';
 import { say, withBroker } from './session.js';
@@ -223,19 +223,36 @@ function readRecords(): Attached[] {
   }
 }
 
-/** Writes the records, without those of namespaces whose process is gone (podman's stay: they can be attached again). */
-function writeRecords(records: Attached[]): void {
+/** The records, without those of namespaces whose process is gone (podman's stay: they can be attached again). */
+function liveRecords(records: Attached[]): Attached[] {
+  return records.filter((r) => r.podman || (r.pid !== null && holderKey(r.pid) === r.ns));
+}
+
+/**
+ * Replaces the records with `change(records)`, holding an exclusive flock on
+ * attached.lock beside them from the read to the rename, so that mountgate
+ * commands running at once (two mounts into one namespace) each add their
+ * record to what the other wrote, not to what both read. The new file is
+ * renamed into place: a reader without the lock sees the old or the new.
+ */
+function updateRecords(change: (records: Attached[]) => Attached[]): void {
   const file = recordsFile();
   if (!file) return;
-  const kept = records.filter((r) => r.podman || (r.pid !== null && holderKey(r.pid) === r.ns));
   mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
-  writeFileSync(`${file}.new`, `${JSON.stringify(kept, null, 1)}\n`, { mode: 0o600 });
-  renameSync(`${file}.new`, file);
+  const lock = openSync(`${file.replace(/\.json$/, '')}.lock`, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
+  try {
+    flock(lock, LOCK_EX);
+    const next = liveRecords(change(readRecords()));
+    writeFileSync(`${file}.new`, `${JSON.stringify(next, null, 1)}\n`, { mode: 0o600 });
+    renameSync(`${file}.new`, file);
+  } finally {
+    closeSync(lock); // and with it the lock
+  }
 }
 
 function remember(target: Target, dir: string, what: string, argv: string[]): void {
-  const others = readRecords().filter((r) => !(r.ns === target.ns && r.dir === dir));
-  writeRecords([...others, { ns: target.ns, pid: target.pid ?? null, podman: target.podman, dir, what, argv: target.podman ? [...argv, '--into', 'podman'] : argv }]);
+  const record: Attached = { ns: target.ns, pid: target.pid ?? null, podman: target.podman, dir, what, argv: target.podman ? [...argv, '--into', 'podman'] : argv };
+  updateRecords((records) => [...records.filter((r) => !(r.ns === target.ns && r.dir === dir)), record]);
 }
 
 /** podman's records from a namespace that is no longer podman's. */
@@ -404,7 +421,7 @@ Examples:
         child.once('exit', (c) => done(c ?? 1));
       });
       if (code !== 0) throw new MountgateError('Internal', `cannot detach ${abs} in ${target.name} (umount exited ${code})`);
-      writeRecords(readRecords().filter((r) => !(r.ns === target.ns && r.dir === abs)));
+      updateRecords((records) => records.filter((r) => !(r.ns === target.ns && r.dir === abs)));
       say(`${abs} detached in ${target.name}`);
     });
 
@@ -425,7 +442,7 @@ States:
              runs the commands again (podman's pause process must be running:
              \`podman unshare true\` starts it).
 Mounts attached by anything else are not listed. The records live in
-$XDG_RUNTIME_DIR/mountgate/attached.json.`)
+$XDG_RUNTIME_DIR/mountgate/attached.json (written under a lock on attached.lock).`)
     .action(async (opts: { into?: string; reattach?: boolean; forget?: boolean; json?: boolean }) => {
       const pausePid = findPausePid();
       const podmanNs = pausePid === undefined ? '' : holderKey(pausePid);
@@ -450,10 +467,10 @@ $XDG_RUNTIME_DIR/mountgate/attached.json.`)
           else process.exitCode = code;
         }
         const gone = new Set(done.map((r) => `${r.ns} ${r.dir}`));
-        writeRecords(readRecords().filter((r) => !gone.has(`${r.ns} ${r.dir}`)));
+        updateRecords((records) => records.filter((r) => !gone.has(`${r.ns} ${r.dir}`)));
         records = readRecords().filter((r) => !only || (only.podman ? r.podman : r.ns === only.ns));
       } else {
-        writeRecords(readRecords()); // drops the records of namespaces that are gone
+        updateRecords((records) => records); // drops the records of namespaces that are gone
       }
       const rows = records.flatMap((r) => {
         const live = r.podman ? (r.ns === podmanNs ? pausePid! : undefined) : r.pid !== null && holderKey(r.pid) === r.ns ? r.pid : undefined;

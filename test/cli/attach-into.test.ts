@@ -103,6 +103,39 @@ t.test('from inside the namespace, with no --into', async (t) => {
   t.match(b.stderr, /not in the broker's mount namespace.*--into podman/s, `and says what to do instead: ${b.stderr.trim()}`);
 });
 
+t.test('two mounts at once are both recorded: each waits for the records lock, ls lists both', async (t) => {
+  const alice = world.users.alice!;
+  const runtime = join(world.dirs.alice!, 'run');
+  mkdirSync(join(runtime, 'mountgate'), { recursive: true, mode: 0o700 });
+  for (const d of [runtime, join(runtime, 'mountgate')]) chownSync(d, alice.uid, alice.gid);
+  const dirs = [0, 1].map((k) => join(world.dirs.alice!, `at-once-${k}`));
+  for (const d of dirs) {
+    mkdirSync(d);
+    chownSync(d, alice.uid, alice.gid);
+  }
+  // The lock held from outside while both run: both must attach, then wait for it.
+  const holder = spawn('flock', ['--exclusive', join(runtime, 'mountgate', 'attached.lock'), 'sleep', '60'], { uid: alice.uid, gid: alice.gid, stdio: 'ignore' });
+  const withRuntime = (args: string[]) => runAs(alice, [process.execPath, cliPath, ...args], { busAddress: world.bus.address, timeoutMs: 120_000, env: { XDG_RUNTIME_DIR: runtime } });
+  try {
+    const mounts = dirs.map((d) => withRuntime(['mount', 'img', d, '--into', String(pid)]));
+    let done = 0;
+    for (const m of mounts) void m.then(() => done++);
+    const attached = () => dirs.every((d) => readFileSync(`/proc/${pid}/mountinfo`, 'utf8').includes(` ${d} `));
+    for (let k = 0; k < 200 && !attached(); k++) await new Promise((r) => setTimeout(r, 50));
+    t.ok(attached(), 'both mounts are attached');
+    await new Promise((r) => setTimeout(r, 500));
+    t.equal(done, 0, 'and both commands wait for the lock before they record them');
+    holder.kill('SIGKILL');
+    const results = await Promise.all(mounts);
+    t.same(results.map((r) => r.code), [0, 0], `both exit 0 once it is free${results.some((r) => r.code) ? `: ${results.map((r) => r.stderr).join('')}` : ''}`);
+    const rows = JSON.parse((await withRuntime(['ls', '--into', String(pid), '--json'])).stdout) as { state: string; dir: string }[];
+    t.same(rows.map((r) => `${r.state} ${r.dir}`).sort(), dirs.map((d) => `attached ${d}`), 'each has its record, and is attached');
+  } finally {
+    holder.kill('SIGKILL');
+    for (const d of dirs) await inside(pid, ['umount', d]);
+  }
+});
+
 t.test('refusals say what to do', async (t) => {
   const host = await cli(world.users.alice!, ['mount', 'img', mnt]);
   t.equal(host.code, 2, 'no --into on the host: a usage error');
@@ -113,6 +146,9 @@ t.test('refusals say what to do', async (t) => {
   const notHers = await cli(world.users.bob!, ['mount', 'img', mnt, '--into', String(pid)]);
   t.equal(notHers.code, 2, "--into another user's process");
   t.match(notHers.stderr, /is not yours/, notHers.stderr.trim());
+  const userns = await cli(world.users.alice!, ['bind', join(world.dirs.alice!, 'src'), `${vol}:owner=1000`, '--into', String(pid), '--userns', 'keep-id:uid=1000,size=5']);
+  t.equal(userns.code, 2, 'a --userns value podman 4.3 would not take');
+  t.match(userns.stderr, /"size=5" is not uid=N or gid=N/, userns.stderr.trim());
   const missing = await cli(world.users.alice!, ['mount', 'img', join(mnt, 'no-such-dir'), '--into', String(pid)]);
   t.not(missing.code, 0, 'a target directory that does not exist there');
   t.match(missing.stderr, /is not a directory in the namespace of process/, missing.stderr.trim());
