@@ -13,13 +13,14 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { attachHelperArgv, type AttachStep, type Stub } from '../client/attach-helper.js';
-import { isInitialIdMap, keepIdMap, ownerMap, parseIdMapText, parseUsernsOption, showIdMap, type KeepIdOption } from '../client/idmaps.js';
+import { isInitialIdMap, keepIdMap, namespaceMap, ownerMap, parseIdMapText, parseUsernsOption, showIdMap, type KeepIdOption } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
 import { controlledIds, identityMap } from '../policy/idmap.js';
 import type { BindRequest, IdRange } from '../schema/types.generated.js';
 import { flock, LOCK_EX, moveMount } from '../sys/syscalls.js';
 import { parseBindSpec } from './bind-spec.js';
+import { fdRange, runWithFd } from './fd-command.js';
 import { UsageError } from './usage.js';
 import { say, withBroker } from './session.js';
 
@@ -100,7 +101,10 @@ function holderKey(pid: number): string {
  * podman starts there with that --userns sees them.
  */
 function targetOf(into: string | undefined, userns?: string): Target {
-  const target = namespaceOf(into);
+  return withUserns(namespaceOf(into), userns);
+}
+
+function withUserns(target: Target, userns: string | undefined): Target {
   if (userns === undefined) return target;
   let keep: KeepIdOption;
   try {
@@ -115,6 +119,21 @@ function targetOf(into: string | undefined, userns?: string): Target {
     uidMap: keepIdMap(target.uidMap, keep.uid ?? process.getuid!()),
     gidMap: keepIdMap(target.gidMap, keep.gid ?? account?.gid ?? process.getgid!()),
   };
+}
+
+/**
+ * The ids for a mount handed to a program with --fd: this process's
+ * namespace's when it runs in one of yours (under \`podman unshare\`), else
+ * the layout \`run\` gives (your uid as 0, your subordinate ids as 1..), so
+ * that on the host the image's root-owned files are yours.
+ */
+function fdTarget(userns?: string): Target {
+  const uidMap = parseIdMapText(readFileSync('/proc/self/uid_map', 'utf8'));
+  if (!isInitialIdMap(uidMap)) return withUserns(namespaceOf(undefined), userns);
+  const account = lookupAccount(process.getuid!());
+  if (!account) usage(`uid ${process.getuid!()} has no entry in /etc/passwd`);
+  const own = { name: 'the program', ns: '', podman: false, uidMap: namespaceMap(account.uid, account.subuids), gidMap: namespaceMap(account.gid, account.subgids) };
+  return withUserns(own, userns);
 }
 
 function namespaceOf(into: string | undefined): Target {
@@ -306,13 +325,29 @@ Where the mount goes:
 The mount lasts as long as that namespace: \`podman system migrate\` or a
 reboot ends podman's, and a later podman command starts a new one without it.`;
 
+/** mount --fd N -- COMMAND: the image's mount as COMMAND's fd N; resolves with COMMAND's status. */
+async function mountForCommand(program: Command, ref: string, fdText: string, command: string[], opts: { into?: string; userns?: string; forPodman?: boolean; json?: boolean }): Promise<number> {
+  const n = /^\d{1,3}$/.test(fdText) ? Number(fdText) : NaN;
+  if (!(n >= fdRange.min && n <= fdRange.max)) usage(`--fd ${fdText}: give a number from ${fdRange.min} to ${fdRange.max} (0-2 are standard input, output and error)`);
+  if (opts.into !== undefined || opts.forPodman || opts.json) usage(`--fd attaches nothing: it does not go with ${opts.into !== undefined ? '--into' : opts.forPodman ? '--for-podman' : '--json'}`);
+  if (command.length === 0) usage(`--fd ${n}: give the program to run after --, e.g. mountgate mount ${ref} --fd ${n} -- sh -c 'ls /proc/self/fd/${n}/'`);
+  const target = fdTarget(opts.userns);
+  const { mountFd } = await withBroker(program, async (b) => {
+    const { id } = resolveImageRef(await b.listImages(), ref);
+    return b.mountImage(id, { uidMap: target.uidMap, gidMap: target.gidMap });
+  });
+  return runWithFd(mountFd, n, command);
+}
+
 export function register(program: Command): void {
   program
     .command('mount')
     .description('attach one of your images (read-only) at DIR in an existing namespace of yours')
     .argument('<image>', 'an id, an id prefix of at least 8 characters, or a name')
-    .argument('<dir>', 'an existing directory, as the target namespace sees it')
+    .argument('[dir]', 'an existing directory, as the target namespace sees it (none with --fd)')
+    .argument('[command...]', 'with --fd: the program to run and its arguments (after --)')
     .option('--into <pid|podman>', 'the namespace to attach in (default: this process\'s)')
+    .option('--fd <n>', `attach nothing: run COMMAND with the mount as its fd N (${fdRange.min}-${fdRange.max})`)
     .option('--userns <keep-id[:uid=N,gid=N]>', 'owners as containers run with podman\'s --userns with the same value see them (default: as the namespace itself does)')
     .option('--for-podman', 'a read-only root for podman run --rootfs DIR: adds the few paths podman needs that the image lacks, in a tmpfs over it')
     .option('--json', 'print {"image", "dir", "into"}')
@@ -337,13 +372,29 @@ own, thrown away with the container) give podman DIR:O on a plain mount.
 with an earlier pause process; \`mountgate ls --into podman --reattach\`
 attaches that again.
 
+With --fd N -- COMMAND, nothing is attached: COMMAND runs with the mount as
+its fd N (a detached mount; owners as \`run\` shows them: the image's root as
+you), and the mount goes when its last fd closes. COMMAND can read the image
+through it (/proc/self/fd/N/PATH, openat(N, PATH)), or attach it with
+move_mount(N, "", AT_FDCWD, DIR, MOVE_MOUNT_F_EMPTY_PATH) in a mount namespace
+it owns (e.g. after unshare -Urm). The kernel does not let it clone the mount,
+so bwrap 0.8's --bind-fd/--ro-bind-fd cannot take it (for bwrap, see
+\`mountgate run --image\` in README).
+
 Examples:
+  mountgate mount tools --fd 3 -- sh -c 'cat /proc/self/fd/3/etc/os-release'
   mountgate mount tools ~/rootfs --into podman --for-podman
   podman run --rm --network none --rootfs ~/rootfs /bin/sh -c 'cat /etc/os-release'
   mountgate mount tools ~/rootfs-rw --into podman
   podman run --rm --network none --rootfs ~/rootfs-rw:O /bin/sh
   podman unshare mountgate mount tools /mnt/tools`)
-    .action(async (ref: string, dir: string, opts: { into?: string; userns?: string; forPodman?: boolean; json?: boolean }) => {
+    .action(async (ref: string, dir: string | undefined, command: string[], opts: { into?: string; fd?: string; userns?: string; forPodman?: boolean; json?: boolean }) => {
+      if (opts.fd !== undefined) {
+        process.exitCode = await mountForCommand(program, ref, opts.fd, [...(dir === undefined ? [] : [dir]), ...command], opts);
+        return;
+      }
+      if (dir === undefined) usage('mount: give the directory to attach the image at (or --fd N -- COMMAND)');
+      if (command.length > 0) usage(`mount: unexpected argument ${command[0]} (a command goes with --fd N)`);
       const target = targetOf(opts.into, opts.userns);
       warnLost(target);
       const abs = resolve(dir);

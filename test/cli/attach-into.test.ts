@@ -136,6 +136,46 @@ t.test('two mounts at once are both recorded: each waits for the records lock, l
   }
 });
 
+t.test('mount IMAGE --fd N -- CMD: the program reads the image through the fd it was given, or attaches it itself', async (t) => {
+  const alice = world.users.alice!;
+  const proc = await cli(alice, ['mount', 'img', '--fd', '5', '--', 'sh', '-c', 'cat /proc/self/fd/5/hello; stat -c %u /proc/self/fd/5/hello; ls /proc/self/fd/5/..; exit 7']);
+  t.equal(proc.code, 7, `the command's status is mount's${proc.stderr ? `: ${proc.stderr}` : ''}`);
+  t.equal(proc.stdout, `hello from the image\n${alice.uid}\nhello\n`, "through /proc/self/fd/5: the image's file, its root-owned file as alice's, and .. stays at the image's root");
+  const openat = await cli(alice, ['mount', 'img', '--fd', '9', '--', 'python3', '-c', "import os; f = os.open('hello', os.O_RDONLY, dir_fd=9); print(os.read(f, 100).decode(), end='')"]);
+  t.equal(openat.stdout, 'hello from the image\n', `openat(9, "hello") reads it${openat.code ? `: ${openat.stderr}` : ''}`);
+  // move_mount in a user+mount namespace the program made itself.
+  const attach = 'my ($e, $d) = ("", "/mnt"); syscall(429, 3, $e, -100, $d, 4) == 0 or die "move_mount: $!\\n"; exec "cat", "/mnt/hello"';
+  const moved = await cli(alice, ['mount', 'img', '--fd', '3', '--', 'unshare', '--user', '--map-root-user', '--mount', '--', 'perl', '-e', attach]);
+  t.equal(moved.stdout, 'hello from the image\n', `move_mount of fd 3 in its own namespace attaches it${moved.code ? `: ${moved.stderr}` : ''}`);
+  const others = await cli(alice, ['mount', 'img', '--fd', '4', '--', 'sh', '-c', 'ls /proc/self/fd/3 2>&1 >/dev/null | grep -c "No such"; ls /proc/self/fd/5 2>&1 >/dev/null | grep -c "No such"']);
+  t.equal(others.stdout, '1\n1\n', 'the program gets no other fd of mountgate\'s');
+  const bwrap = await cli(alice, ['mount', 'img', '--fd', '3', '--', 'bwrap', '--dev-bind', '/', '/', '--ro-bind-fd', '3', '/mnt', 'cat', '/mnt/hello']);
+  t.not(bwrap.code, 0, 'bwrap 0.8 cannot bind it (as --help says)');
+  t.match(bwrap.stderr, /Race condition binding dirfd/, bwrap.stderr.trim());
+});
+
+t.test('mount --fd refusals, as an unprivileged user', async (t) => {
+  const alice = world.users.alice!;
+  for (const [args, re] of [
+    [['--fd', '2', '--', 'true'], /--fd 2: give a number from 3 to 255/],
+    [['--fd', 'x', '--', 'true'], /--fd x: give a number/],
+    [['--fd', '3'], /--fd 3: give the program to run after --/],
+    [['--fd', '3', '--into', String(pid), '--', 'true'], /does not go with --into/],
+    [['--fd', '3', '--for-podman', '--', 'true'], /does not go with --for-podman/],
+  ] as const) {
+    const r = await cli(alice, ['mount', 'img', ...args]);
+    t.equal(r.code, 2, `${args.join(' ')}: a usage error`);
+    t.match(r.stderr, re, r.stderr.trim());
+  }
+  const missing = await cli(alice, ['mount', 'img', '--fd', '3', '--', '/no/such/program']);
+  t.equal(missing.code, 127, 'a program that does not exist: 127');
+  const bobs = await cli(world.users.bob!, ['mount', 'img', '--fd', '3', '--', 'cat', '/proc/self/fd/3/hello']);
+  t.equal(bobs.code, 7, "bob cannot have alice's image");
+  t.equal(bobs.stdout, '', 'and reads nothing');
+  const noCommand = await cli(alice, ['mount', 'img', mnt, 'extra', '--into', String(pid)]);
+  t.equal(noCommand.code, 2, 'a command without --fd is a usage error');
+});
+
 t.test('refusals say what to do', async (t) => {
   const host = await cli(world.users.alice!, ['mount', 'img', mnt]);
   t.equal(host.code, 2, 'no --into on the host: a usage error');
