@@ -33,8 +33,9 @@ A toolbox is one of your images with a writable layer of its own, kept in
 ~/.local/share/mountgate/toolbox/NAME. Inside you are yourself (your uid,
 your passwd and group entries, your home at the same path, your shell);
 \`enter --root\` gives the container's root, for installing packages into its
-layer (no sudo needed). It has its own PIDs, /proc, a minimal /dev, a
-read-only /sys and the hostname NAME. It runs while a shell is in it: a
+layer (no sudo needed). It has its own PIDs, /proc, a minimal /dev (with
+its own /dev/pts: \`tty\` names the terminal), a read-only /sys, the hostname
+NAME, the host's /etc/resolv.conf and an /etc/hosts that names NAME. It runs while a shell is in it: a
 second \`enter\` joins it, and when the last shell leaves, it stops.
 
 Examples:

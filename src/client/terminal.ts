@@ -3,10 +3,10 @@
 // terminal to it: keystrokes in (the user's terminal in raw mode), screen
 // out, window size changes passed on. The attach helper makes the terminal
 // the command's controlling one (its `tty` step).
-import { closeSync, write } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, write } from 'node:fs';
 import { createRequire } from 'node:module';
 import { ReadStream } from 'node:tty';
-import { setCloexec } from '../sys/syscalls.js';
+import { ptyPeer, setCloexec } from '../sys/syscalls.js';
 
 const require = createRequire(import.meta.url);
 
@@ -26,13 +26,31 @@ export interface Terminal {
   close(): void;
 }
 
+/** A pty of the devpts instance whose ptmx is `ptmx`: the master opened non-blocking (as node-pty opens its own), the slave from it. */
+function openPtyOf(ptmx: string): { master: number; slave: number } {
+  const master = openSync(ptmx, fsConstants.O_RDWR | fsConstants.O_NOCTTY | fsConstants.O_NONBLOCK);
+  try {
+    return { master, slave: ptyPeer(master) };
+  } catch (err) {
+    closeSync(master);
+    throw err;
+  }
+}
+
 /** How long the last output may take to arrive after the command exited (a background job may hold the terminal open). */
 const drainMs = 200;
 
-export function openTerminal(): Terminal {
+/**
+ * A new pty, relayed to this process's terminal. With `ptmx` (a devpts
+ * instance's ptmx, e.g. a container's /proc/PID/root/dev/pts/ptmx) the pty is
+ * one of that instance, so that inside the container the terminal has a name
+ * (\`tty\` prints /dev/pts/N); without, one of the host's (node-pty).
+ */
+export function openTerminal(ptmx?: string): Terminal {
   const pty = (require('node-pty') as { native: PtyNative }).native;
   const size = () => ({ cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 });
-  const { master, slave } = pty.open(size().cols, size().rows);
+  const { master, slave } = ptmx === undefined ? pty.open(size().cols, size().rows) : openPtyOf(ptmx);
+  if (ptmx !== undefined) pty.resize(master, size().cols, size().rows);
   setCloexec(master); // only this process reads the screen
   let slaveOpen = true;
   let screen: ReadStream | undefined;

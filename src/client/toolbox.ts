@@ -361,7 +361,8 @@ async function joinHolder(holder: number, spec: EnterSpec): Promise<number> {
     container: 'mountgate',
     ...(process.env.LANG ? { LANG: process.env.LANG } : {}),
   };
-  const terminal = spec.tty ? (await import('./terminal.js')).openTerminal() : undefined;
+  // The container's own devpts: inside, the terminal is /dev/pts/N.
+  const terminal = spec.tty ? (await import('./terminal.js')).openTerminal(`/proc/${holder}/root/dev/pts/ptmx`) : undefined;
   let child: ChildProcess;
   try {
     if (terminal) clearNonblock(terminal.slave);

@@ -178,6 +178,20 @@ export function ioctlValue(fd: number, request: number, value = 0): number {
   return check('ioctl', ioctlValueFn(fd, request, 'unsigned long', value) as number);
 }
 
+/**
+ * The terminal end (slave) of the pty whose master is `master`, opened from
+ * the master itself (TIOCGPTPEER, after TIOCSPTLCK unlocks it): no path is
+ * looked up, so it works for a master of a devpts instance this process sees
+ * only through /proc/PID/root. Close-on-exec, not a controlling terminal.
+ */
+export function ptyPeer(master: number): number {
+  const TIOCSPTLCK = 0x40045431;
+  const TIOCGPTPEER = 0x5441;
+  const [O_RDWR, O_NOCTTY] = [2, 0o400];
+  ioctlBuffer(master, TIOCSPTLCK, Buffer.alloc(4)); // *arg = 0: unlocked
+  return ioctlValue(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+}
+
 const umount2Fn = libc.func('int umount2(const char *target, int flags)');
 export const MNT_DETACH = 2;
 

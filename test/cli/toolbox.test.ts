@@ -163,6 +163,10 @@ t.test('a day in the toolbox, through a terminal', async (tt) => {
   await a.waitFor(new RegExp(`who=${alice.uid}:${alice.gid}:${alice.name} host=dev cwd=${home} shell=/bin/sh`), 'the user is themselves, in their home, on host "dev"');
   a.type('grep ^mgalice /etc/passwd | tr : " "\r');
   await a.waitFor(new RegExp(`${alice.name} x ${alice.uid} ${alice.gid} ${alice.name} ${home} /bin/sh`), 'their passwd entry is in the container');
+  a.type('echo "tty=$(tty) link=$(readlink /proc/self/fd/0)"\r');
+  await a.waitFor(/tty=\/dev\/pts\/\d+ link=\/dev\/pts\/\d+/, "the terminal has a name inside: the container's own devpts");
+  const ttyLine = /tty=(\/dev\/pts\/\d+) link=(\/dev\/pts\/\d+)/.exec(a.screen())!;
+  tt.equal(ttyLine[1], ttyLine[2], 'the one fd 0 is');
   a.type('hello-mg || echo "not-yet=$?"\r');
   await a.waitFor(/not-yet=127/, 'the package is not installed yet');
 
@@ -225,6 +229,10 @@ t.test('inside: only what the user may reach, a minimal /dev, read-only /sys, no
     `echo "home=$(stat -c %u ${home}/notes.txt)"`,
     `echo made > ${home}/made-inside`,
     'echo "hostname=$(cat /proc/sys/kernel/hostname)"',
+    'echo "resolv=$(cat /etc/resolv.conf | tr "\\n" "|")"',
+    'echo "hosts-names=$(grep -c "[[:space:]]dev$" /etc/hosts) localhost=$(grep -c "^127.0.0.1[[:space:]]*localhost" /etc/hosts)"',
+    '(echo x >> /etc/resolv.conf) 2>/dev/null && echo resolv-writable',
+    'true',
   ].join('; ')]);
   tt.equal(user.code, 0, `exits 0${user.code ? `: ${user.stderr}` : ''}`);
   tt.notMatch(user.stdout, /shadow-readable|bob-visible|root-listed|sys-writable|user-mknod|image-writable-by-user/, 'nothing the user may not reach');
@@ -233,6 +241,9 @@ t.test('inside: only what the user may reach, a minimal /dev, read-only /sys, no
   tt.match(user.stdout, /^sys-ro$/m, '/sys is mounted read-only');
   tt.match(user.stdout, new RegExp(`^home=${alice.uid}$`, 'm'), 'the home shows the user\'s files as theirs');
   tt.match(user.stdout, /^hostname=dev$/m);
+  tt.equal(/^resolv=(.*)$/m.exec(user.stdout)?.[1], readFileSync('/etc/resolv.conf', 'utf8').replace(/\n/g, '|'), "/etc/resolv.conf is the host's");
+  tt.match(user.stdout, /^hosts-names=1 localhost=1$/m, "/etc/hosts names the container and localhost");
+  tt.notMatch(user.stdout, /resolv-writable/, 'and resolv.conf cannot be written from inside');
   tt.equal(statSync(join(home, 'made-inside')).uid, alice.uid, 'a file made in the home lands on the host as the user');
 
   const root = await cli(['toolbox', 'enter', 'dev', '--root', '--', 'sh', '-c', [
@@ -253,6 +264,8 @@ t.test('inside: only what the user may reach, a minimal /dev, read-only /sys, no
   const image = await cli(['run', '--image', 'bb', '--', '/bin/ls', '/usr/bin']);
   tt.equal(image.code, 0, `run exits 0${image.code ? `: ${image.stderr}` : ''}`);
   tt.notMatch(image.stdout, /added|hello-mg|intruder/, 'the image itself is unchanged');
+  const etc = await cli(['run', '--image', 'bb', '--', '/bin/ls', '/etc']);
+  tt.equal(etc.stdout, 'group\npasswd\n', 'and its /etc has no resolv.conf or hosts');
   tt.ok(await eventually(() => namespacedProcessesOfAlice().length === 0), 'stopped again');
 });
 
