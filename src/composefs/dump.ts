@@ -96,13 +96,14 @@ export function unescapeField(field: Buffer): Buffer {
   return out.subarray(0, o);
 }
 
-/** A decimal field of `data` [start, end), read without making a string; at most `max`. */
-function parseDecimal(data: Buffer, start: number, end: number, what: string, max: bigint): bigint {
+/**
+ * A decimal field of `data` [start, end), read without making a string; at
+ * most `max` (both callers' limits are beyond 2^53): a number when it is a
+ * safe integer, a bigint beyond.
+ */
+function parseDecimal(data: Buffer, start: number, end: number, what: string, max: bigint): number | bigint {
   const n = parseSmallDecimal(data, start, end, what);
-  if (n <= Number.MAX_SAFE_INTEGER) {
-    const v = BigInt(n);
-    if (v <= max) return v;
-  }
+  if (n <= Number.MAX_SAFE_INTEGER) return n;
   const text = data.toString('latin1', start, end);
   const v = BigInt(text);
   if (v > max) throw new Error(`${what} ${text} is too large: at most ${max}`);
@@ -182,8 +183,134 @@ function parseXattrs(rest: Buffer, strict: boolean): DumpXattr[] {
 /** Field boundaries of the current line: start and end of each of the eleven fields. */
 const bounds = new Int32Array(FIELD_COUNT * 2);
 
-/** Parses the line data[start, end); `nul` is the first NUL byte of the data (-1 for none). */
-function parseLine(data: Buffer, start: number, end: number, nul: number, strict: boolean): DumpEntry {
+/** The byte fields a table keeps as ranges of the text (still escaped), in DumpTable.ranges. */
+const PATH = 0;
+const PAYLOAD = 1;
+const CONTENT = 2;
+const DIGEST = 3;
+const XATTRS = 4;
+const RANGES = 5;
+
+/**
+ * A parsed dump as columns, one row per line, with no object per line: the
+ * numbers in typed arrays, the byte fields (path, payload, content, digest,
+ * xattrs) as [start, end) ranges of the text, decoded when asked for. That is
+ * what a large dump costs to hold while its tree is built (dump-tree.ts):
+ * about 90 bytes a line outside the JavaScript heap, instead of the dozen
+ * objects a DumpEntry is. parseDump gives the same lines as DumpEntry objects.
+ * A hardlink row has only its path and payload; its numbers are 0.
+ */
+export class DumpTable {
+  readonly count: number;
+  /** Full st_mode (more than 16 bits only in a lenient parse). */
+  readonly mode: Float64Array;
+  readonly hardlink: Uint8Array;
+  readonly nlink: Uint32Array;
+  readonly uid: Uint32Array;
+  readonly gid: Uint32Array;
+  readonly rdev: Uint32Array;
+  readonly mtimeNsec: Uint32Array;
+  /** SIZE and the mtime's seconds when they are safe integers; the rows whose are not have them in `large`. */
+  private readonly sizeNumber: Float64Array;
+  private readonly mtimeSecNumber: Float64Array;
+  private readonly large = new Map<number, { size: bigint; mtimeSec: bigint }>();
+  /** [start, end) in `data` of each byte field of each row (RANGES per row); start -1 for "-" or none. */
+  private readonly ranges: Int32Array;
+
+  constructor(readonly data: Buffer, count: number, readonly strict: boolean) {
+    this.count = count;
+    this.mode = new Float64Array(count);
+    this.hardlink = new Uint8Array(count);
+    this.nlink = new Uint32Array(count);
+    this.uid = new Uint32Array(count);
+    this.gid = new Uint32Array(count);
+    this.rdev = new Uint32Array(count);
+    this.mtimeNsec = new Uint32Array(count);
+    this.sizeNumber = new Float64Array(count);
+    this.mtimeSecNumber = new Float64Array(count);
+    this.ranges = new Int32Array(count * RANGES * 2).fill(-1);
+  }
+
+  setNumbers(row: number, size: number | bigint, mtimeSec: number | bigint): void {
+    if (typeof size === 'bigint' || typeof mtimeSec === 'bigint') this.large.set(row, { size: BigInt(size), mtimeSec: BigInt(mtimeSec) });
+    else {
+      this.sizeNumber[row] = size;
+      this.mtimeSecNumber[row] = mtimeSec;
+    }
+  }
+
+  /** Whether the row's SIZE and mtime seconds are safe integers (sizeNumber and mtimeSecNumber give them exactly). */
+  hasSafeNumbers(row: number): boolean {
+    return !this.large.has(row);
+  }
+  size(row: number): bigint {
+    return this.large.get(row)?.size ?? BigInt(this.sizeNumber[row]!);
+  }
+  mtimeSec(row: number): bigint {
+    return this.large.get(row)?.mtimeSec ?? BigInt(this.mtimeSecNumber[row]!);
+  }
+  /** SIZE as a number: exact when hasSafeNumbers. */
+  sizeNumberOf(row: number): number {
+    return this.sizeNumber[row]!;
+  }
+  mtimeSecNumberOf(row: number): number {
+    return this.mtimeSecNumber[row]!;
+  }
+
+  setRange(row: number, field: number, start: number, end: number): void {
+    this.ranges[(row * RANGES + field) * 2] = start;
+    this.ranges[(row * RANGES + field) * 2 + 1] = end;
+  }
+
+  /** A byte field, decoded (a view of the text when it has no escapes); null when absent. */
+  private field(row: number, field: number): Buffer | null {
+    const start = this.ranges[(row * RANGES + field) * 2]!;
+    return start < 0 ? null : unescapeField(this.data.subarray(start, this.ranges[(row * RANGES + field) * 2 + 1]!));
+  }
+  path(row: number): Buffer {
+    return this.field(row, PATH)!;
+  }
+  /** A symlink's target, a regular file's backing path or a hardlink's target. */
+  payload(row: number): Buffer | null {
+    return this.field(row, PAYLOAD);
+  }
+  content(row: number): Buffer | null {
+    return this.field(row, CONTENT);
+  }
+  /** 64 lowercase hex characters, or null. */
+  digest(row: number): string | null {
+    const d = this.field(row, DIGEST);
+    return d === null ? null : d.toString('latin1').toLowerCase();
+  }
+  hasXattrs(row: number): boolean {
+    return this.ranges[(row * RANGES + XATTRS) * 2]! >= 0;
+  }
+  /** The row's xattrs, parsed again from the text (the parse checked them). */
+  xattrs(row: number): DumpXattr[] {
+    const start = this.ranges[(row * RANGES + XATTRS) * 2]!;
+    return start < 0 ? [] : parseXattrs(this.data.subarray(start, this.ranges[(row * RANGES + XATTRS) * 2 + 1]!), this.strict);
+  }
+
+  /** Row i as a DumpEntry. */
+  entry(row: number): DumpEntry {
+    return {
+      path: this.path(row), size: this.size(row), mode: this.mode[row]!, hardlink: this.hardlink[row] === 1,
+      nlink: this.nlink[row]!, uid: this.uid[row]!, gid: this.gid[row]!, rdev: this.rdev[row]!, mtimeSec: this.mtimeSec(row),
+      mtimeNsec: this.mtimeNsec[row]!, payload: this.payload(row), content: this.content(row), digest: this.digest(row),
+      xattrs: this.xattrs(row),
+    };
+  }
+
+  entries(): DumpEntry[] {
+    const out: DumpEntry[] = new Array(this.count);
+    for (let i = 0; i < this.count; i++) out[i] = this.entry(i);
+    return out;
+  }
+}
+
+/** Parses the line data[start, end) into row `row`; `nul` is the first NUL byte of the data (-1 for none). */
+function parseLine(data: Buffer, start: number, end: number, nul: number, table: DumpTable, row: number): void {
+  const strict = table.strict;
   if (nul >= start && nul < end) throw new Error(`embedded NUL byte at column ${nul - start + 1}`);
   let at = start;
   for (let i = 0; i < FIELD_COUNT; i++) {
@@ -201,20 +328,22 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, strict
   const field = (i: number): Buffer => data.subarray(bounds[2 * i]!, bounds[2 * i + 1]!);
   const isDashAt = (i: number): boolean => bounds[2 * i + 1]! - bounds[2 * i]! === 1 && data[bounds[2 * i]!] === 0x2d;
   const optional = (i: number): Buffer | null => (isDashAt(i) ? null : unescapeField(field(i)));
+  /** Keeps field i of the line as a byte field of the row. */
+  const keep = (i: number, as: number): void => table.setRange(row, as, bounds[2 * i]!, bounds[2 * i + 1]!);
 
-  const path = unescapeField(field(0));
-  if (path.length === 0) throw new Error('empty path');
+  if (unescapeField(field(0)).length === 0) throw new Error('empty path');
+  keep(0, PATH);
   const { mode, hardlink } = parseMode(field(2));
+  table.mode[row] = mode;
 
   if (hardlink) {
     // Only the target matters for a hardlink line; the rest repeats the target.
     const payload = optional(8);
     if (payload === null || payload.length === 0) throw new Error('hardlink has no target path in the PAYLOAD field');
     if ((mode & S_IFMT) === S_IFDIR) throw new Error('a directory cannot be a hardlink');
-    return {
-      path, size: 0n, mode, hardlink, nlink: 0, uid: 0, gid: 0, rdev: 0, mtimeSec: 0n, mtimeNsec: 0,
-      payload, content: null, digest: null, xattrs: [],
-    };
+    table.hardlink[row] = 1;
+    keep(8, PAYLOAD);
+    return;
   }
 
   const type = mode & S_IFMT;
@@ -235,13 +364,13 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, strict
   const payload = optional(8);
   const content = optional(9);
 
-  if (content !== null && BigInt(content.length) !== size) {
+  if (content !== null && content.length !== Number(size)) {
     throw new Error(`content has ${content.length} bytes but SIZE says ${size}`);
   }
   if (payload !== null && payload.length >= PATH_MAX) throw new Error(`payload is ${payload.length} bytes long, at most ${PATH_MAX - 1}`);
   if (type === S_IFLNK) {
     if (payload === null || payload.length === 0) throw new Error('symlink has no target in the PAYLOAD field');
-    if (strict && size !== BigInt(payload.length)) {
+    if (strict && size !== payload.length) {
       throw new Error(`symlink SIZE ${size} is not the length of its target (${payload.length})`);
     }
     if (strict && content !== null && content.length > 0) throw new Error('a symlink cannot have CONTENT');
@@ -251,20 +380,34 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, strict
   if (strict && rdev !== 0 && type !== S_IFCHR && type !== S_IFBLK) {
     throw new Error(`RDEV ${rdev} on something that is not a device`);
   }
-  let digest: string | null = null;
   if (!isDashAt(10)) {
     const digestText = optional(10)!;
     const hex = isHex64(digestText, 0, digestText.length);
     // mkcomposefs ignores a digest it cannot decode on anything but a regular file.
     if (hex || strict || type === S_IFREG) {
-      const d = digestText.toString('latin1', 0, digestText.length);
-      if (!hex) throw new Error(`digest "${d.slice(0, 80)}" is not 64 hex characters`);
-      digest = d.toLowerCase();
-      if (strict && d !== digest) throw new Error(`digest "${d}" must be lowercase hex`);
+      if (!hex) throw new Error(`digest "${digestText.toString('latin1').slice(0, 80)}" is not 64 hex characters`);
+      if (strict && hasUpperHex(digestText)) throw new Error(`digest "${digestText.toString('latin1')}" must be lowercase hex`);
+      keep(10, DIGEST);
     }
   }
-  const xattrs = rest < end ? parseXattrs(data.subarray(rest, end), strict) : [];
-  return { path, size, mode, hardlink, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, payload, content, digest, xattrs };
+  if (rest < end) {
+    parseXattrs(data.subarray(rest, end), strict); // checked now, read again when asked for
+    table.setRange(row, XATTRS, rest, end);
+  }
+  if (payload !== null) keep(8, PAYLOAD);
+  if (content !== null) keep(9, CONTENT);
+  table.setNumbers(row, size, mtimeSec);
+  table.nlink[row] = nlink;
+  table.uid[row] = uid;
+  table.gid[row] = gid;
+  table.rdev[row] = rdev;
+  table.mtimeNsec[row] = mtimeNsec;
+}
+
+/** Whether hex digits hold an upper-case letter. */
+function hasUpperHex(digits: Buffer): boolean {
+  for (let i = 0; i < digits.length; i++) if (digits[i]! >= 0x41 && digits[i]! <= 0x46) return true;
+  return false;
 }
 
 /** True when the text ends with a newline (or is empty), as strict parsing requires. */
@@ -283,30 +426,42 @@ export function dumpBytes(text: Buffer | string): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
-/** Parses a whole dump. Errors are InvalidManifestError with pointer "line N". */
-export function parseDump(text: Buffer | string, options: DumpParseOptions = {}): DumpEntry[] {
+/** How many lines the text has: one per newline, and a last one without. */
+function lineCount(data: Buffer): number {
+  let n = 0;
+  for (let i = data.indexOf(NEWLINE); i >= 0; i = data.indexOf(NEWLINE, i + 1)) n++;
+  return endsWithNewline(data) ? n : n + 1;
+}
+
+/** Parses a whole dump into a table. Errors are InvalidManifestError with pointer "line N". */
+export function parseDumpTable(text: Buffer | string, options: DumpParseOptions = {}): DumpTable {
   const strict = options.strict ?? true;
   const data = dumpBytes(text);
-  const entries: DumpEntry[] = [];
+  const table = new DumpTable(data, lineCount(data), strict);
   const nul = data.indexOf(0);
   let start = 0;
-  let lineNo = 0;
+  let row = 0;
   while (start < data.length) {
-    lineNo++;
     let end = data.indexOf(NEWLINE, start);
     const terminated = end >= 0;
     if (!terminated) end = data.length;
     try {
-      entries.push(parseLine(data, start, end, nul, strict));
+      parseLine(data, start, end, nul, table, row);
     } catch (err) {
-      throw new InvalidManifestError((err as Error).message, `line ${lineNo}`);
+      throw new InvalidManifestError((err as Error).message, `line ${row + 1}`);
     }
+    row++;
     // Checked after the line itself, so a broken last line reports its real problem.
-    if (!terminated && strict && !options.allowMissingFinalNewline) throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${lineNo}`);
+    if (!terminated && strict && !options.allowMissingFinalNewline) throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${row}`);
     start = end + 1;
   }
-  if (entries.length === 0) throw new InvalidManifestError('the dump has no entries', 'line 1');
-  return entries;
+  if (table.count === 0) throw new InvalidManifestError('the dump has no entries', 'line 1');
+  return table;
+}
+
+/** Parses a whole dump. Errors are InvalidManifestError with pointer "line N". */
+export function parseDump(text: Buffer | string, options: DumpParseOptions = {}): DumpEntry[] {
+  return parseDumpTable(text, options).entries();
 }
 
 // ---- writing ----------------------------------------------------------------------
