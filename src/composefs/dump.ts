@@ -128,22 +128,22 @@ function parseU32(data: Buffer, start: number, end: number, what: string): numbe
   return n;
 }
 
-function parseMode(field: Buffer): { mode: number; hardlink: boolean } {
-  const hardlink = field[0] === 0x40; // "@"
+/** The MODE field data[start, end), its "@" of a hardlink skipped, as a number. */
+function parseMode(data: Buffer, start: number, end: number): number {
+  const first = data[start] === 0x40 ? start + 1 : start; // "@"
   let mode = 0;
-  const first = hardlink ? 1 : 0;
-  for (let i = first; i < field.length; i++) {
-    const d = field[i]! - 0x30;
+  for (let i = first; i < end; i++) {
+    const d = data[i]! - 0x30;
     if (d < 0 || d > 7) {
-      throw new Error(`mode "${field.toString('latin1', first, field.length)}" is not an octal number`);
+      throw new Error(`mode "${data.toString('latin1', first, end)}" is not an octal number`);
     }
     mode = mode * 8 + d;
   }
-  if (field.length === first) throw new Error('mode "" is not an octal number');
+  if (end === first) throw new Error('mode "" is not an octal number');
   // Beyond 2^53 the digits no longer add up exactly: parse as parseInt does.
-  if (field.length - first > 17) mode = Number.parseInt(field.toString('latin1', first, field.length), 8);
-  if (!VALID_TYPES.has(mode & S_IFMT)) throw new Error(`mode ${field.toString('latin1', first, field.length)} has no valid file type (S_IFMT bits)`);
-  return { mode, hardlink };
+  if (end - first > 17) mode = Number.parseInt(data.toString('latin1', first, end), 8);
+  if (!VALID_TYPES.has(mode & S_IFMT)) throw new Error(`mode ${data.toString('latin1', first, end)} has no valid file type (S_IFMT bits)`);
+  return mode;
 }
 
 /** Whether [start, end) of `data` is 64 hex digits. */
@@ -308,6 +308,36 @@ export class DumpTable {
   }
 }
 
+// The fields of the line being parsed, read through `bounds` by the helpers
+// below (functions of the module rather than closures, so that a line costs no
+// allocation when its fields have no escapes: most lines of a large dump).
+
+/** Field i of the current line, as a view of the text. */
+function fieldView(data: Buffer, i: number): Buffer {
+  return data.subarray(bounds[2 * i]!, bounds[2 * i + 1]!);
+}
+
+/** Whether field i of the current line is "-" (absent). */
+function isDashAt(data: Buffer, i: number): boolean {
+  return bounds[2 * i + 1]! - bounds[2 * i]! === 1 && data[bounds[2 * i]!] === 0x2d;
+}
+
+/** Whether field i of the current line has an escape. */
+function hasEscapeAt(data: Buffer, i: number): boolean {
+  for (let at = bounds[2 * i]!; at < bounds[2 * i + 1]!; at++) if (data[at] === BACKSLASH) return true;
+  return false;
+}
+
+/** The length of field i's bytes once unescaped (its escapes checked), without making them. */
+function unescapedLengthAt(data: Buffer, i: number): number {
+  return hasEscapeAt(data, i) ? unescapeField(fieldView(data, i)).length : bounds[2 * i + 1]! - bounds[2 * i]!;
+}
+
+/** The same for an optional field: -1 for "-". */
+function optionalLengthAt(data: Buffer, i: number): number {
+  return isDashAt(data, i) ? -1 : unescapedLengthAt(data, i);
+}
+
 /** Parses the line data[start, end) into row `row`; `nul` is the first NUL byte of the data (-1 for none). */
 function parseLine(data: Buffer, start: number, end: number, nul: number, table: DumpTable, row: number): void {
   const strict = table.strict;
@@ -325,24 +355,18 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, table:
     at = space + 1;
   }
   const rest = Math.min(at, end); // where the xattrs begin
-  const field = (i: number): Buffer => data.subarray(bounds[2 * i]!, bounds[2 * i + 1]!);
-  const isDashAt = (i: number): boolean => bounds[2 * i + 1]! - bounds[2 * i]! === 1 && data[bounds[2 * i]!] === 0x2d;
-  const optional = (i: number): Buffer | null => (isDashAt(i) ? null : unescapeField(field(i)));
-  /** Keeps field i of the line as a byte field of the row. */
-  const keep = (i: number, as: number): void => table.setRange(row, as, bounds[2 * i]!, bounds[2 * i + 1]!);
 
-  if (unescapeField(field(0)).length === 0) throw new Error('empty path');
-  keep(0, PATH);
-  const { mode, hardlink } = parseMode(field(2));
+  if (unescapedLengthAt(data, 0) === 0) throw new Error('empty path');
+  table.setRange(row, PATH, bounds[0]!, bounds[1]!);
+  const mode = parseMode(data, bounds[4]!, bounds[5]!);
   table.mode[row] = mode;
 
-  if (hardlink) {
-    // Only the target matters for a hardlink line; the rest repeats the target.
-    const payload = optional(8);
-    if (payload === null || payload.length === 0) throw new Error('hardlink has no target path in the PAYLOAD field');
+  if (data[bounds[4]!] === 0x40) {
+    // A hardlink ("@" before MODE): only the target matters; the rest repeats the target.
+    if (optionalLengthAt(data, 8) <= 0) throw new Error('hardlink has no target path in the PAYLOAD field');
     if ((mode & S_IFMT) === S_IFDIR) throw new Error('a directory cannot be a hardlink');
     table.hardlink[row] = 1;
-    keep(8, PAYLOAD);
+    table.setRange(row, PAYLOAD, bounds[16]!, bounds[17]!);
     return;
   }
 
@@ -361,41 +385,45 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, table:
   const mtimeSec = parseDecimal(data, mtimeStart, dot, 'mtime seconds', I64_MAX);
   const mtimeNsec = parseU32(data, dot + 1, mtimeEnd, 'mtime nanoseconds');
   if (strict && mtimeNsec > 999_999_999) throw new Error(`mtime nanoseconds ${mtimeNsec} is not below 1000000000`);
-  const payload = optional(8);
-  const content = optional(9);
+  const payloadLength = optionalLengthAt(data, 8);
+  const contentLength = optionalLengthAt(data, 9);
 
-  if (content !== null && content.length !== Number(size)) {
-    throw new Error(`content has ${content.length} bytes but SIZE says ${size}`);
+  if (contentLength >= 0 && contentLength !== Number(size)) {
+    throw new Error(`content has ${contentLength} bytes but SIZE says ${size}`);
   }
-  if (payload !== null && payload.length >= PATH_MAX) throw new Error(`payload is ${payload.length} bytes long, at most ${PATH_MAX - 1}`);
+  if (payloadLength >= PATH_MAX) throw new Error(`payload is ${payloadLength} bytes long, at most ${PATH_MAX - 1}`);
   if (type === S_IFLNK) {
-    if (payload === null || payload.length === 0) throw new Error('symlink has no target in the PAYLOAD field');
-    if (strict && size !== payload.length) {
-      throw new Error(`symlink SIZE ${size} is not the length of its target (${payload.length})`);
+    if (payloadLength <= 0) throw new Error('symlink has no target in the PAYLOAD field');
+    if (strict && size !== payloadLength) {
+      throw new Error(`symlink SIZE ${size} is not the length of its target (${payloadLength})`);
     }
-    if (strict && content !== null && content.length > 0) throw new Error('a symlink cannot have CONTENT');
-  } else if (content !== null && content.length > COMPOSEFS_INLINE_MAX) {
-    throw new Error(`inline content of ${content.length} bytes exceeds the maximum ${COMPOSEFS_INLINE_MAX}`);
+    if (strict && contentLength > 0) throw new Error('a symlink cannot have CONTENT');
+  } else if (contentLength > COMPOSEFS_INLINE_MAX) {
+    throw new Error(`inline content of ${contentLength} bytes exceeds the maximum ${COMPOSEFS_INLINE_MAX}`);
   }
   if (strict && rdev !== 0 && type !== S_IFCHR && type !== S_IFBLK) {
     throw new Error(`RDEV ${rdev} on something that is not a device`);
   }
-  if (!isDashAt(10)) {
-    const digestText = optional(10)!;
-    const hex = isHex64(digestText, 0, digestText.length);
+  if (!isDashAt(data, 10)) {
+    // Read in place unless escaped (a digest seldom is).
+    const escaped = hasEscapeAt(data, 10);
+    const digits = escaped ? unescapeField(fieldView(data, 10)) : data;
+    const from = escaped ? 0 : bounds[20]!;
+    const to = escaped ? digits.length : bounds[21]!;
+    const hex = isHex64(digits, from, to);
     // mkcomposefs ignores a digest it cannot decode on anything but a regular file.
     if (hex || strict || type === S_IFREG) {
-      if (!hex) throw new Error(`digest "${digestText.toString('latin1').slice(0, 80)}" is not 64 hex characters`);
-      if (strict && hasUpperHex(digestText)) throw new Error(`digest "${digestText.toString('latin1')}" must be lowercase hex`);
-      keep(10, DIGEST);
+      if (!hex) throw new Error(`digest "${digits.toString('latin1', from, to).slice(0, 80)}" is not 64 hex characters`);
+      if (strict && hasUpperHex(digits, from, to)) throw new Error(`digest "${digits.toString('latin1', from, to)}" must be lowercase hex`);
+      table.setRange(row, DIGEST, bounds[20]!, bounds[21]!);
     }
   }
   if (rest < end) {
     parseXattrs(data.subarray(rest, end), strict); // checked now, read again when asked for
     table.setRange(row, XATTRS, rest, end);
   }
-  if (payload !== null) keep(8, PAYLOAD);
-  if (content !== null) keep(9, CONTENT);
+  if (payloadLength >= 0) table.setRange(row, PAYLOAD, bounds[16]!, bounds[17]!);
+  if (contentLength >= 0) table.setRange(row, CONTENT, bounds[18]!, bounds[19]!);
   table.setNumbers(row, size, mtimeSec);
   table.nlink[row] = nlink;
   table.uid[row] = uid;
@@ -404,9 +432,9 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, table:
   table.mtimeNsec[row] = mtimeNsec;
 }
 
-/** Whether hex digits hold an upper-case letter. */
-function hasUpperHex(digits: Buffer): boolean {
-  for (let i = 0; i < digits.length; i++) if (digits[i]! >= 0x41 && digits[i]! <= 0x46) return true;
+/** Whether the hex digits of [start, end) hold an upper-case letter. */
+function hasUpperHex(digits: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (digits[i]! >= 0x41 && digits[i]! <= 0x46) return true;
   return false;
 }
 
