@@ -211,9 +211,19 @@ function rows(c: CaseResult | undefined, label: string, what: 'seconds' | 'rssMi
   const unit = what === 'seconds' ? 'time' : 'peak RSS';
   return ([['dump → image', c.fromDump], ['manifest → image', c.fromManifest]] as const).map(([path, x]) => {
     const ratio = x[what] / c.reference![what];
-    return { case: `${label} ${path}, ${unit}`, mountgate: x[what], reference: c.reference![what], ratio: Number(ratio.toFixed(3)), pass: ratio <= limit && c.identical === true };
+    return { case: `${label} ${path}, ${unit}${loadNote(c)}`, mountgate: x[what], reference: c.reference![what], ratio: Number(ratio.toFixed(3)), pass: ratio <= limit && c.identical === true };
   });
 }
+/**
+ * The load average around a case's runs, in its rows' names: on this shared
+ * 2-core machine a load far above 2 shrinks the ratios (single-threaded
+ * mkcomposefs seems to lose more to it than node with its GC and compiler
+ * threads: /usr dump -> image 0.88x at load 13-15 against ~1.5x at load 3).
+ */
+function loadNote(c: CaseResult): string {
+  return ` (load ${c.load[0].toFixed(1)}–${c.load[1].toFixed(1)})`;
+}
+
 /** The floors of a case, as rows: time against the 1.0x limit, peak RSS against 1.5x. */
 function floorRows(c: CaseResult | undefined, label: string): Row[] {
   if (!c?.reference) return [];
@@ -221,7 +231,7 @@ function floorRows(c: CaseResult | undefined, label: string): Row[] {
     (['seconds', 'rssMiB'] as const).map((unit) => {
       const ratio = x[unit] / c.reference![unit];
       const limit = unit === 'seconds' ? 1.0 : 1.5;
-      return { case: `${label} floor: ${what}, ${unit === 'seconds' ? 'time' : `peak RSS (limit ${limit}x)`}`, mountgate: x[unit], reference: c.reference![unit], ratio: Number(ratio.toFixed(3)), pass: ratio <= limit };
+      return { case: `${label} floor: ${what}, ${unit === 'seconds' ? 'time' : `peak RSS (limit ${limit}x)`}${loadNote(c)}`, mountgate: x[unit], reference: c.reference![unit], ratio: Number(ratio.toFixed(3)), pass: ratio <= limit };
     }),
   );
 }
