@@ -10,8 +10,9 @@
 #      package.json under /usr/lib/mountgate, with the production dependencies
 #      installed there fresh from package-lock.json (`npm ci --omit=dev`, native
 #      addons built for this machine, patches/ applied with patch-package),
-#      wrappers in /usr/bin, the systemd unit, the D-Bus policy and activation
-#      files, and /etc/mountgate/policy.json (a conffile: the built-in default),
+#      bin/mountgate as /usr/bin/mountgate (a symlink to its copy in the
+#      library), a wrapper for mountgated, the systemd unit, the D-Bus policy
+#      and activation files, and /etc/mountgate/policy.json (a conffile: the built-in default),
 #   3. writes DIR/mountgate_VERSION_ARCH.deb (DIR defaults to the current
 #      directory) with `dpkg-deb --build --root-owner-group`, and prints its path.
 # It never touches the tree's own node_modules and leaves no temporary files.
@@ -113,16 +114,21 @@ fi
 chmod -R u+rwX,go+rX,go-w "$lib"
 
 # --- Commands -----------------------------------------------------------------
-mkdir -p "$pkgroot/usr/bin"
-for cmd in mountgate:cli mountgated:broker; do
-  name=${cmd%%:*}
-  dir=${cmd#*:}
-  cat > "$pkgroot/usr/bin/$name" <<EOF
+# /usr/bin/mountgate is bin/mountgate itself (a symlink to its copy in the
+# library), so an installed user runs the same entry as the tree: its node
+# flags on the #! line and its short path for `image build`. The only change
+# is the interpreter: the package's /usr/bin/node rather than whichever node
+# comes first on the user's PATH (the native addons are built for this one).
+mkdir -p "$pkgroot/usr/bin" "$lib/bin"
+sed '1s|^#!/usr/bin/env -S node |#!/usr/bin/env -S /usr/bin/node |' bin/mountgate > "$lib/bin/mountgate"
+head -n 1 "$lib/bin/mountgate" | grep -q '^#!/usr/bin/env -S /usr/bin/node ' || die "bin/mountgate does not start with #!/usr/bin/env -S node: update this script"
+chmod 0755 "$lib/bin/mountgate"
+ln -s ../lib/mountgate/bin/mountgate "$pkgroot/usr/bin/mountgate"
+cat > "$pkgroot/usr/bin/mountgated" <<EOF
 #!/bin/sh
-exec /usr/bin/node /usr/lib/mountgate/dist/src/$dir/main.js "\$@"
+exec /usr/bin/node /usr/lib/mountgate/dist/src/broker/main.js "\$@"
 EOF
-  chmod 0755 "$pkgroot/usr/bin/$name"
-done
+chmod 0755 "$pkgroot/usr/bin/mountgated"
 
 # --- systemd and D-Bus --------------------------------------------------------
 for unit in mountgated.service mountgated.socket mountgate-front.service; do

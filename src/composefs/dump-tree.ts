@@ -20,12 +20,12 @@
 // orders and writes bytes either way.
 import { IMAGE_XATTRS_MAX } from '../manifest/check.js';
 import {
-  MAX_BACKING_BYTES, MAX_ENTRIES, MAX_FILE_SIZE, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH, MAX_SYMLINK_BYTES,
+  MAX_BACKING_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH, MAX_SYMLINK_BYTES,
   MAX_XATTR_BUDGET, MAX_XATTR_KEY_BYTES, XATTR_BUDGET_HEADER, xattrBudgetCost,
 } from '../manifest/limits.js';
 import { normalizeLookupPath, pathProblem } from '../manifest/paths.js';
 import { BINARY_TEXT, type TextCodec } from '../manifest/text.js';
-import { dumpBytes, endsWithNewline, parseDump, type DumpEntry } from './dump.js';
+import { dumpBytes, endsWithNewline, parseDumpTable, type DumpEntry, type DumpTable } from './dump.js';
 import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 import type { Directory, Inode, Stat, TreeBuilder, TreeSource } from './tree.js';
 
@@ -35,16 +35,18 @@ const SLASH = 0x2f;
 const DOT = 0x2e;
 /** The most xattrs an entry may list (the manifest schema's maxItems). */
 const MAX_XATTRS = 4094;
-const MAX_SAFE_SECONDS = BigInt(Number.MAX_SAFE_INTEGER);
-const MAX_SIZE = BigInt(MAX_FILE_SIZE);
 
 /** The entry type of a dump line that is not a hardlink (a character device 0:0 is a whiteout); undefined for no valid type. */
 export function dumpEntryType(d: DumpEntry): EntryType | undefined {
-  switch (d.mode & S_IFMT) {
+  return entryTypeOf(d.mode, d.rdev);
+}
+
+function entryTypeOf(mode: number, rdev: number): EntryType | undefined {
+  switch (mode & S_IFMT) {
     case S_IFDIR: return 'dir';
     case S_IFREG: return 'file';
     case S_IFLNK: return 'symlink';
-    case S_IFCHR: return d.rdev === 0 ? 'whiteout' : 'chardev';
+    case S_IFCHR: return rdev === 0 ? 'whiteout' : 'chardev';
     case S_IFBLK: return 'blockdev';
     case S_IFIFO: return 'fifo';
     case S_IFSOCK: return 'socket';
@@ -88,10 +90,10 @@ function isText(b: Buffer | null, max: number): b is Buffer {
   return b !== null && b.length > 0 && b.length <= max && !b.includes(0);
 }
 
-/** Whether an entry's own xattrs pass, with room left for every xattr the image may add. */
-function xattrsFit(d: DumpEntry): boolean {
-  const xattrs = d.xattrs;
-  if (xattrs.length === 0) return true;
+/** Whether a row's own xattrs pass, with room left for every xattr the image may add. */
+function xattrsFit(table: DumpTable, row: number): boolean {
+  if (!table.hasXattrs(row)) return true;
+  const xattrs = table.xattrs(row);
   if (xattrs.length > MAX_XATTRS) return false;
   let budget = XATTR_BUDGET_HEADER;
   for (const x of xattrs) {
@@ -101,95 +103,115 @@ function xattrsFit(d: DumpEntry): boolean {
   return budget <= MAX_XATTR_BUDGET - IMAGE_XATTRS_MAX;
 }
 
-/** Whether a line that is not a hardlink needs no second look; its type when so. */
-function plainEntryType(d: DumpEntry): EntryType | undefined {
-  const type = dumpEntryType(d);
-  if (type === undefined || d.nlink === 0 || d.mtimeNsec > 999_999_999) return undefined;
-  if (d.mtimeSec < 0n || d.mtimeSec > MAX_SAFE_SECONDS || d.size > MAX_SIZE || !xattrsFit(d)) return undefined;
-  if (type === 'symlink' && !isText(d.payload, MAX_SYMLINK_BYTES)) return undefined;
-  if (type === 'file' && d.payload !== null && !isText(d.payload, MAX_BACKING_BYTES)) return undefined;
+/** Whether a row that is not a hardlink needs no second look; its type when so. */
+function plainEntryType(table: DumpTable, row: number): EntryType | undefined {
+  const type = entryTypeOf(table.mode[row]!, table.rdev[row]!);
+  if (type === undefined || table.nlink[row] === 0 || table.mtimeNsec[row]! > 999_999_999) return undefined;
+  // Safe integers: the mtime is below 2^53 seconds, and SIZE below MAX_FILE_SIZE (2^53).
+  if (!table.hasSafeNumbers(row) || !xattrsFit(table, row)) return undefined;
+  if (type === 'symlink' && !isText(table.payload(row), MAX_SYMLINK_BYTES)) return undefined;
+  if (type === 'file') {
+    const backing = table.payload(row);
+    if (backing !== null && !isText(backing, MAX_BACKING_BYTES)) return undefined;
+  }
   return type;
+}
+
+/** A name as the tree holds it: the bytes after the path's last "/", as a binary string of their own. */
+function baseName(path: Buffer): string {
+  return path.toString('latin1', path.lastIndexOf(SLASH) + 1);
 }
 
 class DumpSource implements TreeSource {
   readonly codec: TextCodec = BINARY_TEXT;
   readonly count: number;
   constructor(
-    private readonly dump: Array<DumpEntry | null>,
-    private readonly paths: string[],
+    private readonly table: DumpTable,
     private readonly types: Array<EntryType | undefined>,
-    private readonly targets: Map<number, string>,
+    private readonly parents: Int32Array,
+    /** The row each hardlink row points to, -1 for the others; null when there are no hardlinks. */
+    private readonly targets: Int32Array | null,
   ) {
-    this.count = dump.length;
+    this.count = table.count;
   }
   hasWhiteouts(): boolean {
     return this.types.includes('whiteout');
   }
-  path(i: number): string {
-    return this.paths[i]!;
+  parent(i: number): number {
+    return this.parents[i]!;
   }
-  hardlinkTarget(i: number): string | undefined {
-    return this.types[i] === undefined ? this.targets.get(i) : undefined;
+  name(i: number): string {
+    return baseName(this.table.path(i));
+  }
+  hardlinkTarget(i: number): number {
+    return this.targets === null ? -1 : this.targets[i]!;
   }
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode {
-    const d = this.dump[i]!;
-    this.dump[i] = null; // each line is read once: what the inode does not keep can go while the tree grows
+    const t = this.table;
     const type = this.types[i]!;
-    const stat: Stat = { mode: ENTRY_TYPE_BITS[type] | (d.mode & 0o7777), uid: d.uid, gid: d.gid, mtimeSec: Number(d.mtimeSec), mtimeNsec: d.mtimeNsec };
-    const size = Number(d.size);
+    const stat: Stat = { mode: ENTRY_TYPE_BITS[type] | (t.mode[i]! & 0o7777), uid: t.uid[i]!, gid: t.gid[i]!, mtimeSec: t.mtimeSecNumberOf(i), mtimeNsec: t.mtimeNsec[i]! };
+    const size = t.sizeNumberOf(i);
     const isFile = type === 'file';
-    const content = isFile && d.content !== null && d.content.length > 0 ? d.content : null;
-    const target = type === 'symlink' ? d.payload!.toString('latin1') : '';
-    const rdev = type === 'chardev' || type === 'blockdev' ? d.rdev : 0;
+    const given = isFile ? t.content(i) : null;
+    const content = given !== null && given.length > 0 ? given : null;
+    const target = type === 'symlink' ? t.payload(i)!.toString('latin1') : '';
+    const rdev = type === 'chardev' || type === 'blockdev' ? t.rdev[i]! : 0;
     const inode = b.inode(type, stat, i, name, parent, size, content, target, rdev);
     // A plain file's count is 1 + its hardlinks unless the line says otherwise: the line's count either way.
-    inode.nlink = type === 'dir' ? 0 : d.nlink;
-    for (const x of d.xattrs) b.ownXattr(inode, b.table.fromBytes(b.table.key(x.key.toString('latin1')), x.value));
-    const backing = isFile && d.payload !== null ? d.payload.toString('latin1') : undefined;
-    b.addOverlayXattrs(inode, type === 'whiteout', isFile ? (d.digest ?? undefined) : undefined, backing);
+    inode.nlink = type === 'dir' ? 0 : t.nlink[i]!;
+    if (t.hasXattrs(i)) for (const x of t.xattrs(i)) b.ownXattr(inode, b.table.fromBytes(b.table.key(x.key.toString('latin1')), x.value));
+    const backing = isFile ? t.payload(i) : null;
+    b.addOverlayXattrs(inode, type === 'whiteout', isFile ? (t.digest(i) ?? undefined) : undefined, backing === null ? undefined : backing.toString('latin1'));
     return inode;
   }
 }
 
 /**
  * The dump as a tree source, or undefined when the manifest path must look
- * at it (see above). `dump` is what parseDump gave; `complete` says that the
- * text ended in a newline or that the parse was lenient. A source takes the
- * lines over: building its tree empties `dump`, line by line, so a large
- * dump's lines are let go as the tree takes their place.
+ * at it (see above). `table` is what parseDumpTable gave; `complete` says
+ * that the text ended in a newline or that the parse was lenient. The source
+ * keeps the table (its columns and the text) and no object per line: names,
+ * targets and xattrs are decoded from the text as the tree takes them.
  */
-export function dumpTreeSource(dump: DumpEntry[], complete: boolean): TreeSource | undefined {
-  const n = dump.length;
+export function dumpTreeSource(table: DumpTable, complete: boolean): TreeSource | undefined {
+  const n = table.count;
   if (!complete || n === 0 || n > MAX_ENTRIES) return undefined;
-  const root = dump[0]!;
-  if (root.hardlink || root.path.length !== 1 || root.path[0] !== SLASH || dumpEntryType(root) !== 'dir') return undefined;
-  const paths: string[] = new Array(n);
+  const root = table.path(0);
+  if (table.hardlink[0] === 1 || root.length !== 1 || root[0] !== SLASH || entryTypeOf(table.mode[0]!, table.rdev[0]!) !== 'dir') return undefined;
   const types: Array<EntryType | undefined> = new Array(n);
-  const targets = new Map<number, string>();
-  // The directories from the root down to the previous entry (lengths of their paths), and whether the previous entry is one.
-  const stack: number[] = [];
+  const parents = new Int32Array(n);
+  let hardlinks = 0;
+  // The directories from the root down to the previous entry: their rows and the lengths of their paths.
+  const stackRows: number[] = [];
+  const stackLengths: number[] = [];
   let previous: Buffer | null = null;
   for (let i = 0; i < n; i++) {
-    const d = dump[i]!;
-    const p = d.path;
+    const p = table.path(i);
     if (!isCanonicalPath(p)) return undefined;
     if (previous !== null) {
       if (comparePathBytes(previous, p) >= 0) return undefined;
       // The parent is the path up to its last "/": one of the previous entry's ancestors, or the previous entry itself.
       const parentLength = Math.max(1, p.lastIndexOf(SLASH));
-      while (stack.length > 0 && !isPrefixDir(previous, stack[stack.length - 1]!, p)) stack.pop();
-      if (stack.length === 0 || stack[stack.length - 1] !== parentLength) return undefined;
+      while (stackLengths.length > 0 && !isPrefixDir(previous, stackLengths[stackLengths.length - 1]!, p)) {
+        stackLengths.pop();
+        stackRows.pop();
+      }
+      if (stackLengths.length === 0 || stackLengths[stackLengths.length - 1] !== parentLength) return undefined;
+      parents[i] = stackRows[stackRows.length - 1]!;
     }
-    const type = d.hardlink ? undefined : plainEntryType(d);
-    if (!d.hardlink && type === undefined) return undefined;
+    const hardlink = table.hardlink[i] === 1;
+    const type = hardlink ? undefined : plainEntryType(table, i);
+    if (!hardlink && type === undefined) return undefined;
     types[i] = type;
-    paths[i] = p.toString('latin1');
-    if (type === 'dir') stack.push(p.length);
-    else if (d.hardlink) targets.set(i, normalizeLookupPath(d.payload!.toString('latin1')));
+    if (type === 'dir') {
+      stackRows.push(i);
+      stackLengths.push(p.length);
+    } else if (hardlink) hardlinks++;
     previous = p;
   }
-  if (targets.size > 0 && !hardlinksPlain(paths, types, targets)) return undefined;
-  return new DumpSource(dump, paths, types, targets);
+  const targets = hardlinks > 0 ? hardlinkTargets(table, types) : null;
+  if (hardlinks > 0 && targets === undefined) return undefined;
+  return new DumpSource(table, types, parents, targets ?? null);
 }
 
 /** Whether the directory that is the first `length` bytes of `dir` holds `p` (its path is a prefix up to a "/"). */
@@ -199,28 +221,36 @@ function isPrefixDir(dir: Buffer, length: number, p: Buffer): boolean {
   return dir.compare(p, 0, length, 0, length) === 0;
 }
 
-/** Every hardlink points at another entry that is there and is neither a directory nor a hardlink. */
-function hardlinksPlain(paths: string[], types: Array<EntryType | undefined>, targets: Map<number, string>): boolean {
+/**
+ * The row each hardlink points to (-1 for the rows that are not hardlinks),
+ * when every hardlink points at another entry that is there and is neither a
+ * directory nor a hardlink; undefined otherwise.
+ */
+function hardlinkTargets(table: DumpTable, types: Array<EntryType | undefined>): Int32Array | undefined {
   const index = new Map<string, number>();
-  for (let i = 0; i < paths.length; i++) index.set(paths[i]!, i);
-  for (const [i, target] of targets) {
-    if (pathProblem(target) !== undefined || target === paths[i]) return false;
+  for (let i = 0; i < table.count; i++) index.set(table.path(i).toString('latin1'), i);
+  const targets = new Int32Array(table.count).fill(-1);
+  for (let i = 0; i < table.count; i++) {
+    if (table.hardlink[i] !== 1) continue;
+    const target = normalizeLookupPath(table.payload(i)!.toString('latin1'));
+    if (pathProblem(target) !== undefined || target === table.path(i).toString('latin1')) return undefined;
     const t = index.get(target);
-    if (t === undefined) return false;
+    if (t === undefined) return undefined;
     const type = types[t];
-    if (type === undefined || type === 'dir') return false;
+    if (type === undefined || type === 'dir') return undefined;
+    targets[i] = t;
   }
-  return true;
+  return targets;
 }
 
 /**
- * Dump text, parsed (parseDump's refusals are thrown here): its lines as a
- * tree source when dumpTreeSource takes them, or, declined, the parsed lines
+ * Dump text, parsed (parseDumpTable's refusals are thrown here): its lines as
+ * a tree source when dumpTreeSource takes them, or, declined, the parsed lines
  * for the manifest path (manifestFromParsedDump).
  */
 export function readDump(text: Buffer | string, strict = true): { source: TreeSource } | { data: Buffer; dump: DumpEntry[] } {
   const data = dumpBytes(text);
-  const dump = parseDump(data, { strict, allowMissingFinalNewline: true });
-  const source = dumpTreeSource(dump, !strict || endsWithNewline(data));
-  return source ? { source } : { data, dump };
+  const table = parseDumpTable(data, { strict, allowMissingFinalNewline: true });
+  const source = dumpTreeSource(table, !strict || endsWithNewline(data));
+  return source ? { source } : { data, dump: table.entries() };
 }

@@ -96,13 +96,14 @@ export function unescapeField(field: Buffer): Buffer {
   return out.subarray(0, o);
 }
 
-/** A decimal field of `data` [start, end), read without making a string; at most `max`. */
-function parseDecimal(data: Buffer, start: number, end: number, what: string, max: bigint): bigint {
+/**
+ * A decimal field of `data` [start, end), read without making a string; at
+ * most `max` (both callers' limits are beyond 2^53): a number when it is a
+ * safe integer, a bigint beyond.
+ */
+function parseDecimal(data: Buffer, start: number, end: number, what: string, max: bigint): number | bigint {
   const n = parseSmallDecimal(data, start, end, what);
-  if (n <= Number.MAX_SAFE_INTEGER) {
-    const v = BigInt(n);
-    if (v <= max) return v;
-  }
+  if (n <= Number.MAX_SAFE_INTEGER) return n;
   const text = data.toString('latin1', start, end);
   const v = BigInt(text);
   if (v > max) throw new Error(`${what} ${text} is too large: at most ${max}`);
@@ -127,22 +128,22 @@ function parseU32(data: Buffer, start: number, end: number, what: string): numbe
   return n;
 }
 
-function parseMode(field: Buffer): { mode: number; hardlink: boolean } {
-  const hardlink = field[0] === 0x40; // "@"
+/** The MODE field data[start, end), its "@" of a hardlink skipped, as a number. */
+function parseMode(data: Buffer, start: number, end: number): number {
+  const first = data[start] === 0x40 ? start + 1 : start; // "@"
   let mode = 0;
-  const first = hardlink ? 1 : 0;
-  for (let i = first; i < field.length; i++) {
-    const d = field[i]! - 0x30;
+  for (let i = first; i < end; i++) {
+    const d = data[i]! - 0x30;
     if (d < 0 || d > 7) {
-      throw new Error(`mode "${field.toString('latin1', first, field.length)}" is not an octal number`);
+      throw new Error(`mode "${data.toString('latin1', first, end)}" is not an octal number`);
     }
     mode = mode * 8 + d;
   }
-  if (field.length === first) throw new Error('mode "" is not an octal number');
+  if (end === first) throw new Error('mode "" is not an octal number');
   // Beyond 2^53 the digits no longer add up exactly: parse as parseInt does.
-  if (field.length - first > 17) mode = Number.parseInt(field.toString('latin1', first, field.length), 8);
-  if (!VALID_TYPES.has(mode & S_IFMT)) throw new Error(`mode ${field.toString('latin1', first, field.length)} has no valid file type (S_IFMT bits)`);
-  return { mode, hardlink };
+  if (end - first > 17) mode = Number.parseInt(data.toString('latin1', first, end), 8);
+  if (!VALID_TYPES.has(mode & S_IFMT)) throw new Error(`mode ${data.toString('latin1', first, end)} has no valid file type (S_IFMT bits)`);
+  return mode;
 }
 
 /** Whether [start, end) of `data` is 64 hex digits. */
@@ -182,8 +183,164 @@ function parseXattrs(rest: Buffer, strict: boolean): DumpXattr[] {
 /** Field boundaries of the current line: start and end of each of the eleven fields. */
 const bounds = new Int32Array(FIELD_COUNT * 2);
 
-/** Parses the line data[start, end); `nul` is the first NUL byte of the data (-1 for none). */
-function parseLine(data: Buffer, start: number, end: number, nul: number, strict: boolean): DumpEntry {
+/** The byte fields a table keeps as ranges of the text (still escaped), in DumpTable.ranges. */
+const PATH = 0;
+const PAYLOAD = 1;
+const CONTENT = 2;
+const DIGEST = 3;
+const XATTRS = 4;
+const RANGES = 5;
+
+/**
+ * A parsed dump as columns, one row per line, with no object per line: the
+ * numbers in typed arrays, the byte fields (path, payload, content, digest,
+ * xattrs) as [start, end) ranges of the text, decoded when asked for. That is
+ * what a large dump costs to hold while its tree is built (dump-tree.ts):
+ * about 90 bytes a line outside the JavaScript heap, instead of the dozen
+ * objects a DumpEntry is. parseDump gives the same lines as DumpEntry objects.
+ * A hardlink row has only its path and payload; its numbers are 0.
+ */
+export class DumpTable {
+  readonly count: number;
+  /** Full st_mode (more than 16 bits only in a lenient parse). */
+  readonly mode: Float64Array;
+  readonly hardlink: Uint8Array;
+  readonly nlink: Uint32Array;
+  readonly uid: Uint32Array;
+  readonly gid: Uint32Array;
+  readonly rdev: Uint32Array;
+  readonly mtimeNsec: Uint32Array;
+  /** SIZE and the mtime's seconds when they are safe integers; the rows whose are not have them in `large`. */
+  private readonly sizeNumber: Float64Array;
+  private readonly mtimeSecNumber: Float64Array;
+  private readonly large = new Map<number, { size: bigint; mtimeSec: bigint }>();
+  /** [start, end) in `data` of each byte field of each row (RANGES per row); start -1 for "-" or none. */
+  private readonly ranges: Int32Array;
+
+  constructor(readonly data: Buffer, count: number, readonly strict: boolean) {
+    this.count = count;
+    this.mode = new Float64Array(count);
+    this.hardlink = new Uint8Array(count);
+    this.nlink = new Uint32Array(count);
+    this.uid = new Uint32Array(count);
+    this.gid = new Uint32Array(count);
+    this.rdev = new Uint32Array(count);
+    this.mtimeNsec = new Uint32Array(count);
+    this.sizeNumber = new Float64Array(count);
+    this.mtimeSecNumber = new Float64Array(count);
+    this.ranges = new Int32Array(count * RANGES * 2).fill(-1);
+  }
+
+  setNumbers(row: number, size: number | bigint, mtimeSec: number | bigint): void {
+    if (typeof size === 'bigint' || typeof mtimeSec === 'bigint') this.large.set(row, { size: BigInt(size), mtimeSec: BigInt(mtimeSec) });
+    else {
+      this.sizeNumber[row] = size;
+      this.mtimeSecNumber[row] = mtimeSec;
+    }
+  }
+
+  /** Whether the row's SIZE and mtime seconds are safe integers (sizeNumber and mtimeSecNumber give them exactly). */
+  hasSafeNumbers(row: number): boolean {
+    return !this.large.has(row);
+  }
+  size(row: number): bigint {
+    return this.large.get(row)?.size ?? BigInt(this.sizeNumber[row]!);
+  }
+  mtimeSec(row: number): bigint {
+    return this.large.get(row)?.mtimeSec ?? BigInt(this.mtimeSecNumber[row]!);
+  }
+  /** SIZE as a number: exact when hasSafeNumbers. */
+  sizeNumberOf(row: number): number {
+    return this.sizeNumber[row]!;
+  }
+  mtimeSecNumberOf(row: number): number {
+    return this.mtimeSecNumber[row]!;
+  }
+
+  setRange(row: number, field: number, start: number, end: number): void {
+    this.ranges[(row * RANGES + field) * 2] = start;
+    this.ranges[(row * RANGES + field) * 2 + 1] = end;
+  }
+
+  /** A byte field, decoded (a view of the text when it has no escapes); null when absent. */
+  private field(row: number, field: number): Buffer | null {
+    const start = this.ranges[(row * RANGES + field) * 2]!;
+    return start < 0 ? null : unescapeField(this.data.subarray(start, this.ranges[(row * RANGES + field) * 2 + 1]!));
+  }
+  path(row: number): Buffer {
+    return this.field(row, PATH)!;
+  }
+  /** A symlink's target, a regular file's backing path or a hardlink's target. */
+  payload(row: number): Buffer | null {
+    return this.field(row, PAYLOAD);
+  }
+  content(row: number): Buffer | null {
+    return this.field(row, CONTENT);
+  }
+  /** 64 lowercase hex characters, or null. */
+  digest(row: number): string | null {
+    const d = this.field(row, DIGEST);
+    return d === null ? null : d.toString('latin1').toLowerCase();
+  }
+  hasXattrs(row: number): boolean {
+    return this.ranges[(row * RANGES + XATTRS) * 2]! >= 0;
+  }
+  /** The row's xattrs, parsed again from the text (the parse checked them). */
+  xattrs(row: number): DumpXattr[] {
+    const start = this.ranges[(row * RANGES + XATTRS) * 2]!;
+    return start < 0 ? [] : parseXattrs(this.data.subarray(start, this.ranges[(row * RANGES + XATTRS) * 2 + 1]!), this.strict);
+  }
+
+  /** Row i as a DumpEntry. */
+  entry(row: number): DumpEntry {
+    return {
+      path: this.path(row), size: this.size(row), mode: this.mode[row]!, hardlink: this.hardlink[row] === 1,
+      nlink: this.nlink[row]!, uid: this.uid[row]!, gid: this.gid[row]!, rdev: this.rdev[row]!, mtimeSec: this.mtimeSec(row),
+      mtimeNsec: this.mtimeNsec[row]!, payload: this.payload(row), content: this.content(row), digest: this.digest(row),
+      xattrs: this.xattrs(row),
+    };
+  }
+
+  entries(): DumpEntry[] {
+    const out: DumpEntry[] = new Array(this.count);
+    for (let i = 0; i < this.count; i++) out[i] = this.entry(i);
+    return out;
+  }
+}
+
+// The fields of the line being parsed, read through `bounds` by the helpers
+// below (functions of the module rather than closures, so that a line costs no
+// allocation when its fields have no escapes: most lines of a large dump).
+
+/** Field i of the current line, as a view of the text. */
+function fieldView(data: Buffer, i: number): Buffer {
+  return data.subarray(bounds[2 * i]!, bounds[2 * i + 1]!);
+}
+
+/** Whether field i of the current line is "-" (absent). */
+function isDashAt(data: Buffer, i: number): boolean {
+  return bounds[2 * i + 1]! - bounds[2 * i]! === 1 && data[bounds[2 * i]!] === 0x2d;
+}
+
+/** Whether field i of the current line has an escape. */
+function hasEscapeAt(data: Buffer, i: number): boolean {
+  for (let at = bounds[2 * i]!; at < bounds[2 * i + 1]!; at++) if (data[at] === BACKSLASH) return true;
+  return false;
+}
+
+/** The length of field i's bytes once unescaped (its escapes checked), without making them. */
+function unescapedLengthAt(data: Buffer, i: number): number {
+  return hasEscapeAt(data, i) ? unescapeField(fieldView(data, i)).length : bounds[2 * i + 1]! - bounds[2 * i]!;
+}
+
+/** The same for an optional field: -1 for "-". */
+function optionalLengthAt(data: Buffer, i: number): number {
+  return isDashAt(data, i) ? -1 : unescapedLengthAt(data, i);
+}
+
+/** Parses the line data[start, end) into row `row`; `nul` is the first NUL byte of the data (-1 for none). */
+function parseLine(data: Buffer, start: number, end: number, nul: number, table: DumpTable, row: number): void {
+  const strict = table.strict;
   if (nul >= start && nul < end) throw new Error(`embedded NUL byte at column ${nul - start + 1}`);
   let at = start;
   for (let i = 0; i < FIELD_COUNT; i++) {
@@ -198,23 +355,19 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, strict
     at = space + 1;
   }
   const rest = Math.min(at, end); // where the xattrs begin
-  const field = (i: number): Buffer => data.subarray(bounds[2 * i]!, bounds[2 * i + 1]!);
-  const isDashAt = (i: number): boolean => bounds[2 * i + 1]! - bounds[2 * i]! === 1 && data[bounds[2 * i]!] === 0x2d;
-  const optional = (i: number): Buffer | null => (isDashAt(i) ? null : unescapeField(field(i)));
 
-  const path = unescapeField(field(0));
-  if (path.length === 0) throw new Error('empty path');
-  const { mode, hardlink } = parseMode(field(2));
+  if (unescapedLengthAt(data, 0) === 0) throw new Error('empty path');
+  table.setRange(row, PATH, bounds[0]!, bounds[1]!);
+  const mode = parseMode(data, bounds[4]!, bounds[5]!);
+  table.mode[row] = mode;
 
-  if (hardlink) {
-    // Only the target matters for a hardlink line; the rest repeats the target.
-    const payload = optional(8);
-    if (payload === null || payload.length === 0) throw new Error('hardlink has no target path in the PAYLOAD field');
+  if (data[bounds[4]!] === 0x40) {
+    // A hardlink ("@" before MODE): only the target matters; the rest repeats the target.
+    if (optionalLengthAt(data, 8) <= 0) throw new Error('hardlink has no target path in the PAYLOAD field');
     if ((mode & S_IFMT) === S_IFDIR) throw new Error('a directory cannot be a hardlink');
-    return {
-      path, size: 0n, mode, hardlink, nlink: 0, uid: 0, gid: 0, rdev: 0, mtimeSec: 0n, mtimeNsec: 0,
-      payload, content: null, digest: null, xattrs: [],
-    };
+    table.hardlink[row] = 1;
+    table.setRange(row, PAYLOAD, bounds[16]!, bounds[17]!);
+    return;
   }
 
   const type = mode & S_IFMT;
@@ -232,39 +385,57 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, strict
   const mtimeSec = parseDecimal(data, mtimeStart, dot, 'mtime seconds', I64_MAX);
   const mtimeNsec = parseU32(data, dot + 1, mtimeEnd, 'mtime nanoseconds');
   if (strict && mtimeNsec > 999_999_999) throw new Error(`mtime nanoseconds ${mtimeNsec} is not below 1000000000`);
-  const payload = optional(8);
-  const content = optional(9);
+  const payloadLength = optionalLengthAt(data, 8);
+  const contentLength = optionalLengthAt(data, 9);
 
-  if (content !== null && BigInt(content.length) !== size) {
-    throw new Error(`content has ${content.length} bytes but SIZE says ${size}`);
+  if (contentLength >= 0 && contentLength !== Number(size)) {
+    throw new Error(`content has ${contentLength} bytes but SIZE says ${size}`);
   }
-  if (payload !== null && payload.length >= PATH_MAX) throw new Error(`payload is ${payload.length} bytes long, at most ${PATH_MAX - 1}`);
+  if (payloadLength >= PATH_MAX) throw new Error(`payload is ${payloadLength} bytes long, at most ${PATH_MAX - 1}`);
   if (type === S_IFLNK) {
-    if (payload === null || payload.length === 0) throw new Error('symlink has no target in the PAYLOAD field');
-    if (strict && size !== BigInt(payload.length)) {
-      throw new Error(`symlink SIZE ${size} is not the length of its target (${payload.length})`);
+    if (payloadLength <= 0) throw new Error('symlink has no target in the PAYLOAD field');
+    if (strict && size !== payloadLength) {
+      throw new Error(`symlink SIZE ${size} is not the length of its target (${payloadLength})`);
     }
-    if (strict && content !== null && content.length > 0) throw new Error('a symlink cannot have CONTENT');
-  } else if (content !== null && content.length > COMPOSEFS_INLINE_MAX) {
-    throw new Error(`inline content of ${content.length} bytes exceeds the maximum ${COMPOSEFS_INLINE_MAX}`);
+    if (strict && contentLength > 0) throw new Error('a symlink cannot have CONTENT');
+  } else if (contentLength > COMPOSEFS_INLINE_MAX) {
+    throw new Error(`inline content of ${contentLength} bytes exceeds the maximum ${COMPOSEFS_INLINE_MAX}`);
   }
   if (strict && rdev !== 0 && type !== S_IFCHR && type !== S_IFBLK) {
     throw new Error(`RDEV ${rdev} on something that is not a device`);
   }
-  let digest: string | null = null;
-  if (!isDashAt(10)) {
-    const digestText = optional(10)!;
-    const hex = isHex64(digestText, 0, digestText.length);
+  if (!isDashAt(data, 10)) {
+    // Read in place unless escaped (a digest seldom is).
+    const escaped = hasEscapeAt(data, 10);
+    const digits = escaped ? unescapeField(fieldView(data, 10)) : data;
+    const from = escaped ? 0 : bounds[20]!;
+    const to = escaped ? digits.length : bounds[21]!;
+    const hex = isHex64(digits, from, to);
     // mkcomposefs ignores a digest it cannot decode on anything but a regular file.
     if (hex || strict || type === S_IFREG) {
-      const d = digestText.toString('latin1', 0, digestText.length);
-      if (!hex) throw new Error(`digest "${d.slice(0, 80)}" is not 64 hex characters`);
-      digest = d.toLowerCase();
-      if (strict && d !== digest) throw new Error(`digest "${d}" must be lowercase hex`);
+      if (!hex) throw new Error(`digest "${digits.toString('latin1', from, to).slice(0, 80)}" is not 64 hex characters`);
+      if (strict && hasUpperHex(digits, from, to)) throw new Error(`digest "${digits.toString('latin1', from, to)}" must be lowercase hex`);
+      table.setRange(row, DIGEST, bounds[20]!, bounds[21]!);
     }
   }
-  const xattrs = rest < end ? parseXattrs(data.subarray(rest, end), strict) : [];
-  return { path, size, mode, hardlink, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, payload, content, digest, xattrs };
+  if (rest < end) {
+    parseXattrs(data.subarray(rest, end), strict); // checked now, read again when asked for
+    table.setRange(row, XATTRS, rest, end);
+  }
+  if (payloadLength >= 0) table.setRange(row, PAYLOAD, bounds[16]!, bounds[17]!);
+  if (contentLength >= 0) table.setRange(row, CONTENT, bounds[18]!, bounds[19]!);
+  table.setNumbers(row, size, mtimeSec);
+  table.nlink[row] = nlink;
+  table.uid[row] = uid;
+  table.gid[row] = gid;
+  table.rdev[row] = rdev;
+  table.mtimeNsec[row] = mtimeNsec;
+}
+
+/** Whether the hex digits of [start, end) hold an upper-case letter. */
+function hasUpperHex(digits: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (digits[i]! >= 0x41 && digits[i]! <= 0x46) return true;
+  return false;
 }
 
 /** True when the text ends with a newline (or is empty), as strict parsing requires. */
@@ -283,30 +454,42 @@ export function dumpBytes(text: Buffer | string): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
-/** Parses a whole dump. Errors are InvalidManifestError with pointer "line N". */
-export function parseDump(text: Buffer | string, options: DumpParseOptions = {}): DumpEntry[] {
+/** How many lines the text has: one per newline, and a last one without. */
+function lineCount(data: Buffer): number {
+  let n = 0;
+  for (let i = data.indexOf(NEWLINE); i >= 0; i = data.indexOf(NEWLINE, i + 1)) n++;
+  return endsWithNewline(data) ? n : n + 1;
+}
+
+/** Parses a whole dump into a table. Errors are InvalidManifestError with pointer "line N". */
+export function parseDumpTable(text: Buffer | string, options: DumpParseOptions = {}): DumpTable {
   const strict = options.strict ?? true;
   const data = dumpBytes(text);
-  const entries: DumpEntry[] = [];
+  const table = new DumpTable(data, lineCount(data), strict);
   const nul = data.indexOf(0);
   let start = 0;
-  let lineNo = 0;
+  let row = 0;
   while (start < data.length) {
-    lineNo++;
     let end = data.indexOf(NEWLINE, start);
     const terminated = end >= 0;
     if (!terminated) end = data.length;
     try {
-      entries.push(parseLine(data, start, end, nul, strict));
+      parseLine(data, start, end, nul, table, row);
     } catch (err) {
-      throw new InvalidManifestError((err as Error).message, `line ${lineNo}`);
+      throw new InvalidManifestError((err as Error).message, `line ${row + 1}`);
     }
+    row++;
     // Checked after the line itself, so a broken last line reports its real problem.
-    if (!terminated && strict && !options.allowMissingFinalNewline) throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${lineNo}`);
+    if (!terminated && strict && !options.allowMissingFinalNewline) throw new InvalidManifestError('the last line has no newline (lenient parsing accepts that)', `line ${row}`);
     start = end + 1;
   }
-  if (entries.length === 0) throw new InvalidManifestError('the dump has no entries', 'line 1');
-  return entries;
+  if (table.count === 0) throw new InvalidManifestError('the dump has no entries', 'line 1');
+  return table;
+}
+
+/** Parses a whole dump. Errors are InvalidManifestError with pointer "line N". */
+export function parseDump(text: Buffer | string, options: DumpParseOptions = {}): DumpEntry[] {
+  return parseDumpTable(text, options).entries();
 }
 
 // ---- writing ----------------------------------------------------------------------

@@ -275,6 +275,9 @@ export class TreeBuilder {
         setXattr(inode.parent, overlay.userOpaque);
       }
     }
+    // An array grown by push keeps room for 16 more items; an inode has a few,
+    // and a tree has as many such arrays as files: keep an exact copy.
+    if (inode.xattrs.length > 0) inode.xattrs = inode.xattrs.slice();
   }
 }
 
@@ -288,9 +291,12 @@ export interface TreeSource {
   readonly codec: TextCodec;
   readonly count: number;
   hasWhiteouts(): boolean;
-  path(i: number): string;
-  /** The path a hardlink entry points to; undefined when entry i is not a hardlink. */
-  hardlinkTarget(i: number): string | undefined;
+  /** The entry the directory holding entry i (i > 0) comes from. */
+  parent(i: number): number;
+  /** The name of entry i in its directory (a string of the codec). */
+  name(i: number): string;
+  /** The entry a hardlink entry points to (never a directory nor a hardlink); -1 when entry i is not a hardlink. */
+  hardlinkTarget(i: number): number;
   /** The inode of entry i (not a hardlink), with its own xattrs and then its overlay xattrs. */
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode;
 }
@@ -299,21 +305,39 @@ export interface TreeSource {
 class ManifestSource implements TreeSource {
   readonly codec: TextCodec;
   readonly count: number;
+  private readonly parents: Int32Array;
+  private readonly targets: Map<number, number>;
   constructor(private readonly entries: Entry[]) {
     this.codec = codecFor(entries);
     this.count = entries.length;
+    const paths: string[] = entries.map((e) => this.codec.text(e.path));
+    this.parents = parentEntries(paths, (i) => entries[i]!.type === 'dir');
+    this.targets = entries.some((e) => e.type === 'hardlink') ? this.hardlinkEntries(paths) : new Map();
+  }
+  /** The entry each hardlink points to, by the hardlink's index (the check made sure that it is there). */
+  private hardlinkEntries(paths: readonly string[]): Map<number, number> {
+    const byPath = new Map<string, number>();
+    for (let i = 0; i < paths.length; i++) byPath.set(paths[i]!, i);
+    const targets = new Map<number, number>();
+    this.entries.forEach((e, i) => {
+      if (e.type === 'hardlink') targets.set(i, byPath.get(this.codec.text(e.target))!);
+    });
+    return targets;
   }
   hasWhiteouts(): boolean {
     const entries = this.entries;
     for (let i = 0; i < entries.length; i++) if (entries[i]!.type === 'whiteout') return true;
     return false;
   }
-  path(i: number): string {
-    return this.codec.text(this.entries[i]!.path);
+  parent(i: number): number {
+    return this.parents[i]!;
   }
-  hardlinkTarget(i: number): string | undefined {
-    const e = this.entries[i]!;
-    return e.type === 'hardlink' ? this.codec.text(e.target) : undefined;
+  name(i: number): string {
+    const path = this.codec.text(this.entries[i]!.path);
+    return path.slice(path.lastIndexOf('/') + 1);
+  }
+  hardlinkTarget(i: number): number {
+    return this.targets.get(i) ?? -1;
   }
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode {
     const e = this.entries[i] as Attributed;
@@ -342,50 +366,63 @@ class ManifestSource implements TreeSource {
   }
 }
 
-/** Builds the inodes and links of a source, and counts incoming hardlinks. */
-function buildInodes(source: TreeSource, b: TreeBuilder): Directory {
-  const root = source.inode(b, 0, '', null) as Directory;
-  b.inodes.push(root);
-  // The directories from the root down to the last one seen, with their paths.
+/**
+ * For each path of a sorted list (each directory before its contents, the
+ * root first), the index of the directory that holds it: the nearest of the
+ * directories from the root down to the previous entry whose path is the
+ * part before the last "/".
+ */
+function parentEntries(paths: readonly string[], isDir: (i: number) => boolean): Int32Array {
+  const parents = new Int32Array(paths.length);
   const dirPaths: string[] = ['/'];
-  const dirs: Directory[] = [root];
-  const links: Array<{ link: Link; target: string }> = [];
-  const inodeOfEntry: Array<Inode | undefined> = [root];
-  for (let i = 1; i < source.count; i++) {
-    const path = source.path(i);
+  const dirs: number[] = [0];
+  for (let i = 1; i < paths.length; i++) {
+    const path = paths[i]!;
     const cut = path.lastIndexOf('/');
     const parentLength = cut === 0 ? 1 : cut;
     let top = dirPaths.length - 1;
     while (!(dirPaths[top]!.length === parentLength && path.startsWith(dirPaths[top]!))) top--;
     dirPaths.length = top + 1;
     dirs.length = top + 1;
-    const parent = dirs[top]!;
-    const name = path.slice(cut + 1);
+    parents[i] = dirs[top]!;
+    if (isDir(i)) {
+      dirPaths.push(path);
+      dirs.push(i);
+    }
+  }
+  return parents;
+}
+
+/** Builds the inodes and links of a source, and counts incoming hardlinks. */
+function buildInodes(source: TreeSource, b: TreeBuilder): Directory {
+  const root = source.inode(b, 0, '', null) as Directory;
+  b.inodes.push(root);
+  // Each entry's inode, looked up by the entries it holds and the hardlinks to it.
+  const inodeOfEntry: Array<Inode | undefined> = new Array(source.count);
+  inodeOfEntry[0] = root;
+  const links: Link[] = [];
+  const linkTargets: number[] = [];
+  for (let i = 1; i < source.count; i++) {
+    const parent = inodeOfEntry[source.parent(i)] as Directory;
+    const name = source.name(i);
     const target = source.hardlinkTarget(i);
-    if (target !== undefined) {
+    if (target >= 0) {
       const link = new Link(name, root);
       parent.entries.push(link);
-      links.push({ link, target });
-      inodeOfEntry.push(undefined);
+      links.push(link);
+      linkTargets.push(target);
       continue;
     }
     const inode = source.inode(b, i, name, parent);
     parent.entries.push(inode);
     b.inodes.push(inode);
-    inodeOfEntry.push(inode);
-    if (inode.kind === Kind.Directory) {
-      dirPaths.push(path);
-      dirs.push(inode);
-    }
+    inodeOfEntry[i] = inode;
   }
   const incoming = new Map<Inode, number>();
-  if (links.length > 0) {
-    const byPath = new Map<string, Inode>();
-    for (let i = 0; i < source.count; i++) if (inodeOfEntry[i]) byPath.set(source.path(i), inodeOfEntry[i]!);
-    for (const l of links) {
-      l.link.target = byPath.get(l.target)!;
-      incoming.set(l.link.target, (incoming.get(l.link.target) ?? 0) + 1);
-    }
+  for (let k = 0; k < links.length; k++) {
+    const target = inodeOfEntry[linkTargets[k]!]!;
+    links[k]!.target = target;
+    incoming.set(target, (incoming.get(target) ?? 0) + 1);
   }
   for (const n of b.inodes) if (n.nlink === 0) n.nlink = 1 + (incoming.get(n) ?? 0);
   return root;

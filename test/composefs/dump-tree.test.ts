@@ -8,7 +8,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { manifestFromDumpText, manifestToDump, writeDumpImage } from '../../src/composefs/convert.js';
-import { parseDump, serializeDump } from '../../src/composefs/dump.js';
+import { parseDumpTable, serializeDump } from '../../src/composefs/dump.js';
 import { dumpTreeSource } from '../../src/composefs/dump-tree.js';
 import { endsWithNewline } from '../../src/composefs/dump.js';
 import { writeCheckedImage, writeSourceImage } from '../../src/composefs/writer.js';
@@ -31,7 +31,7 @@ function manifestPath(text: Buffer, strict: boolean, minVersion: number): Outcom
 function directPath(text: Buffer, strict: boolean, minVersion: number): Outcome {
   let dump;
   try {
-    dump = parseDump(text, { strict, allowMissingFinalNewline: true });
+    dump = parseDumpTable(text, { strict, allowMissingFinalNewline: true });
   } catch {
     return { declined: true };
   }

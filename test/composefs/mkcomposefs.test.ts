@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { manifestFromDumpText } from '../../src/composefs/convert.js';
-import { parseDump } from '../../src/composefs/dump.js';
+import { parseDumpTable } from '../../src/composefs/dump.js';
 import { dumpTreeSource } from '../../src/composefs/dump-tree.js';
 import { writeImage, writeSourceImage } from '../../src/composefs/writer.js';
 
@@ -39,7 +39,7 @@ t.test(`the image of ${source}'s dump equals what mkcomposefs --from-file writes
   const image = writeImage(manifest);
   t.ok(image.equals(readFileSync(join(work, 'reference.cfs'))), 'byte-identical to mkcomposefs --from-file');
   // The direct path (image build --from-dump) takes this dump, and writes the same bytes.
-  const direct = dumpTreeSource(parseDump(dump), true);
+  const direct = dumpTreeSource(parseDumpTable(dump), true);
   t.ok(direct, 'the direct dump -> tree path takes a real dump');
   if (direct) t.ok(writeSourceImage(direct).equals(image), 'and writes the same bytes');
 });

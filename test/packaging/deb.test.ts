@@ -5,11 +5,12 @@
 // (test/run.sh builds first), so the script runs with --no-build.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { writeDumpImage } from '../../src/composefs/convert.js';
 import { validate } from '../../src/schema/validate.js';
 import { builtDeb } from '../helpers/deb.js';
 import { defaultImageLimits, defaultPolicy } from '../../src/policy/default.js';
@@ -26,8 +27,8 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 let built: { code?: number; stdout: string; stderr: string };
 let arch = '';
 let deb = '';
-/** path in the package ("/usr/bin/mountgate") -> mode and owner from `dpkg-deb -c`. */
-const entries = new Map<string, { mode: string; owner: string }>();
+/** path in the package ("/usr/bin/mountgate") -> mode, owner and a symlink's target, from `dpkg-deb -c`. */
+const entries = new Map<string, { mode: string; owner: string; target?: string }>();
 
 // The build compiles native addons (minutes on 2 cores, shared with installed.test.ts).
 t.setTimeout(25 * 60_000);
@@ -40,9 +41,9 @@ t.before(async () => {
   // "-rwxr-xr-x root/root 74 2025-01-01 00:00 ./usr/bin/mountgate"
   const listing = (await run('dpkg-deb', ['-c', deb], { maxBuffer: 64 << 20 })).stdout.trim().split('\n');
   for (const line of listing) {
-    const m = /^(\S+)\s+(\S+)\s+\d+\s+\S+\s+\S+\s+\.(\/.*?)(?: -> .*)?$/.exec(line);
+    const m = /^(\S+)\s+(\S+)\s+\d+\s+\S+\s+\S+\s+\.(\/.*?)(?: -> (.*))?$/.exec(line);
     if (!m) throw new Error(`unparsable dpkg-deb -c line: ${line}`);
-    entries.set(m[3]!.replace(/\/$/, '') || '/', { mode: m[1]!, owner: m[2]! });
+    entries.set(m[3]!.replace(/\/$/, '') || '/', { mode: m[1]!, owner: m[2]!, ...(m[4] ? { target: m[4] } : {}) });
   }
 });
 
@@ -59,7 +60,8 @@ t.test('the script builds the package', async (t) => {
 
 t.test('files and modes', async (t) => {
   const expected: Array<[string, string]> = [
-    ['/usr/bin/mountgate', '-rwxr-xr-x'],
+    ['/usr/bin/mountgate', 'lrwxrwxrwx'],
+    ['/usr/lib/mountgate/bin/mountgate', '-rwxr-xr-x'],
     ['/usr/bin/mountgated', '-rwxr-xr-x'],
     ['/usr/lib/mountgate/package.json', '-rw-r--r--'],
     ['/usr/lib/mountgate/dist/src/cli/main.js', '-rw-r--r--'],
@@ -110,8 +112,12 @@ t.test('installed files are the tree\'s files', async (t) => {
   ]) {
     t.equal(await fileText(installed!), readFileSync(join(repoRoot, source!), 'utf8'), `${installed} = ${source}`);
   }
-  t.equal(await fileText('/usr/bin/mountgate'),
-    '#!/bin/sh\nexec /usr/bin/node /usr/lib/mountgate/dist/src/cli/main.js "$@"\n', 'client wrapper');
+  // The installed command is the tree's entry: the same file, only run by the package's node.
+  t.equal(entries.get('/usr/bin/mountgate')?.target, '../lib/mountgate/bin/mountgate', '/usr/bin/mountgate is a symlink to the library\'s bin/mountgate');
+  const entry = readFileSync(join(repoRoot, 'bin/mountgate'), 'utf8');
+  t.match(entry, /^#!\/usr\/bin\/env -S node --max-semi-space-size=1\n/, "bin/mountgate's #! line (node's flags)");
+  t.equal(await fileText('/usr/lib/mountgate/bin/mountgate'), entry.replace(/^#!\/usr\/bin\/env -S node /, '#!/usr/bin/env -S /usr/bin/node '),
+    'the library\'s bin/mountgate is bin/mountgate, with /usr/bin/node for node');
   t.equal(await fileText('/usr/bin/mountgated'),
     '#!/bin/sh\nexec /usr/bin/node /usr/lib/mountgate/dist/src/broker/main.js "$@"\n', 'broker wrapper');
 });
@@ -154,11 +160,17 @@ t.test('the packaged program runs from its own node_modules', async (t) => {
   const tree = join(work, 'tree');
   await run('dpkg-deb', ['-x', deb, tree]);
   const lib = join(tree, 'usr/lib/mountgate');
-  for (const entry of ['cli', 'broker']) {
-    const r = await run(process.execPath, [join(lib, 'dist/src', entry, 'main.js'), '--version']).catch((e) => e);
+  for (const [entry, file] of [['cli', 'bin/mountgate'], ['broker', 'dist/src/broker/main.js']] as const) {
+    const r = await run(process.execPath, [join(lib, file), '--version']).catch((e) => e);
     t.equal(r.code ?? 0, 0, `${entry} --version exits 0${r.code ? `: ${r.stderr}` : ''}`);
     t.equal(String(r.stdout).trim(), pkg.version, `${entry} --version prints ${pkg.version}`);
   }
+  // The short `image build` path, from the package's bin/mountgate: the image of a small dump.
+  const dump = join(work, 'small.dump');
+  writeFileSync(dump, '/ 4096 40755 2 0 0 0 0.0 - - -\n/hello 5 100644 1 0 0 0 0.0 - hello -\n');
+  const built = await run(process.execPath, [join(lib, 'bin/mountgate'), 'image', 'build', '--from-dump', dump, '-o', join(work, 'small.cfs')]).catch((e) => e);
+  t.equal(built.code ?? 0, 0, `image build --from-dump exits 0${built.code ? `: ${built.stderr}` : ''}`);
+  t.ok(readFileSync(join(work, 'small.cfs')).equals(writeDumpImage(readFileSync(dump))), 'and writes the image the tree writes');
   const r = await run(process.execPath, ['-e', `require(${JSON.stringify(join(lib, 'node_modules/usocket'))})`]).catch((e) => e);
   t.equal(r.code ?? 0, 0, 'usocket (native, nan) loads');
 });
