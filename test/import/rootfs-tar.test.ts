@@ -19,6 +19,7 @@ let world: World;
 let rootfs: Rootfs;
 let source: Listed[];
 let alice: ImageChecks;
+const listings = new Map<RootfsTar, Listed[]>();
 t.before(async () => {
   [world, rootfs] = await Promise.all([
     createWorld({
@@ -73,6 +74,7 @@ for (const f of formats) {
     const { listing, error } = await alice.list(name);
     t.notOk(error, error ?? 'mounted and listed as alice');
     if (!listing) return;
+    listings.set(f.tar, listing);
     t.equal(listing.length, source.length, 'as many entries as the tree');
     const diffs = differences(listing, source, { mtime: f.mtime, xattrs: f.xattrs });
     t.same(diffs.slice(0, 20), [], `every entry as in the tree: type, mode, owner, size, mtime to the ${f.mtime === 's' ? 'second' : 'nanosecond'}, ${f.xattrs ? 'xattrs' : 'no xattrs (the format has none)'}, targets, hardlinks, contents (${diffs.length} differences)`);
@@ -80,3 +82,14 @@ for (const f of formats) {
     t.equal(exported.digest, diffId, `export-layer ${name} 0 is the archive byte for byte${exported.error ? `: ${exported.error}` : ''}`);
   });
 }
+
+t.test('the comparison sees what a format loses: the gnu image against the tree as if it kept everything', async (t) => {
+  const gnu = listings.get('gnu');
+  if (!gnu) return t.skip('the gnu image was not listed');
+  const diffs = differences(gnu, source, { mtime: 'ns', xattrs: true });
+  const withXattrs = source.filter((e) => Object.keys(e.xattrs).length > 0).map((e) => e.path).sort();
+  t.same([...new Set(diffs.flatMap((d) => /^(.*): xattrs /.exec(d)?.[1] ?? []))].sort(), withXattrs, `every entry with xattrs differs by its xattrs (${withXattrs.join(', ')})`);
+  const withNs = source.filter((e) => !e.mtime.endsWith('.000000000')).length;
+  t.equal(diffs.filter((d) => /: mtime /.test(d)).length, withNs, `every mtime with nanoseconds differs (${withNs} of them)`);
+  t.equal(diffs.length, withXattrs.length + withNs, 'and nothing else');
+});
