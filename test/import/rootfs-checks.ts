@@ -5,11 +5,40 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { World } from '../helpers/world.js';
+import { createWorld, type World } from '../helpers/world.js';
 import type { TestUser } from '../helpers/users.js';
 import { runAs, type RunResult } from '../helpers/run-as.js';
 import { cliPath } from '../helpers/paths.js';
-import { listingScript, type Listed } from '../helpers/tree-listing.js';
+import { debootstrapRoot, type Rootfs } from '../helpers/rootfs.js';
+import { listTree, listingScript, type Listed } from '../helpers/tree-listing.js';
+
+export interface RootfsWorld {
+  world: World;
+  rootfs: Rootfs;
+  /** The debootstrap tree as root lists it. */
+  source: Listed[];
+}
+
+/** A world with one user, alice, who may add, mount, list and remove images; and the run's debootstrap tree. */
+export async function rootfsWorld(): Promise<RootfsWorld> {
+  const [world, rootfs] = await Promise.all([
+    createWorld({
+      users: { alice: {} },
+      policy: {
+        version: 1,
+        methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
+        limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
+      },
+    }),
+    debootstrapRoot(),
+  ]);
+  try {
+    return { world, rootfs, source: await listTree(rootfs.tree) };
+  } catch (err) {
+    await world.teardown();
+    throw err;
+  }
+}
 
 export class ImageChecks {
   /** `dir`: the user's own directory (the working directory, and where exports go). */
@@ -25,7 +54,7 @@ export class ImageChecks {
   /** The mounted image, listed through the kernel by the user (at /mnt in `mountgate run`'s namespace). */
   async list(image: string): Promise<{ listing?: Listed[]; error?: string }> {
     const r = await this.as(['mountgate', 'run', '--image', `${image}:/mnt`, '--', process.execPath, listingScript, '/mnt']);
-    if (r.code !== 0) return { error: `run --image ${image} exited ${r.code}: ${r.stderr.trim()}` };
+    if (r.code !== 0) return { error: `run --image ${image}${failure(r)}` };
     return { listing: JSON.parse(r.stdout) as Listed[] };
   }
 
@@ -34,13 +63,16 @@ export class ImageChecks {
     const out = join(this.dir, `export-${n}.tar`);
     try {
       const r = await this.as(['mountgate', 'image', 'export-layer', image, String(n)], { out });
-      if (r.code !== 0) return { error: `export-layer ${image} ${n} exited ${r.code}: ${r.stderr.trim()}` };
+      if (r.code !== 0) return { error: `export-layer ${image} ${n}${failure(r)}` };
       return { digest: `sha256:${await sha256File(out)}` };
     } finally {
       rmSync(out, { force: true });
     }
   }
 }
+
+/** Nothing for a run that exited 0; else how it ended and what it said. */
+export const failure = (r: RunResult): string => (r.code === 0 ? '' : `: ${r.code === null ? `killed by ${r.signal}` : `exit ${r.code}`}: ${r.stderr.trim()}`);
 
 export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
