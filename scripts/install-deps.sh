@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 # (mkfs.ext4, debugfs) for filesystem images a user makes; attr (setfattr,
 # getfattr) and libcap2-bin (setcap, getcap) for xattrs in images; for
 # test/import: zstd (zstd layers), podman and skopeo (images saved as
-# docker-archive, oci-archive and oci: layouts); test/recipes: podman with
+# docker-archive, oci-archive and oci: layouts), debootstrap (the Debian root
+# filesystem the import tests share, test/helpers/rootfs.sh); test/recipes: podman with
 # both OCI runtimes, runc and crun (crun only where cgroup2 holds no
 # controller: the test runs it from a mount namespace without
 # /sys/fs/cgroup/unified), bubblewrap (bwrap),

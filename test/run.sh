@@ -38,4 +38,6 @@ node test/summary.mjs "$log" "${expected[@]}" || rc=1
 rm -f "$log"
 # The .deb the run built once for its packaging tests (test/helpers/deb.ts).
 rm -rf "/tmp/mountgate-deb-${MOUNTGATE_TEST_RUN//[^0-9a-zA-Z]/-}"
+# The debootstrap tree and its tarballs the import tests share (test/helpers/rootfs.ts).
+rm -rf --one-file-system "/tmp/mountgate-rootfs-${MOUNTGATE_TEST_RUN//[^0-9a-zA-Z]/-}"
 exit "$rc"

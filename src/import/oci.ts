@@ -273,7 +273,10 @@ export async function importImage(source: string, name: string, opts: ScanOption
     const ref = source.slice(7);
     if (!ref || ref.startsWith('-')) throw new InvalidRequestError(`podman:${ref}: name an image`);
     const podman = process.env.MOUNTGATE_PODMAN ?? 'podman';
-    return importImageArchive(commandInput(source, podman, ['save', '--format', 'docker-archive', '-o', '/dev/stdout', ref]), 'docker', undefined, name, opts);
+    // To its standard output, with no -o: that is a socket (what Node's spawn
+    // gives a child), and `-o /dev/stdout` makes podman open(2) it again,
+    // which a socket refuses (ENXIO).
+    return importImageArchive(commandInput(source, podman, ['save', '--format', 'docker-archive', ref]), 'docker', undefined, name, opts);
   }
   throw new InvalidRequestError(`${source}: not an image reference (${imageTransports.join(', ')})`);
 }
