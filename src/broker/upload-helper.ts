@@ -5,10 +5,13 @@
 // AF_UNIX stream socket that may carry the caller's open files as fds) and
 // its prefix for tmp names. It reads the record stream, hashes every
 // object, writes the ones the store lacks into the store's tmp directory,
-// syncs them (one syncfs per batch) and reports them to the front, which
-// alone publishes them and records them in the database. The front kills it
-// when it goes quiet past its deadline (a file on a filesystem that never
-// answers), so a stall costs only this call.
+// syncs them (one syncfs per batch, while the hashing goes on) and reports
+// them to the front, which alone publishes them and records them in the
+// database. Passed files are hashed (and copied) on two threads
+// (upload-worker.ts), started with the helper, before its call comes; bytes
+// in the stream are hashed here. The front kills it when it goes quiet past
+// its deadline (a file on a filesystem that never answers: a thread stuck in
+// a read stops the heartbeat), so a stall costs only this call.
 //
 //   node upload-helper.js TMPDIR IDLE_MS [--verity]
 // fd 3: one frame {"type": "call", "prefix": P, "kind": "pipe"|"socket"} with the stream fd.
@@ -16,14 +19,16 @@
 // stdout: JSON lines: {"p":1} (alive: at least every 200 ms while its event
 //   loop runs or it reads), {"b": [[digest, size, tmp name | null], ...]} (a
 //   batch of verified objects, on disk), {"end":1}, {"synced":1}, {"e": message} (refused; exits).
-import { closeSync, fchmodSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { enableVerity } from '../store/objects.js';
-import { readableFd, syncfs } from '../sys/syscalls.js';
+import { syncfsAsync } from '../sys/syscalls.js';
 import { Channel, type Frame } from './channel.js';
 import { StreamReader } from './stream.js';
+import type { HashJob, HashResult, HashWorkerData } from './upload-worker.js';
 
 const [tmpDir, idleArg] = process.argv.slice(2) as [string, string];
 const verity = process.argv.includes('--verity');
@@ -33,8 +38,12 @@ const BY_FD = 1n << 63n;
 /** Objects, or bytes written, after which a batch is synced and reported. */
 const batchObjects = 1024;
 const batchBytes = 256 * 2 ** 20;
-/** Records a socket sender may have in flight before it waits for our acknowledgements (one byte per record). */
+/** Records done between acknowledgements to a socket sender (one byte per record: it keeps a bounded window in flight). */
 const ackEvery = 32;
+/** Passed files taken from the socket and not yet hashed, at most (then the socket pushes back). */
+const maxInFlight = 512;
+/** Hashing threads. */
+const threadCount = 2;
 
 class Refusal extends Error {}
 
@@ -57,6 +66,87 @@ const nextLine = async (): Promise<string | undefined> => {
   return n.done ? undefined : n.value;
 };
 
+/**
+ * The hashing threads, each fed groups of jobs (one postMessage per group,
+ * not per file): a job goes to the thread with the fewest bytes queued.
+ */
+class HashPool {
+  private readonly progress = new SharedArrayBuffer(4 * threadCount);
+  private readonly counters = new Int32Array(this.progress);
+  private readonly threads: { worker: Worker; queued: HashJob[]; jobs: number; bytes: number; seen: number }[] = [];
+  private readonly sizes = new Map<number, number>();
+  private waiters: (() => void)[] = [];
+  inFlight = 0;
+  /** Where the results go, a group at a time, and where a thread's failure goes. */
+  onResults: (results: HashResult[]) => void = () => undefined;
+  onError: (err: Error) => void = () => undefined;
+
+  constructor() {
+    const url = new URL('./upload-worker.js', import.meta.url);
+    for (let slot = 0; slot < threadCount; slot++) {
+      const data: HashWorkerData = { tmpDir, progress: this.progress, slot };
+      // The fds a thread closes came from the socket, not from its own opens: no warning for each.
+      const worker = new Worker(url, { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 64 }, trackUnmanagedFds: false });
+      const thread = { worker, queued: [] as HashJob[], jobs: 0, bytes: 0, seen: 0 };
+      worker.on('message', (results: HashResult[]) => {
+        for (const r of results) {
+          thread.jobs--;
+          thread.bytes -= this.sizes.get(r.id) ?? 0;
+          this.sizes.delete(r.id);
+        }
+        this.inFlight -= results.length;
+        this.onResults(results);
+        const waiters = this.waiters;
+        this.waiters = [];
+        for (const w of waiters) w();
+      });
+      worker.on('error', (err) => this.onError(err));
+      worker.unref();
+      this.threads.push(thread);
+    }
+  }
+
+  /** Queues a job (sent with the next `send`); per-file costs count as 64 KiB, so small files spread too. */
+  add(job: HashJob): void {
+    const cost = job.size + 65536;
+    const thread = this.threads.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+    thread.queued.push(job);
+    thread.jobs++;
+    thread.bytes += cost;
+    this.sizes.set(job.id, cost);
+    this.inFlight++;
+  }
+
+  /** Sends every thread its queued jobs. */
+  send(): void {
+    for (const t of this.threads) {
+      if (t.queued.length === 0) continue;
+      t.worker.postMessage(t.queued);
+      t.queued = [];
+    }
+  }
+
+  /** Resolves once fewer than `n` jobs are in flight. */
+  async below(n: number): Promise<void> {
+    this.send();
+    while (this.inFlight >= n) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Whether a thread with work has read nothing since the last call (stuck in a read, e.g. of a file whose filesystem does not answer). */
+  stuck(): boolean {
+    let stuck = false;
+    this.threads.forEach((t, slot) => {
+      const now = Atomics.load(this.counters, slot);
+      if (t.jobs > 0 && t.queued.length < t.jobs && now === t.seen) stuck = true;
+      t.seen = now;
+    });
+    return stuck;
+  }
+}
+
+// Started now, while the helper waits for its call.
+const pool = new HashPool();
+
 /** The call, once the front hands it over; a front that goes away first ends this helper. */
 const call = await new Promise<{ prefix: string; kind: string; stream: number }>((resolve) => {
   const channel = new Channel(3);
@@ -72,21 +162,37 @@ const call = await new Promise<{ prefix: string; kind: string; stream: number }>
   });
 });
 const { prefix, kind } = call;
-// Alive while the event loop turns (waiting for the stream); a read stuck in a filesystem stops this, and the front kills us.
-const heartbeat = setInterval(() => progress(), 200);
+// Alive while the event loop turns and no hashing thread is stuck in a read; else the front kills us.
+const heartbeat = setInterval(() => {
+  if (pool.stuck()) return;
+  lastProgress = Date.now();
+  say({ p: 1 });
+}, 200);
 const dirFd = openSync(tmpDir, 'r');
 let serial = 0;
 let batch: [string, number, string | null][] = [];
 let batchWritten = 0;
+/** Batches being synced and said, in order. */
+let flushing: Promise<void> = Promise.resolve();
+let objects = 0;
+/** Whether this call wrote any object (else there is nothing to sync, neither contents nor names). */
+let wroteAny = false;
+let over = false;
 
-/** One object into a tmp file (when `write`) while hashing it; returns the digest of what was read. */
+/** Ends the call with a refusal or a failure (what this call left in the tmp directory, the front removes by its prefix). */
+function refuse(message: string): void {
+  if (over) return;
+  over = true;
+  say({ e: message });
+  process.stdout.write('', () => process.exit(0));
+}
+
+/** One object into a tmp file (when `write`) while hashing it; for bytes that come in the stream. */
 class Sink {
   readonly hasher = new FsVerityHasher();
   private readonly fd: number | undefined;
-  readonly name: string | null;
   received = 0;
-  constructor(write: boolean) {
-    this.name = write ? `${prefix}.${serial++}` : null;
+  constructor(readonly name: string | null) {
     this.fd = this.name ? openSync(join(tmpDir, this.name), 'wx', 0o600) : undefined;
   }
   update(chunk: Uint8Array): void {
@@ -108,32 +214,37 @@ class Sink {
   }
 }
 
-function flushBatch(): void {
-  if (batch.length === 0) return;
-  if (batchWritten > 0) {
-    if (verity) for (const [, , tmp] of batch) if (tmp) enableVerity(join(tmpDir, tmp));
-    syncfs(dirFd);
-  }
-  say({ b: batch });
+/** Syncs the batch so far (on a pool thread, while the hashing goes on) and reports it to the front. */
+function flushBatch(): Promise<void> {
+  const done = batch;
   batch = [];
   batchWritten = 0;
+  if (done.length === 0) return flushing;
+  flushing = flushing.then(async () => {
+    if (done.some(([, , tmp]) => tmp !== null)) {
+      if (verity) for (const [, , tmp] of done) if (tmp) enableVerity(join(tmpDir, tmp));
+      await syncfsAsync(dirFd);
+    }
+    if (!over) say({ b: done });
+  });
+  flushing.catch((err: Error) => refuse(`the object stream failed after ${objects} object(s): ${err.message}`));
+  return flushing;
 }
 
-/** Hashes (and copies) a regular file the caller passed, by position: its offset is the caller's. */
-function fromFd(fd: number, size: number, sink: Sink): void {
-  const st = fstatSync(fd);
-  if (!st.isFile()) throw new Refusal('a passed fd is not a regular file (only regular files can prove an object)');
-  if (!readableFd(fd)) throw new Refusal('a passed fd was not opened for reading');
-  if (st.size !== size) throw new Refusal(`a passed file is ${st.size} bytes, its record says ${size}`);
-  const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(size, 1)));
-  let at = 0;
-  while (at < size) {
-    const n = readSync(fd, buf, 0, Math.min(buf.length, size - at), at);
-    if (n === 0) break;
-    sink.update(buf.subarray(0, n));
-    at += n;
+/** An object whose content hashed to `actual` (`received` bytes): into the batch, or the end of the call. */
+function completed(digest: string, size: number, tmp: string | null, received: number, actual: string): void {
+  if (received !== size) throw new Refusal(`object ${digest}: got ${received} bytes, expected ${size}; nothing of it was stored`);
+  if (actual !== digest) throw new Refusal(`object ${digest}: its content hashes to ${actual}; nothing of it was stored`);
+  batch.push([digest, size, tmp]);
+  if (tmp) {
+    batchWritten += size;
+    wroteAny = true;
   }
+  objects++;
+  if (batch.length >= batchObjects || batchWritten >= batchBytes) void flushBatch();
 }
+
+const failed = (err: unknown) => refuse(err instanceof Refusal ? err.message : `the object stream failed after ${objects} object(s): ${(err as Error).message}`);
 
 async function run(): Promise<void> {
   const first = await nextLine();
@@ -145,11 +256,37 @@ async function run(): Promise<void> {
     if (reader.write && unacked > 0) reader.write(Buffer.alloc(unacked));
     unacked = 0;
   };
-  reader.onWait = ack;
-  let objects = 0;
+  const done = () => {
+    if (reader.write && ++unacked >= ackEvery) ack();
+  };
+  /** The records whose files the threads hash: id -> what the record claims. */
+  const claims = new Map<number, { digest: string; size: number; tmp: string | null }>();
+  let nextId = 0;
+  pool.onError = failed;
+  pool.onResults = (results) => {
+    try {
+      for (const r of results) {
+        const claim = claims.get(r.id)!;
+        claims.delete(r.id);
+        if ('refusal' in r) throw new Refusal(r.refusal);
+        if ('failure' in r) throw new Error(r.failure);
+        completed(claim.digest, claim.size, claim.tmp, r.received, r.digest);
+        done();
+      }
+    } catch (err) {
+      failed(err);
+    }
+  };
+  // Before the reader waits for more: the threads get what came, the sender its acknowledgements.
+  reader.onWait = () => {
+    pool.send();
+    ack();
+  };
   try {
     for (;;) {
+      if (pool.inFlight >= maxInFlight) await pool.below(maxInFlight / 2);
       const header = await reader.readExact(40);
+      if (over) return;
       if (!header) break;
       const digest = header.subarray(0, 32).toString('hex');
       const raw = header.readBigUInt64LE(32);
@@ -158,43 +295,37 @@ async function run(): Promise<void> {
       const expected = pending.get(digest);
       if (expected === undefined) throw new Refusal(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
       if (size !== expected.size) throw new Refusal(`object ${digest} is ${expected.size} bytes in your image, but the stream says ${size}`);
-      const sink = new Sink(!expected.present);
+      pending.delete(digest);
+      const tmp = expected.present ? null : `${prefix}.${serial++}`;
       if (byFd) {
         const fd = reader.takeFd();
         if (fd === undefined) throw new Refusal(`the record of object ${digest} takes its content from a passed fd, but no fd came with it${kind === 'socket' ? '' : ' (fds can only be passed on an AF_UNIX socket)'}`);
-        try {
-          fromFd(fd, size, sink);
-        } finally {
-          closeSync(fd);
-        }
+        const id = nextId++;
+        claims.set(id, { digest, size, tmp });
+        pool.add({ id, fd, size, tmp });
       } else {
+        const sink = new Sink(tmp);
         for await (const chunk of reader.chunks(size)) sink.update(chunk);
+        completed(digest, size, tmp, sink.received, sink.finish());
+        done();
       }
-      const actual = sink.finish();
-      if (sink.received !== size) throw new Refusal(`object ${digest}: got ${sink.received} bytes, expected ${size}; nothing of it was stored`);
-      if (actual !== digest) throw new Refusal(`object ${digest}: its content hashes to ${actual}; nothing of it was stored`);
-      pending.delete(digest);
-      batch.push([digest, size, sink.name]);
-      if (sink.name) batchWritten += size;
-      objects++;
-      if (reader.write && ++unacked >= ackEvery) ack();
-      if (batch.length >= batchObjects || batchWritten >= batchBytes) flushBatch();
     }
     if (reader.queuedFds > 0) throw new Refusal(`${reader.queuedFds} fd(s) came that no record took`);
-    flushBatch();
+    await pool.below(1);
+    if (over) return;
+    await flushBatch();
     ack();
+    if (over) return;
     say({ end: 1, objects });
   } catch (err) {
-    // Whatever of this call is still in the tmp directory, the front removes (by the prefix).
     reader.close();
-    const message = err instanceof Refusal ? err.message : `the object stream failed after ${objects} object(s): ${(err as Error).message}`;
-    say({ e: message });
+    failed(err);
     return;
   }
   reader.close();
   // The front has published the last batch: one more sync makes the names durable.
   if ((await nextLine()) === 'sync') {
-    syncfs(dirFd);
+    if (wroteAny) await syncfsAsync(dirFd);
     say({ synced: 1 });
   }
 }
@@ -202,6 +333,7 @@ async function run(): Promise<void> {
 run()
   .catch((err: Error) => say({ e: `the upload helper failed: ${err.message}` }))
   .finally(() => {
+    if (over) return;
     clearInterval(heartbeat);
     lines.close();
     process.stdout.write('', () => process.exit(0));

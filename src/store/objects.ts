@@ -45,6 +45,8 @@ export class ObjectStore {
     this.tmpDir = join(root, 'tmp');
     mkdirSync(this.objectsDir, { recursive: true, mode: 0o700 });
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
+    // Every prefix directory from the start: publishing an object is then one rename.
+    for (let i = 0; i < 256; i++) mkdirSync(join(this.objectsDir, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 });
     // Leftovers of uploads interrupted by a crash: never published, dropped.
     for (const f of readdirSync(this.tmpDir)) rmSync(join(this.tmpDir, f), { force: true });
   }
@@ -55,8 +57,6 @@ export class ObjectStore {
    * that the object is still wanted and not yet present.
    */
   publish(tmpName: string, digest: string): void {
-    const dir = join(this.objectsDir, digest.slice(0, 2));
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     renameSync(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
   }
 

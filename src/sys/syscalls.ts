@@ -492,3 +492,18 @@ const syncfsFn = libc.func('int syncfs(int fd)');
 export function syncfs(fd: number): void {
   check('syncfs', syncfsFn(fd) as number);
 }
+
+/**
+ * syncfs on a thread of the pool, so the caller's thread goes on (an upload
+ * helper keeps its hashing threads fed while a batch is synced). The errno of
+ * a failure stays on that thread: the error says only that it failed.
+ */
+export function syncfsAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    (syncfsFn as unknown as { async: (fd: number, cb: (err: unknown, res: number) => void) => void }).async(fd, (err, res) => {
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else if (res !== 0) reject(new Error('syncfs failed (its errno stays on the pool thread)'));
+      else resolve();
+    });
+  });
+}

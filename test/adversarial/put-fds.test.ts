@@ -49,6 +49,13 @@ t.test('a regular file passed by fd proves the object: stored once, nothing miss
   tt.equal(r.missing, 0, 'the image is complete');
 });
 
+t.test('a memfd holding the content proves the object (how layer content comes without a file)', async (tt) => {
+  const r = await put({ manifest: manifest('memfd'), records: [{ digest, size: content.length, fd: { kind: 'memfd', data: content.toString() } }] });
+  tt.ok(r.ok, `accepted (${r.message ?? ''})`);
+  tt.equal(r.objects, 1);
+  tt.equal(r.missing, 0, 'the image is complete');
+});
+
 const wrong = (w: AdvWorld) => w.file('wrong.bin', Buffer.alloc(content.length, 'x'), w.users.alice);
 const short = (w: AdvWorld) => w.file('short.bin', content.subarray(1), w.users.alice);
 const cases: { name: string; spec: (w: AdvWorld) => Record<string, unknown>; message: RegExp }[] = [
@@ -57,6 +64,7 @@ const cases: { name: string; spec: (w: AdvWorld) => Record<string, unknown>; mes
   { name: 'a socketpair end', spec: () => ({ records: [{ digest, size: content.length, fd: { kind: 'socketpair-stream' } }] }), message: /not a regular file/ },
   { name: '/dev/zero', spec: () => ({ records: [{ digest, size: content.length, fd: { kind: 'devzero' } }] }), message: /not a regular file/ },
   { name: 'an O_PATH fd of the right file', spec: (w) => ({ records: [{ digest, size: content.length, fd: { kind: 'opath-file', path: w.file('opath.bin', content, w.users.alice) } }] }), message: /not opened for reading/ },
+  { name: 'a write-only fd of the right file', spec: (w) => ({ records: [{ digest, size: content.length, fd: { kind: 'file-wronly', path: w.file('wronly.bin', content, w.users.alice) } }] }), message: /not opened for reading/ },
   { name: 'a file of other content', spec: (w) => ({ records: [{ digest, size: content.length, fd: { kind: 'file', path: wrong(w) } }] }), message: /hashes to [0-9a-f]{64}; nothing of it was stored/ },
   { name: 'a file of another size', spec: (w) => ({ records: [{ digest, size: content.length, fd: { kind: 'file', path: short(w) } }] }), message: /passed file is \d+ bytes, its record says \d+/ },
   { name: 'a record "by fd" with no fd', spec: () => ({ records: [{ digest, size: content.length, fd: 'none' }] }), message: /no fd came with it/ },

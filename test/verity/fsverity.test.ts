@@ -51,3 +51,12 @@ t.test('update after digest is refused', async (t) => {
   h.digest();
   t.throws(() => h.update(Buffer.from('x')));
 });
+
+t.test('a reset hasher gives the digest of the next file alone, after a deeper one', async (t) => {
+  const big = randomBytes(129 * 4096 + 7);
+  const small = randomBytes(5000);
+  const h = new FsVerityHasher();
+  t.equal(h.update(big).digest().toString('hex'), fsverityDigestHex(big), 'the first file');
+  t.equal(h.reset().update(small).digest().toString('hex'), fsverityDigestHex(small), 'the second, smaller file');
+  t.equal(h.reset().digest().toString('hex'), fsverityDigestHex(Buffer.alloc(0)), 'an empty file');
+});

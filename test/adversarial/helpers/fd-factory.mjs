@@ -57,6 +57,7 @@ export function fdFactory(pkg) {
     switch (spec.kind) {
       case 'dir': return one(openSync(spec.path, constants.O_RDONLY | constants.O_DIRECTORY));
       case 'file': return one(openSync(spec.path, constants.O_RDONLY));
+      case 'file-wronly': return one(openSync(spec.path, constants.O_WRONLY));
       case 'file-data': {
         // An unlinked temp file holding data (sparse up to size): the client's old way of sending a manifest.
         const path = join(spec.dir ?? '/tmp', `probe-${process.pid}-${Math.random().toString(16).slice(2)}`);

@@ -1,0 +1,98 @@
+// A hashing thread of an upload helper (upload-helper.ts starts two, so that
+// an upload hashes on two cores). It takes groups of passed files, each with
+// the digest and size its record claims, and for each one: checks that it is
+// a regular file of that size, reads it once by position (the caller's
+// offset is the caller's), hashes every chunk it read and, when the store
+// lacks the object, writes that same chunk to a new tmp file: what lands in
+// the store is exactly what was hashed, whatever the caller does to its file
+// meanwhile. It closes every fd it was given. It never trusts the claimed
+// digest: it reports the digest it computed, and the helper compares.
+// Progress: it bumps its slot of a shared counter after every read, so the
+// helper can tell a thread stuck in a read (a filesystem that never answers)
+// from a busy one.
+import { closeSync, fchmodSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { parentPort, workerData } from 'node:worker_threads';
+import { FsVerityHasher } from '../verity/fsverity.js';
+
+export interface HashJob {
+  /** The helper's number for the record. */
+  id: number;
+  fd: number;
+  size: number;
+  /** The tmp file to write the content to (the store lacks it), or null to hash only. */
+  tmp: string | null;
+}
+
+/** What was read (`received` bytes, hashing to `digest`), or why the file cannot prove anything, or an error. */
+export type HashResult = { id: number; digest: string; received: number } | { id: number; refusal: string } | { id: number; failure: string };
+
+export interface HashWorkerData {
+  tmpDir: string;
+  /** Int32 counters, one per thread, bumped after every read. */
+  progress: SharedArrayBuffer;
+  slot: number;
+}
+
+const { tmpDir, progress, slot } = workerData as HashWorkerData;
+const counters = new Int32Array(progress);
+const chunkBytes = 1 << 20;
+const buf = Buffer.allocUnsafe(chunkBytes);
+const hasher = new FsVerityHasher();
+
+class Refusal extends Error {}
+
+function writeAll(fd: number, data: Uint8Array): void {
+  for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, data.length - at);
+}
+
+/** Hashes (and, with a tmp name, copies) one passed file, up to its claimed size. */
+function hashFile(job: HashJob): { digest: string; received: number } {
+  const st = fstatSync(job.fd);
+  if (!st.isFile()) throw new Refusal('a passed fd is not a regular file (only regular files can prove an object)');
+  if (st.size !== job.size) throw new Refusal(`a passed file is ${st.size} bytes, its record says ${job.size}`);
+  const out = job.tmp === null ? undefined : openSync(join(tmpDir, job.tmp), 'wx', 0o600);
+  try {
+    hasher.reset();
+    let at = 0;
+    while (at < job.size) {
+      let n: number;
+      try {
+        n = readSync(job.fd, buf, 0, Math.min(chunkBytes, job.size - at), at);
+      } catch (err) {
+        // An fd opened without read access (O_WRONLY, O_PATH): the read itself is the check.
+        if ((err as NodeJS.ErrnoException).code === 'EBADF') throw new Refusal('a passed fd was not opened for reading');
+        throw err;
+      }
+      Atomics.add(counters, slot, 1);
+      if (n === 0) break;
+      const chunk = buf.subarray(0, n);
+      hasher.update(chunk);
+      if (out !== undefined) writeAll(out, chunk);
+      at += n;
+    }
+    // Objects are read-only; fs-verity (enabled before the sync) wants no writer either.
+    if (out !== undefined) fchmodSync(out, 0o444);
+    return { digest: hasher.digest().toString('hex'), received: at };
+  } finally {
+    if (out !== undefined) closeSync(out);
+  }
+}
+
+parentPort!.on('message', (jobs: HashJob[]) => {
+  const results: HashResult[] = [];
+  // After a refusal the upload is over: the rest of the group is only closed.
+  let refused = false;
+  for (const job of jobs) {
+    try {
+      if (!refused) results.push({ id: job.id, ...hashFile(job) });
+    } catch (err) {
+      refused = true;
+      results.push(err instanceof Refusal ? { id: job.id, refusal: err.message } : { id: job.id, failure: (err as Error).message });
+    } finally {
+      closeSync(job.fd);
+      Atomics.add(counters, slot, 1);
+    }
+  }
+  parentPort!.postMessage(results);
+});
