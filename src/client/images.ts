@@ -5,7 +5,7 @@
 // Regular files are never inlined (every non-empty file becomes an object);
 // every extended attribute this process can list is recorded (trusted.* only
 // when it has CAP_SYS_ADMIN, as the kernel lists them).
-import { closeSync, constants as fsConstants, createReadStream, createWriteStream, existsSync, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants as fsConstants, createReadStream, createWriteStream, existsSync, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, statSync, type BigIntStats } from 'node:fs';
 import { EventEmitter, once } from 'node:events';
 import { createRequire } from 'node:module';
 import { basename, join, resolve } from 'node:path';
@@ -76,17 +76,24 @@ export function fileXattrs(path: string | Buffer, shown: string): { key: string 
   });
 }
 
-/** The fs-verity digest (hex) and size of a file, streamed. */
-export async function fileDigest(path: string | Buffer): Promise<{ digest: string; size: number }> {
-  const hasher = new FsVerityHasher();
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    hasher.update(chunk);
-    size += chunk.length;
-  }
-  return { digest: hasher.digest().toString('hex'), size };
-}
+const readBuffer = Buffer.allocUnsafe(1 << 20);
+const fileHasher = new FsVerityHasher();
 
+/**
+ * The fs-verity digest (hex) and size of a file, read to its end in 1 MiB
+ * pieces into one buffer (no stream per file: a tree has many small ones).
+ */
+export function fileDigest(path: string | Buffer): { digest: string; size: number } {
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  try {
+    fileHasher.reset();
+    let size = 0;
+    for (let n; (n = readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) fileHasher.update(readBuffer.subarray(0, n));
+    return { digest: fileHasher.digest().toString('hex'), size };
+  } finally {
+    closeSync(fd);
+  }
+}
 
 
 /**
@@ -145,7 +152,7 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
         entries.push({ ...base, type: 'file', size: 0 });
         return;
       }
-      const { digest, size } = await fileDigest(hostPath);
+      const { digest, size } = fileDigest(hostPath);
       if (BigInt(size) !== st.size) throw new InvalidRequestError(`${shown} changed while it was read (${st.size} bytes, then ${size})`);
       entries.push({ ...base, type: 'file', size, digest, backing: objectPath(digest) });
       if (!sources.has(digest)) sources.set(digest, hostPath);
