@@ -50,13 +50,14 @@ const WINDOW: SendWindow = { records: 256, bytes: 64 << 20 };
 const SPOOL_AT_MOST = 16 << 20;
 
 /** The chunks of an object, checked against the size the archive gave it when it was first read. */
-async function* exactly(o: ObjectContent, signal?: AbortSignal): AsyncGenerator<Buffer> {
+async function* exactly(o: ObjectContent, signal?: AbortSignal, onChunk?: (bytes: number) => void): AsyncGenerator<Buffer> {
   let seen = 0;
   for await (const c of o.chunks) {
     signal?.throwIfAborted();
     seen += c.length;
     if (seen > o.size) break;
     yield c;
+    onChunk?.(c.length);
   }
   if (seen !== o.size) throw new InvalidRequestError(`the archive changed since it was read: a file of ${o.size} bytes (object ${o.digest}) now has ${seen > o.size ? 'more' : seen}`);
 }
@@ -77,11 +78,12 @@ async function spool(o: ObjectContent, signal?: AbortSignal): Promise<number> {
 /**
  * The groups sendObjects asks for: the provider's objects in its order, each
  * spooled into a memfd (a group as large as the window's room), or alone as
- * bytes when it is too large to spool. `failed` keeps a failure of ours (the
+ * bytes when it is too large to spool (`onChunk` hears of each of its
+ * chunks sent). `failed` keeps a failure of ours (the
  * archive's), which is the reason to give even when the broker then refuses
  * the stream we cut short.
  */
-function groupsOf(provider: ObjectProvider, wanted: Map<string, number>, signal: AbortSignal | undefined, failed: { reason?: unknown }): (room: SendWindow) => Promise<OutgoingObject[] | undefined> {
+function groupsOf(provider: ObjectProvider, wanted: Map<string, number>, signal: AbortSignal | undefined, failed: { reason?: unknown }, onChunk: (bytes: number) => void): (room: SendWindow) => Promise<OutgoingObject[] | undefined> {
   const left = new Map(wanted);
   const objects = provider.objects(left)[Symbol.asyncIterator]();
   let held: ObjectContent | undefined;
@@ -104,6 +106,14 @@ function groupsOf(provider: ObjectProvider, wanted: Map<string, number>, signal:
     left.delete(o.digest);
     return o;
   };
+  async function* noting(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    try {
+      yield* chunks;
+    } catch (err) {
+      failed.reason ??= err;
+      throw err;
+    }
+  }
   return async (room) => {
     const group: OutgoingObject[] = [];
     try {
@@ -115,7 +125,7 @@ function groupsOf(provider: ObjectProvider, wanted: Map<string, number>, signal:
         if (o.size > SPOOL_AT_MOST) {
           // Its chunks are read as it is sent; nothing is asked of the provider before that.
           if (group.length > 0) held = o;
-          else group.push({ digest: o.digest, size: o.size, chunks: exactly(o, signal) });
+          else group.push({ digest: o.digest, size: o.size, chunks: noting(exactly(o, signal, onChunk)) });
           break;
         }
         group.push({ digest: o.digest, size: o.size, fd: await spool(o, signal) });
@@ -165,13 +175,19 @@ export async function uploadImported(
     const put = broker.putObjects(readFd).finally(() => closeFd(readFd));
     put.catch(() => undefined);
     const ours: { reason?: unknown } = {};
-    const sent = sendObjects(writeFd, groupsOf(provider, wanted, opts.signal, ours), (group) => {
+    // Bytes count as sent with their group (an fd's) or chunk by chunk (an object sent as bytes).
+    const onChunk = (bytes: number) => {
+      progress.bytes += bytes;
+      onProgress({ ...progress });
+    };
+    const onSent = (group: OutgoingObject[]) => {
       for (const o of group) {
         progress.objects++;
-        progress.bytes += o.size;
+        if ('fd' in o) progress.bytes += o.size;
       }
       onProgress({ ...progress });
-    }, put, WINDOW);
+    };
+    const sent = sendObjects(writeFd, groupsOf(provider, wanted, opts.signal, ours, onChunk), onSent, put, WINDOW);
     const [w, p] = await Promise.allSettled([sent, put]);
     // A failure of the archive's cuts the stream short, and the broker then refuses it: ours is the reason to give.
     if (ours.reason !== undefined) throw ours.reason;
