@@ -305,6 +305,12 @@ export async function sendObjects(
   socket.on('error', fail);
   socket.on('close', () => fail(new Error('the broker closed the object stream')));
   socket.on('end', () => fail(new Error('the broker closed the object stream')));
+  // A broker that answers (a refusal) before the stream ends stops the sending even if the socket says nothing.
+  let finished = false;
+  answered.then(
+    () => finished || fail(new Error('the broker answered before the object stream ended')),
+    (err: Error) => fail(err),
+  );
   const room = () => ({ records: Math.min(fdsPerMessage, window.records - (held.length - acked)), bytes: window.bytes - heldBytes });
   const write = (chunk: { data: Buffer; fds?: number[] }) =>
     new Promise<void>((resolve, reject) => {
@@ -354,6 +360,7 @@ export async function sendObjects(
       onSent(group);
     }
     // Everything is sent: our end says so; the socket stays open (for the broker's last acknowledgements) until the answer.
+    finished = true;
     socket.end();
     await answered.catch(() => undefined);
   } finally {
