@@ -13,7 +13,7 @@
 //   per second, against `tar -c | sha256sum` over it.
 // Every figure is the median of --runs runs; each row carries the load
 // average (1 min) over its runs.
-//   sudo bash bench/run.sh import [--runs 3] [--cases deb,small]
+//   sudo bash bench/run.sh import [--runs 3] [--small-runs N] [--cases deb,small]
 // Writes bench/results/import.json.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, chownSync, rmSync } from 'node:fs';
@@ -30,6 +30,8 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? process.argv[i + 1]! : dflt;
 };
 const runs = Number(arg('--runs', '3'));
+/** The 100,000-file cases take minutes each: their own count. */
+const smallRuns = Number(arg('--small-runs', String(runs)));
 const cases = arg('--cases', 'deb,small').split(',');
 const cache = process.env.MOUNTGATE_BENCH_CACHE ?? '/var/tmp/mountgate-bench';
 const MiB = 2 ** 20;
@@ -293,13 +295,13 @@ const T = {
 };
 
 /** Runs `fn` `runs` times; the median of each figure it returns and the median load average. */
-async function repeated<K extends string>(what: string, fn: (run: number) => Promise<Record<K, number>>): Promise<Record<K, number> & { load1: number }> {
+async function repeated<K extends string>(what: string, fn: (run: number) => Promise<Record<K, number>>, times = runs): Promise<Record<K, number> & { load1: number }> {
   const samples: Record<string, number[]> = { load1: [] };
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < times; i++) {
     const figures = await fn(i);
     for (const [k, v] of Object.entries(figures) as [string, number][]) (samples[k] ??= []).push(v);
     samples.load1!.push(load1());
-    console.log(`  ${what}, run ${i + 1}/${runs}: ${Object.entries(figures).map(([k, v]) => `${k} ${(v as number).toFixed(k.endsWith('Ms') ? 0 : 2)}`).join(', ')}; load ${load1()}`);
+    console.log(`  ${what}, run ${i + 1}/${times}: ${Object.entries(figures).map(([k, v]) => `${k} ${(v as number).toFixed(k.endsWith('Ms') ? 0 : 2)}`).join(', ')}; load ${load1()}`);
   }
   return Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)])) as Record<K, number> & { load1: number };
 }
@@ -385,9 +387,9 @@ async function smallCases(): Promise<void> {
       const first = await imageAdd(alice, source, `small-${kind}`);
       await imageRm(alice, first.added.id);
       return { refMs, importMs: first.ms, objects: first.added.uploaded.objects };
-    });
+    }, smallRuns);
     const rate = (t: number) => entries / (t / 1000);
-    smallRows.push({ ...row(T.small, `100,000 small files as a ${kind} (${entries} entries): entries/s`, rate(m.importMs), rate(m.refMs)), importMs: m.importMs, referenceMs: m.refMs, objects: m.objects, load1: m.load1, runs });
+    smallRows.push({ ...row(T.small, `100,000 small files as a ${kind} (${entries} entries): entries/s`, rate(m.importMs), rate(m.refMs)), importMs: m.importMs, referenceMs: m.refMs, objects: m.objects, load1: m.load1, runs: smallRuns });
     console.log(`100k small files, ${kind}: import ${(m.importMs / 1000).toFixed(2)} s = ${rate(m.importMs).toFixed(0)} entries/s; \`tar -c | sha256sum\` ${(m.refMs / 1000).toFixed(2)} s = ${rate(m.refMs).toFixed(0)} entries/s (${(m.refMs / m.importMs).toFixed(2)}x); load ${m.load1}`);
   }
 }
