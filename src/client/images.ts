@@ -267,21 +267,42 @@ const fdWindow = 256;
 /** Records per sendmsg (SCM_RIGHTS carries at most 253 fds). */
 const fdsPerMessage = 64;
 
+/** An object on its way to the broker: an open file it hashes itself (the sender closes the fd once sent), or its bytes on the socket. */
+export type OutgoingObject = { digest: string; size: number } & ({ fd: number } | { chunks: AsyncIterable<Buffer> });
+
+/** How much may be sent ahead of the broker's acknowledgements: records, and bytes of the fds' contents. */
+export interface SendWindow {
+  records: number;
+  bytes: number;
+}
+
 /**
- * Sends the objects as open files over `fd` (our end of a socketpair the
- * broker reads): per object a header whose size says "by fd", with the file's
- * fd passed alongside. The broker hashes the files itself; no content goes
- * through the socket. The broker answers one byte per record it took, which
- * keeps at most `fdWindow` files in flight.
+ * Sends objects over `fd` (our end of a socketpair the broker reads): per
+ * object a header, then either its fd passed alongside (the size says "by
+ * fd"; the broker hashes the file itself) or its bytes. The broker answers
+ * one byte per record it took; `next(room)` is asked for the next group (at
+ * most `room.records` fd records adding up to about `room.bytes`, or one
+ * object by bytes; undefined at the end) only when the window has room, so
+ * what is in flight stays within `window`. Every fd of a group is closed
+ * here once sent (or on failure); `onSent` hears of each group sent.
  */
-async function sendFiles(fd: number, todo: { digest: string; size: number; path: string | Buffer }[], onObject: (bytes: number) => void, answered: Promise<unknown>): Promise<void> {
+export async function sendObjects(
+  fd: number,
+  next: (room: SendWindow) => Promise<OutgoingObject[] | undefined>,
+  onSent: (group: OutgoingObject[]) => void,
+  answered: Promise<unknown>,
+  window: SendWindow = { records: fdWindow, bytes: Infinity },
+): Promise<void> {
   const { USocket } = require('usocket') as { USocket: new (opts: { fd: number }) => USocket };
   const socket = new USocket({ fd });
+  // Per record sent, the bytes it holds in flight (an fd's content; 0 for bytes already written).
+  const held: number[] = [];
   let acked = 0;
+  let heldBytes = 0;
   let failure: Error | undefined;
   const events = new EventEmitter();
   socket.on('data', (chunk: Buffer) => {
-    acked += chunk.length;
+    for (let i = 0; i < chunk.length && acked < held.length; i++) heldBytes -= held[acked++]!;
     events.emit('ack');
   });
   const fail = (err: Error) => {
@@ -291,44 +312,91 @@ async function sendFiles(fd: number, todo: { digest: string; size: number; path:
   socket.on('error', fail);
   socket.on('close', () => fail(new Error('the broker closed the object stream')));
   socket.on('end', () => fail(new Error('the broker closed the object stream')));
-  const waitAcks = async (upTo: number) => {
-    while (acked < upTo && !failure) await once(events, 'ack');
-    if (failure && acked < upTo) throw failure;
-  };
+  // A broker that answers (a refusal) before the stream ends stops the sending even if the socket says nothing.
+  let finished = false;
+  answered.then(
+    () => finished || fail(new Error('the broker answered before the object stream ended')),
+    (err: Error) => fail(err),
+  );
+  const room = () => ({ records: Math.min(fdsPerMessage, window.records - (held.length - acked)), bytes: window.bytes - heldBytes });
+  const write = (chunk: { data: Buffer; fds?: number[] }) =>
+    new Promise<void>((resolve, reject) => {
+      if (failure) return reject(failure);
+      const onFail = () => failure && reject(failure);
+      events.once('ack', onFail);
+      socket.write({ ...chunk, callback: () => {
+        events.off('ack', onFail);
+        resolve();
+      } });
+    });
   try {
-    let sent = 0;
-    for (let at = 0; at < todo.length; at += fdsPerMessage) {
-      const group = todo.slice(at, at + fdsPerMessage);
-      await waitAcks(sent + group.length - fdWindow);
-      const fds: number[] = [];
+    for (;;) {
+      // Room for a whole message of fds, and for more bytes (a group may overshoot by its last object).
+      while ((room().records < fdsPerMessage && held.length > acked) || room().bytes <= 0) {
+        if (failure) throw failure;
+        await once(events, 'ack');
+      }
+      if (failure) throw failure;
+      const group = await next(room());
+      if (!group) break;
+      const fds = group.flatMap((o) => ('fd' in o ? [o.fd] : []));
       try {
-        for (const o of group) {
-          const file = openSync(o.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
-          fds.push(file);
-          const size = fstatSync(file).size;
-          if (size !== o.size) throw new InvalidRequestError(`${showText(o.path)} changed since the manifest was made (${o.size} bytes, now ${size})`);
+        const first = group[0]!;
+        if ('chunks' in first) {
+          if (group.length !== 1) throw new Error('sendObjects: an object sent by bytes goes in a group of its own');
+          await write({ data: recordHeader(first.digest, first.size) });
+          let sent = 0;
+          for await (const c of first.chunks) {
+            sent += c.length;
+            if (sent > first.size) break;
+            await write({ data: c });
+          }
+          if (sent !== first.size) throw new InvalidRequestError(`the content of object ${first.digest} changed since it was hashed (${first.size} bytes, then ${sent > first.size ? 'more' : sent})`);
+          held.push(0);
+        } else {
+          await write({ data: Buffer.concat(group.map((o) => recordHeader(o.digest, o.size, true))), fds });
+          for (const o of group) {
+            held.push(o.size);
+            heldBytes += o.size;
+          }
         }
-        await new Promise<void>((resolve, reject) => {
-          const onFail = () => failure && reject(failure);
-          events.once('ack', onFail);
-          socket.write({ data: Buffer.concat(group.map((o) => recordHeader(o.digest, o.size, true))), fds, callback: () => {
-            events.off('ack', onFail);
-            resolve();
-          } });
-        });
       } finally {
         // Sent (the kernel holds them in flight) or failed: our copies go either way.
         for (const f of fds) closeSync(f);
       }
-      sent += group.length;
-      for (const o of group) onObject(o.size);
+      onSent(group);
     }
     // Everything is sent: our end says so; the socket stays open (for the broker's last acknowledgements) until the answer.
+    finished = true;
     socket.end();
     await answered.catch(() => undefined);
   } finally {
     socket.destroy();
   }
+}
+
+/** Sends the objects as open files (see sendObjects): the broker hashes the files itself; no content goes through the socket. */
+async function sendFiles(fd: number, todo: { digest: string; size: number; path: string | Buffer }[], onObject: (bytes: number) => void, answered: Promise<unknown>): Promise<void> {
+  let at = 0;
+  const open = async (room: SendWindow): Promise<OutgoingObject[] | undefined> => {
+    if (at >= todo.length) return undefined;
+    const group = todo.slice(at, at + room.records);
+    at += group.length;
+    const out: OutgoingObject[] = [];
+    try {
+      for (const o of group) {
+        const file = openSync(o.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+        out.push({ digest: o.digest, size: o.size, fd: file });
+        const size = fstatSync(file).size;
+        if (size !== o.size) throw new InvalidRequestError(`${showText(o.path)} changed since the manifest was made (${o.size} bytes, now ${size})`);
+      }
+    } catch (err) {
+      for (const o of out) if ('fd' in o) closeSync(o.fd);
+      throw err;
+    }
+    return out;
+  };
+  await sendObjects(fd, open, (group) => group.forEach((o) => onObject(o.size)), answered);
 }
 
 /**

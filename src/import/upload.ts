@@ -3,15 +3,19 @@
 // order the archive holds them (an archive is read front to back; the broker
 // names what it needs only once the manifest is registered, so the contents
 // come from a second read of the archive, or from memory when the input
-// cannot be read twice). An image this call registered is removed again when
-// the upload fails or is interrupted: nothing half-registered stays behind.
-import { createWriteStream } from 'node:fs';
-import { once } from 'node:events';
+// cannot be read twice). Each content is spooled into a sealed memfd and
+// passed as an fd, as `image add DIR` passes its files: the broker hashes
+// exactly what it stores, and at most a window of them is in flight, so
+// memory stays bounded whatever the size of the layer; a file too large to
+// spool goes as bytes on the same socket. An image this call registered is
+// removed again when the upload fails or is interrupted: nothing
+// half-registered stays behind.
+import { writeSync } from 'node:fs';
 import type { Manifest } from '../schema/types.generated.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from '../client/broker.js';
-import { manifestObjects, recordHeader } from '../client/images.js';
-import { pipe, sealedMemfd } from '../sys/syscalls.js';
+import { manifestObjects, sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
+import { memfdCreate, sealImmutable, sealedMemfd, socketpair } from '../sys/syscalls.js';
 
 export interface ObjectContent {
   digest: string;
@@ -40,39 +44,100 @@ export interface ImportUploadResult {
   uploaded: { objects: number; bytes: number };
 }
 
-async function writeRecords(fd: number, provider: ObjectProvider, wanted: Map<string, number>, progress: ImportUploadProgress, onProgress: (p: ImportUploadProgress) => void, signal?: AbortSignal): Promise<void> {
-  const out = createWriteStream('', { fd, autoClose: true, highWaterMark: 1 << 20 });
-  const failed = new Promise<never>((_, reject) => out.once('error', reject));
-  failed.catch(() => undefined);
-  const write = async (b: Buffer) => {
-    if (!out.write(b)) await Promise.race([once(out, 'drain'), failed]);
-  };
-  const left = new Map(wanted);
+/** What may be in flight to the broker at once: fds, and bytes of the contents held in their memfds. */
+const WINDOW: SendWindow = { records: 256, bytes: 64 << 20 };
+/** Larger contents are not spooled but sent as bytes, so that no single file can make memory grow past the window. */
+const SPOOL_AT_MOST = 16 << 20;
+
+/** The chunks of an object, checked against the size the archive gave it when it was first read. */
+async function* exactly(o: ObjectContent, signal?: AbortSignal, onChunk?: (bytes: number) => void): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const c of o.chunks) {
+    signal?.throwIfAborted();
+    seen += c.length;
+    if (seen > o.size) break;
+    yield c;
+    onChunk?.(c.length);
+  }
+  if (seen !== o.size) throw new InvalidRequestError(`the archive changed since it was read: a file of ${o.size} bytes (object ${o.digest}) now has ${seen > o.size ? 'more' : seen}`);
+}
+
+/** The content of one object in a new sealed memfd. */
+async function spool(o: ObjectContent, signal?: AbortSignal): Promise<number> {
+  const fd = memfdCreate('mountgate-object');
   try {
-    for await (const o of provider.objects(left)) {
-      if (left.get(o.digest) !== o.size) throw new Error(`import: object ${o.digest} was not asked for (or not with ${o.size} bytes)`);
-      left.delete(o.digest);
-      await write(recordHeader(o.digest, o.size));
-      let sent = 0;
-      for await (const c of o.chunks) {
-        signal?.throwIfAborted();
-        sent += c.length;
-        if (sent > o.size) break;
-        await write(c);
-        progress.bytes += c.length;
-        onProgress({ ...progress });
-      }
-      if (sent !== o.size) throw new InvalidRequestError(`the archive changed since it was read: a file of ${o.size} bytes (object ${o.digest}) now has ${sent > o.size ? 'more' : sent}`);
-      progress.objects++;
-      onProgress({ ...progress });
-    }
-    if (left.size > 0) throw new NotFoundError(`the archive changed since it was read: ${left.size} object(s) the image needs are no longer in it (the first: ${[...left.keys()][0]})`);
-    out.end();
-    await Promise.race([once(out, 'close'), failed]);
+    for await (const c of exactly(o, signal)) for (let at = 0; at < c.length; ) at += writeSync(fd, c, at, c.length - at);
+    sealImmutable(fd);
+    return fd;
   } catch (err) {
-    out.destroy();
+    closeFd(fd);
     throw err;
   }
+}
+
+/**
+ * The groups sendObjects asks for: the provider's objects in its order, each
+ * spooled into a memfd (a group as large as the window's room), or alone as
+ * bytes when it is too large to spool (`onChunk` hears of each of its
+ * chunks sent). `failed` keeps a failure of ours (the
+ * archive's), which is the reason to give even when the broker then refuses
+ * the stream we cut short.
+ */
+function groupsOf(provider: ObjectProvider, wanted: Map<string, number>, signal: AbortSignal | undefined, failed: { reason?: unknown }, onChunk: (bytes: number) => void): (room: SendWindow) => Promise<OutgoingObject[] | undefined> {
+  const left = new Map(wanted);
+  const objects = provider.objects(left)[Symbol.asyncIterator]();
+  let held: ObjectContent | undefined;
+  let done = false;
+  const take = async (): Promise<ObjectContent | undefined> => {
+    if (held) {
+      const o = held;
+      held = undefined;
+      return o;
+    }
+    if (done) return undefined;
+    const n = await objects.next();
+    if (n.done) {
+      done = true;
+      if (left.size > 0) throw new NotFoundError(`the archive changed since it was read: ${left.size} object(s) the image needs are no longer in it (the first: ${[...left.keys()][0]})`);
+      return undefined;
+    }
+    const o = n.value;
+    if (left.get(o.digest) !== o.size) throw new Error(`import: object ${o.digest} was not asked for (or not with ${o.size} bytes)`);
+    left.delete(o.digest);
+    return o;
+  };
+  async function* noting(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    try {
+      yield* chunks;
+    } catch (err) {
+      failed.reason ??= err;
+      throw err;
+    }
+  }
+  return async (room) => {
+    const group: OutgoingObject[] = [];
+    try {
+      let bytes = 0;
+      while (group.length < room.records && bytes < room.bytes) {
+        signal?.throwIfAborted();
+        const o = await take();
+        if (!o) break;
+        if (o.size > SPOOL_AT_MOST) {
+          // Its chunks are read as it is sent; nothing is asked of the provider before that.
+          if (group.length > 0) held = o;
+          else group.push({ digest: o.digest, size: o.size, chunks: noting(exactly(o, signal, onChunk)) });
+          break;
+        }
+        group.push({ digest: o.digest, size: o.size, fd: await spool(o, signal) });
+        bytes += o.size;
+      }
+      return group.length > 0 ? group : undefined;
+    } catch (err) {
+      for (const o of group) if ('fd' in o) closeFd(o.fd);
+      failed.reason ??= err;
+      throw err;
+    }
+  };
 }
 
 /** AddImage, then PutObjects of what is missing; on any failure, an image that was not yours before is removed again. */
@@ -105,13 +170,27 @@ export async function uploadImported(
     const progress: ImportUploadProgress = { phase: 'upload', objects: 0, totalObjects: wanted.size, bytes: 0, totalBytes: [...wanted.values()].reduce((a, b) => a + b, 0) };
     const onProgress = opts.onProgress ?? (() => undefined);
     onProgress({ ...progress });
-    const [readFd, writeFd] = pipe();
-    // The call goes first: the broker reads while we write; our read end stays open until its answer.
+    const [readFd, writeFd] = socketpair();
+    // The call goes first: the broker reads while we send; our read end stays open until its answer.
     const put = broker.putObjects(readFd).finally(() => closeFd(readFd));
     put.catch(() => undefined);
-    const [w, p] = await Promise.allSettled([writeRecords(writeFd, provider, wanted, progress, onProgress, opts.signal), put]);
-    // A broker that refuses ends the stream early (our writes then fail with EPIPE): its reason is the one to give.
-    if (w.status === 'rejected' && (w.reason as NodeJS.ErrnoException).code !== 'EPIPE') throw w.reason;
+    const ours: { reason?: unknown } = {};
+    // Bytes count as sent with their group (an fd's) or chunk by chunk (an object sent as bytes).
+    const onChunk = (bytes: number) => {
+      progress.bytes += bytes;
+      onProgress({ ...progress });
+    };
+    const onSent = (group: OutgoingObject[]) => {
+      for (const o of group) {
+        progress.objects++;
+        if ('fd' in o) progress.bytes += o.size;
+      }
+      onProgress({ ...progress });
+    };
+    const sent = sendObjects(writeFd, groupsOf(provider, wanted, opts.signal, ours, onChunk), onSent, put, WINDOW);
+    const [w, p] = await Promise.allSettled([sent, put]);
+    // A failure of the archive's cuts the stream short, and the broker then refuses it: ours is the reason to give.
+    if (ours.reason !== undefined) throw ours.reason;
     if (p.status === 'rejected') throw p.reason;
     if (w.status === 'rejected') throw w.reason;
     return { imageId: added.imageId, existed, uploaded: p.value };

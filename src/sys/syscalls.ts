@@ -223,22 +223,32 @@ const MFD_ALLOW_SEALING = 2;
 const writeFn = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
 const lseekFn = libc.func('long lseek(int fd, long offset, int whence)');
 
+/** A new, empty memfd that can be sealed (close-on-exec): write it, then `sealImmutable`. */
+export function memfdCreate(name: string): number {
+  return check('memfd_create', syscall(NR.memfd_create, 'str', name, 'uint', MFD_CLOEXEC | MFD_ALLOW_SEALING));
+}
+
+/** Seals a memfd against writing, growing and shrinking and against further seal changes, and rewinds it. */
+export function sealImmutable(fd: number): void {
+  check('fcntl(F_ADD_SEALS)', fcntlFn(fd, F_ADD_SEALS, 'int', IMMUTABLE_SEALS | F_SEAL.SEAL) as number);
+  // Back to the start, so a reader that reads from the offset sees it all.
+  check('lseek', Number(lseekFn(fd, 0, 0)));
+}
+
 /**
  * A memfd holding `data`, sealed against writing, growing and shrinking (and
  * against further seal changes): a reader can never be stalled by it, and its
  * bytes cannot change between a check and a use.
  */
 export function sealedMemfd(name: string, data: Uint8Array): number {
-  const fd = check('memfd_create', syscall(NR.memfd_create, 'str', name, 'uint', MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  const fd = memfdCreate(name);
   try {
     let at = 0;
     while (at < data.length) {
       const chunk = data.subarray(at, Math.min(data.length, at + (1 << 24)));
       at += check('write', writeFn(fd, chunk, chunk.length) as number);
     }
-    check('fcntl(F_ADD_SEALS)', fcntlFn(fd, F_ADD_SEALS, 'int', IMMUTABLE_SEALS | F_SEAL.SEAL) as number);
-    // Back to the start, so a reader that reads from the offset sees it all.
-    check('lseek', Number(lseekFn(fd, 0, 0)));
+    sealImmutable(fd);
     return fd;
   } catch (err) {
     closeFd(fd);
