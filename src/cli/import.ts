@@ -12,6 +12,7 @@ import { importTarball } from '../import/tarball.js';
 import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
 import { imageName, importImage, isImageReference } from '../import/oci.js';
+import { keptManifest, lostContents } from '../import/kept.js';
 import { writeLayerSplits, writeSidecar } from '../import/sidecar.js';
 import type { SplitRecord } from '../import/tarsplit.js';
 
@@ -140,8 +141,20 @@ export async function addArchive(program: Command, source: string, opts: Archive
     const busAddress = program.opts<{ busAddress?: string }>().busAddress;
     const broker = await connect(busAddress ? { busAddress } : {});
     let result;
+    let kept: string | undefined;
     try {
-      result = await uploadImported(broker, imported.manifest, imported.provider, { onProgress: (p) => progress.upload(p), signal: controller.signal });
+      const upload = { onProgress: (p: ImportUploadProgress) => progress.upload(p), signal: controller.signal };
+      result = await uploadImported(broker, imported.manifest, imported.provider, upload);
+      // What a layer needs and the flattened image lacks goes in a hidden image kept for it (src/import/kept.ts).
+      const lost = lostContents('config' in imported ? imported.layers.map((l) => l.split) : [imported.layer.split], imported.manifest);
+      if (lost.size > 0) {
+        try {
+          kept = (await uploadImported(broker, keptManifest(lost, result.imageId), imported.provider, upload)).imageId;
+        } catch (err) {
+          if (!result.existed) await broker.removeImage(result.imageId).catch(() => undefined);
+          throw err;
+        }
+      }
     } finally {
       broker.close();
     }
@@ -156,7 +169,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
       }
     };
     /** The layers as the sidecar keeps them, their tar splits written beside it. */
-    const kept = (layers: { digest?: string; diffId: string; entries: number; split?: SplitRecord[] }[]) => {
+    const splits = (layers: { digest?: string; diffId: string; entries: number; split?: SplitRecord[] }[]) => {
       let names: (string | undefined)[] = [];
       try {
         names = writeLayerSplits(result.imageId, layers.map((l) => l.split), imported.manifest);
@@ -166,12 +179,12 @@ export async function addArchive(program: Command, source: string, opts: Archive
       return layers.map(({ split: _split, ...l }, k) => ({ ...l, ...(names[k] ? { split: names[k] } : {}) }));
     };
     if ('config' in imported) {
-      const layers = kept(imported.layers);
-      keep({ source, config: imported.config, layers });
-      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
+      const layers = splits(imported.layers);
+      keep({ source, config: imported.config, layers, ...(kept ? { kept } : {}) });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, ...(kept ? { kept } : {}), layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
     } else {
       const l = imported.layer;
-      keep({ source, layers: kept([{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]) });
+      keep({ source, ...(kept ? { kept } : {}), layers: splits([{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]) });
       summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
       for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
       if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
