@@ -56,9 +56,12 @@ export function archiveOptions(cmd: Command): Command {
       'after',
       `
 A layer tarball (FILE.tar, FILE.tar.gz, FILE.tar.zst, or - for standard
-input; GNU, ustar and PAX, with xattrs, hardlinks and sparse files) becomes
-an image as it is, owners included: its ids are the container's ids. It is
-never unpacked: each file is hashed as it streams by, and the contents the
+input; GNU, ustar and PAX, with xattrs, POSIX ACLs, hardlinks and sparse
+files) becomes an image as it is, owners included: its ids are the
+container's ids, and so are the ids in its ACLs (SCHILY.acl.access and
+.default, kept as the xattrs system.posix_acl_access and
+system.posix_acl_default; a name in an ACL entry without its id is resolved
+on this machine, as tar -x would). It is never unpacked: each file is hashed as it streams by, and the contents the
 broker lacks are read from the archive again (from memory for a pipe).
 Ctrl-C stops the import; an image it registered is removed again.
 
