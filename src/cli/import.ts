@@ -2,7 +2,7 @@
 // .tar.zst, or - for standard input). Parsed here, as the user; the broker
 // gets only the manifest and the contents it asks for. Ownership is kept as
 // the archive says (a layer's ids are the container's ids).
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { connect } from '../client/broker.js';
@@ -15,8 +15,19 @@ import { imageName, importImage, isImageReference } from '../import/oci.js';
 import { keptManifest, lostContents } from '../import/kept.js';
 import { writeLayerSplits, writeSidecar } from '../import/sidecar.js';
 import type { SplitRecord } from '../import/tarsplit.js';
+import { ImportProgress, stderrSink } from './progress.js';
 
 const MiB = 1024 * 1024;
+
+/** The bytes a scan of `source` reads, when it is a file (or standard input redirected from one); oci: layouts say theirs as they go. */
+function sourceSize(source: string): number | undefined {
+  if (source === '-') {
+    const st = fstatSync(0);
+    return st.isFile() ? st.size : undefined;
+  }
+  const path = source.startsWith('oci-archive:') ? source.slice(12) : source.startsWith('docker-archive:') ? source.slice(15) : isImageReference(source) ? undefined : source;
+  return path === undefined ? undefined : statSync(path).size;
+}
 
 export interface ArchiveAddOptions {
   name?: string;
@@ -80,43 +91,6 @@ $XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet).
     );
 }
 
-/** Progress on standard error: a line rewritten in place on a terminal, JSON lines with --json, nothing otherwise. */
-function progressReporter(json: boolean): { read(entries: number, bytes: number): void; upload(p: ImportUploadProgress): void; done(): void } {
-  const tty = process.stderr.isTTY && !json;
-  const start = Date.now();
-  let last = 0;
-  let shown = false;
-  const due = () => {
-    const now = Date.now();
-    if (now - last < (json ? 1000 : 100)) return false;
-    last = now;
-    return true;
-  };
-  const rate = (bytes: number) => bytes / MiB / Math.max(0.001, (Date.now() - start) / 1000);
-  return {
-    read(entries, bytes) {
-      if (!(tty || json) || !due()) return;
-      if (json) process.stderr.write(`${JSON.stringify({ event: 'read', entries, bytes })}\n`);
-      else {
-        shown = true;
-        process.stderr.write(`\rreading: ${entries} entries, ${(bytes / MiB).toFixed(1)} MiB, ${rate(bytes).toFixed(1)} MiB/s\x1b[K`);
-      }
-    },
-    upload(p) {
-      if (!(tty || json) || (!due() && p.objects < p.totalObjects)) return;
-      if (json) process.stderr.write(`${JSON.stringify({ event: 'upload', ...p, phase: undefined })}\n`);
-      else {
-        shown = true;
-        const bar = p.totalBytes > 0 ? Math.round((20 * p.bytes) / p.totalBytes) : 20;
-        process.stderr.write(`\ruploading: [${'#'.repeat(bar)}${' '.repeat(20 - bar)}] ${p.objects}/${p.totalObjects} objects, ${(p.bytes / MiB).toFixed(1)}/${(p.totalBytes / MiB).toFixed(1)} MiB\x1b[K`);
-      }
-    },
-    done() {
-      if (shown) process.stderr.write('\n');
-    },
-  };
-}
-
 function defaultName(source: string): string {
   if (source === '-') return 'stdin';
   return basename(source).replace(/\.(tar(\.(gz|zst|zstd))?|tgz|tzst)$/, '') || 'image';
@@ -128,18 +102,22 @@ export async function addArchive(program: Command, source: string, opts: Archive
   const onSignal = () => controller.abort(new MountgateError('Internal', 'interrupted; nothing was registered'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const progress = progressReporter(Boolean(opts.json));
+  const progress = new ImportProgress(stderrSink(Boolean(opts.json)));
   try {
     const memory = opts.memory === undefined ? undefined : Number(opts.memory);
     if (memory !== undefined && !(memory > 0)) throw new MountgateError('InvalidRequest', `--memory ${opts.memory}: give a number of MiB`);
     const scan = {
       ...(opts.skipDevices ? { skipDevices: true } : {}),
       ...(memory ? { memoryLimit: memory * MiB } : {}),
-      onEntry: (entries: number, bytes: number) => progress.read(entries, bytes),
+      onEntry: () => progress.entry(),
+      onRead: (bytes: number) => progress.readBytes(bytes),
+      onTotal: (bytes: number) => progress.readTotal(bytes),
       signal: controller.signal,
     };
     const isImage = isImageReference(source);
     const input: ArchiveInput = source === '-' ? stdinInput() : fileInput(source);
+    const size = sourceSize(source);
+    if (size !== undefined) progress.readTotal(size);
     const imported = isImage ? await importImage(source, opts.name ?? imageName(source), scan) : await importTarball(input, opts.name ?? defaultName(source), scan);
     const busAddress = program.opts<{ busAddress?: string }>().busAddress;
     const broker = await connect(busAddress ? { busAddress } : {});
@@ -147,6 +125,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
     let kept: string | undefined;
     try {
       const upload = { onProgress: (p: ImportUploadProgress) => progress.upload(p), signal: controller.signal };
+      progress.done();
       result = await uploadImported(broker, imported.manifest, imported.provider, upload);
       // What a layer needs and the flattened image lacks goes in a hidden image kept for it (src/import/kept.ts).
       const lost = lostContents('config' in imported ? imported.layers.map((l) => l.split) : [imported.layer.split], imported.manifest);
