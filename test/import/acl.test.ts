@@ -12,9 +12,8 @@ import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aclXattr } from '../../src/import/acl.js';
-import { createWorld, type World } from '../helpers/world.js';
-import { runAs } from '../helpers/run-as.js';
-import { cliPath } from '../helpers/paths.js';
+import type { World } from '../helpers/world.js';
+import { cliAs, importWorld } from './world.js';
 
 const noNames = { user: () => undefined, group: () => undefined };
 /** The value the kernel stores for an xattr, as getfattr shows it in hex. */
@@ -49,14 +48,7 @@ t.test('text ACLs become the bytes the kernel stores', async (t) => {
 
 let world: World;
 t.test('an archive made with tar --acls: getfacl through the mounted image shows the ACLs, ids mapped as owners are', async (t) => {
-  world = await createWorld({
-    users: { alice: {} },
-    policy: {
-      version: 1,
-      methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
-      limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
-    },
-  });
+  world = await importWorld(['alice']);
   t.teardown(() => world.teardown());
   const tree = join(world.scratch, 'acl-tree');
   mkdirSync(join(tree, 'shared'), { recursive: true });
@@ -67,11 +59,7 @@ t.test('an archive made with tar --acls: getfacl through the mounted image shows
   const tar = join(world.scratch, 'acl.tar');
   execFileSync('tar', ['--format=posix', '--acls', '--sort=name', '--numeric-owner', '-C', tree, '-cf', tar, '.']);
   execFileSync('chmod', ['-R', 'a+rX', world.scratch]);
-  const alice = world.users.alice!;
-  const cli = (args: string[], out?: string) => {
-    const argv = [process.execPath, cliPath, ...args];
-    return runAs(alice, out ? ['sh', '-c', 'exec "$@" > "$0"', out, ...argv] : argv, { busAddress: world.bus.address, env: { XDG_DATA_HOME: join(world.dirs.alice!, 'data') }, timeoutMs: 120_000 });
-  };
+  const cli = cliAs(world, 'alice');
   const add = await cli(['image', 'add', tar, '--name', 'acl', '--json']);
   t.equal(add.code, 0, `image add exits 0${add.code ? `: ${add.stderr}` : ''}`);
   t.same(JSON.parse(add.stdout).ignored, {}, 'nothing of the archive was dropped');

@@ -11,10 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createWorld, type World } from '../helpers/world.js';
-import { runAs } from '../helpers/run-as.js';
-import { cliPath } from '../helpers/paths.js';
-import type { TestUser } from '../helpers/users.js';
+import type { World } from '../helpers/world.js';
+import { cliAs, importWorld } from './world.js';
 
 let world: World;
 const layers: string[] = [];
@@ -31,16 +29,8 @@ function files(root: string, spec: Record<string, string | Buffer>): void {
 }
 
 t.before(async () => {
-  world = await createWorld({
-    users: { alice: {}, bob: {} },
-    policy: {
-      version: 1,
-      methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
-      limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
-      // Two images each: the flattened image and its hidden one are two.
-      images: { maxImagesPerUser: 2 },
-    },
-  });
+  // Two images each: the flattened image and its hidden one are two.
+  world = await importWorld(['alice', 'bob'], { maxImagesPerUser: 2 });
   const src = join(world.scratch, 'src');
   files(join(src, 'l1'), {
     'etc/hostname': 'base\n',
@@ -82,12 +72,6 @@ t.before(async () => {
 });
 t.teardown(() => world?.teardown());
 
-const env = (user: string) => ({ XDG_DATA_HOME: join(world.dirs[user]!, 'data') });
-/** The CLI as `user`; with `out`, its standard output goes to that file. */
-const cli = (user: TestUser, name: string, args: string[], out?: string) => {
-  const argv = [process.execPath, cliPath, ...args];
-  return runAs(user, out ? ['sh', '-c', 'exec "$@" > "$0"', out, ...argv] : argv, { busAddress: world.bus.address, env: env(name), timeoutMs: 120_000 });
-};
 
 /** The image directories and object files in the broker's store. */
 function storeContents(): { images: string[]; objects: number } {
@@ -98,54 +82,54 @@ function storeContents(): { images: string[]; objects: number } {
 }
 
 t.test('every layer of a docker-archive and of its oci: copy exports to its diff ID; the hidden image is counted, not listed, and removed with the image', async (t) => {
-  const alice = world.users.alice!;
-  const add = await cli(alice, 'alice', ['image', 'add', `docker-archive:${archive}`, '--name', 'layered', '--json']);
+  const alice = cliAs(world, 'alice');
+  const add = await alice(['image', 'add', `docker-archive:${archive}`, '--name', 'layered', '--json']);
   t.equal(add.code, 0, `image add exits 0${add.code ? `: ${add.stderr}` : ''}`);
   const summary = JSON.parse(add.stdout) as { id: string; kept?: string; layers: { diffId: string }[] };
   t.match(summary.kept, /^[0-9a-f]{64}$/, 'a hidden image keeps what the flattened image lacks');
   t.same(summary.layers.map((l) => l.diffId), layers.map((l) => `sha256:${sha256(readFileSync(l))}`));
-  const ls = JSON.parse((await cli(alice, 'alice', ['image', 'ls', '--json'])).stdout) as { id: string }[];
+  const ls = JSON.parse((await alice(['image', 'ls', '--json'])).stdout) as { id: string }[];
   t.same(ls.map((i) => i.id), [summary.id], 'the listing shows one image');
   t.same(storeContents().images.sort(), [summary.id, summary.kept!].sort(), 'the store holds the image and its hidden one');
 
   for (let k = 0; k < 3; k++) {
     const out = join(world.dirs.alice!, `layer${k}.tar`);
-    const r = await cli(alice, 'alice', ['image', 'export-layer', 'layered', String(k)], out);
+    const r = await alice(['image', 'export-layer', 'layered', String(k)], out);
     t.equal(r.code, 0, `layer ${k} exports${r.code ? `: ${r.stderr}` : ''}`);
     t.equal(sha256(readFileSync(out)), sha256(readFileSync(layers[k]!)), `layer ${k}: byte for byte, its diff ID`);
   }
 
   // The limit (two images) counts the hidden one: a third is refused, and says why.
-  const third = await cli(alice, 'alice', ['image', 'add', join(world.scratch, 'src', 'l3')]);
+  const third = await alice(['image', 'add', join(world.scratch, 'src', 'l3')]);
   t.equal(third.code, 6, 'a third image exceeds the limit');
   t.match(third.stderr, /you have 2 images \(1 of them hidden, kept for layers of your images\), the limit is 2/);
 
   // The same image from skopeo's oci: layout is the same two images: allowed, nothing new.
-  const again = await cli(alice, 'alice', ['image', 'add', `oci:${ociDir}:v1`, '--name', 'layered', '--json']);
+  const again = await alice(['image', 'add', `oci:${ociDir}:v1`, '--name', 'layered', '--json']);
   t.equal(again.code, 0, `the oci: copy imports${again.code ? `: ${again.stderr}` : ''}`);
   const second = JSON.parse(again.stdout) as { id: string; kept?: string; uploaded: { objects: number } };
   t.same([second.id, second.kept, second.uploaded.objects], [summary.id, summary.kept, 0], 'the same images, nothing uploaded');
   for (let k = 0; k < 3; k++) {
     const out = join(world.dirs.alice!, `oci-layer${k}.tar`);
-    const r = await cli(alice, 'alice', ['image', 'export-layer', 'layered', String(k)], out);
+    const r = await alice(['image', 'export-layer', 'layered', String(k)], out);
     t.equal(r.code, 0, `oci: layer ${k} exports${r.code ? `: ${r.stderr}` : ''}`);
     t.equal(sha256(readFileSync(out)), sha256(readFileSync(layers[k]!)), `oci: layer ${k}: its diff ID`);
   }
 
-  const rm = await cli(alice, 'alice', ['image', 'rm', 'layered']);
+  const rm = await alice(['image', 'rm', 'layered']);
   t.equal(rm.code, 0, `image rm exits 0${rm.code ? `: ${rm.stderr}` : ''}`);
   t.same(storeContents(), { images: [], objects: 0 }, 'no image, hidden or not, and no object is left in the store');
 });
 
 t.test('an import whose hidden image does not fit the limit registers nothing', async (t) => {
-  const bob = world.users.bob!;
-  const first = await cli(bob, 'bob', ['image', 'add', join(world.scratch, 'src', 'l3'), '--name', 'small']);
+  const bob = cliAs(world, 'bob');
+  const first = await bob(['image', 'add', join(world.scratch, 'src', 'l3'), '--name', 'small']);
   t.equal(first.code, 0, `bob's first image${first.code ? `: ${first.stderr}` : ''}`);
-  const r = await cli(bob, 'bob', ['image', 'add', `docker-archive:${archive}`, '--name', 'layered']);
+  const r = await bob(['image', 'add', `docker-archive:${archive}`, '--name', 'layered']);
   t.equal(r.code, 6, 'the flattened image fits, its hidden one does not: refused');
   t.match(r.stderr, /quota exceeded: you have 2 images, the limit is 2/);
-  const ls = JSON.parse((await cli(bob, 'bob', ['image', 'ls', '--json'])).stdout) as { name?: string }[];
+  const ls = JSON.parse((await bob(['image', 'ls', '--json'])).stdout) as { name?: string }[];
   t.same(ls.map((i) => i.name), ['small'], 'the flattened image was removed again');
   t.equal(storeContents().images.length, 1, 'only bob\'s first image is in the store');
-  await cli(bob, 'bob', ['image', 'rm', 'small']);
+  await bob(['image', 'rm', 'small']);
 });

@@ -10,22 +10,16 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createWorld, type World } from '../helpers/world.js';
+import type { World } from '../helpers/world.js';
 import { runAs } from '../helpers/run-as.js';
 import { cliPath } from '../helpers/paths.js';
+import { cliAs, dataHome, importWorld } from './world.js';
 
 let world: World;
 let tree = '';
 let archive = '';
 t.before(async () => {
-  world = await createWorld({
-    users: { alice: {} },
-    policy: {
-      version: 1,
-      methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
-      limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
-    },
-  });
+  world = await importWorld(['alice']);
   tree = join(world.scratch, 'tree');
   for (let k = 0; k < 40; k++) {
     mkdirSync(join(tree, `d${k % 4}`), { recursive: true });
@@ -37,8 +31,7 @@ t.before(async () => {
 });
 t.teardown(() => world?.teardown());
 
-const env = () => ({ XDG_DATA_HOME: join(world.dirs.alice!, 'data') });
-const cli = (args: string[]) => runAs(world.users.alice!, [process.execPath, cliPath, ...args], { busAddress: world.bus.address, env: env(), timeoutMs: 120_000 });
+const cli = (args: string[]) => cliAs(world, 'alice')(args);
 const events = (stderr: string) => stderr.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number | string | boolean>);
 
 t.test('--json: read events up to the archive\'s size, upload events up to every object asked for', async (t) => {
@@ -84,7 +77,7 @@ t.test('on a terminal: the bar', async (t) => {
   // A terminal of 200 columns, so that the whole line fits.
   const cmd = `stty cols 200 && exec ${[process.execPath, cliPath, 'image', 'add', archive, '--name', 'tty'].map((a) => `'${a}'`).join(' ')}`;
   // script(1) gives the command a pty: its output (the bar included) comes back on script's standard output.
-  const r = await runAs(world.users.alice!, ['script', '-qefc', cmd, '/dev/null'], { busAddress: world.bus.address, env: env(), timeoutMs: 120_000 });
+  const r = await runAs(world.users.alice!, ['script', '-qefc', cmd, '/dev/null'], { busAddress: world.bus.address, env: dataHome(world, 'alice'), timeoutMs: 120_000 });
   t.equal(r.code, 0, `exits 0${r.code ? `: ${r.stdout}${r.stderr}` : ''}`);
   t.match(r.stdout, /\rreading    \[#{20}\] 100%  45 entries  [\d.]+\/[\d.]+ MiB  [\d.]+ MiB\/s  in 0:0\d/, 'the read phase\'s bar, full at its end');
 });
