@@ -26,7 +26,12 @@ function sourceSize(source: string): number | undefined {
     return st.isFile() ? st.size : undefined;
   }
   const path = source.startsWith('oci-archive:') ? source.slice(12) : source.startsWith('docker-archive:') ? source.slice(15) : isImageReference(source) ? undefined : source;
-  return path === undefined ? undefined : statSync(path).size;
+  try {
+    return path === undefined ? undefined : statSync(path).size;
+  } catch {
+    // The import itself says what is wrong with the path.
+    return undefined;
+  }
 }
 
 export interface ArchiveAddOptions {

@@ -50,7 +50,12 @@ for (const r of records) {
   if (p === undefined && kept === '-') fail(`no file of the image holds content ${f.digest}`);
   const rel = p === undefined ? Buffer.from(`/${keptPath(f.digest)}`) : typeof p === 'string' ? Buffer.from(p) : Buffer.from(p.base64, 'base64');
   const path = Buffer.concat([p === undefined ? Buffer.from(kept) : root, rel]);
-  const fd = openSync(path, 'r');
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    fail(`content ${f.digest} of the layer cannot be read from ${p === undefined ? 'the hidden image kept for it' : 'the image'} (${(err as NodeJS.ErrnoException).code}): do not use a partial layer`);
+  }
   try {
     if (f.sparse) for (const s of f.sparse) await copy(fd, s.offset, s.length, String(rel));
     else await copy(fd, 0, f.stored, String(rel));

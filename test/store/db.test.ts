@@ -315,6 +315,34 @@ t.test("names are each owner's: re-adding renames, a name moves to the image las
   tt.same(db.check(), [], 'consistent');
 });
 
+t.test('a schema-2 database (no hidden images) opens with every image listed', async (tt) => {
+  const dir = scratch();
+  const path = join(dir, 'store.db');
+  const { default: Database } = await import('better-sqlite3');
+  const old = new Database(path);
+  old.exec(`
+    CREATE TABLE images (id TEXT PRIMARY KEY, entries INTEGER NOT NULL, bytes INTEGER NOT NULL, image_bytes INTEGER NOT NULL, objects INTEGER NOT NULL, stored INTEGER NOT NULL) STRICT;
+    CREATE TABLE owners (uid INTEGER NOT NULL, image_id TEXT NOT NULL REFERENCES images(id), added TEXT NOT NULL, missing INTEGER NOT NULL, name TEXT, PRIMARY KEY (uid, image_id)) STRICT, WITHOUT ROWID;
+    CREATE INDEX owners_by_image ON owners(image_id);
+    CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
+    CREATE TABLE objects (digest TEXT PRIMARY KEY, refs INTEGER NOT NULL, present INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+    CREATE TABLE image_objects (image_id TEXT NOT NULL REFERENCES images(id), digest TEXT NOT NULL REFERENCES objects(digest), size INTEGER NOT NULL, PRIMARY KEY (image_id, digest)) STRICT, WITHOUT ROWID;
+    CREATE INDEX image_objects_by_digest ON image_objects(digest, image_id);
+    CREATE TABLE proofs (uid INTEGER NOT NULL, digest TEXT NOT NULL REFERENCES objects(digest), PRIMARY KEY (uid, digest)) STRICT, WITHOUT ROWID;
+    CREATE INDEX proofs_by_digest ON proofs(digest);
+    INSERT INTO images VALUES ('${hex(1)}', 1, 0, 4096, 0, 1);
+    INSERT INTO owners VALUES (1000, '${hex(1)}', '2026-01-01T00:00:00Z', 0, 'app');
+    PRAGMA user_version = 2;
+  `);
+  old.close();
+  const db = new StoreDb(path);
+  tt.same(db.listFor(1000).map((o) => [o.name, o.listed]), [['app', true]], 'listed, with its name');
+  db.register(image(9, [], { keptFor: hex(1) }), 1000);
+  tt.same(db.usage(1000).hidden, 1, 'and images can be kept for it');
+  tt.same(db.check(), [], 'consistent');
+  db.close();
+});
+
 t.test('a schema-1 database (one name per image) opens with each owner keeping the name it had', async (tt) => {
   const dir = scratch();
   const path = join(dir, 'store.db');
