@@ -77,8 +77,9 @@ files) becomes an image as it is, owners included: its ids are the
 container's ids, and so are the ids in its ACLs (SCHILY.acl.access and
 .default, kept as the xattrs system.posix_acl_access and
 system.posix_acl_default; a name in an ACL entry without its id is resolved
-on this machine, as tar -x would). It is never unpacked: each file is hashed as it streams by, and the contents the
-broker lacks are read from the archive again (from memory for a pipe).
+on this machine, as tar -x would). It is never unpacked: each file is
+hashed as it streams by, and the contents the broker lacks are read from
+the archive again (from memory for a pipe).
 Ctrl-C stops the import; an image it registered is removed again.
 
   mountgate image add layer.tar.zst --name base
@@ -89,7 +90,10 @@ Container images: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what
 blob is checked against its digest and every layer against its diff ID; the
 layers are applied in order with their whiteouts, and the image config
 (Entrypoint, Cmd, Env, WorkingDir, User) is kept beside the image in
-$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet).
+$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet). The contents
+of files a later layer deleted or replaced, which the flattened image lacks,
+go to a hidden image tied to it (not listed, counted in your limits, removed
+with it), so that \`image export-layer\` rebuilds every layer.
 
   mountgate image add docker-archive:saved.tar --name app
   mountgate image add podman:docker.io/library/alpine:latest`,
