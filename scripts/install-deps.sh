@@ -15,16 +15,16 @@ cd "$(dirname "$0")/.."
 # for test/adversarial: fuse3 (fusermount3), bindfs and squashfuse (FUSE
 # filesystems a user serves), squashfs-tools (mksquashfs) and e2fsprogs
 # (mkfs.ext4, debugfs) for filesystem images a user makes; attr (setfattr,
-# getfattr) and libcap2-bin (setcap, getcap) for xattrs in images; for
-# test/import: zstd (zstd layers), podman and skopeo (images saved as
-# docker-archive, oci-archive and oci: layouts), debootstrap (the Debian root
-# filesystem the import tests share, test/helpers/rootfs.sh); test/recipes: podman with
-# both OCI runtimes, runc and crun (crun only where cgroup2 holds no
-# controller: the test runs it from a mount namespace without
-# /sys/fs/cgroup/unified), bubblewrap (bwrap),
+# getfattr), acl (setfacl, getfacl) and libcap2-bin (setcap, getcap) for
+# xattrs and ACLs in images; for test/import: zstd (zstd layers), podman
+# and skopeo (images saved as docker-archive, oci-archive and oci: layouts),
+# debootstrap (the Debian root filesystem the import tests share,
+# test/helpers/rootfs.sh); test/recipes: podman with both OCI runtimes, runc
+# and crun (crun only where cgroup2 holds no controller: the test runs it
+# from a mount namespace without /sys/fs/cgroup/unified), bubblewrap (bwrap),
 # busybox-static (the one-binary root filesystem the recipes, the image and
 # the toolbox tests run on) and tar (podman import).
-packages=(podman runc crun skopeo zstd bubblewrap busybox-static tar attr libcap2-bin dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd debootstrap systemd-container g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
+packages=(podman runc crun skopeo zstd bubblewrap busybox-static tar attr acl libcap2-bin dbus-daemon dbus-bin uidmap util-linux passwd procps erofs-utils fsverity systemd debootstrap systemd-container g++ make python3 ca-certificates fuse3 bindfs squashfuse squashfs-tools e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

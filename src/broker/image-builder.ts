@@ -16,6 +16,8 @@ export interface BuiltImage {
   imageId: string;
   image: Uint8Array;
   name?: string;
+  /** The caller's image this one is kept for, hidden (the manifest's keptFor). */
+  keptFor?: string;
   facts: ImageFacts;
   /** Objects the image's files need, digest -> size. */
   objects: Record<string, number>;
@@ -83,6 +85,7 @@ export function buildImage(manifestBytes: Uint8Array, limits: BuildLimits): Buil
     imageId: createHash('sha256').update(image).digest('hex'),
     image,
     ...(prepared.manifest.name ? { name: prepared.manifest.name } : {}),
+    ...(prepared.manifest.keptFor ? { keptFor: prepared.manifest.keptFor } : {}),
     facts: prepared.facts,
     objects: prepared.objects,
   };

@@ -14,7 +14,7 @@ import { closeSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
-import type { ImageFacts, MountGrant, StoreUsage } from '../policy/images.js';
+import type { ImageFacts, KeptFor, MountGrant, StoreUsage } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
 import type { Policy } from '../schema/types.generated.js';
 import type { KernelFeatures } from '../sys/features.js';
@@ -116,6 +116,12 @@ export class ImageService {
     return this.builds.run(uid, () => this.builder.build(fd, { maxEntries: limits.maxEntriesPerImage, maxBytes: limits.maxManifestBytes }));
   }
 
+  /** How uid holds the image another is to be kept for. */
+  keptFor(uid: number, id: string): KeptFor {
+    const owned = this.registry.ownedBy(id, uid);
+    return { id, holding: owned === undefined ? 'none' : owned.listed ? 'listed' : 'hidden' };
+  }
+
   imageFacts(built: BuiltImage): ImageFacts {
     return { ...built.facts, metadataBytes: built.image.length };
   }
@@ -127,7 +133,7 @@ export class ImageService {
    */
   register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; owned: OwnedImage; durable: Promise<void> } {
     const { owned, durable } = this.registry.register(
-      { id: built.imageId, ...(built.name ? { name: built.name } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
+      { id: built.imageId, ...(built.name ? { name: built.name } : {}), ...(built.keptFor ? { keptFor: built.keptFor } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
       built.image,
       uid,
     );

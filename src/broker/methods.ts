@@ -179,6 +179,8 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
         // Read now, in the same turn as the registration that follows an allowed verdict.
         store: images.storeUsage(call.caller.uid, built.imageId),
         alreadyRegistered: images.registry.ownedBy(built.imageId, call.caller.uid) !== undefined,
+        imageId: built.imageId,
+        ...(built.keptFor ? { keptFor: images.keptFor(call.caller.uid, built.keptFor) } : {}),
       }),
     async execute(call, _args, built) {
       // Registered before anything waits, in the turn of the decision; answered once on disk.
@@ -186,7 +188,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       await durable;
       // The list goes in a sealed memfd: no bus message is big enough for every image's.
       const listFd = sys.sealedMemfd('mountgate-missing', digestList(missing));
-      return { signature: 'suh', body: [imageId, missing.length, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: missing.length } };
+      return { signature: 'suh', body: [imageId, missing.length, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: missing.length, ...(built.keptFor ? { keptFor: built.keptFor } : {}) } };
     },
   };
 
@@ -266,7 +268,8 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       if (typeof w.imageId !== 'string') throw new InvalidRequestError('explain RemoveImage takes {"imageId": "<id>"}');
       return { imageId: w.imageId };
     },
-    facts: (call, args) => digestPattern.test(args.imageId) && images.registry.ownedBy(args.imageId, call.caller.uid) !== undefined,
+    // A hidden image goes with the image it is kept for, never by itself.
+    facts: (call, args) => digestPattern.test(args.imageId) && images.registry.ownedBy(args.imageId, call.caller.uid)?.listed === true,
     decide(call, args, owned) {
       const gate = decideMethod('RemoveImage', call.caller, call.policy);
       if (!gate.allowed) return gate;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
-import { connect } from '../client/broker.js';
+import { closeFd, connect } from '../client/broker.js';
 import { namespaceMap } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
@@ -30,8 +30,9 @@ export function register(program: Command): void {
 The split of every layer (its headers and padding as they were, its contents
 by digest) is kept beside the image when \`image add\` imports a tarball or a
 container image; the contents are read back through a mount of the image.
-A layer whose files a later layer deleted or replaced cannot be rebuilt from
-the flattened image: the command says which file is missing and writes nothing.
+The contents of files a later layer deleted or replaced are kept by the
+broker in a hidden image tied to this one (not listed by \`image ls\`, counted
+in your limits, removed with the image), mounted beside it for the export.
 
 Example:
   mountgate image export-layer app 0 > layer.tar && sha256sum layer.tar`)
@@ -40,7 +41,6 @@ Example:
       if (process.stdout.isTTY) throw new UsageError('the layer is a tar stream: redirect standard output to a file or a pipe');
       const busAddress = program.opts<{ busAddress?: string }>().busAddress;
       const broker = await connect(busAddress ? { busAddress } : {});
-      let mountFd: number;
       let id: string;
       try {
         ({ id } = resolveImageRef(await broker.listImages(), ref));
@@ -51,28 +51,41 @@ Example:
         if (!layer.split) throw new MountgateError('NotFound', `layer ${n} of image ${ref} was imported without its split, so it cannot be rebuilt; import it again`);
         const splitFile = join(layerDir(id), layer.split);
         const pathsFile = join(layerDir(id), 'paths.json');
-        // Every content the layer needs must be somewhere in the image: said before a byte is written.
+        // Every content the layer needs must be in the image or in the hidden one kept for it: said before a byte is written.
         const paths = JSON.parse(readFileSync(pathsFile, 'utf8')) as Record<string, unknown>;
         const missing = decodeSplit(readFileSync(splitFile)).find((r) => 'file' in r && r.file.digest && !(r.file.digest in paths));
-        if (missing && 'file' in missing) throw new MountgateError('NotFound', `layer ${n} of image ${ref} has a file (content ${missing.file.digest}) that a later layer deleted or replaced, so the flattened image does not hold it; only layers whose contents survive can be rebuilt`);
-        ({ mountFd } = await broker.mountImage(id, {}));
+        if (missing && 'file' in missing && !sidecar.kept) throw new MountgateError('NotFound', `layer ${n} of image ${ref} has a file (content ${missing.file.digest}) that a later layer deleted or replaced, and this image was imported without the hidden image that keeps such contents; import it again`);
+        const mounts: { fd: number; target: string; writable: false }[] = [];
+        const targets: string[] = [];
+        const mountAt = async (imageId: string) => {
+          const { mountFd } = await broker.mountImage(imageId, {});
+          const target = mkdtempSync(join(tmpdir(), 'mountgate-export.'));
+          mounts.push({ fd: mountFd, target, writable: false });
+          targets.push(target);
+          return target;
+        };
         const uid = process.getuid!();
         const account = lookupAccount(uid);
         if (!account) throw new UsageError(`uid ${uid} has no entry in /etc/passwd`);
-        const target = mkdtempSync(join(tmpdir(), 'mountgate-export.'));
+        let handed = false;
         try {
+          const root = await mountAt(id);
+          const keptRoot = missing ? await mountAt(sidecar.kept!) : '-';
           const { runInNamespace } = await import('../client/namespace.js');
+          // The mount fds are runInNamespace's from here on.
+          handed = true;
           const code = await runInNamespace({
             uidMap: namespaceMap(uid, account.subuids),
             gidMap: namespaceMap(account.gid, account.subgids),
             mounts: [],
-            images: [{ fd: mountFd, target, writable: false }],
-            command: [process.execPath, innerPath, splitFile, pathsFile, target, layer.diffId],
+            images: mounts,
+            command: [process.execPath, innerPath, splitFile, pathsFile, root, keptRoot, layer.diffId],
             interactive: false,
           });
           process.exitCode = code;
         } finally {
-          rmdirSync(target);
+          if (!handed) for (const m of mounts) closeFd(m.fd);
+          for (const t of targets) rmdirSync(t);
         }
       } finally {
         broker.close();

@@ -6,15 +6,17 @@ import { lstatSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
-import { findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage, type UploadProgress } from '../client/images.js';
+import { directorySize, findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage } from '../client/images.js';
 import { parseManifest } from '../manifest/load.js';
 import { addArchive, archiveOptions, isArchiveSource } from './import.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
+import { ImportProgress, stderrSink } from './progress.js';
 import { say, withBroker } from './session.js';
 
 const MiB = 1024 * 1024;
 
-
+/** The most time spent walking a directory for its total size (beyond it: no estimate). */
+const prewalkBudgetMs = 1000;
 
 /** How the owners of a directory's files become the image's owners, and a sentence that says so. */
 export interface OwnerMapping {
@@ -65,25 +67,6 @@ function dryRunSummary(manifest: Manifest, how: string): Record<string, unknown>
   return { name: manifest.name, entries: manifest.entries.length, byType, withXattrs, objects: objects.size, bytes, owners: how, uids, gids };
 }
 
-/** A progress line on a terminal, rewritten in place; nothing otherwise. */
-function progressLine(): { update(p: UploadProgress): void; done(): void } {
-  if (!process.stderr.isTTY) return { update() {}, done() {} };
-  let last = 0;
-  let shown = false;
-  return {
-    update(p) {
-      const now = Date.now();
-      if (now - last < 100 && p.objects < p.totalObjects) return;
-      last = now;
-      shown = true;
-      process.stderr.write(`\ruploading: ${p.objects}/${p.totalObjects} objects, ${(p.bytes / MiB).toFixed(1)}/${(p.totalBytes / MiB).toFixed(1)} MiB\x1b[K`);
-    },
-    done() {
-      if (shown) process.stderr.write('\n');
-    },
-  };
-}
-
 interface AddOptions {
   objects?: string;
   name?: string;
@@ -115,7 +98,7 @@ export function register(program: Command): void {
     .option('--name <name>', 'the image name (default: the directory name, or the manifest\'s)')
     .option('--keep-ids', 'for a directory: record owners as the parent of your namespace sees them (on the host: the host\'s ids), not as `mountgate run` shows them')
     .option('--dry-run', 'for a directory: build the manifest and say what the image would hold (entries, objects, bytes, owners and how ids were mapped); send nothing')
-    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}} (with --dry-run: the summary)')
+    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}} (with --dry-run: the summary), and progress as JSON events on standard error')
     .addHelpText(
       'after',
       `
@@ -139,6 +122,18 @@ files; one that cannot be read is an error that names the file.
 Only contents the broker lacks, or that you have not uploaded yourself, are
 sent.
 
+Progress goes to standard error: a bar on a terminal (entries, bytes, rate,
+and an estimate when the total is known: an archive file's size, or a
+directory's, from a walk of at most a second before the import), nothing
+when it is not a terminal, and with --json one event a line (the first and
+the last of each phase always, at most two a second between):
+  {"event":"read","entries":N,"bytes":N,"totalBytes"?:N,"rate":B/s,
+   "etaSeconds"?:N,"elapsedSeconds":N,"done"?:true}
+  {"event":"upload","objects":N,"totalObjects":N,"bytes":N,"totalBytes":N,
+   "rate":B/s,"etaSeconds"?:N,"elapsedSeconds":N,"done"?:true}
+"read" bytes are the archive's as stored (compressed or not), or a
+directory's file contents hashed; "upload" counts what the broker asked for.
+
 Examples:
   mountgate image add ./rootfs --name tools
   podman unshare mountgate image add ./rootfs --dry-run
@@ -146,16 +141,22 @@ Examples:
     )
     .action(async (source: string, opts: AddOptions) => {
       if (isArchiveSource(source)) return addArchive(program, source, opts);
+      const progress = new ImportProgress(stderrSink(Boolean(opts.json) && !opts.dryRun));
       let manifest: Manifest;
       let sources: Map<string, string | Buffer>;
       if (lstatSync(source).isDirectory()) {
         if (opts.objects) image.error('mountgate: --objects is for a manifest file; a directory holds its own contents', { exitCode: 2 });
         const owners = ownerMapping(Boolean(opts.keepIds));
+        // The total for an estimate, when the walk for it is cheap (see directorySize).
+        const size = progress.active ? directorySize(source, prewalkBudgetMs) : undefined;
+        if (size) progress.readTotal(size.bytes);
         ({ manifest, sources } = await manifestFromDirectory(source, {
           ...(opts.name ? { name: opts.name } : {}),
           ...(owners.uidMap ? { uidMap: owners.uidMap } : {}),
           ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
+          onProgress: (entries, bytes) => progress.readAt(entries, bytes),
         }));
+        progress.done();
         if (opts.dryRun) {
           const summary = dryRunSummary(manifest, owners.how);
           if (opts.json) return say(JSON.stringify(summary));
@@ -173,8 +174,7 @@ Examples:
         if (opts.name) manifest = { ...manifest, name: opts.name };
         sources = opts.objects ? findObjects(opts.objects, manifestObjects(manifest).keys()) : new Map();
       }
-      const line = progressLine();
-      const result = await withBroker(program, (b) => uploadImage(b, manifest, sources, { onProgress: (p) => line.update(p) })).finally(() => line.done());
+      const result = await withBroker(program, (b) => uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p) })).finally(() => progress.done());
       say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded }) : result.imageId);
     });
 

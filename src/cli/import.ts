@@ -2,7 +2,7 @@
 // .tar.zst, or - for standard input). Parsed here, as the user; the broker
 // gets only the manifest and the contents it asks for. Ownership is kept as
 // the archive says (a layer's ids are the container's ids).
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { connect } from '../client/broker.js';
@@ -12,10 +12,27 @@ import { importTarball } from '../import/tarball.js';
 import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
 import { imageName, importImage, isImageReference } from '../import/oci.js';
+import { keptManifest, lostContents } from '../import/kept.js';
 import { writeLayerSplits, writeSidecar } from '../import/sidecar.js';
 import type { SplitRecord } from '../import/tarsplit.js';
+import { ImportProgress, stderrSink } from './progress.js';
 
 const MiB = 1024 * 1024;
+
+/** The bytes a scan of `source` reads, when it is a file (or standard input redirected from one); oci: layouts say theirs as they go. */
+function sourceSize(source: string): number | undefined {
+  if (source === '-') {
+    const st = fstatSync(0);
+    return st.isFile() ? st.size : undefined;
+  }
+  const path = source.startsWith('oci-archive:') ? source.slice(12) : source.startsWith('docker-archive:') ? source.slice(15) : isImageReference(source) ? undefined : source;
+  try {
+    return path === undefined ? undefined : statSync(path).size;
+  } catch {
+    // The import itself says what is wrong with the path.
+    return undefined;
+  }
+}
 
 export interface ArchiveAddOptions {
   name?: string;
@@ -55,10 +72,14 @@ export function archiveOptions(cmd: Command): Command {
       'after',
       `
 A layer tarball (FILE.tar, FILE.tar.gz, FILE.tar.zst, or - for standard
-input; GNU, ustar and PAX, with xattrs, hardlinks and sparse files) becomes
-an image as it is, owners included: its ids are the container's ids. It is
-never unpacked: each file is hashed as it streams by, and the contents the
-broker lacks are read from the archive again (from memory for a pipe).
+input; GNU, ustar and PAX, with xattrs, POSIX ACLs, hardlinks and sparse
+files) becomes an image as it is, owners included: its ids are the
+container's ids, and so are the ids in its ACLs (SCHILY.acl.access and
+.default, kept as the xattrs system.posix_acl_access and
+system.posix_acl_default; a name in an ACL entry without its id is resolved
+on this machine, as tar -x would). It is never unpacked: each file is
+hashed as it streams by, and the contents the broker lacks are read from
+the archive again (from memory for a pipe).
 Ctrl-C stops the import; an image it registered is removed again.
 
   mountgate image add layer.tar.zst --name base
@@ -69,48 +90,14 @@ Container images: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what
 blob is checked against its digest and every layer against its diff ID; the
 layers are applied in order with their whiteouts, and the image config
 (Entrypoint, Cmd, Env, WorkingDir, User) is kept beside the image in
-$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet).
+$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet). The contents
+of files a later layer deleted or replaced, which the flattened image lacks,
+go to a hidden image tied to it (not listed, counted in your limits, removed
+with it), so that \`image export-layer\` rebuilds every layer.
 
   mountgate image add docker-archive:saved.tar --name app
   mountgate image add podman:docker.io/library/alpine:latest`,
     );
-}
-
-/** Progress on standard error: a line rewritten in place on a terminal, JSON lines with --json, nothing otherwise. */
-function progressReporter(json: boolean): { read(entries: number, bytes: number): void; upload(p: ImportUploadProgress): void; done(): void } {
-  const tty = process.stderr.isTTY && !json;
-  const start = Date.now();
-  let last = 0;
-  let shown = false;
-  const due = () => {
-    const now = Date.now();
-    if (now - last < (json ? 1000 : 100)) return false;
-    last = now;
-    return true;
-  };
-  const rate = (bytes: number) => bytes / MiB / Math.max(0.001, (Date.now() - start) / 1000);
-  return {
-    read(entries, bytes) {
-      if (!(tty || json) || !due()) return;
-      if (json) process.stderr.write(`${JSON.stringify({ event: 'read', entries, bytes })}\n`);
-      else {
-        shown = true;
-        process.stderr.write(`\rreading: ${entries} entries, ${(bytes / MiB).toFixed(1)} MiB, ${rate(bytes).toFixed(1)} MiB/s\x1b[K`);
-      }
-    },
-    upload(p) {
-      if (!(tty || json) || (!due() && p.objects < p.totalObjects)) return;
-      if (json) process.stderr.write(`${JSON.stringify({ event: 'upload', ...p, phase: undefined })}\n`);
-      else {
-        shown = true;
-        const bar = p.totalBytes > 0 ? Math.round((20 * p.bytes) / p.totalBytes) : 20;
-        process.stderr.write(`\ruploading: [${'#'.repeat(bar)}${' '.repeat(20 - bar)}] ${p.objects}/${p.totalObjects} objects, ${(p.bytes / MiB).toFixed(1)}/${(p.totalBytes / MiB).toFixed(1)} MiB\x1b[K`);
-      }
-    },
-    done() {
-      if (shown) process.stderr.write('\n');
-    },
-  };
 }
 
 function defaultName(source: string): string {
@@ -124,24 +111,41 @@ export async function addArchive(program: Command, source: string, opts: Archive
   const onSignal = () => controller.abort(new MountgateError('Internal', 'interrupted; nothing was registered'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const progress = progressReporter(Boolean(opts.json));
+  const progress = new ImportProgress(stderrSink(Boolean(opts.json)));
   try {
     const memory = opts.memory === undefined ? undefined : Number(opts.memory);
     if (memory !== undefined && !(memory > 0)) throw new MountgateError('InvalidRequest', `--memory ${opts.memory}: give a number of MiB`);
     const scan = {
       ...(opts.skipDevices ? { skipDevices: true } : {}),
       ...(memory ? { memoryLimit: memory * MiB } : {}),
-      onEntry: (entries: number, bytes: number) => progress.read(entries, bytes),
+      onEntry: () => progress.entry(),
+      onRead: (bytes: number) => progress.readBytes(bytes),
+      onTotal: (bytes: number) => progress.readTotal(bytes),
       signal: controller.signal,
     };
     const isImage = isImageReference(source);
     const input: ArchiveInput = source === '-' ? stdinInput() : fileInput(source);
+    const size = sourceSize(source);
+    if (size !== undefined) progress.readTotal(size);
     const imported = isImage ? await importImage(source, opts.name ?? imageName(source), scan) : await importTarball(input, opts.name ?? defaultName(source), scan);
     const busAddress = program.opts<{ busAddress?: string }>().busAddress;
     const broker = await connect(busAddress ? { busAddress } : {});
     let result;
+    let kept: string | undefined;
     try {
-      result = await uploadImported(broker, imported.manifest, imported.provider, { onProgress: (p) => progress.upload(p), signal: controller.signal });
+      const upload = { onProgress: (p: ImportUploadProgress) => progress.upload(p), signal: controller.signal };
+      progress.done();
+      result = await uploadImported(broker, imported.manifest, imported.provider, upload);
+      // What a layer needs and the flattened image lacks goes in a hidden image kept for it (src/import/kept.ts).
+      const lost = lostContents('config' in imported ? imported.layers.map((l) => l.split) : [imported.layer.split], imported.manifest);
+      if (lost.size > 0) {
+        try {
+          kept = (await uploadImported(broker, keptManifest(lost, result.imageId), imported.provider, upload)).imageId;
+        } catch (err) {
+          if (!result.existed) await broker.removeImage(result.imageId).catch(() => undefined);
+          throw err;
+        }
+      }
     } finally {
       broker.close();
     }
@@ -156,7 +160,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
       }
     };
     /** The layers as the sidecar keeps them, their tar splits written beside it. */
-    const kept = (layers: { digest?: string; diffId: string; entries: number; split?: SplitRecord[] }[]) => {
+    const splits = (layers: { digest?: string; diffId: string; entries: number; split?: SplitRecord[] }[]) => {
       let names: (string | undefined)[] = [];
       try {
         names = writeLayerSplits(result.imageId, layers.map((l) => l.split), imported.manifest);
@@ -166,12 +170,12 @@ export async function addArchive(program: Command, source: string, opts: Archive
       return layers.map(({ split: _split, ...l }, k) => ({ ...l, ...(names[k] ? { split: names[k] } : {}) }));
     };
     if ('config' in imported) {
-      const layers = kept(imported.layers);
-      keep({ source, config: imported.config, layers });
-      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
+      const layers = splits(imported.layers);
+      keep({ source, config: imported.config, layers, ...(kept ? { kept } : {}) });
+      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, ...(kept ? { kept } : {}), layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
     } else {
       const l = imported.layer;
-      keep({ source, layers: kept([{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]) });
+      keep({ source, ...(kept ? { kept } : {}), layers: splits([{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]) });
       summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
       for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
       if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);

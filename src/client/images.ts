@@ -36,6 +36,8 @@ export interface FromDirectoryOptions {
    */
   uidMap?: IdRange[];
   gidMap?: IdRange[];
+  /** After every entry and every MiB hashed: entries so far and bytes of file contents hashed (for progress). */
+  onProgress?: (entries: number, bytes: number) => void;
 }
 
 export interface DirectoryManifest {
@@ -81,14 +83,18 @@ const fileHasher = new FsVerityHasher();
 
 /**
  * The fs-verity digest (hex) and size of a file, read to its end in 1 MiB
- * pieces into one buffer (no stream per file: a tree has many small ones).
+ * pieces into one buffer (no stream per file: a tree has many small ones);
+ * `onBytes` hears the bytes of each piece hashed.
  */
-export function fileDigest(path: string | Buffer): { digest: string; size: number } {
+export function fileDigest(path: string | Buffer, onBytes?: (bytes: number) => void): { digest: string; size: number } {
   const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   try {
     fileHasher.reset();
     let size = 0;
-    for (let n; (n = readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) fileHasher.update(readBuffer.subarray(0, n));
+    for (let n; (n = readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) {
+      fileHasher.update(readBuffer.subarray(0, n));
+      onBytes?.(n);
+    }
     return { digest: fileHasher.digest().toString('hex'), size };
   } finally {
     closeSync(fd);
@@ -114,6 +120,8 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
   /** A host path for fs calls and messages: a string when it is UTF-8. */
   const hostName = (p: Buffer): string | Buffer => utf8Text(p) ?? p;
   const SLASH = Buffer.from('/');
+  let hashed = 0;
+  const onBytes = opts.onProgress && ((n: number) => opts.onProgress!(entries.length, (hashed += n)));
 
   const common = (st: BigIntStats) => ({
     mode: Number(st.mode & 0o7777n),
@@ -123,6 +131,11 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
   });
 
   async function visit(hostBytes: Buffer, pathBytes: Buffer, st: BigIntStats): Promise<void> {
+    await visitEntry(hostBytes, pathBytes, st);
+    opts.onProgress?.(entries.length, hashed);
+  }
+
+  async function visitEntry(hostBytes: Buffer, pathBytes: Buffer, st: BigIntStats): Promise<void> {
     const hostPath = hostName(hostBytes);
     const shown = showText(hostBytes);
     const path = byteText(pathBytes);
@@ -152,7 +165,7 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
         entries.push({ ...base, type: 'file', size: 0 });
         return;
       }
-      const { digest, size } = fileDigest(hostPath);
+      const { digest, size } = fileDigest(hostPath, onBytes);
       if (BigInt(size) !== st.size) throw new InvalidRequestError(`${shown} changed while it was read (${st.size} bytes, then ${size})`);
       entries.push({ ...base, type: 'file', size, digest, backing: objectPath(digest) });
       if (!sources.has(digest)) sources.set(digest, hostPath);
@@ -175,6 +188,48 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
   await visit(Buffer.from(root), SLASH, rootStat);
   const manifest = validateManifest({ version: 1, name: opts.name ?? (basename(root) || 'root'), entries });
   return { manifest, sources };
+}
+
+/**
+ * Entries and bytes of file contents (a hardlinked file once) of a tree, by a
+ * walk that reads only directories and the sizes of regular files (about
+ * 10 µs an entry with warm caches, a few per cent of hashing the contents of
+ * a typical root filesystem): the total a progress estimate needs. Gives up,
+ * undefined, once it has taken `budgetMs`: a tree that big gets no estimate
+ * rather than a walk that costs more than it tells.
+ */
+export function directorySize(dir: string, budgetMs: number): { entries: number; bytes: number } | undefined {
+  try {
+    return walkSizes(dir, budgetMs);
+  } catch {
+    // What cannot be read is the real walk's to report, by name.
+    return undefined;
+  }
+}
+
+function walkSizes(dir: string, budgetMs: number): { entries: number; bytes: number } | undefined {
+  const deadline = performance.now() + budgetMs;
+  const seen = new Set<string>();
+  const stack = [Buffer.from(resolve(dir))];
+  let entries = 1;
+  let bytes = 0;
+  for (let d = stack.pop(); d; d = stack.pop()) {
+    if (performance.now() > deadline) return undefined;
+    for (const child of readdirSync(d, { withFileTypes: true, encoding: 'buffer' })) {
+      entries++;
+      const p = Buffer.concat([d, Buffer.from('/'), child.name]);
+      if (child.isDirectory()) stack.push(p);
+      if (!child.isFile()) continue;
+      const st = lstatSync(p);
+      if (st.nlink > 1) {
+        const key = `${st.dev}:${st.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+      }
+      bytes += st.size;
+    }
+  }
+  return { entries, bytes };
 }
 
 /** Digest -> size of every object a manifest's files need. */

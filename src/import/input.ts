@@ -65,6 +65,16 @@ export function commandInput(what: string, command: string, args: string[]): Arc
   };
 }
 
+/** The chunks of `source` as they are; `onBytes` hears the running count of bytes passed (for progress). */
+export async function* counted(source: AsyncIterable<Buffer>, onBytes?: (bytes: number) => void): AsyncGenerator<Buffer> {
+  let n = 0;
+  for await (const c of source) {
+    n += c.length;
+    onBytes?.(n);
+    yield c;
+  }
+}
+
 /** Contents kept in memory for an input that cannot be read twice, at most `limit` bytes. */
 export class MemoryObjects {
   private readonly kept = new Map<string, Buffer[]>();

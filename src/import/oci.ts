@@ -8,12 +8,12 @@
 // layers are applied in order. The image config (Entrypoint, Cmd, Env,
 // WorkingDir, User) comes back with the flattened manifest.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Manifest } from '../schema/types.generated.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { decompressed } from './decompress.js';
-import { commandInput, fileInput, type ArchiveInput } from './input.js';
+import { commandInput, counted, fileInput, type ArchiveInput } from './input.js';
 import { LayerTree, readLayer, type LayerResult } from './layers.js';
 import { readTar } from './tar.js';
 import { objectsFromLayer, type ScanOptions } from './tarball.js';
@@ -175,7 +175,7 @@ async function importImageArchive(input: ArchiveInput, kind: 'docker' | 'oci', t
   const blobs = new Map<string, Blob>();
   const links = new Map<string, string>();
   const norm = (n: Buffer) => n.toString('utf8').replace(/^(\.\/)+/, '').replace(/\/$/, '');
-  const outer = readTar(input.open(opts.signal), { what: input.what });
+  const outer = readTar(counted(input.open(opts.signal), opts.onRead), { what: input.what });
   for (let e; (e = await outer.next()); ) {
     const key = norm(e.name);
     if (e.type === 'file') blobs.set(key, await readBlob(outer.data(), `${input.what}: ${key}`, opts));
@@ -228,11 +228,13 @@ async function importOciDir(dir: string, tag: string | undefined, name: string, 
     return b;
   };
   const layout = ociLayout(jsonBlob, tag, dir);
-  for (const l of layout.layers) {
-    if (cache.get(l.key)?.layer) continue;
-    const p = join(dir, l.key);
-    if (!existsSync(p)) continue;
-    cache.set(l.key, await readBlob(createReadStream(p, { highWaterMark: 1 << 20 }), `${dir}: ${l.key}`, opts));
+  const blobs = [...new Set(layout.layers.map((l) => l.key))].filter((k) => existsSync(join(dir, k)));
+  opts.onTotal?.(blobs.reduce((n, k) => n + statSync(join(dir, k)).size, 0));
+  let before = 0;
+  for (const key of blobs) {
+    const p = join(dir, key);
+    cache.set(key, await readBlob(counted(createReadStream(p, { highWaterMark: 1 << 20 }), (n) => opts.onRead?.(before + n)), `${dir}: ${key}`, opts));
+    before += statSync(p).size;
   }
   const image = assemble(layout, (k) => cache.get(k) ?? jsonBlob(k), name, dir);
   const provider: ObjectProvider = {

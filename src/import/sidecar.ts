@@ -13,6 +13,8 @@ import { encodeSplit, type SplitRecord } from './tarsplit.js';
 export interface ImageSidecar {
   source: string;
   config?: ImageConfig;
+  /** The hidden image kept for this one with the contents its layers need and it lacks (src/import/kept.ts). */
+  kept?: string;
   /** Per layer, lowest first; `split` names its tar split file in the image's layer directory. */
   layers: { digest?: string; diffId: string; entries: number; split?: string }[];
 }

@@ -1,7 +1,9 @@
 // A streaming tar reader: ustar, GNU (long names and links 'L'/'K', old
 // sparse 'S', base-256 numbers) and PAX (per-entry and global headers; path,
 // linkpath, size, uid, gid, mtime; xattrs as SCHILY.xattr.* and
-// LIBARCHIVE.xattr.*; GNU sparse formats 0.0, 0.1 and 1.0). Nothing is
+// LIBARCHIVE.xattr.*; POSIX ACLs as SCHILY.acl.access and SCHILY.acl.default,
+// kept as the xattrs the kernel holds them in (acl.ts); GNU sparse formats
+// 0.0, 0.1 and 1.0). Nothing is
 // written anywhere: each entry's contents stream through `data()` as the
 // logical file (a sparse file's holes as zeros). Every byte that is not file
 // content (headers, extension data, padding, the end of the archive) can be
@@ -9,6 +11,7 @@
 // is what rebuilds the archive byte for byte (as tar-split does).
 import { InvalidRequestError } from '../errors.js';
 import { escapeBytes } from '../manifest/text.js';
+import { ACL_ACCESS_XATTR, ACL_DEFAULT_XATTR, aclXattr, type AclNames } from './acl.js';
 import { ByteSource } from './bytes.js';
 
 export const BLOCK = 512;
@@ -38,7 +41,7 @@ export interface TarEntry {
   xattrs: [Buffer, Buffer][];
   /** For a sparse file: where its data lies (everything else reads as zeros). */
   sparse?: SparseSegment[];
-  /** Whether the archive said anything this reader does not keep (ACLs, file flags), by PAX key. */
+  /** Whether the archive said anything this reader does not keep (NFSv4 ACLs, file flags), by PAX key. */
   ignored: string[];
 }
 
@@ -185,11 +188,13 @@ interface Extended {
   sparseRealSize?: number;
   sparseList: number[];
   sparseMap?: number[];
+  /** SCHILY.acl.access and SCHILY.acl.default, as text. */
+  acl: { access?: Buffer; default?: Buffer };
   ignored: string[];
 }
 
 function emptyExtended(): Extended {
-  return { xattrs: new Map(), sparseList: [], ignored: [] };
+  return { xattrs: new Map(), sparseList: [], acl: {}, ignored: [] };
 }
 
 function applyPax(ext: Extended, records: [string, Buffer, Buffer][]): void {
@@ -206,7 +211,9 @@ function applyPax(ext: Extended, records: [string, Buffer, Buffer][]): void {
     } else if (key.startsWith('LIBARCHIVE.xattr.')) {
       const name = urlDecode(keyBytes.subarray('LIBARCHIVE.xattr.'.length));
       ext.xattrs.set(name.toString('latin1'), [name, Buffer.from(value.toString('latin1'), 'base64')]);
-    } else if (key === 'GNU.sparse.major') ext.sparseMajor = paxNumber(value, key);
+    } else if (key === 'SCHILY.acl.access') ext.acl.access = value;
+    else if (key === 'SCHILY.acl.default') ext.acl.default = value;
+    else if (key === 'GNU.sparse.major') ext.sparseMajor = paxNumber(value, key);
     else if (key === 'GNU.sparse.minor') ext.sparseMinor = paxNumber(value, key);
     else if (key === 'GNU.sparse.name') ext.sparseName = value;
     else if (key === 'GNU.sparse.realsize' || key === 'GNU.sparse.size') ext.sparseRealSize = paxNumber(value, key);
@@ -220,12 +227,27 @@ function applyPax(ext: Extended, records: [string, Buffer, Buffer][]): void {
   }
 }
 
+/** The xattrs of an entry: the global records', then its own, then its ACLs as the kernel keeps them. */
+function entryXattrs(global: Extended, ext: Extended, what: string, names: AclNames | undefined): [Buffer, Buffer][] {
+  const all = new Map([...global.xattrs, ...ext.xattrs]);
+  for (const [kind, key] of [['access', ACL_ACCESS_XATTR], ['default', ACL_DEFAULT_XATTR]] as const) {
+    const text = ext.acl[kind] ?? global.acl[kind];
+    if (text === undefined) continue;
+    const value = aclXattr(text.toString('utf8'), kind, what, names);
+    if (value) all.set(key, [Buffer.from(key), value]);
+    else all.delete(key);
+  }
+  return [...all.values()];
+}
+
 export interface ReadTarOptions {
   /** What the archive is called in messages. */
   what?: string;
   split?: SplitSink;
   /** Every byte of the (uncompressed) archive, in order: for its diff ID. */
   tap?: (bytes: Buffer) => void;
+  /** Resolves names in ACL entries that carry no id (default: the host's, as tar -x would). */
+  aclNames?: AclNames;
 }
 
 export interface TarReader {
@@ -362,7 +384,7 @@ export function readTar(chunks: AsyncIterable<Uint8Array>, opts: ReadTarOptions 
       devMajor: ustar || gnu ? num(329, 337, 'devmajor') : 0,
       devMinor: ustar || gnu ? num(337, 345, 'devminor') : 0,
       // The entry's own records win over the global ones.
-      xattrs: [...new Map([...global.xattrs, ...ext.xattrs]).values()],
+      xattrs: entryXattrs(global, ext, at, opts.aclNames),
       ignored: [...global.ignored, ...ext.ignored],
     };
     if (type === 'hardlink' || type === 'symlink') entry.linkName = linkName;

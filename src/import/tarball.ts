@@ -4,7 +4,7 @@
 // for come from a second read of it (or from memory, for a pipe).
 import type { Manifest } from '../schema/types.generated.js';
 import { decompressed, type Compression } from './decompress.js';
-import { MemoryObjects, type ArchiveInput } from './input.js';
+import { counted, MemoryObjects, type ArchiveInput } from './input.js';
 import { LayerTree, readLayer, type LayerLimits, type LayerResult } from './layers.js';
 import { readTar } from './tar.js';
 import type { ObjectContent, ObjectProvider } from './upload.js';
@@ -15,6 +15,10 @@ export interface ScanOptions {
   /** For an input that cannot be read twice: at most this many bytes of contents kept in memory. */
   memoryLimit?: number;
   onEntry?: (entries: number, bytes: number) => void;
+  /** The bytes of the source as stored (compressed or not) read so far by the scan, for progress. */
+  onRead?: (bytes: number) => void;
+  /** How many bytes the scan will read, when the source learns it only on the way (an oci: layout's layer blobs). */
+  onTotal?: (bytes: number) => void;
   signal?: AbortSignal;
 }
 
@@ -50,7 +54,7 @@ export function memoryProvider(kept: MemoryObjects): ObjectProvider {
 
 export async function importTarball(input: ArchiveInput, name: string, opts: ScanOptions = {}): Promise<ImportedTarball> {
   const kept = input.rereadable ? undefined : new MemoryObjects(opts.memoryLimit ?? 512 << 20, input.what);
-  const { compression, chunks } = await decompressed(input.open(opts.signal), input.what);
+  const { compression, chunks } = await decompressed(counted(input.open(opts.signal), opts.onRead), input.what);
   const layer = await readLayer(chunks, {
     what: input.what,
     recordSplit: true,

@@ -18,7 +18,23 @@ export interface ImageFacts {
 /** The caller's current use of the store, not counting the image at hand. */
 export interface StoreUsage {
   images: number;
+  /** Of those, hidden images kept for others (they count like any image). */
+  hidden?: number;
   bytes: number;
+}
+
+/** For an image registered hidden (the manifest's keptFor): the image it is kept for, as the caller holds it. */
+export interface KeptFor {
+  id: string;
+  /** listed: one the caller added; hidden: itself kept for another; none: the caller has no such image. */
+  holding: 'listed' | 'hidden' | 'none';
+}
+
+function keptForCheck(k: KeptFor, imageId: string | undefined): Check {
+  if (k.id === imageId) return { ok: false, reason: 'InvalidRequest', message: `the image would be kept for itself (keptFor ${k.id})` };
+  if (k.holding === 'none') return { ok: false, reason: 'NotFound', message: `keptFor: you have no image ${k.id} to keep this one for` };
+  if (k.holding === 'hidden') return { ok: false, reason: 'InvalidRequest', message: `keptFor: image ${k.id} is itself a hidden image kept for another; keep images only for images you added` };
+  return { ok: true, message: `kept hidden for your image ${k.id}: not listed, removed with it` };
 }
 
 function deviceCheck(devices: string[]): Check {
@@ -31,7 +47,16 @@ function deviceCheck(devices: string[]): Check {
   };
 }
 
-export function decideAddImage(input: { caller: CallerIdentity; policy: Policy; usage: UsageFacts; image: ImageFacts; store: StoreUsage; alreadyRegistered: boolean }): Verdict {
+export function decideAddImage(input: {
+  caller: CallerIdentity;
+  policy: Policy;
+  usage: UsageFacts;
+  image: ImageFacts;
+  store: StoreUsage;
+  alreadyRegistered: boolean;
+  imageId?: string;
+  keptFor?: KeptFor;
+}): Verdict {
   const { caller, policy, image, store } = input;
   const checks = methodChecks('AddImage', caller, policy);
   if (checks.some((c) => !c.ok)) return verdictOf('AddImage', checks);
@@ -43,11 +68,13 @@ export function decideAddImage(input: { caller: CallerIdentity; policy: Policy; 
       : { ok: false, reason: 'LimitExceeded', message: `the image has ${image.entries} entries; the policy allows at most ${limits.maxEntriesPerImage}` },
   );
   checks.push(deviceCheck(image.devices));
+  if (input.keptFor) checks.push(keptForCheck(input.keptFor, input.imageId));
   if (!input.alreadyRegistered) {
+    const hidden = store.hidden ? ` (${store.hidden} of them hidden, kept for layers of your images)` : '';
     checks.push(
       store.images < limits.maxImagesPerUser
-        ? { ok: true, message: `${store.images} of ${limits.maxImagesPerUser} images in use` }
-        : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: you have ${store.images} images, the limit is ${limits.maxImagesPerUser}; remove one first` },
+        ? { ok: true, message: `${store.images} of ${limits.maxImagesPerUser} images in use${hidden}` }
+        : { ok: false, reason: 'LimitExceeded', message: `quota exceeded: you have ${store.images} images${hidden}, the limit is ${limits.maxImagesPerUser}; remove one first` },
     );
     const adds = image.bytes + (image.metadataBytes ?? 0);
     const what = image.metadataBytes === undefined ? `${image.bytes} bytes of content` : `${image.bytes} bytes of content and ${image.metadataBytes} bytes of metadata`;

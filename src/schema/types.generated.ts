@@ -96,6 +96,10 @@ export interface Manifest {
    */
   name?: string;
   /**
+   * Registers the image hidden, kept for another image of the caller's (this id): it is not listed, counts toward the caller's limits like any image, and goes when that image is removed. mountgate uses it for the contents a layer of an imported image needs but the flattened image lacks (what `image export-layer` reads). Not stored in the image, and not part of its id.
+   */
+  keptFor?: string;
+  /**
    * Every file of the tree, sorted by path; the first is the root directory "/".
    *
    * @minItems 1

@@ -13,7 +13,11 @@
 //   a proof exists only for a present object (it is dropped with the object);
 //   usage of a uid = the sum of bytes + image_bytes over the images it owns;
 //   a name is its owner's (owners.name): one user's name for an image is
-//   nobody else's business, and names a uid gives are unique among its images.
+//   nobody else's business, and names a uid gives are unique among its images;
+//   an owner row is listed (the owner added the image itself) or kept for at
+//   least one listed image of the same owner (kept rows); a kept row names
+//   a listed image. A hidden image (listed 0) has no name, is not listed, and
+//   counts toward its owner's usage like any other.
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
@@ -32,6 +36,8 @@ export interface ImageRow {
 export interface OwnedImage extends ImageRow {
   /** This owner's name for it. */
   name?: string;
+  /** Whether the owner added it itself (false: it is only kept, hidden, for other images of the owner's). */
+  listed: boolean;
   /** When this owner registered it (ISO time). */
   added: string;
   /** Objects of the image this owner has not proven. */
@@ -46,10 +52,25 @@ export interface NewImage {
   imageBytes: number;
   /** digest -> size, as the manifest says. */
   objects: Record<string, number>;
+  /** Registered hidden, kept for this listed image of the same owner (the manifest's keptFor). */
+  keptFor?: string;
 }
 
-/** 2: names moved from images to owners (each owner names an image for itself). */
-const schemaVersion = 2;
+/** 2: names moved from images to owners (each owner names an image for itself). 3: hidden images kept for others. */
+const schemaVersion = 3;
+
+/** Which hidden image (kept_id) uid keeps for which of its listed images (image_id). */
+const keptTable = `
+CREATE TABLE kept (
+  uid INTEGER NOT NULL,
+  image_id TEXT NOT NULL,
+  kept_id TEXT NOT NULL,
+  PRIMARY KEY (uid, image_id, kept_id),
+  FOREIGN KEY (uid, image_id) REFERENCES owners(uid, image_id),
+  FOREIGN KEY (uid, kept_id) REFERENCES owners(uid, image_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX kept_by_kept ON kept(uid, kept_id);
+`;
 
 const schema = `
 CREATE TABLE images (
@@ -66,11 +87,12 @@ CREATE TABLE owners (
   added TEXT NOT NULL,
   missing INTEGER NOT NULL,
   name TEXT,
+  listed INTEGER NOT NULL DEFAULT 1,
   PRIMARY KEY (uid, image_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX owners_by_image ON owners(image_id);
 CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
-CREATE TABLE objects (
+${keptTable}CREATE TABLE objects (
   digest TEXT PRIMARY KEY,
   refs INTEGER NOT NULL,
   present INTEGER NOT NULL
@@ -100,6 +122,7 @@ interface RawImage {
   stored: number;
   added?: string;
   missing?: number;
+  listed?: number;
 }
 
 function imageRow(r: RawImage): ImageRow {
@@ -107,7 +130,7 @@ function imageRow(r: RawImage): ImageRow {
 }
 
 function ownedRow(r: RawImage): OwnedImage {
-  return { ...imageRow(r), ...(r.name ? { name: r.name } : {}), added: r.added!, missing: r.missing! };
+  return { ...imageRow(r), ...(r.name ? { name: r.name } : {}), listed: r.listed === 1, added: r.added!, missing: r.missing! };
 }
 
 /** Schema version 1 kept one name per image, the first adder's: it becomes each owner's own. */
@@ -120,6 +143,14 @@ UPDATE owners SET name = NULL WHERE name IS NOT NULL AND EXISTS (
     AND (o2.added > owners.added OR (o2.added = owners.added AND o2.image_id > owners.image_id)));
 CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
 `;
+
+/** Schema version 2 had no hidden images: every owner row is listed. */
+const fromVersion2 = `
+ALTER TABLE owners ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
+${keptTable}`;
+
+/** What brings a database of version k to k + 1. */
+const upgrades: Record<number, string> = { 1: fromVersion1, 2: fromVersion2 };
 
 export class StoreDb {
   private readonly db: Database.Database;
@@ -148,10 +179,10 @@ export class StoreDb {
     this.db.pragma('temp_store = MEMORY');
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > schemaVersion) throw new Error(`${path} has schema version ${version}; this mountgated knows only up to ${schemaVersion} (a newer mountgated wrote it)`);
-    if (version === 1) {
+    if (version > 0 && version < schemaVersion) {
       this.db.exec('BEGIN IMMEDIATE');
       try {
-        this.db.exec(fromVersion1);
+        for (let v = version; v < schemaVersion; v++) this.db.exec(upgrades[v]!);
         this.db.pragma(`user_version = ${schemaVersion}`);
         this.db.exec('COMMIT');
       } catch (err) {
@@ -182,9 +213,23 @@ export class StoreDb {
     const d = this.db;
     return {
       image: d.prepare<[string]>('SELECT * FROM images WHERE id = ?'),
-      owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing, o.name FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
-      listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing, o.name FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? ORDER BY i.id'),
-      usage: d.prepare<[number, string]>('SELECT count(*) AS images, coalesce(sum(i.bytes + i.image_bytes), 0) AS bytes FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND i.id <> ?'),
+      owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing, o.name, o.listed FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
+      listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing, o.name, o.listed FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND o.listed = 1 ORDER BY i.id'),
+      usage: d.prepare<[number, string]>(
+        'SELECT count(*) AS images, coalesce(sum(o.listed = 0), 0) AS hidden, coalesce(sum(i.bytes + i.image_bytes), 0) AS bytes FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND i.id <> ?',
+      ),
+      // Added by the owner itself (again): listed from now on.
+      setListed: d.prepare<[number, string]>('UPDATE owners SET listed = 1 WHERE uid = ? AND image_id = ?'),
+      insertHiddenOwner: d.prepare<[number, string, string, string, number]>(
+        'INSERT INTO owners (uid, image_id, added, missing, listed) VALUES (?, ?, ?, (SELECT count(*) FROM image_objects io WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)), 0)',
+      ),
+      insertKept: d.prepare<[number, string, string]>('INSERT OR IGNORE INTO kept (uid, image_id, kept_id) VALUES (?, ?, ?)'),
+      keptFor: d.prepare<[number, string]>('SELECT kept_id FROM kept WHERE uid = ? AND image_id = ?'),
+      deleteKeptFor: d.prepare<[number, string]>('DELETE FROM kept WHERE uid = ? AND image_id = ?'),
+      keepers: d.prepare<[number, string]>('SELECT count(*) AS n FROM kept WHERE uid = ? AND kept_id = ?'),
+      hide: d.prepare<[number, string]>('UPDATE owners SET listed = 0, name = NULL WHERE uid = ? AND image_id = ?'),
+      deleteKeptOf: d.prepare<[string, string]>('DELETE FROM kept WHERE image_id = ? OR kept_id = ?'),
+      orphans: d.prepare('SELECT uid, image_id FROM owners o WHERE o.listed = 0 AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid = o.uid AND k.kept_id = o.image_id)'),
       insertImage: d.prepare('INSERT INTO images (id, entries, bytes, image_bytes, objects, stored) VALUES (?, ?, ?, ?, ?, 0)'),
       // A name moves to the image last given it, as a tag does: one image of uid's has it.
       freeName: d.prepare<[number, string, string]>('UPDATE owners SET name = NULL WHERE uid = ? AND name = ? AND image_id <> ?'),
@@ -254,9 +299,9 @@ export class StoreDb {
     return (this.q.listFor.all(uid) as RawImage[]).map(ownedRow);
   }
 
-  /** What uid keeps in the store (images, and bytes of content and metadata), not counting image `except`. */
-  usage(uid: number, except = ''): { images: number; bytes: number } {
-    return this.q.usage.get(uid, except) as { images: number; bytes: number };
+  /** What uid keeps in the store (images, hidden ones among them, and bytes of content and metadata), not counting image `except`. */
+  usage(uid: number, except = ''): { images: number; hidden: number; bytes: number } {
+    return this.q.usage.get(uid, except) as { images: number; hidden: number; bytes: number };
   }
 
   /**
@@ -274,7 +319,15 @@ export class StoreDb {
           this.q.insertImageObject.run(image.id, d, image.objects[d]!);
         }
       }
-      if (!this.q.owned.get(image.id, uid)) this.q.insertOwner.run(uid, image.id, added, image.id, uid);
+      const had = this.q.owned.get(image.id, uid) !== undefined;
+      if (image.keptFor) {
+        // Hidden, unless uid added it itself too; never named.
+        if (!had) this.q.insertHiddenOwner.run(uid, image.id, added, image.id, uid);
+        this.q.insertKept.run(uid, image.keptFor, image.id);
+        return { created: !existing, owned: this.ownedBy(image.id, uid)! };
+      }
+      if (!had) this.q.insertOwner.run(uid, image.id, added, image.id, uid);
+      else this.q.setListed.run(uid, image.id);
       // Added again under another name: the image is called that now (for uid alone).
       if (image.name) {
         this.q.freeName.run(uid, image.name, image.id);
@@ -289,20 +342,38 @@ export class StoreDb {
   }
 
   /**
-   * Drops uid's registration; when it was the last, the image and every
-   * object no other image needs go too. Returns whether the image is gone
-   * and the digests of present objects to delete from disk.
+   * Drops uid's registration of a listed image, and of the hidden images kept
+   * only for it; an image whose last registration goes is removed with every
+   * object no other image needs. (An image uid also keeps for another of its
+   * images stays, hidden.) Returns whether the image itself is gone, the ids
+   * of every image gone (to delete from disk) and the digests of present
+   * objects to delete.
    */
-  unregister(id: string, uid: number): { imageGone: boolean; dropped: string[] } {
+  unregister(id: string, uid: number): { imageGone: boolean; gone: string[]; dropped: string[] } {
     return this.transaction(() => {
-      this.q.deleteOwner.run(uid, id);
-      if ((this.q.ownerCount.get(id) as { n: number }).n > 0) return { imageGone: false, dropped: [] };
-      return { imageGone: true, dropped: this.dropImage(id) };
+      const kept = (this.q.keptFor.all(uid, id) as { kept_id: string }[]).map((r) => r.kept_id);
+      this.q.deleteKeptFor.run(uid, id);
+      const gone: string[] = [];
+      const dropped: string[] = [];
+      const release = (image: string) => {
+        if ((this.q.keepers.get(uid, image) as { n: number }).n > 0) {
+          this.q.hide.run(uid, image);
+          return;
+        }
+        this.q.deleteOwner.run(uid, image);
+        if ((this.q.ownerCount.get(image) as { n: number }).n > 0) return;
+        gone.push(image);
+        dropped.push(...this.dropImage(image));
+      };
+      release(id);
+      for (const k of kept) if (this.ownedBy(k, uid)?.listed === false) release(k);
+      return { imageGone: gone.includes(id), gone, dropped };
     });
   }
 
   /** Deletes an image with all its rows; returns the present objects no image needs any more. */
   private dropImage(id: string): string[] {
+    this.q.deleteKeptOf.run(id, id);
     this.q.deleteOwnersOf.run(id);
     this.q.unrefImageObjects.run(id);
     this.q.deleteImageObjects.run(id);
@@ -379,6 +450,14 @@ export class StoreDb {
           changed++;
         }
       }
+      // Hidden registrations whose listed images went with them go too.
+      for (let o = this.q.orphans.all() as { uid: number; image_id: string }[]; o.length > 0; o = this.q.orphans.all() as { uid: number; image_id: string }[]) {
+        for (const { uid, image_id } of o) {
+          this.q.deleteOwner.run(uid, image_id);
+          changed++;
+          if ((this.q.ownerCount.get(image_id) as { n: number }).n === 0) dropped.push(...this.dropImage(image_id));
+        }
+      }
       const known = new Set<string>(this.q.allImageIds.all().map((r) => (r as { id: string }).id));
       for (const dir of imageDirs) if (!known.has(dir)) strayImages.push(dir);
       let proofsChanged = false;
@@ -415,6 +494,9 @@ export class StoreDb {
     for (const r of rows<{ uid: number; digest: string }>('SELECT p.uid, p.digest FROM proofs p JOIN objects ob ON ob.digest = p.digest WHERE ob.present = 0')) bad.push(`proof of ${r.uid} for absent object ${r.digest}`);
     for (const r of rows<{ id: string }>('SELECT id FROM images i WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.image_id = i.id)')) bad.push(`image ${r.id} has no owner`);
     for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
+    for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners o WHERE o.listed = 0 AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid = o.uid AND k.kept_id = o.image_id)')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, but kept for none of its images`);
+    for (const r of rows<{ uid: number; image_id: string }>('SELECT k.uid, k.image_id FROM kept k JOIN owners o ON o.uid = k.uid AND o.image_id = k.image_id WHERE o.listed = 0')) bad.push(`owner ${r.uid} keeps images for ${r.image_id}, which is hidden`);
+    for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners WHERE listed = 0 AND name IS NOT NULL')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, yet named`);
     const fk = this.db.pragma('foreign_key_check') as unknown[];
     if (fk.length > 0) bad.push(`${fk.length} foreign key violation(s)`);
     return bad;

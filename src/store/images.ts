@@ -97,10 +97,10 @@ export class ImageRegistry {
     return this.db.image(id)?.stored === true && !this.imageFiles.has(id);
   }
 
-  /** Drops uid's registration; returns the digests of the objects no image needs any more (to delete). */
+  /** Drops uid's registration (and of the hidden images kept for it); returns the digests of the objects no image needs any more (to delete). */
   unregister(id: string, uid: number): string[] {
-    const { imageGone, dropped } = this.db.unregister(id, uid);
-    if (imageGone) this.removeImageDir(id);
+    const { gone, dropped } = this.db.unregister(id, uid);
+    for (const g of gone) this.removeImageDir(g);
     return dropped;
   }
 

@@ -45,8 +45,8 @@ t.test('registering, proving and removing keep refs, missing counts and usage ri
     db.recordPossession(1000, hex(12));
   });
   tt.equal(db.ownedBy(hex(1), 1000)!.missing, 0, 'alice is complete');
-  tt.same(db.usage(1000), { images: 1, bytes: 300 + 4096 });
-  tt.same(db.usage(1000, hex(1)), { images: 0, bytes: 0 }, 'not counting the image at hand');
+  tt.same(db.usage(1000), { images: 1, hidden: 0, bytes: 300 + 4096 });
+  tt.same(db.usage(1000, hex(1)), { images: 0, hidden: 0, bytes: 0 }, 'not counting the image at hand');
   // Re-registering is idempotent.
   tt.notOk(db.register(image(1, [10, 11, 12]), 1000).created);
   tt.equal(db.listFor(1000).length, 1);
@@ -70,20 +70,85 @@ t.test('shared images waive the proof of objects the store holds', async (tt) =>
   db.close();
 });
 
+t.test('a hidden image kept for a listed one: not listed, counted, removed with it (and only with the last image it is kept for)', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  db.register(image(1, [10, 11], { name: 'app' }), 1000);
+  db.register(image(2, [11, 12]), 1000);
+  const kept = db.register(image(9, [20, 21], { keptFor: hex(1), name: 'ignored' }), 1000);
+  tt.ok(kept.created);
+  tt.equal(kept.owned.listed, false, 'hidden');
+  tt.equal(kept.owned.name, undefined, 'a hidden image is never named');
+  tt.equal(kept.owned.missing, 2, 'its objects must be uploaded like any image\'s');
+  tt.same(db.listFor(1000).map((o) => o.id), [hex(1), hex(2)], 'the listing shows only the images alice added');
+  tt.same(db.usage(1000), { images: 3, hidden: 1, bytes: 200 + 200 + 200 + 3 * 4096 }, 'the hidden image counts like any other');
+  // The same contents kept for a second image of alice's too.
+  db.register(image(9, [20, 21], { keptFor: hex(2) }), 1000);
+  tt.same(db.check(), [], 'consistent');
+  let r = db.unregister(hex(1), 1000);
+  tt.same(r.gone, [hex(1)], 'still kept for image 2: the hidden image stays');
+  tt.equal(db.ownedBy(hex(9), 1000)?.listed, false);
+  r = db.unregister(hex(2), 1000);
+  tt.same(r.gone.sort(), [hex(2), hex(9)], 'the last image it was kept for took it along');
+  tt.same(r.dropped.sort(), [], 'no object was present');
+  tt.same(db.usage(1000), { images: 0, hidden: 0, bytes: 0 }, 'nothing left of alice');
+  tt.same(db.check(), [], 'consistent');
+  // Added by the user itself as well: it stays, listed, when the image it was kept for goes.
+  db.register(image(1, [10]), 1000);
+  db.register(image(9, [20], { keptFor: hex(1) }), 1000);
+  db.register(image(9, [20], { name: 'mine' }), 1000);
+  tt.equal(db.ownedBy(hex(9), 1000)?.listed, true, 'listed once added directly');
+  db.unregister(hex(1), 1000);
+  tt.equal(db.ownedBy(hex(9), 1000)?.name, 'mine', 'and it stays when the other goes');
+  // Removed while another keeps it: hidden again, unnamed.
+  db.register(image(1, [10]), 1000);
+  db.register(image(9, [20], { keptFor: hex(1) }), 1000);
+  db.unregister(hex(9), 1000);
+  tt.same([db.ownedBy(hex(9), 1000)?.listed, db.ownedBy(hex(9), 1000)?.name], [false, undefined], 'hidden again, kept for image 1');
+  // Another user's registration of the same image is not touched.
+  db.register(image(9, [20]), 1001);
+  db.unregister(hex(1), 1000);
+  tt.equal(db.ownedBy(hex(9), 1000), undefined, "alice's hidden registration went");
+  tt.equal(db.ownedBy(hex(9), 1001)?.listed, true, "bob's stays");
+  tt.same(db.check(), [], 'consistent');
+  db.close();
+});
+
+t.test('a reconciliation that drops an image drops the hidden images kept only for it', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  db.register(image(1, [10]), 1000);
+  db.register(image(9, [20], { keptFor: hex(1) }), 1000);
+  db.markStored(hex(1));
+  db.markStored(hex(9));
+  // Image 1's file is gone: it is dropped, and image 9 with it.
+  const r = db.reconcile(new Set(), new Set([hex(9)]));
+  tt.same(r.strayImages, [hex(9)], 'the hidden image\'s file is deleted too');
+  tt.equal(db.image(hex(9)), undefined);
+  tt.same(db.check(), [], 'consistent');
+  db.close();
+});
+
 /** Operations in any order, as the broker's single thread may run them (each one a transaction). */
-type Op = { op: 'add'; uid: number; image: number } | { op: 'rm'; uid: number; image: number } | { op: 'prove'; uid: number; object: number };
+type Op =
+  | { op: 'add'; uid: number; image: number }
+  | { op: 'keep'; uid: number; image: number; for: number }
+  | { op: 'rm'; uid: number; image: number }
+  | { op: 'prove'; uid: number; object: number };
 const images: Record<number, number[]> = { 1: [1, 2, 3], 2: [2, 3, 4], 3: [5], 4: [1, 5, 6] };
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('add' as const), uid: fc.integer({ min: 1, max: 3 }), image: fc.integer({ min: 1, max: 4 }) }),
   fc.record({ op: fc.constant('rm' as const), uid: fc.integer({ min: 1, max: 3 }), image: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({ op: fc.constant('keep' as const), uid: fc.integer({ min: 1, max: 3 }), image: fc.integer({ min: 1, max: 4 }), for: fc.integer({ min: 1, max: 4 }) }),
   fc.record({ op: fc.constant('prove' as const), uid: fc.integer({ min: 1, max: 3 }), object: fc.integer({ min: 1, max: 6 }) }),
 );
 
 /** What the broker does with each operation (an upload is published only while one of the uploader's images wants it). */
 function apply(db: StoreDb, op: Op): void {
   if (op.op === 'add') db.register(image(op.image, images[op.image]!), op.uid);
-  else if (op.op === 'rm') {
-    if (db.ownedBy(hex(op.image), op.uid)) db.unregister(hex(op.image), op.uid);
+  else if (op.op === 'keep') {
+    // What the decision allows: kept for another image the user added.
+    if (op.for !== op.image && db.ownedBy(hex(op.for), op.uid)?.listed) db.register(image(op.image, images[op.image]!, { keptFor: hex(op.for) }), op.uid);
+  } else if (op.op === 'rm') {
+    if (db.ownedBy(hex(op.image), op.uid)?.listed) db.unregister(hex(op.image), op.uid);
   } else {
     db.transaction(() => {
       if (db.wantedSize(op.uid, hex(op.object)) !== undefined) db.recordPossession(op.uid, hex(op.object));
@@ -140,7 +205,7 @@ t.test('a database from a newer broker is refused with a message', async (tt) =>
   const raw = new Database(path);
   raw.pragma('user_version = 99');
   raw.close();
-  tt.throws(() => new StoreDb(path), /schema version 99; this mountgated knows only up to 2/);
+  tt.throws(() => new StoreDb(path), /schema version 99; this mountgated knows only up to 3/);
 });
 
 // A child that loops over transactions until it is killed: register, prove a few, remove.
@@ -248,6 +313,34 @@ t.test("names are each owner's: re-adding renames, a name moves to the image las
   db.register(image(2, [11]), 1000);
   tt.equal(db.ownedBy(hex(2), 1000)!.name, 'tools-v2', 'added again with no name: the name stays');
   tt.same(db.check(), [], 'consistent');
+});
+
+t.test('a schema-2 database (no hidden images) opens with every image listed', async (tt) => {
+  const dir = scratch();
+  const path = join(dir, 'store.db');
+  const { default: Database } = await import('better-sqlite3');
+  const old = new Database(path);
+  old.exec(`
+    CREATE TABLE images (id TEXT PRIMARY KEY, entries INTEGER NOT NULL, bytes INTEGER NOT NULL, image_bytes INTEGER NOT NULL, objects INTEGER NOT NULL, stored INTEGER NOT NULL) STRICT;
+    CREATE TABLE owners (uid INTEGER NOT NULL, image_id TEXT NOT NULL REFERENCES images(id), added TEXT NOT NULL, missing INTEGER NOT NULL, name TEXT, PRIMARY KEY (uid, image_id)) STRICT, WITHOUT ROWID;
+    CREATE INDEX owners_by_image ON owners(image_id);
+    CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
+    CREATE TABLE objects (digest TEXT PRIMARY KEY, refs INTEGER NOT NULL, present INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+    CREATE TABLE image_objects (image_id TEXT NOT NULL REFERENCES images(id), digest TEXT NOT NULL REFERENCES objects(digest), size INTEGER NOT NULL, PRIMARY KEY (image_id, digest)) STRICT, WITHOUT ROWID;
+    CREATE INDEX image_objects_by_digest ON image_objects(digest, image_id);
+    CREATE TABLE proofs (uid INTEGER NOT NULL, digest TEXT NOT NULL REFERENCES objects(digest), PRIMARY KEY (uid, digest)) STRICT, WITHOUT ROWID;
+    CREATE INDEX proofs_by_digest ON proofs(digest);
+    INSERT INTO images VALUES ('${hex(1)}', 1, 0, 4096, 0, 1);
+    INSERT INTO owners VALUES (1000, '${hex(1)}', '2026-01-01T00:00:00Z', 0, 'app');
+    PRAGMA user_version = 2;
+  `);
+  old.close();
+  const db = new StoreDb(path);
+  tt.same(db.listFor(1000).map((o) => [o.name, o.listed]), [['app', true]], 'listed, with its name');
+  db.register(image(9, [], { keptFor: hex(1) }), 1000);
+  tt.same(db.usage(1000).hidden, 1, 'and images can be kept for it');
+  tt.same(db.check(), [], 'consistent');
+  db.close();
 });
 
 t.test('a schema-1 database (one name per image) opens with each owner keeping the name it had', async (tt) => {
