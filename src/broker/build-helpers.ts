@@ -51,7 +51,7 @@ class BuildHelper implements PooledHelper {
     this.child.once('error', () => this.kill());
     this.child.once('exit', () => {
       this.exited = true;
-      this.channel.close();
+      setImmediate(() => this.channel.close());
     });
   }
 
@@ -62,7 +62,8 @@ class BuildHelper implements PooledHelper {
   kill(): void {
     this.exited = true;
     this.child.kill('SIGKILL');
-    this.channel.close();
+    // Never from inside the channel's own read callback (a reply's promise settles there): libuv would close a handle it is reading.
+    setImmediate(() => this.channel.close());
   }
 
   /** Builds the image of the manifest in the sealed memfd `fd` (which stays the caller's). */
