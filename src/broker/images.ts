@@ -23,6 +23,7 @@ import { ImageRegistry, type OwnedImage } from '../store/images.js';
 import { digestPattern, ObjectStore } from '../store/objects.js';
 import { defaultImageLimits } from '../policy/default.js';
 import { FairQueue } from './fair-queue.js';
+import { MemoryReturn } from './memory-return.js';
 import { BuildHelpers } from './build-helpers.js';
 import type { BuiltImage } from './image-builder.js';
 import { UploadHelpers } from './upload-helpers.js';
@@ -67,6 +68,8 @@ export class ImageService {
   private readonly builds = new FairQueue(2);
   private readonly builder = new BuildHelpers();
   private readonly helpers: UploadHelpers;
+  /** Big images and uploads leave garbage an idle front would keep: collected once quiet. */
+  private readonly memory = new MemoryReturn(() => this.registry.db.shrinkMemory());
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'));
@@ -127,6 +130,8 @@ export class ImageService {
       built.image,
       uid,
     );
+    // The image's bytes (tens of MiB for a big one) are garbage once on disk.
+    void durable.finally(() => this.memory.soon()).catch(() => undefined);
     const missing = this.missingFor(uid, owned);
     // Its PutObjects follows the answer: the helper that will read it starts now.
     if (missing.length > 0) this.helpers.prepare();
@@ -167,6 +172,7 @@ export class ImageService {
         clearTimeout(timer);
         child.kill('SIGKILL');
         this.store.dropTmp(prefix);
+        this.memory.soon();
         if (err) reject(err);
         else resolve({ objects, bytes });
       };
@@ -264,5 +270,6 @@ export class ImageService {
   /** Drops uid's registration of imageId (which it must own), then every object no image references. */
   remove(uid: number, imageId: string): void {
     for (const d of this.registry.unregister(imageId, uid)) this.store.remove(d);
+    this.memory.soon();
   }
 }

@@ -17,6 +17,9 @@
 //   bug or an input past the policy's limits ends that process, not the
 //   machine. The build helper's is the bound on one AddImage (policy
 //   images.maxEntriesPerImage and maxManifestBytes are sized for it).
+// - --expose-gc (the front only): V8 collects only when the process
+//   allocates, so an idle front would keep the garbage of its last big call
+//   for ever; memory-return.ts collects once the front is quiet.
 
 /** Environment every broker process gets (the helpers get nothing else). */
 export const brokerEnv: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
@@ -28,7 +31,7 @@ export const nodeFlags = {
   /** The privileged executor: plans, fds and its helpers' pipes, never caller data. */
   executor: ['--max-semi-space-size=1', '--max-old-space-size=256'],
   /** The front: the bus, the policy, the store database; big manifests and images stay in the build helpers. */
-  front: ['--max-semi-space-size=2'],
+  front: ['--max-semi-space-size=2', '--expose-gc'],
   /** An fd prober: one stat, statfs and readlink per request. */
   prober: ['--max-semi-space-size=1', '--max-old-space-size=32'],
   /** An upload helper: hashes and writes one call's objects (buffers outside the heap). */
