@@ -86,8 +86,11 @@ async function oneRun(k: number): Promise<Run> {
       // Idle helpers are let go 5 s after their last use (src/broker/idle-pool.ts), a big build's at once.
       await sleep(5000);
       const after = measure(pid, `${label}, 5 s after`);
-      const rm = await runAs(world.users.bench!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'rm', imageId], { busAddress: world.bus.address });
-      if (rm.code !== 0) throw new Error(`image rm failed: ${rm.stderr}`);
+      // RemoveImage of 100k objects unlinks 100k files: a minute and more on a busy disk.
+      const rmStart = Date.now();
+      const rm = await runAs(world.users.bench!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'rm', imageId], { busAddress: world.bus.address, timeoutMs: 900_000 });
+      if (rm.code !== 0) throw new Error(`image rm failed (${rm.code ?? rm.signal}): ${rm.stderr}`);
+      console.log(`  ${label}: RemoveImage took ${((Date.now() - rmStart) / 1000).toFixed(1)} s`);
       await sleep(2000);
       const removed = measure(pid, `${label}, after RemoveImage`);
       images.push({ after, removed, peak: peak / MiB });
