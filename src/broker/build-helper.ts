@@ -16,6 +16,9 @@ import { sealedMemfd } from '../sys/syscalls.js';
 import { Channel, type Frame } from './channel.js';
 import { buildImage, readManifestFd, type BuildLimits } from './image-builder.js';
 
+/** The most of a refusal's message sent to the front (which caps its reply at 4096 characters). */
+const maxMessageChars = 64 * 1024;
+
 const channel = new Channel(3);
 channel.on('close', () => process.exit(0));
 channel.on('frame', (frame: Frame, fds: number[]) => {
@@ -30,8 +33,9 @@ channel.on('frame', (frame: Frame, fds: number[]) => {
     out = [sealedMemfd('mountgate-built-facts', Buffer.from(JSON.stringify(facts))), sealedMemfd('mountgate-built-image', image)];
     reply = { type: 'built', ok: true };
   } catch (err) {
-    const e = err as Error;
-    reply = err instanceof MountgateError ? { type: 'built', ok: false, reason: err.reason, message: e.message } : { type: 'built', ok: false, message: e.message };
+    // A refusal may echo the manifest (a 100 MB key): the channel carries frames of at most 1 MiB, and the front caps what it replies far below this.
+    const message = (err as Error).message.slice(0, maxMessageChars);
+    reply = err instanceof MountgateError ? { type: 'built', ok: false, reason: err.reason, message } : { type: 'built', ok: false, message };
   } finally {
     closeSync(manifest);
   }
