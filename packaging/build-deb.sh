@@ -124,9 +124,20 @@ sed '1s|^#!/usr/bin/env -S node |#!/usr/bin/env -S /usr/bin/node |' bin/mountgat
 head -n 1 "$lib/bin/mountgate" | grep -q '^#!/usr/bin/env -S /usr/bin/node ' || die "bin/mountgate does not start with #!/usr/bin/env -S node: update this script"
 chmod 0755 "$lib/bin/mountgate"
 ln -s ../lib/mountgate/bin/mountgate "$pkgroot/usr/bin/mountgate"
+# The executor's environment and Node flags (what it keeps resident, and its
+# ceiling), from src/broker/node-flags.ts, the one place they are written.
+executor_env=$(node --input-type=module -e '
+  const m = await import(process.argv[1]);
+  process.stdout.write(Object.entries(m.brokerEnv).map(([k, v]) => `export ${k}=${v}`).join("\n"));
+' "$root/dist/src/broker/node-flags.js")
+executor_flags=$(node --input-type=module -e '
+  const m = await import(process.argv[1]);
+  process.stdout.write(m.nodeFlags.executor.join(" "));
+' "$root/dist/src/broker/node-flags.js")
 cat > "$pkgroot/usr/bin/mountgated" <<EOF
 #!/bin/sh
-exec /usr/bin/node /usr/lib/mountgate/dist/src/broker/main.js "\$@"
+$executor_env
+exec /usr/bin/node $executor_flags /usr/lib/mountgate/dist/src/broker/main.js "\$@"
 EOF
 chmod 0755 "$pkgroot/usr/bin/mountgated"
 

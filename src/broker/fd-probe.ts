@@ -1,5 +1,5 @@
 // Facts about a caller's fd, gathered off the event loop: a prober process
-// (probe-helper, from a small pool) examines the fd through /proc/<front>/fd
+// (probe-helper, from a small pool started on demand, idle-pool.ts) examines the fd through /proc/<front>/fd
 // and is killed at the deadline, so an fd on a filesystem that never answers costs the caller its
 // own request slot and nobody else anything. The mount facts come from the executor's mount
 // table (the host's namespace, where callers' directories live; the front may run in a mount
@@ -12,6 +12,8 @@ import type { FileKind, SourceFacts } from '../policy/decide.js';
 import { fsTypeName, isKernelFilesystem } from '../sys/fsmagic.js';
 import type { MountFacts } from '../sys/mountinfo.js';
 import type { FairQueue } from './fair-queue.js';
+import { IdlePool } from './idle-pool.js';
+import { brokerEnv, nodeFlags } from './node-flags.js';
 
 const helperPath = new URL('./probe-helper.js', import.meta.url).pathname;
 
@@ -46,7 +48,7 @@ class Prober {
   readonly ready: Promise<void>;
 
   constructor() {
-    this.child = spawn(process.execPath, ['--max-old-space-size=32', helperPath], { stdio: ['pipe', 'pipe', 'inherit'], env: {} });
+    this.child = spawn(process.execPath, [...nodeFlags.prober, helperPath], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...brokerEnv } });
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       try {
         const reply = JSON.parse(line) as { id: number };
@@ -70,7 +72,10 @@ class Prober {
   }
 
   /** What the prober finds for fd number `fd` of this process (the front), which must stay open until the answer. */
-  examine(fd: number, deadlineMs: number): Promise<RawFacts> {
+  async examine(fd: number, deadlineMs: number): Promise<RawFacts> {
+    // A prober just started is given its start: the deadline is the fd's, not Node's.
+    await this.ready;
+    if (!this.alive) throw new Error(`the fd prober went away: ${this.why}`);
     const id = this.next++;
     return new Promise<RawFacts>((resolve, reject) => {
       let settled = false;
@@ -122,55 +127,49 @@ class Prober {
 }
 
 /**
- * A pool of prober processes, one fd each at a time, handed out through a
- * fair queue. A prober that misses the deadline is killed (its stalled
- * syscall ends with it) and replaced; only the stalled caller waited.
+ * Prober processes, one fd each at a time, handed out through a fair queue
+ * (whose slots bound how many run). They start when a probe needs one and
+ * are let go when idle (IdlePool): a broker at rest holds none. A prober
+ * that misses the deadline is killed (its stalled syscall ends with it);
+ * only the stalled caller waited.
  */
 class ProberPool {
-  private readonly idle: Prober[] = [];
+  private readonly pool = new IdlePool(() => new Prober());
 
-  readonly ready: Promise<void>;
-
-  /** As many probers as the queue has slots, started now: the pool's size (and the broker's fds) never drift. */
-  constructor(private readonly queue: FairQueue, private readonly deadlineMs: number) {
-    for (let k = 0; k < queue.slots; k++) this.idle.push(new Prober());
-    this.ready = Promise.all(this.idle.map((p) => p.ready)).then(() => undefined);
-  }
+  constructor(private readonly queue: FairQueue, private readonly deadlineMs: number) {}
 
   run(uid: number, fd: number): Promise<RawFacts> {
     return this.queue.run(uid, async () => {
-      let prober = this.idle.pop();
-      while (prober && !prober.alive) prober = this.idle.pop();
-      prober ??= new Prober();
+      const prober = this.pool.take();
       try {
         return await prober.examine(fd, this.deadlineMs);
       } finally {
-        // A prober killed at its deadline (or gone) is replaced at once.
-        this.idle.push(prober.alive ? prober : new Prober());
+        // Killed at its deadline (or gone): dropped, and the next probe starts another.
+        this.pool.give(prober);
       }
     });
   }
 
   close(): void {
-    for (const p of this.idle.splice(0)) p.kill();
+    this.pool.close();
   }
 }
 
 export interface FdProber {
   /** Source facts of `fd`, charged to `uid`'s turn in the shared probe queue. */
   sourceFacts(uid: number, fd: number): Promise<SourceFacts>;
-  /** Resolves once the probers run. */
-  ready: Promise<void>;
+  /** Lets the idle probers go. */
+  close(): void;
 }
 
 /** The mount an fd is on, as the executor's mount namespace sees it. */
 export type MountLookup = (mountId: number, path: string | undefined) => Promise<MountFacts>;
 
-/** Probes on a pool of as many prober processes as `queue` has slots; mount facts from `mounts`. */
+/** Probes on at most as many prober processes as `queue` has slots; mount facts from `mounts`. */
 export function fdProber(queue: FairQueue, deadlineMs: number, mounts: MountLookup): FdProber {
   const pool = new ProberPool(queue, deadlineMs);
   return {
-    ready: pool.ready,
+    close: () => pool.close(),
     async sourceFacts(uid, fd) {
       const raw = await pool.run(uid, fd);
       // Only a file's path can have mounts below it; a socket's or pipe's "path" is a name like socket:[N].

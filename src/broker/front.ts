@@ -112,8 +112,7 @@ async function main(): Promise<void> {
     stdoutAudit({ event: 'error', message: `bus connection failed: ${err.message}` });
     exitAfterAudit(exitCodes.BrokerUnavailable);
   });
-  // The pools run before the broker takes calls: what it holds at rest is what it holds.
-  await Promise.all([images.ready, prober.ready]);
+  // No helper runs yet: probers, build and upload helpers start when a call needs one and go when idle.
   new BrokerService({ bus, policy, methods, audit: stdoutAudit }).attach();
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);

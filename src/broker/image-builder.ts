@@ -1,12 +1,12 @@
 // Building an image from manifest bytes: parse and check the manifest, point
 // every external file at its object (the broker decides backing paths, from
 // the digests), write the composefs EROFS image, name it by its sha256. Pure;
-// `ImageBuilder` runs it in a worker thread per build (ImageService queues them).
+// a build helper process runs it (build-helper.ts, from the pool of
+// build-helpers.ts; ImageService queues the builds).
 import { createHash } from 'node:crypto';
 import { fstatSync, readSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import { writeCheckedImage } from '../composefs/writer.js';
-import { InvalidRequestError, LimitExceededError, MountgateError, type Reason } from '../errors.js';
+import { InvalidRequestError, LimitExceededError } from '../errors.js';
 import { parseManifest, type CheckedManifest } from '../manifest/load.js';
 import { byteKey, showText } from '../manifest/text.js';
 import type { ImageFacts } from '../policy/images.js';
@@ -59,8 +59,8 @@ export interface BuildLimits {
 }
 
 /**
- * The manifest bytes from a sealed memfd (checked by the caller of the
- * worker), read by position: the fd's offset is shared with the caller's.
+ * The bytes of a sealed memfd (a manifest the front checked, or a build's
+ * result), read by position: the fd's offset is shared with its other holders.
  */
 export function readManifestFd(fd: number, maxBytes: number): Buffer {
   const size = fstatSync(fd).size;
@@ -98,84 +98,5 @@ function countEntries(text: Buffer): number {
     return Array.isArray(doc.entries) ? doc.entries.length : 0;
   } catch {
     return 0; // not JSON: parseManifest reports it
-  }
-}
-
-type WorkerReply = { ok: true; built: BuiltImage } | { ok: false; reason?: Reason; message: string };
-
-const workerUrl = new URL('./build-worker.js', import.meta.url);
-
-/** Heap of one build worker: a manifest at the policy's largest size and its image fit; more ends the build, not the broker. */
-const workerHeapMb = 2048;
-
-/** A manifest at least this big leaves its worker with a big heap: that worker is replaced after the build. */
-const bigManifestBytes = 16 * 2 ** 20;
-
-/**
- * A fixed number of build workers, started at once and kept between builds
- * (starting one costs tens of milliseconds of CPU). A worker that ran out of
- * heap, failed, or built a big manifest is replaced by a fresh one, so memory
- * and fds return to where they were. The caller (ImageService) bounds how
- * many builds run at once to the pool's size.
- */
-export class ImageBuilder {
-  private readonly idle: Worker[] = [];
-  /** Resolves once the first workers run (the broker says it is ready only then, so its resources do not grow later). */
-  readonly ready: Promise<void>;
-
-  constructor(size: number) {
-    for (let k = 0; k < size; k++) this.idle.push(this.spawn());
-    this.ready = Promise.all(this.idle.map((w) => new Promise<void>((res) => w.once('online', () => res())))).then(() => undefined);
-  }
-
-  private spawn(): Worker {
-    return new Worker(workerUrl, { resourceLimits: { maxOldGenerationSizeMb: workerHeapMb } });
-  }
-
-  private retire(worker: Worker): void {
-    void worker.terminate();
-    this.idle.push(this.spawn());
-  }
-
-  /**
-   * Builds the image of the manifest in the sealed memfd `fd` in a worker
-   * thread, which reads the fd itself (threads share the fd table): the
-   * manifest bytes never sit on the broker's main heap.
-   */
-  build(fd: number, limits: BuildLimits): Promise<BuiltImage> {
-    const worker = this.idle.pop() ?? this.spawn();
-    const big = fstatSync(fd).size >= bigManifestBytes;
-    return new Promise<BuiltImage>((resolve, reject) => {
-      const done = () => {
-        worker.off('message', onMessage);
-        worker.off('error', onError);
-        worker.off('exit', onExit);
-      };
-      const onMessage = (reply: WorkerReply) => {
-        done();
-        if (big) this.retire(worker);
-        else this.idle.push(worker);
-        if (reply.ok) resolve(reply.built);
-        else reject(reply.reason ? new MountgateError(reply.reason, reply.message) : new Error(reply.message));
-      };
-      const onError = (err: Error) => {
-        done();
-        this.retire(worker);
-        if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
-          reject(new LimitExceededError(`building this image needs more than the ${workerHeapMb} MiB one build may use; split it into smaller images`));
-        } else {
-          reject(new Error(`the image builder failed: ${err.message}`));
-        }
-      };
-      const onExit = (code: number) => {
-        done();
-        this.idle.push(this.spawn());
-        reject(new Error(`the image builder exited (${code}) without an answer`));
-      };
-      worker.on('message', onMessage);
-      worker.once('error', onError);
-      worker.once('exit', onExit);
-      worker.postMessage({ fd, limits });
-    });
   }
 }

@@ -1,5 +1,5 @@
-// The image side of the broker: builds (in workers, queued fairly between
-// users), the registry, the object store and its accounting. It decides
+// The image side of the broker: builds (in build helper processes, queued
+// fairly between users), the registry, the object store and its accounting. It decides
 // nothing: the method records (methods.ts) ask src/policy/images.ts, and the
 // pipeline audits. Quotas are computed from the registry at the moment of
 // each decision, and the decision and the registration happen in one turn of
@@ -23,7 +23,9 @@ import { ImageRegistry, type OwnedImage } from '../store/images.js';
 import { digestPattern, ObjectStore } from '../store/objects.js';
 import { defaultImageLimits } from '../policy/default.js';
 import { FairQueue } from './fair-queue.js';
-import { ImageBuilder, type BuiltImage } from './image-builder.js';
+import { MemoryReturn } from './memory-return.js';
+import { BuildHelpers } from './build-helpers.js';
+import type { BuiltImage } from './image-builder.js';
 import { UploadHelpers } from './upload-helpers.js';
 
 export interface ImageDeps {
@@ -62,21 +64,18 @@ export function checkManifestFd(fd: number, maxBytes: number): number {
 export class ImageService {
   readonly store: ObjectStore;
   readonly registry: ImageRegistry;
-  /** At most two builds at once, over all users, handed out round-robin between them, on two workers. */
+  /** At most two builds at once, over all users, handed out round-robin between them, each in a build helper. */
   private readonly builds = new FairQueue(2);
-  private readonly builder = new ImageBuilder(this.builds.slots);
+  private readonly builder = new BuildHelpers();
   private readonly helpers: UploadHelpers;
+  /** Big images and uploads leave garbage an idle front would keep: collected once quiet. */
+  private readonly memory = new MemoryReturn(() => this.registry.db.shrinkMemory());
 
   constructor(private readonly deps: ImageDeps) {
     this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'));
     this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
     this.reconcile();
-  }
-
-  /** Resolves once the build workers run. */
-  get ready(): Promise<void> {
-    return this.builder.ready;
   }
 
   /**
@@ -110,7 +109,7 @@ export class ImageService {
     return this.registry.db.usage(uid, except);
   }
 
-  /** Builds the image of the manifest in the sealed memfd `fd`, in a worker, when it is `uid`'s turn. */
+  /** Builds the image of the manifest in the sealed memfd `fd`, in a build helper, when it is `uid`'s turn. */
   build(uid: number, fd: number): Promise<BuiltImage> {
     const limits = imageLimits(this.deps.policy());
     return this.builds.run(uid, () => this.builder.build(fd, { maxEntries: limits.maxEntriesPerImage, maxBytes: limits.maxManifestBytes }));
@@ -137,6 +136,8 @@ export class ImageService {
       built.image,
       uid,
     );
+    // The image's bytes (tens of MiB for a big one) are garbage once on disk.
+    void durable.finally(() => this.memory.soon()).catch(() => undefined);
     const missing = this.missingFor(uid, owned);
     // Its PutObjects follows the answer: the helper that will read it starts now.
     if (missing.length > 0) this.helpers.prepare();
@@ -177,6 +178,7 @@ export class ImageService {
         clearTimeout(timer);
         child.kill('SIGKILL');
         this.store.dropTmp(prefix);
+        this.memory.soon();
         if (err) reject(err);
         else resolve({ objects, bytes });
       };
@@ -274,5 +276,6 @@ export class ImageService {
   /** Drops uid's registration of imageId (which it must own), then every object no image references. */
   remove(uid: number, imageId: string): void {
     for (const d of this.registry.unregister(imageId, uid)) this.store.remove(d);
+    this.memory.soon();
   }
 }

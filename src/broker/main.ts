@@ -25,6 +25,7 @@ import { stdoutAudit } from './audit.js';
 import { Channel, type Frame } from './channel.js';
 import { serveExecutor } from './executor.js';
 import { MountLocker } from './lock.js';
+import { brokerEnv, nodeFlags } from './node-flags.js';
 import { watchEventLoop } from './loop-watch.js';
 import { readPolicyText } from './policy-store.js';
 
@@ -173,11 +174,11 @@ async function main(opts: Options): Promise<void> {
 
   const startFront = () => {
     const [mine, theirs] = sys.socketpair();
-    child = spawn(process.execPath, [...frontNodeFlags, frontPath], {
+    child = spawn(process.execPath, [...nodeFlags.front, ...frontNodeFlags, frontPath], {
       uid: front.uid,
       gid: front.gid,
       cwd: '/',
-      env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', ...(process.env.DBUS_SYSTEM_BUS_ADDRESS ? { DBUS_SYSTEM_BUS_ADDRESS: process.env.DBUS_SYSTEM_BUS_ADDRESS } : {}) },
+      env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', ...brokerEnv, ...(process.env.DBUS_SYSTEM_BUS_ADDRESS ? { DBUS_SYSTEM_BUS_ADDRESS: process.env.DBUS_SYSTEM_BUS_ADDRESS } : {}) },
       stdio: ['ignore', 'inherit', 'inherit', theirs],
     });
     closeSync(theirs);

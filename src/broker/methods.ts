@@ -51,7 +51,7 @@ export interface MethodRecord<A = unknown, F = unknown, G = unknown> {
   args(raw: RawArgs): A;
   /** The same arguments from Explain's request_json and fds. */
   explainArgs(requestJson: string, fds: number[]): A;
-  /** What the decision needs: registry lookups, fd probes (off the event loop), image builds (in workers). */
+  /** What the decision needs: registry lookups, fd probes (off the event loop), image builds (in build helpers). */
   facts(call: CallContext, args: A): Promise<F> | F;
   /** Pure. */
   decide(call: CallContext, args: A, facts: F): Verdict<G>;

@@ -104,7 +104,7 @@ export class BrokerService {
     // closes fds nobody takes once the handler returns); they are closed when
     // the call is done, whatever happens, unless a method took one.
     const carried = (msg as unknown as { takeFds(): number[] }).takeFds();
-    // No helper this process starts (a prober, a worker) may inherit a caller's fd.
+    // No helper this process starts (a prober, a build or upload helper) may inherit a caller's fd.
     carried.forEach(sys.setCloexec);
     if ((msg.signature ?? '') !== spec.in) {
       carried.forEach(closeQuietly);

@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import { socketpair } from '../sys/syscalls.js';
 import { Channel } from './channel.js';
+import { brokerEnv, nodeFlags } from './node-flags.js';
 
 const helperPath = new URL('./upload-helper.js', import.meta.url).pathname;
 
@@ -67,7 +68,7 @@ export class UploadHelpers {
     const [ours, theirs] = socketpair();
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, ['--max-old-space-size=256', helperPath, ...this.args], { stdio: ['pipe', 'pipe', 'inherit', theirs], env: {} });
+      child = spawn(process.execPath, [...nodeFlags.upload, helperPath, ...this.args], { stdio: ['pipe', 'pipe', 'inherit', theirs], env: { ...brokerEnv } });
     } catch (err) {
       closeSync(ours);
       throw err;

@@ -4,6 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { brokerEnv, nodeFlags } from '../../src/broker/node-flags.js';
 import type { Policy } from '../../src/schema/types.generated.js';
 import { brokerPath } from './paths.js';
 import { collectAuditLines } from './audit-lines.js';
@@ -35,8 +36,9 @@ export async function startBroker(busAddress: string, policy?: Policy | string, 
   const stateDir = join(dir, 'state');
   const runtimeDir = join(dir, 'run');
   ensureFrontUser();
-  // Without tap's NODE_OPTIONS hooks: the broker runs as it would in production.
-  const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...extraArgs], {
+  // Without tap's NODE_OPTIONS hooks, with the flags and environment of the installed unit: the broker runs as it would in production.
+  const env = Object.entries(brokerEnv).map(([k, v]) => `${k}=${v}`);
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', ...env, process.execPath, ...nodeFlags.executor, brokerPath, '--bus-address', busAddress, '--policy', policyPath, '--state-dir', stateDir, '--runtime-dir', runtimeDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const { lines: audit, stderr, waitFor } = collectAuditLines(child, 'broker');

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { writeDumpImage } from '../../src/composefs/convert.js';
 import { validate } from '../../src/schema/validate.js';
+import { brokerEnv, nodeFlags } from '../../src/broker/node-flags.js';
 import { builtDeb } from '../helpers/deb.js';
 import { defaultImageLimits, defaultPolicy } from '../../src/policy/default.js';
 
@@ -118,8 +119,10 @@ t.test('installed files are the tree\'s files', async (t) => {
   t.match(entry, /^#!\/usr\/bin\/env -S node --max-semi-space-size=1\n/, "bin/mountgate's #! line (node's flags)");
   t.equal(await fileText('/usr/lib/mountgate/bin/mountgate'), entry.replace(/^#!\/usr\/bin\/env -S node /, '#!/usr/bin/env -S /usr/bin/node '),
     'the library\'s bin/mountgate is bin/mountgate, with /usr/bin/node for node');
+  const exports = Object.entries(brokerEnv).map(([k, v]) => `export ${k}=${v}\n`).join('');
   t.equal(await fileText('/usr/bin/mountgated'),
-    '#!/bin/sh\nexec /usr/bin/node /usr/lib/mountgate/dist/src/broker/main.js "$@"\n', 'broker wrapper');
+    `#!/bin/sh\n${exports}exec /usr/bin/node ${nodeFlags.executor.join(' ')} /usr/lib/mountgate/dist/src/broker/main.js "$@"\n`,
+    'broker wrapper: the executor\'s environment and Node flags (src/broker/node-flags.ts)');
 });
 
 t.test('the packaged policy is valid, and is the built-in default', async (t) => {

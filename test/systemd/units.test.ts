@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
+import { brokerEnv, nodeFlags } from '../../src/broker/node-flags.js';
 import { ensureFrontUser } from '../helpers/front-user.js';
 import { pkgRoot } from '../helpers/paths.js';
 import {
@@ -43,6 +44,11 @@ function parseUnit(text: string): Map<string, Map<string, string[]>> {
     cur.set(key, [...(cur.get(key) ?? []), value]);
   }
   return sections;
+}
+
+/** The variables a unit's Environment= lines set (each line one NAME=VALUE here). */
+function unitEnvironment(values: Map<string, string[]>): Record<string, string> {
+  return Object.fromEntries((values.get('Environment') ?? []).map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
 }
 
 /** A unit file's [section], and its last value of each key. */
@@ -97,7 +103,8 @@ t.test('every directive of every unit is explained by the comment right above it
 t.test('mountgated.service: the executor', async (t) => {
   const { values: service, one } = unitSection('mountgated.service', 'Service');
   const unit = unitSection('mountgated.service', 'Unit');
-  t.equal(one('ExecStart'), '/usr/bin/mountgated --accept-front', 'starts the packaged wrapper, which takes its front from the socket');
+  t.equal(one('ExecStart'), '/usr/bin/mountgated --accept-front', 'starts the packaged wrapper (it carries the executor\'s Node flags: test/packaging/deb.test.ts), which takes its front from the socket');
+  t.strictSame(unitEnvironment(service), brokerEnv, `the environment of every broker process (src/broker/node-flags.ts): ${JSON.stringify(brokerEnv)}`);
   t.equal(one('Type'), 'simple', 'Type=simple (the socket queues the front until it accepts)');
   t.notOk(service.has('BusName'), 'no bus name: the executor never talks to the bus');
   t.equal(unit.one('Requires'), 'mountgated.socket', 'requires its socket');
@@ -187,7 +194,10 @@ t.test('mountgate-front.service: the unprivileged front', async (t) => {
   t.equal(unit.one('PartOf'), 'mountgated.service', 'stops and restarts with the executor');
   t.equal(one('RestrictNamespaces'), 'yes', 'creates no namespace');
   t.equal(one('ProtectSystem'), 'strict', 'read-only file system but its state');
-  t.equal(one('MemoryMax'), '6G', 'memory is bounded (two build workers of 2 GiB)');
+  t.equal(one('MemoryMax'), '6G', 'memory is bounded (two build helpers of 2 GiB)');
+  t.equal(one('ExecStart'), `/usr/bin/node ${nodeFlags.front.join(' ')} /usr/lib/mountgate/dist/src/broker/front.js --connect /run/mountgate-executor.sock`,
+    `runs the front with its Node flags (src/broker/node-flags.ts): ${nodeFlags.front.join(' ')}`);
+  t.strictSame(unitEnvironment(service), brokerEnv, `the environment of every broker process (src/broker/node-flags.ts): ${JSON.stringify(brokerEnv)}`);
 
   await t.test('systemd-analyze security (offline): at most 2.0', async (t) => {
     const exposure = await exposureOf(t, 'mountgate-front.service');

@@ -10,6 +10,7 @@ import { startBroker } from '../../helpers/broker.js';
 import { runAs, type RunResult } from '../../helpers/run-as.js';
 import { pkgRoot } from '../../helpers/paths.js';
 import type { TestUser } from '../../helpers/users.js';
+import { helperIdleMs } from '../../../src/broker/idle-pool.js';
 import { fdsBackTo, imageMounts, treeFds, treePids } from './broker-tree.js';
 
 export const probe = join(pkgRoot, 'test', 'helpers', 'probe-client.mjs');
@@ -175,7 +176,8 @@ export async function createAdvWorld(spec: WorldSpec): Promise<AdvWorld> {
     snapshot: () => ({ fds: treeFds(world.broker.pid), state: listing(world.broker.stateDir), mounts: imageMounts(world.broker.pid) }),
     async nothingLeft(tt: Tap.Test, before: Snapshot, opts: { fdTimeoutMs?: number; stateMayChange?: boolean } = {}) {
       tt.ok(world.broker.process.exitCode === null && world.broker.process.signalCode === null, 'the broker is alive');
-      const fds = await fdsBackTo(world.broker.pid, before.fds, opts.fdTimeoutMs ?? 5000);
+      // A helper a call started (a prober, a build helper) holds fds until it is let go, helperIdleMs after its last use.
+      const fds = await fdsBackTo(world.broker.pid, before.fds, opts.fdTimeoutMs ?? helperIdleMs + 5000);
       tt.ok(fds <= before.fds, `the broker tree's fds are back to ${before.fds} (now ${fds})`);
       if (!opts.stateMayChange) tt.same(listing(world.broker.stateDir), before.state, 'nothing was stored in the state dir');
       tt.same(imageMounts(world.broker.pid), before.mounts, 'no new erofs or overlay mount in the broker\'s mountinfo');

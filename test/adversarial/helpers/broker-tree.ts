@@ -1,6 +1,6 @@
 // Samplers of the broker's whole process tree (a front and a root executor,
 // and any helpers they fork): open fds, resident memory, mounts.
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 /** The pid and every descendant of it, from /proc/<pid>/stat's ppid field. */
 export function treePids(root: number): number[] {
@@ -54,6 +54,108 @@ export function treeRss(root: number): number {
     }
   }
   return total;
+}
+
+/** Which part of the broker a process is, from its command line: the script it runs (executor, front, prober, upload helper, build helper) or its program name. */
+export function processKind(pid: number): string {
+  let argv: string[];
+  try {
+    argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return '(gone)';
+  }
+  const script = argv.find((a) => /\.m?js$|\/mountgated$/.test(a));
+  const names: Record<string, string> = { mountgated: 'executor', 'main.js': 'executor', 'front.js': 'front', 'probe-helper.js': 'prober', 'upload-helper.js': 'upload helper', 'build-helper.js': 'build helper' };
+  if (script) return names[script.slice(script.lastIndexOf('/') + 1)] ?? script.slice(script.lastIndexOf('/') + 1);
+  return (argv[0] ?? '?').slice((argv[0] ?? '').lastIndexOf('/') + 1);
+}
+
+export interface KindMemory {
+  kind: string;
+  processes: number;
+  /** Summed VmRSS, bytes: a page shared by two processes counts twice. */
+  rss: number;
+  /** Summed Pss (smaps_rollup), bytes: a page shared by N processes counts 1/N in each, so the sum counts it once. */
+  pss: number;
+}
+
+function rollup(pid: number): { rss: number; pss: number } | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+    return { rss: field('Rss'), pss: field('Pss') };
+  } catch {
+    return undefined; // exited meanwhile (or a kernel thread)
+  }
+}
+
+/** RSS and PSS of the broker's tree, summed and per kind of process (processKind). */
+export function treeMemory(root: number): { rss: number; pss: number; kinds: KindMemory[] } {
+  const kinds = new Map<string, KindMemory>();
+  let rss = 0;
+  let pss = 0;
+  for (const pid of treePids(root)) {
+    const m = rollup(pid);
+    if (!m) continue;
+    const kind = processKind(pid);
+    const k = kinds.get(kind) ?? { kind, processes: 0, rss: 0, pss: 0 };
+    k.processes += 1;
+    k.rss += m.rss;
+    k.pss += m.pss;
+    kinds.set(kind, k);
+    rss += m.rss;
+    pss += m.pss;
+  }
+  return { rss, pss, kinds: [...kinds.values()].sort((a, b) => b.pss - a.pss) };
+}
+
+/**
+ * Bytes of the distinct physical pages resident in the tree's processes
+ * (root only: /proc/PID/pagemap's frame numbers): every page counted once,
+ * whoever else maps it. PSS divides a page shared with processes outside the
+ * tree (other Node programs on the machine share node's text) among them
+ * too; this does not, so it is what the tree holds resident, shared pages once.
+ */
+export function treeUniqueResident(root: number): number {
+  const frames = new Set<number>();
+  for (const pid of treePids(root)) {
+    let smaps: string;
+    let fd: number;
+    try {
+      smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+      fd = openSync(`/proc/${pid}/pagemap`, 'r');
+    } catch {
+      continue; // exited meanwhile
+    }
+    try {
+      // Only the mappings with resident pages: V8 reserves gigabytes it never touches.
+      const ranges = [...smaps.matchAll(/^([0-9a-f]+)-([0-9a-f]+) [^\n]*\n(?:(?![0-9a-f]+-)[^\n]*\n)*?Rss:\s+(\d+) kB/gm)];
+      for (const m of ranges) {
+        if (m[3] === '0') continue;
+        const start = parseInt(m[1]!, 16) / 4096;
+        const pages = (parseInt(m[2]!, 16) - parseInt(m[1]!, 16)) / 4096;
+        const buf = Buffer.alloc(pages * 8);
+        const got = readSync(fd, buf, 0, buf.length, start * 8);
+        for (let k = 0; k + 8 <= got; k += 8) {
+          const hi = buf.readUInt32LE(k + 4);
+          if ((hi & 0x80000000) === 0) continue; // not present
+          frames.add((hi & 0x7fffff) * 2 ** 32 + buf.readUInt32LE(k));
+        }
+      }
+    } catch {
+      // exited meanwhile
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return frames.size * 4096;
+}
+
+/** One line per kind: "front 1× 61.2 MiB PSS (70.3 RSS), ...". */
+export function showTreeMemory(m: { rss: number; pss: number; kinds: KindMemory[] }): string {
+  const MiB = 2 ** 20;
+  const parts = m.kinds.map((k) => `${k.kind} ${k.processes}× ${(k.pss / MiB).toFixed(1)} PSS (${(k.rss / MiB).toFixed(1)} RSS)`);
+  return `PSS ${(m.pss / MiB).toFixed(1)} MiB, RSS ${(m.rss / MiB).toFixed(1)} MiB: ${parts.join(', ')}`;
 }
 
 /** Samples the tree's RSS every intervalMs until stop(); reports the peak. */
