@@ -49,7 +49,15 @@ function markCloexec(fds: number[]): void {
 function loadSyscalls(): Promise<unknown> {
   syscallsLoading ??= import('../sys/syscalls.js').then((m) => {
     syscalls = m;
-    unmarked.splice(0).forEach(m.setCloexec);
+    // A short call may have closed its bus socket before koffi loaded: an fd
+    // closed meanwhile can no longer be inherited, so EBADF here is no error.
+    for (const fd of unmarked.splice(0)) {
+      try {
+        m.setCloexec(fd);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EBADF') throw err;
+      }
+    }
   });
   return syscallsLoading;
 }
