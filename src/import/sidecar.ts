@@ -128,8 +128,9 @@ function records(): Map<string, ImageSidecar> {
  * Drops what no image of `listing` (the broker's, as it stands) is named by
  * any more: a record whose name the listing gives to no image or to another
  * image, a legacy record of an image no longer listed or now kept by name,
- * and layer directories no record names (an import that died before its
- * rename). Call it holding the exclusive lock.
+ * and layer directories no record names and temporary files (an import that
+ * died before its rename: every writer holds the lock, so none is under way).
+ * Call it holding the exclusive lock.
  */
 function dropStale(listing: ListedImage[]): void {
   const named = new Set(listing.filter((i) => i.name !== undefined).map((i) => `${i.id}\0${i.name}`));
@@ -143,7 +144,7 @@ function dropStale(listing: ListedImage[]): void {
       rmSync(join(namesDir(), `${key}.json`), { force: true });
     }
   }
-  for (const f of readdirSync(namesDir())) if (f.endsWith('.layers') && !keep.has(f)) rmSync(join(namesDir(), f), { recursive: true, force: true });
+  for (const f of readdirSync(namesDir())) if ((f.endsWith('.layers') && !keep.has(f)) || f.endsWith('.tmp')) rmSync(join(namesDir(), f), { recursive: true, force: true });
   const listed = new Set(listing.map((i) => i.id));
   for (const f of readdirSync(sidecarDir())) {
     const m = /^([0-9a-f]{64})\.(json|layers)$/.exec(f);
