@@ -215,7 +215,8 @@ must be directories that exist in it (or lie under /tmp), unless --writable.
 An image imported from a container archive (\`image add docker-archive:...\`,
 \`oci:...\`, \`podman:...\`) and mounted at / runs as podman would run it: its
 Entrypoint, then the command given (or else its Cmd), in its WorkingDir, with
-its Env, as its User.
+its Env, as its User: the config its import kept under the image's name in
+$XDG_DATA_HOME/mountgate/images/names.
 
 Examples:
   mountgate run --image app                       what the image's config says
