@@ -15,7 +15,7 @@ import { say, withBroker } from './session.js';
 import { forgetSidecars, sidecarDir, type ListedImage } from '../import/sidecar.js';
 
 /** forgetSidecars, where a failure only warns: the broker's change is made, only what the client kept beside is left over. */
-async function forgetKept(listing: () => Promise<ListedImage[]>, replaced: string[] = []): Promise<void> {
+async function forgetKept(listing: () => Promise<ListedImage[]>, replaced?: ListedImage): Promise<void> {
   try {
     await forgetSidecars(listing, replaced);
   } catch (err) {
@@ -187,7 +187,7 @@ Examples:
       const result = await withBroker(program, async (b) => {
         const uploaded = await uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p) });
         // The name (and the image) now mean this tree, with no config or layers: what an import kept for either goes.
-        await forgetKept(() => b.listImages(), manifest.name === undefined ? [] : [manifest.name]);
+        await forgetKept(() => b.listImages(), { id: uploaded.imageId, ...(manifest.name === undefined ? {} : { name: manifest.name }) });
         return uploaded;
       }).finally(() => progress.done());
       say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded }) : result.imageId);

@@ -198,16 +198,18 @@ export function keepSidecar(
 /**
  * After the broker removed images or gave a name to an image whose import
  * kept nothing here (`image add DIR`): drops what the broker's listing,
- * read under the lock, no longer names, and the records of `replaced`
- * (names just given anew, so their old records describe another import).
+ * read under the lock, no longer names, and what was kept for `replaced`
+ * (an image just registered anew under its name: the name's record and the
+ * image's record from before names describe another import).
  */
-export async function forgetSidecars(listing: () => Promise<ListedImage[]>, replaced: string[] = []): Promise<void> {
+export async function forgetSidecars(listing: () => Promise<ListedImage[]>, replaced?: ListedImage): Promise<void> {
   if (!existsSync(sidecarDir())) return;
   await withSidecarLock('exclusive', async () => {
     const now = await listing();
-    for (const name of replaced) {
-      const path = join(namesDir(), `${nameKey(name)}.json`);
-      if (readJson(path)?.name === name) rmSync(path, { force: true });
+    if (replaced) {
+      const path = join(namesDir(), `${nameKey(replaced.name ?? '')}.json`);
+      if (replaced.name !== undefined && readJson(path)?.name === replaced.name) rmSync(path, { force: true });
+      for (const suffix of ['.json', '.layers']) rmSync(join(sidecarDir(), `${replaced.id}${suffix}`), { recursive: true, force: true });
     }
     dropStale(now);
   });

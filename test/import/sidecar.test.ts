@@ -89,3 +89,13 @@ t.test('a record from before names (ID.json) is read for its image until the nam
   t.same(readSidecar({ id: id2, name: 'legacy' })!.sidecar.source, 'new.tar', 'the name\'s record counts');
   t.notOk(existsSync(join(sidecarDir(), `${id2}.json`)) || existsSync(join(sidecarDir(), `${id2}.layers`)), 'the legacy record is gone');
 });
+
+t.test('an image registered anew from a directory (no record of its own): its name\'s record and its record from before names go', async (t) => {
+  writeFileSync(join(sidecarDir(), `${id1}.json`), JSON.stringify({ source: 'old.tar', config: { Cmd: ['/old'] }, layers: [] }));
+  await keepSidecar({ name: 'dir', imageId: id1, source: 'a.tar', config: { Cmd: ['/a'] } }, [layer('sha256:a', 'A')], manifest, async () => [{ id: id1, name: 'dir' }]);
+  writeFileSync(join(sidecarDir(), `${id1}.json`), JSON.stringify({ source: 'old.tar', config: { Cmd: ['/old'] }, layers: [] }));
+  await forgetSidecars(async () => [{ id: id1, name: 'dir' }], { id: id1, name: 'dir' });
+  t.equal(readSidecar({ id: id1, name: 'dir' }), undefined, 'no config is left for the name, from either record');
+  t.same(names(), []);
+  t.notOk(existsSync(join(sidecarDir(), `${id1}.json`)));
+});
