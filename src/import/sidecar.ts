@@ -25,6 +25,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Manifest } from '../schema/types.generated.js';
+import { MountgateError } from '../errors.js';
 import { flock, LOCK_EX, LOCK_SH } from '../sys/syscalls.js';
 import type { ImageConfig } from './oci.js';
 import { encodeSplit, type SplitRecord } from './tarsplit.js';
@@ -91,11 +92,24 @@ export async function withSidecarLock<T>(mode: 'shared' | 'exclusive', fn: () =>
 }
 
 function readJson(path: string): ImageSidecar | undefined {
+  let text: string;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as ImageSidecar;
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
+  }
+  try {
+    return JSON.parse(text) as ImageSidecar;
+  } catch (err) {
+    throw new CorruptRecordError(`${path} is not JSON (${(err as Error).message}); import the image again, or remove the file`);
+  }
+}
+
+/** A record file that cannot be parsed (edited by hand: every write renames a whole file into place). */
+class CorruptRecordError extends MountgateError {
+  constructor(message: string) {
+    super('InvalidRequest', message);
   }
 }
 
@@ -113,13 +127,18 @@ export function readSidecar(image: ListedImage): FoundSidecar | undefined {
   return legacy && { sidecar: legacy, layerDir: join(sidecarDir(), `${image.id}.layers`) };
 }
 
-/** The records of names/, by key (the file name without .json). */
-function records(): Map<string, ImageSidecar> {
-  const out = new Map<string, ImageSidecar>();
+/** The records of names/, by key (the file name without .json); one that is no JSON (edited by hand) as an empty one, to be dropped. */
+function records(): Map<string, Partial<ImageSidecar>> {
+  const out = new Map<string, Partial<ImageSidecar>>();
   for (const f of readdirSync(namesDir())) {
     if (!f.endsWith('.json')) continue;
-    const r = readJson(join(namesDir(), f));
-    if (r) out.set(f.slice(0, -5), r);
+    let r: ImageSidecar | undefined;
+    try {
+      r = readJson(join(namesDir(), f));
+    } catch (err) {
+      if (!(err instanceof CorruptRecordError)) throw err;
+    }
+    out.set(f.slice(0, -5), r ?? {});
   }
   return out;
 }

@@ -99,3 +99,11 @@ t.test('an image registered anew from a directory (no record of its own): its na
   t.same(names(), []);
   t.notOk(existsSync(join(sidecarDir(), `${id1}.json`)));
 });
+
+t.test('a record that is no JSON (edited by hand) counts as none and is dropped by the next write', async (t) => {
+  writeFileSync(join(sidecarDir(), 'names', 'broken.json'), '{"name": "bro');
+  await keepSidecar({ name: 'ok', imageId: id1, source: 'a.tar' }, [layer('sha256:a', 'A')], manifest, async () => [{ id: id1, name: 'ok' }, { id: id2, name: 'broken' }]);
+  t.notOk(existsSync(join(sidecarDir(), 'names', 'broken.json')), 'dropped');
+  t.ok(readSidecar({ id: id1, name: 'ok' }), 'the write went on');
+  await forgetSidecars(async () => []);
+});
