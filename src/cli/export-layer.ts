@@ -13,7 +13,7 @@ import { closeFd, connect } from '../client/broker.js';
 import { namespaceMap } from '../client/idmaps.js';
 import { resolveImageRef } from '../client/image-ref.js';
 import { MountgateError } from '../errors.js';
-import { layerDir, readSidecar } from '../import/sidecar.js';
+import { readSidecar, withSidecarLock } from '../import/sidecar.js';
 import { decodeSplit } from '../import/tarsplit.js';
 import { UsageError } from './usage.js';
 
@@ -28,8 +28,9 @@ export function register(program: Command): void {
     .argument('<n>', 'which layer: 0 is the lowest (the first the image applies)')
     .addHelpText('after', `
 The split of every layer (its headers and padding as they were, its contents
-by digest) is kept beside the image when \`image add\` imports a tarball or a
-container image; the contents are read back through a mount of the image.
+by digest) is kept under the image's name, in
+$XDG_DATA_HOME/mountgate/images/names, when \`image add\` imports a tarball or
+a container image; the contents are read back through a mount of the image.
 The contents of files a later layer deleted or replaced are kept by the
 broker in a hidden image tied to this one (not listed by \`image ls\`, counted
 in your limits, removed with the image), mounted beside it for the export.
@@ -41,52 +42,56 @@ Example:
       if (process.stdout.isTTY) throw new UsageError('the layer is a tar stream: redirect standard output to a file or a pipe');
       const busAddress = program.opts<{ busAddress?: string }>().busAddress;
       const broker = await connect(busAddress ? { busAddress } : {});
-      let id: string;
       try {
-        ({ id } = resolveImageRef(await broker.listImages(), ref));
-        const sidecar = readSidecar(id);
-        if (!sidecar) throw new MountgateError('NotFound', `image ${ref} was not imported from a tarball or container image here: there is no layer to export`);
-        const layer = sidecar.layers[Number(n)];
-        if (!layer) throw new MountgateError('NotFound', `image ${ref} has ${sidecar.layers.length} layer(s) (0..${sidecar.layers.length - 1}), not ${n}`);
-        if (!layer.split) throw new MountgateError('NotFound', `layer ${n} of image ${ref} was imported without its split, so it cannot be rebuilt; import it again`);
-        const splitFile = join(layerDir(id), layer.split);
-        const pathsFile = join(layerDir(id), 'paths.json');
-        // Every content the layer needs must be in the image or in the hidden one kept for it: said before a byte is written.
-        const paths = JSON.parse(readFileSync(pathsFile, 'utf8')) as Record<string, unknown>;
-        const missing = decodeSplit(readFileSync(splitFile)).find((r) => 'file' in r && r.file.digest && !(r.file.digest in paths));
-        if (missing && 'file' in missing && !sidecar.kept) throw new MountgateError('NotFound', `layer ${n} of image ${ref} has a file (content ${missing.file.digest}) that a later layer deleted or replaced, and this image was imported without the hidden image that keeps such contents; import it again`);
-        const mounts: { fd: number; target: string; writable: false }[] = [];
-        const targets: string[] = [];
-        const mountAt = async (imageId: string) => {
-          const { mountFd } = await broker.mountImage(imageId, {});
-          const target = mkdtempSync(join(tmpdir(), 'mountgate-export.'));
-          mounts.push({ fd: mountFd, target, writable: false });
-          targets.push(target);
-          return target;
-        };
-        const uid = process.getuid!();
-        const account = lookupAccount(uid);
-        if (!account) throw new UsageError(`uid ${uid} has no entry in /etc/passwd`);
-        let handed = false;
-        try {
-          const root = await mountAt(id);
-          const keptRoot = missing ? await mountAt(sidecar.kept!) : '-';
-          const { runInNamespace } = await import('../client/namespace.js');
-          // The mount fds are runInNamespace's from here on.
-          handed = true;
-          const code = await runInNamespace({
-            uidMap: namespaceMap(uid, account.subuids),
-            gidMap: namespaceMap(account.gid, account.subgids),
-            mounts: [],
-            images: mounts,
-            command: [process.execPath, innerPath, splitFile, pathsFile, root, keptRoot, layer.diffId],
-            interactive: false,
-          });
-          process.exitCode = code;
-        } finally {
-          if (!handed) for (const m of mounts) closeFd(m.fd);
-          for (const t of targets) rmdirSync(t);
-        }
+        const image = resolveImageRef(await broker.listImages(), ref);
+        const id = image.id;
+        // Shared: an import of the same name at once waits, so the record's layer files stay until they are read.
+        await withSidecarLock('shared', async () => {
+          const found = readSidecar(image);
+          if (!found) throw new MountgateError('NotFound', `image ${ref} was not imported from a tarball or container image here: there is no layer to export`);
+          const { sidecar } = found;
+          const layer = sidecar.layers[Number(n)];
+          if (!layer) throw new MountgateError('NotFound', `image ${ref} has ${sidecar.layers.length} layer(s) (0..${sidecar.layers.length - 1}), not ${n}`);
+          if (!layer.split) throw new MountgateError('NotFound', `layer ${n} of image ${ref} was imported without its split, so it cannot be rebuilt; import it again`);
+          const splitFile = join(found.layerDir, layer.split);
+          const pathsFile = join(found.layerDir, 'paths.json');
+          // Every content the layer needs must be in the image or in the hidden one kept for it: said before a byte is written.
+          const paths = JSON.parse(readFileSync(pathsFile, 'utf8')) as Record<string, unknown>;
+          const missing = decodeSplit(readFileSync(splitFile)).find((r) => 'file' in r && r.file.digest && !(r.file.digest in paths));
+          if (missing && 'file' in missing && !sidecar.kept) throw new MountgateError('NotFound', `layer ${n} of image ${ref} has a file (content ${missing.file.digest}) that a later layer deleted or replaced, and this image was imported without the hidden image that keeps such contents; import it again`);
+          const mounts: { fd: number; target: string; writable: false }[] = [];
+          const targets: string[] = [];
+          const mountAt = async (imageId: string) => {
+            const { mountFd } = await broker.mountImage(imageId, {});
+            const target = mkdtempSync(join(tmpdir(), 'mountgate-export.'));
+            mounts.push({ fd: mountFd, target, writable: false });
+            targets.push(target);
+            return target;
+          };
+          const uid = process.getuid!();
+          const account = lookupAccount(uid);
+          if (!account) throw new UsageError(`uid ${uid} has no entry in /etc/passwd`);
+          let handed = false;
+          try {
+            const root = await mountAt(id);
+            const keptRoot = missing ? await mountAt(sidecar.kept!) : '-';
+            const { runInNamespace } = await import('../client/namespace.js');
+            // The mount fds are runInNamespace's from here on.
+            handed = true;
+            const code = await runInNamespace({
+              uidMap: namespaceMap(uid, account.subuids),
+              gidMap: namespaceMap(account.gid, account.subgids),
+              mounts: [],
+              images: mounts,
+              command: [process.execPath, innerPath, splitFile, pathsFile, root, keptRoot, layer.diffId],
+              interactive: false,
+            });
+            process.exitCode = code;
+          } finally {
+            if (!handed) for (const m of mounts) closeFd(m.fd);
+            for (const t of targets) rmdirSync(t);
+          }
+        });
       } finally {
         broker.close();
       }

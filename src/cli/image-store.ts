@@ -12,6 +12,16 @@ import { addArchive, archiveOptions, isArchiveSource } from './import.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
 import { ImportProgress, stderrSink } from './progress.js';
 import { say, withBroker } from './session.js';
+import { forgetSidecars, sidecarDir, type ListedImage } from '../import/sidecar.js';
+
+/** forgetSidecars, where a failure only warns: the broker's change is made, only what the client kept beside is left over. */
+async function forgetKept(listing: () => Promise<ListedImage[]>, replaced?: ListedImage): Promise<void> {
+  try {
+    await forgetSidecars(listing, replaced);
+  } catch (err) {
+    process.stderr.write(`mountgate: warning: what imports kept in ${sidecarDir()} could not be brought up to date (${(err as Error).message})\n`);
+  }
+}
 
 const MiB = 1024 * 1024;
 
@@ -174,7 +184,12 @@ Examples:
         if (opts.name) manifest = { ...manifest, name: opts.name };
         sources = opts.objects ? findObjects(opts.objects, manifestObjects(manifest).keys()) : new Map();
       }
-      const result = await withBroker(program, (b) => uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p) })).finally(() => progress.done());
+      const result = await withBroker(program, async (b) => {
+        const uploaded = await uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p) });
+        // The name (and the image) now mean this tree, with no config or layers: what an import kept for either goes.
+        await forgetKept(() => b.listImages(), { id: uploaded.imageId, ...(manifest.name === undefined ? {} : { name: manifest.name }) });
+        return uploaded;
+      }).finally(() => progress.done());
       say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded }) : result.imageId);
     });
 
@@ -196,14 +211,19 @@ Examples:
     .command('rm')
     .description('Remove images of yours (contents no image needs any more are deleted).')
     .argument('<image...>', 'an id, an id prefix of at least 8 characters, or a name')
-    .addHelpText('after', '\nExample:\n  mountgate image rm tools')
+    .addHelpText('after', '\nWhat an import kept for an image in $XDG_DATA_HOME/mountgate/images (its config, its layers) goes with it.\n\nExample:\n  mountgate image rm tools')
     .action(async (refs: string[]) => {
       await withBroker(program, async (b) => {
         const images = await b.listImages();
         const ids = refs.map((r) => resolveImageRef(images, r).id);
-        for (const id of ids) {
-          await b.removeImage(id);
-          say(id);
+        try {
+          for (const id of ids) {
+            await b.removeImage(id);
+            say(id);
+          }
+        } finally {
+          // What imports kept for the images the broker no longer lists (those removed before a failure too).
+          await forgetKept(() => b.listImages());
         }
       });
     });

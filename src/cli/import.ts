@@ -11,10 +11,9 @@ import { fileInput, stdinInput, type ArchiveInput } from '../import/input.js';
 import { importTarball } from '../import/tarball.js';
 import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
-import { imageName, importImage, isImageReference } from '../import/oci.js';
+import { imageName, importImage, isImageReference, type ImageConfig } from '../import/oci.js';
 import { keptManifest, lostContents } from '../import/kept.js';
-import { writeLayerSplits, writeSidecar } from '../import/sidecar.js';
-import type { SplitRecord } from '../import/tarsplit.js';
+import { keepSidecar, type ImageSidecar } from '../import/sidecar.js';
 import { ImportProgress, stderrSink } from './progress.js';
 
 const MiB = 1024 * 1024;
@@ -88,12 +87,18 @@ Ctrl-C stops the import; an image it registered is removed again.
 Container images: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what
 \`podman save\` writes) and podman:IMAGE (runs \`podman save\` as you). Every
 blob is checked against its digest and every layer against its diff ID; the
-layers are applied in order with their whiteouts, and the image config
-(Entrypoint, Cmd, Env, WorkingDir, User) is kept beside the image in
-$XDG_DATA_HOME/mountgate/images (\`run\` does not use it yet). The contents
-of files a later layer deleted or replaced, which the flattened image lacks,
-go to a hidden image tied to it (not listed, counted in your limits, removed
-with it), so that \`image export-layer\` rebuilds every layer.
+layers are applied in order with their whiteouts. The image config
+(Entrypoint, Cmd, Env, WorkingDir, User), which \`run --image NAME\` follows,
+and what rebuilds each layer are kept under the image's name in
+$XDG_DATA_HOME/mountgate/images/names (~/.local/share by default): imports
+that flatten to the same files share one image id, yet each name keeps its
+own. Importing again under a name replaces what it kept; the broker keeps
+one name per image, so importing the same files under a second name renames
+the image, and the first name's record goes. \`image rm\` removes the
+records with the image. The contents of files a later layer deleted or
+replaced, which the flattened image lacks, go to a hidden image tied to it
+(not listed, counted in your limits, removed with it), so that
+\`image export-layer\` rebuilds every layer.
 
   mountgate image add docker-archive:saved.tar --name app
   mountgate image add podman:docker.io/library/alpine:latest`,
@@ -132,6 +137,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
     const broker = await connect(busAddress ? { busAddress } : {});
     let result;
     let kept: string | undefined;
+    let summary: Record<string, unknown>;
     try {
       const upload = { onProgress: (p: ImportUploadProgress) => progress.upload(p), signal: controller.signal };
       progress.done();
@@ -146,39 +152,33 @@ export async function addArchive(program: Command, source: string, opts: Archive
           throw err;
         }
       }
+      progress.done();
+      const imageId = result.imageId;
+      const name = imported.manifest.name!;
+      /** Keeps the config and layer splits under the image's name (src/import/sidecar.ts); returns the layers as kept. */
+      const keep = async (data: { config?: ImageConfig }, layers: Parameters<typeof keepSidecar>[1]): Promise<ImageSidecar['layers']> => {
+        try {
+          const done = await keepSidecar({ name, imageId, source, ...data, ...(kept ? { kept } : {}) }, layers, imported.manifest, () => broker.listImages());
+          if (!done.kept) process.stderr.write(`mountgate: warning: the name ${name} was given to another image meanwhile (an import at the same time); what this import keeps beside the image (its config, its layers) was not kept\n`);
+          return done.layers;
+        } catch (err) {
+          // The image is registered and whole; only what the client keeps beside it is lost.
+          process.stderr.write(`mountgate: warning: the image's config and layers could not be kept for run and image export-layer (${(err as Error).message})\n`);
+          return layers.map(({ split: _split, ...l }) => l);
+        }
+      };
+      if ('config' in imported) {
+        const layers = await keep({ config: imported.config }, imported.layers);
+        summary = { id: imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, ...(kept ? { kept } : {}), layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
+      } else {
+        const l = imported.layer;
+        await keep({}, [{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]);
+        summary = { id: imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
+        for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
+        if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
+      }
     } finally {
       broker.close();
-    }
-    progress.done();
-    let summary: Record<string, unknown>;
-    const keep = (data: Parameters<typeof writeSidecar>[1]) => {
-      try {
-        writeSidecar(result.imageId, data);
-      } catch (err) {
-        // The image is registered and whole; only what the client keeps beside it is lost.
-        process.stderr.write(`mountgate: warning: the image's config could not be kept (${(err as Error).message})\n`);
-      }
-    };
-    /** The layers as the sidecar keeps them, their tar splits written beside it. */
-    const splits = (layers: { digest?: string; diffId: string; entries: number; split?: SplitRecord[] }[]) => {
-      let names: (string | undefined)[] = [];
-      try {
-        names = writeLayerSplits(result.imageId, layers.map((l) => l.split), imported.manifest);
-      } catch (err) {
-        process.stderr.write(`mountgate: warning: what rebuilds the layers (image export-layer) could not be kept (${(err as Error).message})\n`);
-      }
-      return layers.map(({ split: _split, ...l }, k) => ({ ...l, ...(names[k] ? { split: names[k] } : {}) }));
-    };
-    if ('config' in imported) {
-      const layers = splits(imported.layers);
-      keep({ source, config: imported.config, layers, ...(kept ? { kept } : {}) });
-      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, ...(kept ? { kept } : {}), layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
-    } else {
-      const l = imported.layer;
-      keep({ source, ...(kept ? { kept } : {}), layers: splits([{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]) });
-      summary = { id: result.imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
-      for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
-      if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
     }
     process.stdout.write(`${opts.json ? JSON.stringify(summary) : result.imageId}\n`);
   } catch (err) {

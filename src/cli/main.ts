@@ -215,7 +215,8 @@ must be directories that exist in it (or lie under /tmp), unless --writable.
 An image imported from a container archive (\`image add docker-archive:...\`,
 \`oci:...\`, \`podman:...\`) and mounted at / runs as podman would run it: its
 Entrypoint, then the command given (or else its Cmd), in its WorkingDir, with
-its Env, as its User.
+its Env, as its User: the config its import kept under the image's name in
+$XDG_DATA_HOME/mountgate/images/names.
 
 Examples:
   mountgate run --image app                       what the image's config says
@@ -240,7 +241,7 @@ Examples:
     if (opts.writable && imageSpecs.length === 0) throw new UsageError('--writable applies to images: add --image REF');
     const mounts: NamespaceMounts[] = [];
     const images: ImageMounts[] = [];
-    let rootImageId: string | undefined;
+    let rootImage: { id: string; name?: string } | undefined;
     if (command.length === 0 && !imageSpecs.some((i) => i.target === '/')) throw new UsageError('give the command to run after --');
     const bindRequest = (spec: ReturnType<typeof parseBindSpec>): BindRequest => ({
       uidMap: spec.uid === undefined ? identityMap(controlledIds(uid, account.subuids)) : ownerMap(uid, account.subuids, uidNs, spec.uid),
@@ -277,8 +278,9 @@ Examples:
       await withBroker(busOf(), async (broker) => {
         const listing = imageSpecs.length > 0 ? await broker.listImages() : [];
         for (const spec of imageSpecs) {
-          const { id } = resolveImageRef(listing, spec.ref);
-          if (spec.target === '/') rootImageId = id;
+          const found = resolveImageRef(listing, spec.ref);
+          const { id } = found;
+          if (spec.target === '/') rootImage = found;
           const { mountFd } = await broker.mountImage(id, {});
           images.push({ fd: mountFd, target: spec.target, writable: Boolean(opts.writable) });
         }
@@ -297,7 +299,7 @@ Examples:
       throw err;
     }
     trace('mounts received');
-    const asConfigured = await configuredRun(rootImageId, command);
+    const asConfigured = await configuredRun(rootImage, command);
     const { runInNamespace } = await import('../client/namespace.js');
     process.exitCode = await runInNamespace({
       uidMap: uidNs,
@@ -314,12 +316,12 @@ Examples:
 
 /**
  * What `run` runs in an image at /: an image imported from a container
- * archive keeps its config beside it (src/import/sidecar.ts), and, as podman
+ * archive keeps its config under its name (src/import/sidecar.ts), and, as podman
  * does, its Entrypoint comes first, then the command given or else its Cmd,
  * in its WorkingDir, with its Env, as its User.
  */
-async function configuredRun(imageId: string | undefined, command: string[]): Promise<{ command: string[]; cwd?: string; env?: Record<string, string>; user?: string }> {
-  const config = imageId ? (await import('../import/sidecar.js')).readSidecar(imageId)?.config : undefined;
+async function configuredRun(image: { id: string; name?: string } | undefined, command: string[]): Promise<{ command: string[]; cwd?: string; env?: Record<string, string>; user?: string }> {
+  const config = image ? (await import('../import/sidecar.js')).readSidecar(image)?.sidecar.config : undefined;
   if (!config) {
     if (command.length === 0) throw new UsageError('give the command to run after --: the image has no config saying what to run (only images imported from a container archive have one)');
     return { command };

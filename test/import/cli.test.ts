@@ -121,9 +121,9 @@ t.test('image add docker-archive:FILE (podman save): mounted and read through th
   const out = JSON.parse(r.stdout) as { id: string; config: unknown; layers: { diffId: string }[] };
   tt.same(out.config, { Cmd: ['/bin/cat', '/etc/hostname'], WorkingDir: '/etc' });
   tt.equal(out.layers[0]!.diffId, `sha256:${sha256(readFileSync(rootfs))}`, 'the diff ID: the tarball podman imported, byte for byte');
-  tt.match(JSON.parse(readFileSync(join(data, 'mountgate/images', `${out.id}.json`), 'utf8')), { source: `docker-archive:${saved}`, config: out.config });
+  tt.match(JSON.parse(readFileSync(join(data, 'mountgate/images/names/app.json'), 'utf8')), { name: 'app', imageId: out.id, source: `docker-archive:${saved}`, config: out.config });
   const mnt = join(world.dirs.alice!, 'mnt');
-  // By id: the tree is the one of layer.tar, and a second name for an image is not kept yet (issue 9).
+  // By id: the tree is the one of layer.tar, imported before under another name (the broker keeps one name per image: it is app's now).
   const run = await cli(alice, ['run', '--image', `${out.id}:${mnt}`, '--', 'sh', '-c', `cat ${mnt}/etc/hostname && stat -c '%u:%g %a' ${mnt}/etc/owned ${mnt}/usr/bin/tool && sha256sum ${mnt}/sparse.img`]);
   tt.equal(run.code, 0, `run exits 0 (stderr: ${run.stderr})`);
   tt.equal(run.stdout, `layer\n1234:5678 644\n0:0 4755\n${sha256(readFileSync(join(tree, 'sparse.img')))}  ${mnt}/sparse.img\n`);
