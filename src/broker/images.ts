@@ -192,10 +192,12 @@ export class ImageService {
         objects += done.objects;
         bytes += done.bytes;
         if (done.waiting.length === 0) return;
-        deferred = deferred.then(async () => {
-          await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
-          if (!settled) credit(done.waiting);
-        });
+        deferred = deferred
+          .then(async () => {
+            await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
+            if (!settled) credit(done.waiting);
+          })
+          .catch((err: Error) => finish(err));
       };
       // The helper says it is alive several times a second unless a read is stuck (a file on a filesystem that does not answer).
       const arm = () => {

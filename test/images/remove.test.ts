@@ -11,6 +11,8 @@ import { FsVerityHasher } from '../../src/verity/fsverity.js';
 import { runAs } from '../helpers/run-as.js';
 import { pkgRoot } from '../helpers/paths.js';
 import { createWorld, type World } from '../helpers/world.js';
+import { startBroker } from '../helpers/broker.js';
+import { treePids } from '../adversarial/helpers/broker-tree.js';
 import type { TestUser } from '../helpers/users.js';
 
 const client = join(pkgRoot, 'test', 'helpers', 'objects-client.mjs');
@@ -46,6 +48,18 @@ function storeObjects(): string[] {
   return readdirSync(objectsDir()).flatMap((p) => readdirSync(join(objectsDir(), p)).map((r) => p + r));
 }
 const objectFile = (d: string) => join(objectsDir(), d.slice(0, 2), d.slice(2));
+
+/** Resolves once process `pid` has exited, a zombie or reaped (polled: it is not our child). */
+async function waitGone(pid: number): Promise<void> {
+  const state = () => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    } catch {
+      return undefined;
+    }
+  };
+  for (let s = state(); s !== undefined && s !== 'Z'; s = state()) await new Promise((r) => setTimeout(r, 20));
+}
 
 /** Index of the first audit line from `from` on that matches. */
 const lineAt = (from: number, pred: (l: Record<string, unknown>) => boolean) => world.broker.audit.findIndex((l, i) => i >= from && pred(l));
@@ -117,4 +131,27 @@ t.test('an object uploaded again right after its removal is not lost to the dele
   // Two drains may report (one per removal): wait until the store is empty of the rest too.
   if (storeObjects().length > 0) await drained(world.broker.audit.lastIndexOf(world.broker.audit.filter(isStore).at(-1)!) + 1);
   tt.same(storeObjects(), [], 'once every image is gone, so is every object');
+});
+
+t.test('a broker killed in the middle of the deletions leaves a store the next start puts right', async (tt) => {
+  const alice = world.users.alice!;
+  const alices = await as(alice, 'add', '0', String(big));
+  const pids = treePids(world.broker.pid);
+  await as(alice, 'remove', alices.imageId as string);
+  world.broker.process.kill('SIGKILL');
+  // The front notices its executor is gone and exits; the next broker needs its database lock.
+  for (const pid of pids) await waitGone(pid);
+  const left = storeObjects().length;
+  tt.comment(`${left} of ${big} object files were left behind by the kill`);
+  world.broker = await startBroker(world.bus.address, undefined, world.broker);
+  // The reconciliation queued every file no row names; the front says when they are gone.
+  if (left > 0) await world.broker.waitFor((l) => l.event === 'store', 60_000);
+  tt.same(storeObjects(), [], 'no object file is left');
+  const again = await as(alice, 'add', '0', '10');
+  tt.equal(again.missing, 10, 'the store lacks the objects: they are uploaded again');
+  tt.equal((again.put as { objects: number }).objects, 10, 'and accepted');
+  const mark = world.broker.audit.length;
+  await as(alice, 'remove', again.imageId as string);
+  await drained(mark);
+  tt.same(storeObjects(), [], 'and removed again');
 });
