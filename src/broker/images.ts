@@ -38,6 +38,9 @@ export interface ImageDeps {
   onDeleted?: (report: { deleted: number; failed: string[] }) => void;
 }
 
+/** Object rows of a removed image deleted per transaction: a few ms of the event loop each. */
+const rowsPerTurn = 1000;
+
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
 
@@ -70,12 +73,21 @@ export class ImageService {
   private readonly builds = new FairQueue(2);
   private readonly builder = new BuildHelpers();
   private readonly helpers: UploadHelpers;
+  /** Images whose last owner dropped them, their rows still to delete (dropRows). */
+  private readonly dropping = new Set<string>();
+  private dropTimer: NodeJS.Immediate | undefined;
+  /** Object files deleted (and failures) since the last onDeleted report. */
+  private deletions = { deleted: 0, failed: [] as string[] };
   /** Big images and uploads leave garbage an idle front would keep: collected once quiet. */
   private readonly memory = new MemoryReturn(() => this.registry.db.shrinkMemory());
 
   constructor(private readonly deps: ImageDeps) {
     // The registry is made next; the store asks it only once deletions run.
-    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), (digest) => this.registry.db.isPresent(digest), deps.onDeleted);
+    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), (digest) => this.registry.db.isPresent(digest), (r) => {
+      this.deletions.deleted += r.deleted;
+      this.deletions.failed.push(...r.failed);
+      this.settle();
+    });
     this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
     this.reconcile();
@@ -306,7 +318,38 @@ export class ImageService {
    * again); the object files are deleted off the event loop after.
    */
   remove(uid: number, imageId: string): void {
-    this.store.discard(this.registry.unregister(imageId, uid));
-    this.memory.soon();
+    for (const id of this.registry.unregister(imageId, uid)) this.dropping.add(id);
+    this.dropRows();
+  }
+
+  /** Once no row and no file of a removed image is left to delete: said (onDeleted), once for everything since the last time. */
+  private settle(): void {
+    if (this.dropping.size > 0 || this.dropTimer || !this.store.idle()) return;
+    const report = this.deletions;
+    this.deletions = { deleted: 0, failed: [] };
+    this.deps.onDeleted?.(report);
+  }
+
+  /**
+   * Deletes the rows of images without owners, rowsPerTurn object rows per
+   * transaction, one transaction per turn of the event loop (calls are
+   * answered in between), and queues the files of the objects they freed.
+   */
+  private dropRows(): void {
+    if (this.dropTimer) return;
+    const step = () => {
+      this.dropTimer = undefined;
+      const [id] = this.dropping;
+      if (id === undefined) {
+        this.memory.soon();
+        this.settle();
+        return;
+      }
+      const { done, dropped } = this.registry.db.dropSome(id, rowsPerTurn);
+      if (done) this.dropping.delete(id);
+      this.store.discard(dropped);
+      this.dropTimer = setImmediate(step);
+    };
+    this.dropTimer = setImmediate(step);
   }
 }

@@ -57,8 +57,6 @@ export class ObjectStore {
   /** Unlinks under way, by digest. */
   private readonly inFlight = new Map<string, Promise<void>>();
   private draining: Promise<void> | undefined;
-  /** Files deleted and failures since the last `drained` report. */
-  private deleted = 0;
 
   /**
    * `isPresent`: whether the database records the object present (then a
@@ -109,7 +107,23 @@ export class ObjectStore {
    */
   discard(digests: Iterable<string>): void {
     for (const d of digests) this.doomed.add(d);
-    if (this.doomed.size > 0) this.draining ??= this.drain().finally(() => (this.draining = undefined));
+    if (this.doomed.size === 0) return;
+    // Told once idle again (idle() is true by then).
+    this.draining ??= this.drain().then(
+      (report) => {
+        this.draining = undefined;
+        this.onDrained(report);
+      },
+      (err: Error) => {
+        this.draining = undefined;
+        this.onDrained({ deleted: 0, failed: [`the deletions stopped: ${err.message}`] });
+      },
+    );
+  }
+
+  /** Is no deletion queued or under way? */
+  idle(): boolean {
+    return this.doomed.size === 0 && this.draining === undefined;
   }
 
   /** Resolves once every queued deletion is done (tests, benches, shutdown). */
@@ -117,8 +131,9 @@ export class ObjectStore {
     while (this.draining) await this.draining;
   }
 
-  private async drain(): Promise<void> {
+  private async drain(): Promise<{ deleted: number; failed: string[] }> {
     const failed: string[] = [];
+    let deleted = 0;
     while (this.doomed.size > 0) {
       const batch: string[] = [];
       for (const d of this.doomed) {
@@ -131,7 +146,7 @@ export class ObjectStore {
       await Promise.all(
         batch.map((d) => {
           const done = unlink(join(this.objectsDir, objectPath(d))).then(
-            () => void this.deleted++,
+            () => void deleted++,
             (err: NodeJS.ErrnoException) => {
               if (err.code !== 'ENOENT') failed.push(`${d}: ${err.message}`);
             },
@@ -141,9 +156,7 @@ export class ObjectStore {
         }),
       );
     }
-    const deleted = this.deleted;
-    this.deleted = 0;
-    this.onDrained({ deleted, failed });
+    return { deleted, failed };
   }
 
   /** Every digest in the store (for reconciliation at start). */
