@@ -88,4 +88,7 @@ try {
   console.log(`wrote ${writeResult({ bench: 'remove', targets: [target], series: [] })}`);
 } finally {
   await world.teardown();
+  // The front's own account of its event loop (its stop line): the worst stalls, to line up with the removal.
+  const stop = world.broker.audit.find((l) => l.event === 'stop' && l.process === undefined && l.eventLoopDelayMs);
+  if (stop) console.log(`front event loop: ${JSON.stringify(stop.eventLoopDelayMs)}; worst stalls ${JSON.stringify(stop.stalls)}`);
 }

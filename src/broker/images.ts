@@ -313,13 +313,15 @@ export class ImageService {
   }
 
   /**
-   * Drops uid's registration of imageId (which it must own) and every object
-   * no image references, in the database at once (uid's quota is free
-   * again); the object files are deleted off the event loop after.
+   * Drops uid's registration of imageId (which it must own) at once, and with
+   * it uid's quota; an image no one owns any more then loses its rows a
+   * bounded number per turn of the event loop (dropRows), and the objects no
+   * image references their files, off the event loop (ObjectStore.discard).
    */
   remove(uid: number, imageId: string): void {
-    for (const id of this.registry.unregister(imageId, uid)) this.dropping.add(id);
-    this.dropRows();
+    const gone = this.registry.unregister(imageId, uid);
+    for (const id of gone) this.dropping.add(id);
+    if (gone.length > 0) this.dropRows();
   }
 
   /** Once no row and no file of a removed image is left to delete: said (onDeleted), once for everything since the last time. */
