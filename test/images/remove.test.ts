@@ -106,8 +106,9 @@ t.test('an object uploaded again right after its removal is not lost to the dele
   const alice = world.users.alice!;
   const bob = world.users.bob!;
   const alices = await as(alice, 'add', '0', String(big));
-  // The deletions go in digest order: bob's image is the objects deleted last, so its
-  // upload meets their old files still queued, being unlinked, or already gone.
+  // The rows go first, a thousand per turn, then the files, both in digest order: bob's
+  // image is the objects deleted last, so his upload meets their old files still queued,
+  // being unlinked or already gone (or, if he is quick, their rows still there).
   const sorted = Array.from({ length: big }, (_, k) => [digestOfObject(k), k] as const).sort(([a], [b]) => (a < b ? -1 : 1));
   const bobsObjects = sorted.slice(-300).map(([, k]) => k);
   const from = world.broker.audit.length;
