@@ -97,11 +97,15 @@ export class ImageRegistry {
     return this.db.image(id)?.stored === true && !this.imageFiles.has(id);
   }
 
-  /** Drops uid's registration (and of the hidden images kept for it); returns the digests of the objects no image needs any more (to delete). */
+  /**
+   * Drops uid's registration (and of the hidden images kept for it). Returns
+   * the images gone: their files are deleted now, their rows are left for
+   * dropSome (the caller deletes them a bounded number at a time).
+   */
   unregister(id: string, uid: number): string[] {
-    const { gone, dropped } = this.db.unregister(id, uid);
+    const { gone } = this.db.unregister(id, uid, true);
     for (const g of gone) this.removeImageDir(g);
-    return dropped;
+    return gone;
   }
 
   /** Reads the format before the database into `db` (inside its creating transaction). Returns whether there was anything. */
