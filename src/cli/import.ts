@@ -16,6 +16,7 @@ import { keptManifest, lostContents } from '../import/kept.js';
 import { writeLayerSplits, writeSidecar } from '../import/sidecar.js';
 import type { SplitRecord } from '../import/tarsplit.js';
 import { ImportProgress, stderrSink } from './progress.js';
+import { trace } from '../trace.js';
 
 const MiB = 1024 * 1024;
 
@@ -128,6 +129,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
     const size = sourceSize(source);
     if (size !== undefined) progress.readTotal(size);
     const imported = isImage ? await importImage(source, opts.name ?? imageName(source), scan) : await importTarball(input, opts.name ?? defaultName(source), scan);
+    trace('archive read');
     const busAddress = program.opts<{ busAddress?: string }>().busAddress;
     const broker = await connect(busAddress ? { busAddress } : {});
     let result;
@@ -149,6 +151,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
     } finally {
       broker.close();
     }
+    trace('uploaded');
     progress.done();
     let summary: Record<string, unknown>;
     const keep = (data: Parameters<typeof writeSidecar>[1]) => {
