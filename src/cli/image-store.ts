@@ -101,7 +101,7 @@ export function register(program: Command): void {
     .option('--objects <dir>', 'for a manifest file: where the contents are, as DIR/xx/rest by fs-verity digest (mkcomposefs --digest-store)')
     .option('--name <name>', 'the image name (default: the directory name, or the manifest\'s)')
     .option('--keep-ids', 'for a directory: record owners as the parent of your namespace sees them (on the host: the host\'s ids), not as `mountgate run` shows them')
-    .option('--no-digest-cache', 'for a directory: hash every file, neither using nor updating the cache of digests of files unchanged since an earlier import')
+    .option('--no-digest-cache', 'hash every file (of a directory, or an archive file) again, neither using nor updating what the client cached of an earlier import')
     .option('--dry-run', 'for a directory: build the manifest and say what the image would hold (entries, objects, bytes, owners and how ids were mapped); send nothing')
     .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}, "digestCache"?: {"hits", "misses"}} (with --dry-run: the summary), and progress as JSON events on standard error')
     .addHelpText(

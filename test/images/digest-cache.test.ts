@@ -4,8 +4,10 @@
 // back is hashed again (its ctime changed) and the image holds its new
 // content, and a cache forged to claim someone else's content for a file
 // gets nothing: the broker asks for that object's bytes and refuses what
-// does not hash to it, and keeps serving others. Runs as root: it makes the
-// users and starts the broker.
+// does not hash to it, and keeps serving others. A layer tarball unchanged
+// since its last import is not read again (its scan is cached), and the image
+// it gives is the same, down to the layer export-layer rebuilds. Runs as
+// root: it makes the users and starts the broker.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
@@ -33,11 +35,13 @@ t.teardown(() => world?.teardown());
 const cacheHome = (user: TestUser) => join(world.scratch, `cache-${user.uid}`);
 
 function cli(user: TestUser, args: string[]): Promise<RunResult> {
-  return runAs(user, [process.execPath, cliPath, ...args], { busAddress: world.bus.address, env: { XDG_CACHE_HOME: cacheHome(user) }, timeoutMs: 120_000 });
+  return runAs(user, [process.execPath, cliPath, ...args], { busAddress: world.bus.address, env: { XDG_CACHE_HOME: cacheHome(user), XDG_DATA_HOME: join(cacheHome(user), 'data') }, timeoutMs: 120_000 });
 }
 
 interface Added {
   id: string;
+  diffId?: string;
+  scanCache?: 'hit' | 'miss';
   uploaded: { objects: number; bytes: number };
   digestCache?: { hits: number; misses: number };
 }
@@ -53,6 +57,7 @@ const fsverityDigest = (file: string) => /^sha256:([0-9a-f]{64}) /.exec(execFile
 const settle = () => new Promise((resolve) => setTimeout(resolve, 2200));
 
 let aliceTree: string;
+let layerTar: string;
 t.before(async () => {
   const alice = world.users.alice!;
   aliceTree = join(world.dirs.alice!, 'tree');
@@ -62,6 +67,9 @@ t.before(async () => {
   writeFileSync(join(aliceTree, 'sub', 'other'), 'other\n');
   mkdirSync(cacheHome(alice));
   execFileSync('chown', ['-R', `${alice.uid}:${alice.gid}`, aliceTree, cacheHome(alice)]);
+  layerTar = join(world.dirs.alice!, 'layer.tar');
+  execFileSync('tar', ['--numeric-owner', '-C', aliceTree, '-cf', layerTar, '.']);
+  execFileSync('chown', [`${alice.uid}:${alice.gid}`, layerTar]);
   await settle();
 });
 
@@ -128,4 +136,36 @@ t.test("a cache forged to claim another user's content for a file of the same si
   const served = await cli(alice, ['image', 'ls', '--json']);
   tt.equal(served.code, 0, 'the broker still serves alice');
   tt.ok((JSON.parse(served.stdout) as unknown[]).length > 0, 'and her images are there');
+});
+
+t.test('a layer tarball again: its cached scan gives the same image (and layer); a rewritten archive is read again', async (tt) => {
+  const alice = world.users.alice!;
+  const first = await add(tt, alice, layerTar, 'layer');
+  tt.equal(first.scanCache, 'miss', 'the first import reads the archive');
+  const again = await add(tt, alice, layerTar, 'layer');
+  tt.match(again, { id: first.id, diffId: first.diffId, scanCache: 'hit', uploaded: { objects: 0 } }, 'again: not read, the same image and diff ID, nothing sent');
+  const out = join(world.dirs.alice!, 'exported.tar');
+  const exported = await runAs(alice, ['sh', '-c', 'exec "$@" > "$0"', out, process.execPath, cliPath, 'image', 'export-layer', again.id, '0'], { busAddress: world.bus.address, env: { XDG_CACHE_HOME: cacheHome(alice), XDG_DATA_HOME: join(cacheHome(alice), 'data') }, timeoutMs: 120_000 });
+  tt.equal(exported.code, 0, `export-layer exits 0${exported.code ? `: ${exported.stderr}` : ''}`);
+  tt.equal(`sha256:${execFileSync('sha256sum', [out], { encoding: 'utf8' }).slice(0, 64)}`, first.diffId, 'the layer rebuilt from the cached scan is the archive, byte for byte');
+
+  // The same bytes but one file's, the archive's size and mtime put back: only ctime tells.
+  const reference = join(world.scratch, 'layer-times');
+  execFileSync('touch', ['-r', layerTar, reference]);
+  const bytes = execFileSync('cat', [layerTar]);
+  // The archive was made before the first test rewrote the file: it holds the a's.
+  const at = bytes.indexOf('a'.repeat(100));
+  tt.ok(at > 0, 'the edited file is in the archive');
+  bytes.fill('c', at, at + 100);
+  execFileSync('dd', ['of=' + layerTar, 'conv=notrunc', 'status=none'], { input: bytes });
+  execFileSync('touch', ['-r', reference, layerTar]);
+  const changed = await add(tt, alice, layerTar, 'layer');
+  tt.equal(changed.scanCache, 'miss', 'the rewritten archive is read again');
+  tt.not(changed.diffId, first.diffId, 'a new diff ID');
+  tt.not(changed.id, first.id, 'a new image');
+  const r = await cli(alice, ['run', '--image', `${changed.id}:/mnt`, '--', 'head', '-c', '5', '/mnt/edited']);
+  tt.equal(r.stdout, 'ccccc', 'the image holds the new content');
+  const uncached = await add(tt, alice, layerTar, 'layer', ['--no-digest-cache']);
+  tt.equal(uncached.id, changed.id, '--no-digest-cache reads it to the same image');
+  tt.notOk('scanCache' in uncached, 'and says nothing of a cache');
 });
