@@ -57,7 +57,7 @@ try {
   const [alice, bob, carol] = [world.users.alice!, world.users.bob!, world.users.carol!];
   await add(alice, 'first');
   for (let i = 0; i < 3; i++) await add(alice, `same${i}`);
-  for (let i = 0; i < 2; i++) await add(alice, `same-nocache${i}`, [], kind === 'dir' ? ['--no-digest-cache'] : []);
+  for (let i = 0; i < 2; i++) await add(alice, `same-nocache${i}`, [], ['--no-digest-cache']);
   // The counts go to the user's own directory (removed with the world), then here.
   const traced = async (user: TestUser, label: string) => {
     const file = join(cacheOf(user), 'strace');
