@@ -22,6 +22,8 @@ async function forgetKept(listing: () => Promise<ListedImage[]>, replaced?: List
     process.stderr.write(`mountgate: warning: what imports kept in ${sidecarDir()} could not be brought up to date (${(err as Error).message})\n`);
   }
 }
+import { trace } from '../trace.js';
+import { DigestCache } from '../client/digest-cache.js';
 
 const MiB = 1024 * 1024;
 
@@ -83,6 +85,8 @@ interface AddOptions {
   json?: boolean;
   keepIds?: boolean;
   dryRun?: boolean;
+  /** false with --no-digest-cache. */
+  digestCache?: boolean;
 }
 
 function shortId(id: string): string {
@@ -107,8 +111,9 @@ export function register(program: Command): void {
     .option('--objects <dir>', 'for a manifest file: where the contents are, as DIR/xx/rest by fs-verity digest (mkcomposefs --digest-store)')
     .option('--name <name>', 'the image name (default: the directory name, or the manifest\'s)')
     .option('--keep-ids', 'for a directory: record owners as the parent of your namespace sees them (on the host: the host\'s ids), not as `mountgate run` shows them')
+    .option('--no-digest-cache', 'hash every file (of a directory, or an archive file) again, neither using nor updating what the client cached of an earlier import')
     .option('--dry-run', 'for a directory: build the manifest and say what the image would hold (entries, objects, bytes, owners and how ids were mapped); send nothing')
-    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}} (with --dry-run: the summary), and progress as JSON events on standard error')
+    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}, "digestCache"?: {"hits", "misses"}} (with --dry-run: the summary), and progress as JSON events on standard error')
     .addHelpText(
       'after',
       `
@@ -130,7 +135,9 @@ SELinux labels, ACLs; trusted.* only as root) are recorded with their
 files; one that cannot be read is an error that names the file.
 
 Only contents the broker lacks, or that you have not uploaded yourself, are
-sent.
+sent. A file unchanged since an earlier import of yours (same inode, size,
+mtime and ctime) is not read again: its digest comes from
+$XDG_CACHE_HOME/mountgate (--no-digest-cache to hash every file).
 
 Progress goes to standard error: a bar on a terminal (entries, bytes, rate,
 and an estimate when the total is known: an archive file's size, or a
@@ -154,19 +161,24 @@ Examples:
       const progress = new ImportProgress(stderrSink(Boolean(opts.json) && !opts.dryRun));
       let manifest: Manifest;
       let sources: Map<string, string | Buffer>;
+      let digestCache: DigestCache | undefined;
       if (lstatSync(source).isDirectory()) {
         if (opts.objects) image.error('mountgate: --objects is for a manifest file; a directory holds its own contents', { exitCode: 2 });
         const owners = ownerMapping(Boolean(opts.keepIds));
         // The total for an estimate, when the walk for it is cheap (see directorySize).
         const size = progress.active ? directorySize(source, prewalkBudgetMs) : undefined;
         if (size) progress.readTotal(size.bytes);
+        digestCache = opts.digestCache === false ? undefined : DigestCache.load();
         ({ manifest, sources } = await manifestFromDirectory(source, {
           ...(opts.name ? { name: opts.name } : {}),
           ...(owners.uidMap ? { uidMap: owners.uidMap } : {}),
           ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
           onProgress: (entries, bytes) => progress.readAt(entries, bytes),
+          ...(digestCache ? { digestCache } : {}),
         }));
         progress.done();
+        digestCache?.save();
+        trace(`manifest built${digestCache ? ` (digest cache: ${digestCache.hits} hits, ${digestCache.misses} misses)` : ''}`);
         if (opts.dryRun) {
           const summary = dryRunSummary(manifest, owners.how);
           if (opts.json) return say(JSON.stringify(summary));
@@ -185,12 +197,14 @@ Examples:
         sources = opts.objects ? findObjects(opts.objects, manifestObjects(manifest).keys()) : new Map();
       }
       const result = await withBroker(program, async (b) => {
-        const uploaded = await uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p) });
+        const uploaded = await uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p), onAdded: () => trace('AddImage answered') });
         // The name (and the image) now mean this tree, with no config or layers: what an import kept for either goes.
         await forgetKept(() => b.listImages(), { id: uploaded.imageId, ...(manifest.name === undefined ? {} : { name: manifest.name }) });
         return uploaded;
       }).finally(() => progress.done());
-      say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded }) : result.imageId);
+      trace('uploaded');
+      const cached = digestCache ? { digestCache: { hits: digestCache.hits, misses: digestCache.misses } } : {};
+      say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded, ...cached }) : result.imageId);
     });
 
   image

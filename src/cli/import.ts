@@ -8,13 +8,15 @@ import type { Command } from 'commander';
 import { connect } from '../client/broker.js';
 import { MountgateError } from '../errors.js';
 import { fileInput, stdinInput, type ArchiveInput } from '../import/input.js';
-import { importTarball } from '../import/tarball.js';
+import { importTarball, tarballFromLayer } from '../import/tarball.js';
+import { archiveStat, loadScan, saveScan } from '../import/scan-cache.js';
 import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
 import { imageName, importImage, isImageReference, type ImageConfig } from '../import/oci.js';
 import { keptManifest, lostContents } from '../import/kept.js';
 import { keepSidecar, type ImageSidecar } from '../import/sidecar.js';
 import { ImportProgress, stderrSink } from './progress.js';
+import { trace } from '../trace.js';
 
 const MiB = 1024 * 1024;
 
@@ -38,6 +40,8 @@ export interface ArchiveAddOptions {
   json?: boolean;
   skipDevices?: boolean;
   memory?: string;
+  /** false with --no-digest-cache: read the archive even if an earlier scan of it is cached. */
+  digestCache?: boolean;
 }
 
 /** Whether `source` names an archive rather than a directory or a manifest: "-", or a file that starts as tar, gzip or zstd. */
@@ -78,7 +82,10 @@ container's ids, and so are the ids in its ACLs (SCHILY.acl.access and
 system.posix_acl_default; a name in an ACL entry without its id is resolved
 on this machine, as tar -x would). It is never unpacked: each file is
 hashed as it streams by, and the contents the broker lacks are read from
-the archive again (from memory for a pipe).
+the archive again (from memory for a pipe). An archive file unchanged since
+an earlier import of yours (same inode, size, mtime and ctime) is not read
+again: what its scan found is kept in $XDG_CACHE_HOME/mountgate/scans
+(--no-digest-cache to read it anyway).
 Ctrl-C stops the import; an image it registered is removed again.
 
   mountgate image add layer.tar.zst --name base
@@ -132,7 +139,21 @@ export async function addArchive(program: Command, source: string, opts: Archive
     const input: ArchiveInput = source === '-' ? stdinInput() : fileInput(source);
     const size = sourceSize(source);
     if (size !== undefined) progress.readTotal(size);
-    const imported = isImage ? await importImage(source, opts.name ?? imageName(source), scan) : await importTarball(input, opts.name ?? defaultName(source), scan);
+    // A layer tarball named on the command line: an unchanged one is not read again (src/import/scan-cache.ts).
+    const archive = !isImage && source !== '-' && opts.digestCache !== false ? archiveStat(source) : undefined;
+    const scanOptions = { skipDevices: Boolean(opts.skipDevices) };
+    const startedNs = BigInt(Date.now()) * 1_000_000n;
+    const cached = archive && loadScan(archive, scanOptions);
+    let imported;
+    if (isImage) {
+      imported = await importImage(source, opts.name ?? imageName(source), scan);
+    } else if (cached) {
+      imported = tarballFromLayer(input, opts.name ?? defaultName(source), cached.layer, cached.compression, controller.signal);
+    } else {
+      imported = await importTarball(input, opts.name ?? defaultName(source), scan);
+      if (archive) saveScan(archive, scanOptions, { layer: imported.layer, compression: imported.compression }, startedNs);
+    }
+    trace('archive read');
     const busAddress = program.opts<{ busAddress?: string }>().busAddress;
     const broker = await connect(busAddress ? { busAddress } : {});
     let result;
@@ -142,6 +163,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
       const upload = { onProgress: (p: ImportUploadProgress) => progress.upload(p), signal: controller.signal };
       progress.done();
       result = await uploadImported(broker, imported.manifest, imported.provider, upload);
+      trace('uploaded');
       // What a layer needs and the flattened image lacks goes in a hidden image kept for it (src/import/kept.ts).
       const lost = lostContents('config' in imported ? imported.layers.map((l) => l.split) : [imported.layer.split], imported.manifest);
       if (lost.size > 0) {
@@ -173,7 +195,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
       } else {
         const l = imported.layer;
         await keep({}, [{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]);
-        summary = { id: imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored) };
+        summary = { id: imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored), ...(archive ? { scanCache: cached ? 'hit' : 'miss' } : {}) };
         for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
         if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
       }

@@ -17,6 +17,7 @@ import { FsVerityHasher } from '../verity/fsverity.js';
 import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } from '../sys/syscalls.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from './broker.js';
+import { cachedStat, type DigestCache } from './digest-cache.js';
 
 /** The backing path of an object in a composefs object directory. */
 export { objectPath };
@@ -38,6 +39,8 @@ export interface FromDirectoryOptions {
   gidMap?: IdRange[];
   /** After every entry and every MiB hashed: entries so far and bytes of file contents hashed (for progress). */
   onProgress?: (entries: number, bytes: number) => void;
+  /** Digests of files unchanged since an earlier import (see digest-cache.ts): such a file is not read. */
+  digestCache?: DigestCache;
 }
 
 export interface DirectoryManifest {
@@ -165,8 +168,18 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
         entries.push({ ...base, type: 'file', size: 0 });
         return;
       }
-      const { digest, size } = fileDigest(hostPath, onBytes);
-      if (BigInt(size) !== st.size) throw new InvalidRequestError(`${shown} changed while it was read (${st.size} bytes, then ${size})`);
+      const cache = opts.digestCache;
+      let digest = cache?.get(cachedStat(st));
+      const size = Number(st.size);
+      if (digest === undefined) {
+        const read = fileDigest(hostPath, onBytes);
+        if (BigInt(read.size) !== st.size) throw new InvalidRequestError(`${shown} changed while it was read (${st.size} bytes, then ${read.size})`);
+        digest = read.digest;
+        // Recorded with the stat from before the read: a write during it leaves a record that no longer matches.
+        cache?.set(cachedStat(st), digest);
+      } else {
+        onBytes?.(size);
+      }
       entries.push({ ...base, type: 'file', size, digest, backing: objectPath(digest) });
       if (!sources.has(digest)) sources.set(digest, hostPath);
     } else if (st.isSymbolicLink()) {

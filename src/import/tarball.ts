@@ -64,15 +64,22 @@ export async function importTarball(input: ArchiveInput, name: string, opts: Sca
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(kept ? { onContent: (d: string, size: number, pieces: Buffer[]) => kept.keep(d, size, pieces) } : {}),
   });
+  return kept ? tarballOf(input, name, layer, compression, memoryProvider(kept)) : tarballFromLayer(input, name, layer, compression, opts.signal);
+}
+
+/** The import of a rereadable archive from what a scan of it found (now, or an earlier one: src/import/scan-cache.ts): contents the broker asks for are read from it again. */
+export function tarballFromLayer(input: ArchiveInput, name: string, layer: LayerResult, compression: Compression, signal?: AbortSignal): ImportedTarball {
+  if (!input.rereadable) throw new Error('import: an archive that cannot be read again needs its contents kept from its scan');
+  return tarballOf(input, name, layer, compression, {
+    async *objects(wanted) {
+      const again = await decompressed(input.open(signal), input.what);
+      yield* objectsFromLayer(again.chunks, input.what, layer.fileDigests, wanted);
+    },
+  });
+}
+
+function tarballOf(input: ArchiveInput, name: string, layer: LayerResult, compression: Compression, provider: ObjectProvider): ImportedTarball {
   const tree = new LayerTree();
   tree.apply(layer.entries, input.what);
-  const provider: ObjectProvider = kept
-    ? memoryProvider(kept)
-    : {
-        async *objects(wanted) {
-          const again = await decompressed(input.open(opts.signal), input.what);
-          yield* objectsFromLayer(again.chunks, input.what, layer.fileDigests, wanted);
-        },
-      };
   return { manifest: tree.manifest(name), layer, compression, provider };
 }

@@ -16,6 +16,7 @@ import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from '../client/broker.js';
 import { manifestObjects, sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
 import { memfdCreate, sealImmutable, sealedMemfd, socketpair } from '../sys/syscalls.js';
+import { trace } from '../trace.js';
 
 export interface ObjectContent {
   digest: string;
@@ -154,6 +155,7 @@ export async function uploadImported(
   let added: { imageId: string; missing: string[] };
   try {
     added = await broker.addImage(fd);
+    trace('AddImage answered');
   } finally {
     closeFd(fd);
   }

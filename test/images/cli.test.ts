@@ -84,7 +84,7 @@ t.test('alice adds a directory: the id, and every object uploaded', async (tt) =
 
   const again = await cli(alice, ['image', 'add', tree, '--json']);
   tt.equal(again.code, 0, `adding it again works (stderr: ${again.stderr})`);
-  tt.same(JSON.parse(again.stdout), { id: aliceImage, uploaded: { objects: 0, bytes: 0 } }, 'the same id, nothing to upload the second time');
+  tt.match(JSON.parse(again.stdout), { id: aliceImage, uploaded: { objects: 0, bytes: 0 } }, 'the same id, nothing to upload the second time');
 
   const ls = await cli(alice, ['image', 'ls', '--json']);
   tt.equal(ls.code, 0, `image ls exits 0 (stderr: ${ls.stderr})`);
