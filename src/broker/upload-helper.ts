@@ -31,6 +31,9 @@ import { StreamReader } from './stream.js';
 import type { HashJob, HashResult, HashWorkerData } from './upload-worker.js';
 
 const [tmpDir, idleArg] = process.argv.slice(2) as [string, string];
+// The files this process creates get the modes it asks for (objects 0444, from their creation: no fchmod
+// each), not fewer: the installed units run the broker with UMask=0077, which would make them 0400.
+process.umask(0o022);
 const verity = process.argv.includes('--verity');
 const idleMs = Number(idleArg);
 /** The size field's top bit: the content is the next fd passed on the socket, not bytes in the stream. */
