@@ -7,7 +7,7 @@
 // helper does ahead of the call, is not counted) besides the wall time, which on a shared machine says more than the wall
 // time: a first upload (the store lacks every object) and a hash-only one (a
 // second user). Writes no results file (not part of the suite).
-//   sudo bash bench/run.sh upload-helper-probe [--tree /usr/share/icons] [--runs 3] [--wrap 'strace -f -c -o /tmp/out']
+//   sudo bash bench/run.sh upload-helper-probe [--tree /usr/share/icons] [--runs 3] [--stores-in DIR] [--wrap 'strace -f -c -o /tmp/out']
 // (--wrap: the first run's first upload runs its helper under that command; no CPU figures then)
 import { execFileSync, spawn } from 'node:child_process';
 import { constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -28,6 +28,8 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? process.argv[i + 1]! : dflt;
 };
 const tree = arg('--tree', '/usr/share/icons');
+/** Where the stores go (e.g. a journaled ext4 mounted for the purpose, to compare filesystems). */
+const storesIn = arg('--stores-in', '/var/tmp');
 const runs = Number(arg('--runs', '3'));
 const wrap = perfCallArg() ? 'perf' : arg('--wrap', '');
 /** Which upload of the first run --wrap applies to. */
@@ -126,7 +128,7 @@ process.umask(0o077);
 console.log(`${tree}: ${todo.length} objects, ${(bytes / 2 ** 20).toFixed(1)} MiB; load ${loadavg()[0]!.toFixed(1)}`);
 sha256sumMs();
 for (let run = 0; run < runs; run++) {
-  const store = mkdtempSync('/var/tmp/mountgate-probe-store.');
+  const store = mkdtempSync(join(storesIn, 'mountgate-probe-store.'));
   try {
     mkdirSync(join(store, 'tmp'));
     if (topdir) execFileSync('chattr', ['+T', join(store, 'tmp')]);
