@@ -149,9 +149,13 @@ function createFloor(near: string, sizes: number[]): { ms: number; remove: () =>
 function sha256sumMs(paths: string[]): number {
   const list = join('/tmp', `mountgate-bench-sha-${process.pid}`);
   writeFileSync(list, `${paths.join('\0')}\0`);
-  const t0 = performance.now();
-  execFileSync('sh', ['-c', `xargs -0 -n 2000 sha256sum < ${list} > /dev/null`], { stdio: ['ignore', 'ignore', 'inherit'] });
-  return performance.now() - t0;
+  try {
+    const t0 = performance.now();
+    execFileSync('sh', ['-c', `xargs -0 -n 2000 sha256sum < ${list} > /dev/null`], { stdio: ['ignore', 'ignore', 'inherit'] });
+    return performance.now() - t0;
+  } finally {
+    rmSync(list, { force: true });
+  }
 }
 
 const world = await createWorld({
