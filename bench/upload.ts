@@ -6,16 +6,18 @@
 // may be written again (the object files keep their inodes and times) and
 // the upload is hashing only. Last, end to end: `mountgate image add` of all
 // of /usr run as a test user (the real client: walk, digests, AddImage,
-// upload), against sha256sum of its files. /usr is seen through a read-only
+// upload), against sha256sum of its files. Beside each first upload it
+// times creating as many files of the same sizes next to the store (what a
+// first upload cannot go below on this filesystem; see createFloor). /usr is seen through a read-only
 // bind mount outside the world's scratch directory, with what other users
 // cannot read covered by empty stand-ins (a test user could not read it; the
 // real client would refuse the tree).
 //   sudo bash bench/run.sh upload [--trees /usr/share/icons,/usr/share] [--whole /usr | --whole none]
 // Writes bench/results/upload.json.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmdirSync, rmSync, statSync, writeSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { manifestFromDirectory } from '../src/client/images.js';
 import { byteKey } from '../src/manifest/text.js';
 import type { Manifest } from '../src/schema/types.generated.js';
@@ -119,12 +121,41 @@ function contentFiles(tree: string): { paths: string[]; bytes: number } {
   return { paths, bytes };
 }
 
+/**
+ * What a first upload cannot go below on this filesystem: as many new files
+ * as objects, of their sizes, created read-only, written and closed, beside
+ * the store (same filesystem, same region of it), with no hashing. On an ext4
+ * without a journal a create skips every inode freed in its block group in
+ * the last minute or more (several while their inode table is dirty), so
+ * this varies with what anyone deleted nearby: a calibration measured in the
+ * same run, not a target. The files are removed only after the uploads (their
+ * deletion would slow the uploads' own creates).
+ */
+function createFloor(near: string, sizes: number[]): { ms: number; remove: () => void } {
+  const dir = mkdtempSync(join(near, 'create-floor.'));
+  const data = Buffer.alloc(1 << 20, 0x5a);
+  const t0 = performance.now();
+  sizes.forEach((size, i) => {
+    const fd = openSync(join(dir, String(i)), 'wx', 0o444);
+    try {
+      for (let at = 0; at < size; ) at += writeSync(fd, data, 0, Math.min(data.length, size - at));
+    } finally {
+      closeSync(fd);
+    }
+  });
+  return { ms: performance.now() - t0, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 function sha256sumMs(paths: string[]): number {
   const list = join('/tmp', `mountgate-bench-sha-${process.pid}`);
   writeFileSync(list, `${paths.join('\0')}\0`);
-  const t0 = performance.now();
-  execFileSync('sh', ['-c', `xargs -0 -n 2000 sha256sum < ${list} > /dev/null`], { stdio: ['ignore', 'ignore', 'inherit'] });
-  return performance.now() - t0;
+  try {
+    const t0 = performance.now();
+    execFileSync('sh', ['-c', `xargs -0 -n 2000 sha256sum < ${list} > /dev/null`], { stdio: ['ignore', 'ignore', 'inherit'] });
+    return performance.now() - t0;
+  } finally {
+    rmSync(list, { force: true });
+  }
 }
 
 const world = await createWorld({
@@ -144,7 +175,7 @@ const whole: Row[] = [];
 const points = { first: [] as [number, number][], second: [] as [number, number][], sha: [] as [number, number][], whole: [] as [number, number][], wholeSha: [] as [number, number][] };
 try {
   console.log('Upload (files passed as fds; the broker hashes and stores them) against sha256sum of the same files, same run');
-  console.log('tree                 objects       MiB  AddImage(s)  upload(s)  sha256sum(s)  ratio  | 2nd user upload(s)  ratio  rewritten');
+  console.log('tree                 objects       MiB  AddImage(s)  upload(s)  sha256sum(s)  ratio  creates alone(s)  | 2nd user upload(s)  ratio  rewritten');
   for (const tree of trees) {
     const built = await manifestFromDirectory(tree, { name: tree.replaceAll('/', '_') });
     const { manifest, sources } = readableByOthers(built.manifest, built.sources);
@@ -167,21 +198,23 @@ try {
       }
       return JSON.parse(r.stdout) as { imageId: string; addMs: number; putMs: number; missing: number; uploaded: { objects: number; bytes: number } };
     };
+    const floor = createFloor(dirname(world.broker.stateDir), paths.map((p) => statSync(p).size));
     const first = await upload('alice');
     const before = objectFiles(store);
     const second = await upload('bob');
     const after = objectFiles(store);
+    floor.remove();
     let rewritten = 0;
     for (const [d, v] of before) if (after.get(d) !== v) rewritten++;
     rewritten += after.size - before.size;
     const ratio = sha / first.putMs;
     const ratio2 = sha / second.putMs;
     console.log(
-      `${tree.padEnd(20)} ${String(objects).padStart(7)} ${(bytes / 2 ** 20).toFixed(0).padStart(9)} ${(first.addMs / 1000).toFixed(2).padStart(12)} ${(first.putMs / 1000).toFixed(2).padStart(10)} ${(sha / 1000).toFixed(2).padStart(13)} ${ratio.toFixed(2).padStart(6)}  | ${(second.putMs / 1000).toFixed(2).padStart(18)} ${ratio2.toFixed(2).padStart(6)} ${String(rewritten).padStart(10)}`,
+      `${tree.padEnd(20)} ${String(objects).padStart(7)} ${(bytes / 2 ** 20).toFixed(0).padStart(9)} ${(first.addMs / 1000).toFixed(2).padStart(12)} ${(first.putMs / 1000).toFixed(2).padStart(10)} ${(sha / 1000).toFixed(2).padStart(13)} ${ratio.toFixed(2).padStart(6)} ${(floor.ms / 1000).toFixed(2).padStart(17)}  | ${(second.putMs / 1000).toFixed(2).padStart(18)} ${ratio2.toFixed(2).padStart(6)} ${String(rewritten).padStart(10)}`,
     );
     const label = `${tree} (${objects} objects, ${(bytes / 2 ** 20).toFixed(0)} MiB)`;
     const load = loadavg()[0]!;
-    speed.push({ case: label, mountgate: first.putMs, reference: sha, ratio, pass: ratio >= 0.8 && first.uploaded.objects === objects, objects, bytes, addImageMs: first.addMs, load });
+    speed.push({ case: label, mountgate: first.putMs, reference: sha, ratio, pass: ratio >= 0.8 && first.uploaded.objects === objects, objects, bytes, addImageMs: first.addMs, createsAloneMs: floor.ms, load });
     speed.push({ case: `${label}, second user (hash only)`, mountgate: second.putMs, reference: sha, ratio: ratio2, pass: ratio2 >= 0.8 && second.uploaded.objects === objects, objects, bytes, load });
     again.push({ case: `${label}, second user`, mountgate: second.putMs, reference: sha, ratio: ratio2, pass: rewritten === 0 && second.uploaded.objects === objects, rewritten, accepted: second.uploaded.objects });
     if (objects >= 100_000) whole.push({ case: label, mountgate: first.putMs, reference: sha, ratio, pass: first.uploaded.objects === objects, accepted: first.uploaded.objects });

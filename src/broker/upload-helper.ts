@@ -19,7 +19,7 @@
 // stdout: JSON lines: {"p":1} (alive: at least every 200 ms while its event
 //   loop runs or it reads), {"b": [[digest, size, tmp name | null], ...]} (a
 //   batch of verified objects, on disk), {"end":1}, {"synced":1}, {"e": message} (refused; exits).
-import { closeSync, fchmodSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -31,6 +31,9 @@ import { StreamReader } from './stream.js';
 import type { HashJob, HashResult, HashWorkerData } from './upload-worker.js';
 
 const [tmpDir, idleArg] = process.argv.slice(2) as [string, string];
+// The files this process creates get the modes it asks for (objects 0444, from their creation: no fchmod
+// each), not fewer: the installed units run the broker with UMask=0077, which would make them 0400.
+process.umask(0o022);
 const verity = process.argv.includes('--verity');
 const idleMs = Number(idleArg);
 /** The size field's top bit: the content is the next fd passed on the socket, not bytes in the stream. */
@@ -193,7 +196,8 @@ class Sink {
   private readonly fd: number | undefined;
   received = 0;
   constructor(readonly name: string | null) {
-    this.fd = this.name ? openSync(join(tmpDir, this.name), 'wx', 0o600) : undefined;
+    // Read-only from its creation (as in upload-worker.ts): the returned fd still writes.
+    this.fd = this.name ? openSync(join(tmpDir, this.name), 'wx', 0o444) : undefined;
   }
   update(chunk: Uint8Array): void {
     this.hasher.update(chunk);
@@ -205,11 +209,7 @@ class Sink {
     progress();
   }
   finish(): string {
-    if (this.fd !== undefined) {
-      // Objects are read-only; fs-verity (enabled before the sync) wants no writer either.
-      fchmodSync(this.fd, 0o444);
-      closeSync(this.fd);
-    }
+    if (this.fd !== undefined) closeSync(this.fd);
     return this.hasher.digest().toString('hex');
   }
 }

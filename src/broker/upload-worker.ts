@@ -10,7 +10,7 @@
 // Progress: it bumps its slot of a shared counter after every read, so the
 // helper can tell a thread stuck in a read (a filesystem that never answers)
 // from a busy one.
-import { closeSync, fchmodSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FsVerityHasher } from '../verity/fsverity.js';
@@ -51,7 +51,9 @@ function hashFile(job: HashJob): { digest: string; received: number } {
   const st = fstatSync(job.fd);
   if (!st.isFile()) throw new Refusal('a passed fd is not a regular file (only regular files can prove an object)');
   if (st.size !== job.size) throw new Refusal(`a passed file is ${st.size} bytes, its record says ${job.size}`);
-  const out = job.tmp === null ? undefined : openSync(join(tmpDir, job.tmp), 'wx', 0o600);
+  // Created read-only (objects are 0444; fs-verity, enabled before the sync, wants no writer either): the fd
+  // open() returns may still write, so no fchmod is needed after.
+  const out = job.tmp === null ? undefined : openSync(join(tmpDir, job.tmp), 'wx', 0o444);
   try {
     hasher.reset();
     let at = 0;
@@ -71,8 +73,6 @@ function hashFile(job: HashJob): { digest: string; received: number } {
       if (out !== undefined) writeAll(out, chunk);
       at += n;
     }
-    // Objects are read-only; fs-verity (enabled before the sync) wants no writer either.
-    if (out !== undefined) fchmodSync(out, 0o444);
     return { digest: hasher.digest().toString('hex'), received: at };
   } finally {
     if (out !== undefined) closeSync(out);
