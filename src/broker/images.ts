@@ -264,13 +264,24 @@ export class ImageService {
   list(uid: number): Record<string, unknown>[] {
     return this.registry.listFor(uid).map((m) => ({
       id: m.id,
+      // name: the one given last, all a client from before several names reads.
       ...(m.name ? { name: m.name } : {}),
+      names: m.names,
       entries: m.entries,
       objects: m.objects,
       missing: this.missingFor(uid, m).length,
       bytes: m.bytes + m.imageBytes,
       added: m.added,
     }));
+  }
+
+  /** Drops uid's name, and with its last name uid's registration of the image and the objects no image references; undefined when uid has no such name. */
+  removeName(uid: number, name: string): { id: string; unregistered: boolean } | undefined {
+    const r = this.registry.removeName(uid, name);
+    if (!r) return undefined;
+    for (const d of r.dropped) this.store.remove(d);
+    if (r.unregistered) this.memory.soon();
+    return { id: r.id, unregistered: r.unregistered };
   }
 
   /** Drops uid's registration of imageId (which it must own), then every object no image references. */

@@ -104,6 +104,14 @@ export class ImageRegistry {
     return dropped;
   }
 
+  /** Drops uid's name (and its registration, when it was the image's last name); undefined when uid has no such name. */
+  removeName(uid: number, name: string): { id: string; unregistered: boolean; dropped: string[] } | undefined {
+    const r = this.db.removeName(uid, name);
+    if (!r) return undefined;
+    for (const g of r.unregistered?.gone ?? []) this.removeImageDir(g);
+    return { id: r.id, unregistered: r.unregistered !== undefined, dropped: r.unregistered?.dropped ?? [] };
+  }
+
   /** Reads the format before the database into `db` (inside its creating transaction). Returns whether there was anything. */
   private importLegacy(db: StoreDb, present: Set<string>): boolean {
     const metas: LegacyMeta[] = [];
