@@ -150,7 +150,7 @@ function ownedRow(r: RawImage): OwnedImage {
 }
 
 /** uid's names of the image of the row (o: its owner row), in the order given. */
-const namesOf = '(SELECT json_group_array(name) FROM (SELECT n.name FROM names n WHERE n.uid = o.uid AND n.image_id = o.image_id ORDER BY n.rowid)) AS names';
+const namesOf = '(SELECT json_group_array(n.name ORDER BY n.rowid) FROM names n WHERE n.uid = o.uid AND n.image_id = o.image_id) AS names';
 
 /** Schema version 1 kept one name per image, the first adder's: it becomes each owner's own. */
 const fromVersion1 = `
