@@ -7,7 +7,7 @@
 import { write, writeSync } from 'node:fs';
 
 export interface AuditRecord {
-  event: 'decision' | 'result' | 'start' | 'ready' | 'policy' | 'error' | 'stop';
+  event: 'decision' | 'result' | 'start' | 'ready' | 'policy' | 'error' | 'stop' | 'store';
   method?: string;
   caller?: { uid: number; pid: number; name?: string; bus?: string };
   allowed?: boolean;

@@ -89,7 +89,14 @@ async function main(): Promise<void> {
 
   let images: ImageService;
   try {
-    images = new ImageService({ stateDir, policy: () => policy.policy, features, fdDeadlineMs });
+    images = new ImageService({
+      stateDir, policy: () => policy.policy, features, fdDeadlineMs,
+      // The object files of removed images are deleted after their call was answered: said once they are gone.
+      onDeleted: ({ deleted, failed }) => {
+        stdoutAudit({ event: 'store', deleted, message: `deleted ${deleted} object file(s) no image needs any more` });
+        if (failed.length > 0) stdoutAudit({ event: 'error', message: `${failed.length} object file(s) could not be deleted (the next start drops them): ${failed.join('; ')}` });
+      },
+    });
   } catch (err) {
     // An older state that cannot be imported, a database another broker holds or a newer one wrote: said plainly.
     fail(`refusing to start: the store in ${stateDir} cannot be opened: ${(err as Error).message}`, exitCodes.Internal);

@@ -34,7 +34,12 @@ export interface ImageDeps {
   features: KernelFeatures;
   /** How long a passed file may keep an upload helper silent before it is killed. */
   fdDeadlineMs: number;
+  /** Told when the queued deletions of object files are done (for the audit). */
+  onDeleted?: (report: { deleted: number; failed: string[] }) => void;
 }
+
+/** Object rows of a removed image deleted per transaction: a few ms of the event loop each. */
+const rowsPerTurn = 1000;
 
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
@@ -68,11 +73,21 @@ export class ImageService {
   private readonly builds = new FairQueue(2);
   private readonly builder = new BuildHelpers();
   private readonly helpers: UploadHelpers;
+  /** Images whose last owner dropped them, their rows still to delete (dropRows). */
+  private readonly dropping = new Set<string>();
+  private dropTimer: NodeJS.Immediate | undefined;
+  /** Object files deleted (and failures) since the last onDeleted report. */
+  private deletions = { deleted: 0, failed: [] as string[] };
   /** Big images and uploads leave garbage an idle front would keep: collected once quiet. */
   private readonly memory = new MemoryReturn(() => this.registry.db.shrinkMemory());
 
   constructor(private readonly deps: ImageDeps) {
-    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'));
+    // The registry is made next; the store asks it only once deletions run.
+    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), (digest) => this.registry.db.isPresent(digest), (r) => {
+      this.deletions.deleted += r.deleted;
+      this.deletions.failed.push(...r.failed);
+      this.settle();
+    });
     this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
     this.reconcile();
@@ -80,12 +95,13 @@ export class ImageService {
 
   /**
    * Brings the database and the files in line after a crash (see
-   * StoreDb.reconcile): removes object files and image directories nothing
-   * records, and forgets what the files no longer hold.
+   * StoreDb.reconcile): removes object files (off the event loop, queued:
+   * a crash in the middle of a big removal leaves many) and image
+   * directories nothing records, and forgets what the files no longer hold.
    */
   reconcile(): { strayFiles: number; strayImages: number; changed: number } {
     const { strayFiles, strayImages, changed } = this.registry.db.reconcile(new Set(this.store.list()), this.registry.imageDirs());
-    for (const d of strayFiles) this.store.remove(d);
+    this.store.discard(strayFiles);
     for (const id of strayImages) this.registry.removeImageDir(id);
     return { strayFiles: strayFiles.length, strayImages: strayImages.length, changed };
   }
@@ -172,15 +188,28 @@ export class ImageService {
       let settled = false;
       let lastLine = 0;
       let timer: NodeJS.Timeout | undefined;
+      // Objects whose old file's unlink was under way when their batch came: published once it is done, before the sync.
+      let deferred: Promise<void> = Promise.resolve();
       const finish = (err?: Error) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         child.kill('SIGKILL');
-        this.store.dropTmp(prefix);
+        const dropped = this.store.dropTmp(prefix).catch(() => undefined);
         this.memory.soon();
-        if (err) reject(err);
-        else resolve({ objects, bytes });
+        void dropped.then(() => (err ? reject(err) : resolve({ objects, bytes })));
+      };
+      const credit = (batch: [string, number, string | null][]) => {
+        const done = this.publish(uid, batch);
+        objects += done.objects;
+        bytes += done.bytes;
+        if (done.waiting.length === 0) return;
+        deferred = deferred
+          .then(async () => {
+            await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
+            if (!settled) credit(done.waiting);
+          })
+          .catch((err: Error) => finish(err));
       };
       // The helper says it is alive several times a second unless a read is stuck (a file on a filesystem that does not answer).
       const arm = () => {
@@ -207,11 +236,12 @@ export class ImageService {
         lastLine++;
         arm();
         if (Array.isArray(line.b)) {
-          const done = this.publish(uid, line.b as [string, number, string | null][]);
-          objects += done.objects;
-          bytes += done.bytes;
+          credit(line.b as [string, number, string | null][]);
         } else if (line.end) {
-          stdin.write('sync\n');
+          // Every publish is done (the deferred ones too) before the helper makes the names durable.
+          void deferred.then(() => {
+            if (!settled) stdin.write('sync\n');
+          });
         } else if (line.synced) {
           finish();
         } else if (typeof line.e === 'string') {
@@ -226,18 +256,27 @@ export class ImageService {
   /**
    * Publishes a synced batch for uid in one turn: each object is named only
    * while one of uid's images still needs it and the store lacks it, and the
-   * proofs are one transaction. Returns what uid was credited with.
+   * proofs are one transaction. Returns what uid was credited with, and the
+   * objects to publish again once the unlink under way of their digest's old
+   * file (an image removed just before) is done: renamed now, the new file
+   * could be the one that unlink deletes.
    */
-  private publish(uid: number, batch: [digest: string, size: number, tmp: string | null][]): { objects: number; bytes: number } {
+  private publish(uid: number, batch: [digest: string, size: number, tmp: string | null][]): { objects: number; bytes: number; waiting: [string, number, string | null][] } {
     const db = this.registry.db;
     let objects = 0;
     let bytes = 0;
+    const waiting: [string, number, string | null][] = [];
     db.transaction(() => {
-      for (const [digest, size, tmp] of batch) {
+      for (const item of batch) {
+        const [digest, size, tmp] = item;
         if (db.wantedSize(uid, digest) !== size) continue;
         if (!db.isPresent(digest)) {
           // Not written because the store had it when the upload began, and gone since: uid has to send it again.
           if (!tmp) continue;
+          if (this.store.unlinking(digest)) {
+            waiting.push(item);
+            continue;
+          }
           this.store.publish(tmp, digest);
         }
         db.recordPossession(uid, digest);
@@ -245,7 +284,7 @@ export class ImageService {
         bytes += size;
       }
     });
-    return { objects, bytes };
+    return { objects, bytes, waiting };
   }
 
   /** uid's image `imageId` and what it still lacks; undefined when uid has no such image. O(1) once uid has every object. */
@@ -275,18 +314,55 @@ export class ImageService {
     }));
   }
 
-  /** Drops uid's name, and with its last name uid's registration of the image and the objects no image references; undefined when uid has no such name. */
+  /** Drops uid's name; with its last name, uid's registration of the image goes as by remove. Undefined when uid has no such name. */
   removeName(uid: number, name: string): { id: string; unregistered: boolean } | undefined {
     const r = this.registry.removeName(uid, name);
     if (!r) return undefined;
-    for (const d of r.dropped) this.store.remove(d);
-    if (r.unregistered) this.memory.soon();
+    for (const id of r.gone) this.dropping.add(id);
+    if (r.gone.length > 0) this.dropRows();
     return { id: r.id, unregistered: r.unregistered };
   }
 
-  /** Drops uid's registration of imageId (which it must own), then every object no image references. */
+  /**
+   * Drops uid's registration of imageId (which it must own) at once, and with
+   * it uid's quota; an image no one owns any more then loses its rows a
+   * bounded number per turn of the event loop (dropRows), and the objects no
+   * image references their files, off the event loop (ObjectStore.discard).
+   */
   remove(uid: number, imageId: string): void {
-    for (const d of this.registry.unregister(imageId, uid)) this.store.remove(d);
-    this.memory.soon();
+    const gone = this.registry.unregister(imageId, uid);
+    for (const id of gone) this.dropping.add(id);
+    if (gone.length > 0) this.dropRows();
+  }
+
+  /** Once no row and no file of a removed image is left to delete: said (onDeleted), once for everything since the last time. */
+  private settle(): void {
+    if (this.dropping.size > 0 || this.dropTimer || !this.store.idle()) return;
+    const report = this.deletions;
+    this.deletions = { deleted: 0, failed: [] };
+    this.deps.onDeleted?.(report);
+  }
+
+  /**
+   * Deletes the rows of images without owners, rowsPerTurn object rows per
+   * transaction, one transaction per turn of the event loop (calls are
+   * answered in between), and queues the files of the objects they freed.
+   */
+  private dropRows(): void {
+    if (this.dropTimer) return;
+    const step = () => {
+      this.dropTimer = undefined;
+      const [id] = this.dropping;
+      if (id === undefined) {
+        this.memory.soon();
+        this.settle();
+        return;
+      }
+      const { done, dropped } = this.registry.db.dropSome(id, rowsPerTurn);
+      if (done) this.dropping.delete(id);
+      this.store.discard(dropped);
+      this.dropTimer = setImmediate(step);
+    };
+    this.dropTimer = setImmediate(step);
   }
 }

@@ -19,6 +19,13 @@
 //   least one listed image of the same owner (kept rows); a kept row names
 //   a listed image. A hidden image (listed 0) has no name, is not listed, and
 //   counts toward its owner's usage like any other.
+//
+// An image whose last owner dropped it may stay a while without owners: its
+// rows are then deleted a bounded number at a time (dropSome), so that the
+// removal of a 100k-object image is not one transaction of seconds on the
+// front's event loop. Nothing reads it meanwhile (every caller-facing query
+// goes through owners); adding it again revives it; the reconciliation at
+// open drops what a crash left of it.
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
@@ -291,7 +298,8 @@ export class StoreDb {
       insertProof: d.prepare<[number, string]>('INSERT OR IGNORE INTO proofs (uid, digest) VALUES (?, ?)'),
       proven: d.prepare<[number, string]>('SELECT 1 FROM proofs WHERE uid = ? AND digest = ?'),
       decrementMissing: d.prepare<[number, string]>('UPDATE owners SET missing = missing - 1 WHERE uid = ? AND image_id IN (SELECT image_id FROM image_objects WHERE digest = ?)'),
-      sharedHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects WHERE image_id = ? AND digest = ?'),
+      // An image being dropped (no owner) shares nothing any more.
+      sharedHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects io WHERE io.image_id = ? AND io.digest = ? AND EXISTS (SELECT 1 FROM owners o WHERE o.image_id = io.image_id)'),
       allPresent: d.prepare('SELECT digest FROM objects WHERE present = 1'),
       hasRow: d.prepare<[string]>('SELECT 1 FROM objects WHERE digest = ?'),
       unstored: d.prepare('SELECT id FROM images WHERE stored = 0'),
@@ -302,6 +310,14 @@ export class StoreDb {
       dropProofsOf: d.prepare<[string]>('DELETE FROM proofs WHERE digest = ?'),
       setAbsent: d.prepare<[string]>('UPDATE objects SET present = 0 WHERE digest = ?'),
       deleteOwnersOf: d.prepare<[string]>('DELETE FROM owners WHERE image_id = ?'),
+      ownerless: d.prepare('SELECT id FROM images i WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.image_id = i.id)'),
+      someImageDigests: d.prepare<[string, number]>('SELECT digest FROM image_objects WHERE image_id = ? LIMIT ?'),
+      unrefObject: d.prepare<[string]>('UPDATE objects SET refs = refs - 1 WHERE digest = ? RETURNING refs, present'),
+      deleteImageObject: d.prepare<[string, string]>('DELETE FROM image_objects WHERE image_id = ? AND digest = ?'),
+      deleteObject: d.prepare<[string]>('DELETE FROM objects WHERE digest = ?'),
+      // Reviving an image being dropped: the rows already deleted come back, each with its reference.
+      imageHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects WHERE image_id = ? AND digest = ?'),
+      unstore: d.prepare<[string]>('UPDATE images SET stored = 0 WHERE id = ?'),
     };
   }
 
@@ -345,8 +361,17 @@ export class StoreDb {
    */
   register(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
     return this.transaction(() => {
-      const existing = this.image(image.id);
-      if (!existing) {
+      let existing = this.image(image.id);
+      if (existing && (this.q.ownerCount.get(image.id) as { n: number }).n === 0) {
+        // Being dropped (its file is gone too): it comes back whole, to be stored anew.
+        for (const [d, size] of Object.entries(image.objects)) {
+          if (this.q.imageHas.get(image.id, d) !== undefined) continue;
+          this.q.refObject.run(d);
+          this.q.insertImageObject.run(image.id, d, size);
+        }
+        this.q.unstore.run(image.id);
+        existing = undefined;
+      } else if (!existing) {
         const digests = Object.keys(image.objects);
         this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, digests.length);
         for (const d of digests) {
@@ -376,16 +401,17 @@ export class StoreDb {
 
   /**
    * Drops uid's name `name`; when it was the last name of its image, uid's
-   * registration goes too (as unregister does). Returns the image it named
-   * (undefined: uid has no such name) and what unregister returns when it ran.
+   * registration goes too (as unregister does, `later` as there). Returns the
+   * image it named (undefined: uid has no such name) and what unregister
+   * returns when it ran.
    */
-  removeName(uid: number, name: string): { id: string; unregistered?: ReturnType<StoreDb['unregister']> } | undefined {
+  removeName(uid: number, name: string, later = false): { id: string; unregistered?: ReturnType<StoreDb['unregister']> } | undefined {
     return this.transaction(() => {
       const id = this.named(uid, name);
       if (id === undefined) return undefined;
       this.q.deleteName.run(uid, name);
       if ((this.q.nameCount.get(uid, id) as { n: number }).n > 0) return { id };
-      return { id, unregistered: this.unregister(id, uid) };
+      return { id, unregistered: this.unregister(id, uid, later) };
     });
   }
 
@@ -399,9 +425,11 @@ export class StoreDb {
    * object no other image needs. (An image uid also keeps for another of its
    * images stays, hidden.) Returns whether the image itself is gone, the ids
    * of every image gone (to delete from disk) and the digests of present
-   * objects to delete.
+   * objects to delete. With `later`, an image gone keeps its rows, without
+   * owners, for dropSome to delete a bounded number at a time (`dropped` is
+   * then empty); its owners, and with them every quota, are freed at once.
    */
-  unregister(id: string, uid: number): { imageGone: boolean; gone: string[]; dropped: string[] } {
+  unregister(id: string, uid: number, later = false): { imageGone: boolean; gone: string[]; dropped: string[] } {
     return this.transaction(() => {
       const kept = (this.q.keptFor.all(uid, id) as { kept_id: string }[]).map((r) => r.kept_id);
       this.q.deleteKeptFor.run(uid, id);
@@ -417,7 +445,8 @@ export class StoreDb {
         this.q.deleteOwner.run(uid, image);
         if ((this.q.ownerCount.get(image) as { n: number }).n > 0) return;
         gone.push(image);
-        dropped.push(...this.dropImage(image));
+        if (later) this.q.deleteKeptOf.run(image, image);
+        else dropped.push(...this.dropImage(image));
       };
       release(id);
       for (const k of kept) if (this.ownedBy(k, uid)?.listed === false) release(k);
@@ -437,6 +466,38 @@ export class StoreDb {
     this.q.deleteUnreferencedProofs.run();
     this.q.deleteUnreferenced.run();
     return gone.filter((g) => g.present === 1).map((g) => g.digest);
+  }
+
+  /**
+   * Deletes up to `limit` object rows of an image without owners (one an
+   * unregister left for later), and the image with the last of them, in one
+   * transaction. Returns the present objects no image needs any more, and
+   * whether the image is done with (gone, or owned again: revived).
+   */
+  dropSome(id: string, limit: number): { done: boolean; dropped: string[] } {
+    return this.transaction(() => {
+      if (!this.image(id) || (this.q.ownerCount.get(id) as { n: number }).n > 0) return { done: true, dropped: [] };
+      const digests = (this.q.someImageDigests.all(id, limit) as { digest: string }[]).map((r) => r.digest);
+      const dropped: string[] = [];
+      for (const d of digests) {
+        this.q.deleteImageObject.run(id, d);
+        const r = this.q.unrefObject.get(d) as { refs: number; present: number };
+        if (r.refs > 0) continue;
+        this.q.dropProofsOf.run(d);
+        this.q.deleteObject.run(d);
+        if (r.present === 1) dropped.push(d);
+      }
+      if (digests.length < limit) {
+        this.q.deleteImage.run(id);
+        return { done: true, dropped };
+      }
+      return { done: false, dropped };
+    });
+  }
+
+  /** Images without owners: being dropped (dropSome), or left so by a crash. */
+  ownerless(): string[] {
+    return (this.q.ownerless.all() as { id: string }[]).map((r) => r.id);
   }
 
   /**
@@ -493,6 +554,12 @@ export class StoreDb {
       let changed = 0;
       const strayImages: string[] = [];
       const dropped: string[] = [];
+      // Removals a crash interrupted (their rows were being deleted a few at a time): finished now.
+      for (const id of this.ownerless()) {
+        dropped.push(...this.dropImage(id));
+        strayImages.push(id);
+        changed++;
+      }
       for (const { id } of this.q.unstored.all() as { id: string }[]) {
         dropped.push(...this.dropImage(id));
         strayImages.push(id);

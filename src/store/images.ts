@@ -97,19 +97,24 @@ export class ImageRegistry {
     return this.db.image(id)?.stored === true && !this.imageFiles.has(id);
   }
 
-  /** Drops uid's registration (and of the hidden images kept for it); returns the digests of the objects no image needs any more (to delete). */
+  /**
+   * Drops uid's registration (and of the hidden images kept for it). Returns
+   * the images gone: their files are deleted now, their rows are left for
+   * dropSome (the caller deletes them a bounded number at a time).
+   */
   unregister(id: string, uid: number): string[] {
-    const { gone, dropped } = this.db.unregister(id, uid);
+    const { gone } = this.db.unregister(id, uid, true);
     for (const g of gone) this.removeImageDir(g);
-    return dropped;
+    return gone;
   }
 
-  /** Drops uid's name (and its registration, when it was the image's last name); undefined when uid has no such name. */
-  removeName(uid: number, name: string): { id: string; unregistered: boolean; dropped: string[] } | undefined {
-    const r = this.db.removeName(uid, name);
+  /** Drops uid's name, and with the image's last name its registration as unregister does (returning the images gone); undefined when uid has no such name. */
+  removeName(uid: number, name: string): { id: string; unregistered: boolean; gone: string[] } | undefined {
+    const r = this.db.removeName(uid, name, true);
     if (!r) return undefined;
-    for (const g of r.unregistered?.gone ?? []) this.removeImageDir(g);
-    return { id: r.id, unregistered: r.unregistered !== undefined, dropped: r.unregistered?.dropped ?? [] };
+    const gone = r.unregistered?.gone ?? [];
+    for (const g of gone) this.removeImageDir(g);
+    return { id: r.id, unregistered: r.unregistered !== undefined, gone };
   }
 
   /** Reads the format before the database into `db` (inside its creating transaction). Returns whether there was anything. */

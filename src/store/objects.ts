@@ -4,7 +4,17 @@
 // an upload helper hashed, wrote and synced in tmp/, published by a rename
 // once verified, so a crash never leaves a wrong or partial object under a
 // digest name. Which objects are present is recorded in the store database.
-import { closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+//
+// Objects no image needs any more are deleted off the event loop: their rows
+// go at once (the database is the truth), their files later, a bounded batch
+// of unlinks at a time on libuv's pool, so a removal of 100k objects stalls
+// no other caller. A file still queued whose digest the database records
+// present again (re-uploaded and published over it) is kept; a publish of a
+// digest whose unlink is under way waits for it (`unlinking`). A crash with
+// deletions queued leaves files no row names: the reconciliation at start
+// drops them.
+import { closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { objectPath } from '../composefs/format.js';
 import * as sys from '../sys/syscalls.js';
@@ -36,11 +46,28 @@ export function enableVerity(path: string): void {
   }
 }
 
+/** Unlinks in flight at once: enough to keep libuv's four threads busy, few enough that other file work on the pool waits little behind them. */
+const unlinkBatch = 32;
+
 export class ObjectStore {
   readonly objectsDir: string;
   readonly tmpDir: string;
+  /** Digests whose files are to be deleted, not yet started. */
+  private readonly doomed = new Set<string>();
+  /** Unlinks under way, by digest. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private draining: Promise<void> | undefined;
 
-  constructor(readonly root: string) {
+  /**
+   * `isPresent`: whether the database records the object present (then a
+   * queued file is the newly published one, and stays). `onDrained`: told
+   * once the queue is empty, with what was deleted and what failed.
+   */
+  constructor(
+    readonly root: string,
+    private readonly isPresent: (digest: string) => boolean = () => false,
+    private readonly onDrained: (report: { deleted: number; failed: string[] }) => void = () => undefined,
+  ) {
     this.objectsDir = join(root, 'objects');
     this.tmpDir = join(root, 'tmp');
     mkdirSync(this.objectsDir, { recursive: true, mode: 0o700 });
@@ -57,20 +84,79 @@ export class ObjectStore {
    * that the object is still wanted and not yet present.
    */
   publish(tmpName: string, digest: string): void {
+    if (this.inFlight.has(digest)) throw new Error(`object ${digest} is being deleted: wait for unlinking() before publishing it`);
+    // Queued but not started: the rename replaces the old file, which then stays.
+    this.doomed.delete(digest);
     renameSync(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
   }
 
-  /** Removes the tmp files whose names start with `prefix.` (what one upload left that was not published). */
-  dropTmp(prefix: string): void {
-    for (const f of readdirSync(this.tmpDir)) if (f.startsWith(`${prefix}.`)) rmSync(join(this.tmpDir, f), { force: true });
+  /** The unlink under way of the digest's file, if one is: a publish of it waits for that. */
+  unlinking(digest: string): Promise<void> | undefined {
+    return this.inFlight.get(digest);
   }
 
-  remove(digest: string): void {
-    try {
-      unlinkSync(join(this.objectsDir, objectPath(digest)));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  /** Removes the tmp files whose names start with `prefix.` (what one upload left that was not published), off the event loop. */
+  async dropTmp(prefix: string): Promise<void> {
+    const names = (await readdir(this.tmpDir)).filter((f) => f.startsWith(`${prefix}.`));
+    for (let i = 0; i < names.length; i += unlinkBatch) await Promise.all(names.slice(i, i + unlinkBatch).map((f) => rm(join(this.tmpDir, f), { force: true })));
+  }
+
+  /**
+   * Queues the files of objects the database no longer records (their rows
+   * are gone in the caller's transaction) for deletion off the event loop.
+   */
+  discard(digests: Iterable<string>): void {
+    for (const d of digests) this.doomed.add(d);
+    if (this.doomed.size === 0) return;
+    // Told once idle again (idle() is true by then).
+    this.draining ??= this.drain().then(
+      (report) => {
+        this.draining = undefined;
+        this.onDrained(report);
+      },
+      (err: Error) => {
+        this.draining = undefined;
+        this.onDrained({ deleted: 0, failed: [`the deletions stopped: ${err.message}`] });
+      },
+    );
+  }
+
+  /** Is no deletion queued or under way? */
+  idle(): boolean {
+    return this.doomed.size === 0 && this.draining === undefined;
+  }
+
+  /** Resolves once every queued deletion is done (tests, benches, shutdown). */
+  async drained(): Promise<void> {
+    while (this.draining) await this.draining;
+  }
+
+  private async drain(): Promise<{ deleted: number; failed: string[] }> {
+    const failed: string[] = [];
+    let deleted = 0;
+    while (this.doomed.size > 0) {
+      const batch: string[] = [];
+      for (const d of this.doomed) {
+        this.doomed.delete(d);
+        // Published again since it was queued: the file is the new object's.
+        if (this.isPresent(d)) continue;
+        batch.push(d);
+        if (batch.length === unlinkBatch) break;
+      }
+      await Promise.all(
+        batch.map((d) => {
+          const done = unlink(join(this.objectsDir, objectPath(d))).then(
+            () => void deleted++,
+            (err: NodeJS.ErrnoException) => {
+              if (err.code !== 'ENOENT') failed.push(`${d}: ${err.message}`);
+            },
+          );
+          this.inFlight.set(d, done);
+          return done.finally(() => this.inFlight.delete(d));
+        }),
+      );
     }
+    return { deleted, failed };
   }
 
   /** Every digest in the store (for reconciliation at start). */

@@ -239,7 +239,10 @@ t.test('removing the last registration removes the image and its unreferenced ob
   tt.ok(storeObjects().includes(digestOf('alice private\n')), "alice's private object stays while carol's image names it (carol still cannot read it)");
   const [carols] = await probeAs(world.users.carol!, [{ op: 'listImages' }]);
   const stolen = (carols!.images as { id: string; missing: number }[]).find((i) => i.missing === 1)!;
+  const mark = world.broker.audit.length;
   await probeAs(world.users.carol!, [{ op: 'removeImage', id: stolen.id }]);
+  // The file goes after the call, off the event loop: the front says when.
+  await world.broker.waitFor((l) => l.event === 'store' && world.broker.audit.indexOf(l) >= mark);
   tt.notOk(storeObjects().includes(digestOf('alice private\n')), 'once no image names it, the object is removed');
 });
 

@@ -116,8 +116,11 @@ t.test('every layer of a docker-archive and of its oci: copy exports to its diff
     t.equal(sha256(readFileSync(out)), sha256(readFileSync(layers[k]!)), `oci: layer ${k}: its diff ID`);
   }
 
+  const mark = world.broker.audit.length;
   const rm = await alice(['image', 'rm', 'layered']);
   t.equal(rm.code, 0, `image rm exits 0${rm.code ? `: ${rm.stderr}` : ''}`);
+  // The object files go after the call, off the event loop: the front says when.
+  await world.broker.waitFor((l) => l.event === 'store' && world.broker.audit.indexOf(l) >= mark);
   t.same(storeContents(), { images: [], objects: 0 }, 'no image, hidden or not, and no object is left in the store');
 });
 

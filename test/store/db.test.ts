@@ -466,3 +466,40 @@ t.test('check lists a name of a hidden image and a name of an image its uid does
   tt.ok(bad.some((b) => b.includes('name "foreign" of 1001') && b.includes('which it does not own')), 'a name for an image its uid does not own is listed');
   reopened.close();
 });
+
+t.test('a removal left for later frees the quota at once and deletes its rows a few at a time; adding the image again revives it', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  const objects = Array.from({ length: 250 }, (_, k) => 100 + k);
+  db.register(image(1, objects), 1000);
+  // Bob's image shares the first ten objects: they stay.
+  db.register(image(2, objects.slice(0, 10)), 1001);
+  db.transaction(() => objects.forEach((o) => db.recordPossession(1000, hex(o))));
+  const r = db.unregister(hex(1), 1000, true);
+  tt.same([r.imageGone, r.gone, r.dropped], [true, [hex(1)], []], 'gone, its rows left for later');
+  tt.same(db.usage(1000), { images: 0, hidden: 0, bytes: 0 }, "alice's quota is free at once");
+  tt.same(db.ownerless(), [hex(1)], 'the image waits without owners');
+  const dropped: string[] = [];
+  for (let step = db.dropSome(hex(1), 100), n = 1; ; step = db.dropSome(hex(1), 100), n++) {
+    dropped.push(...step.dropped);
+    if (step.done) {
+      tt.equal(n, 3, 'three transactions of at most 100 rows');
+      break;
+    }
+  }
+  tt.same(dropped.sort(), objects.slice(10).map(hex).sort(), "every object only alice's image needed, none of bob's");
+  tt.same(db.ownerless(), [], 'the image is gone');
+  tt.same(db.check(), [], 'consistent');
+
+  // Removed again, and added again half-way through its drop: whole again.
+  db.register(image(3, objects), 1000);
+  db.transaction(() => objects.forEach((o) => db.recordPossession(1000, hex(o))));
+  db.unregister(hex(3), 1000, true);
+  const half = db.dropSome(hex(3), 120);
+  tt.notOk(half.done, 'half-way');
+  const again = db.register(image(3, objects), 1000);
+  tt.ok(again.created, 'revived as a new image: its file is to be written again');
+  // The first 120 rows went: 110 objects with them (and alice's proofs), not the ten bob's image holds.
+  tt.equal(again.owned.missing, 110, 'alice must upload again what went with the first half');
+  tt.same(db.dropSome(hex(3), 120), { done: true, dropped: [] }, 'owned again: nothing more is dropped');
+  tt.same(db.check(), [], 'consistent');
+});

@@ -1,0 +1,94 @@
+// Whether one user's RemoveImage of a big image stalls everyone else: a
+// second user calls GetInfo back to back at rest, then while the first user
+// removes a 100k-object image, until every object file of it is gone from
+// the store (the removal's deletions may outlive its answer). The figures are
+// the second user's GetInfo latency during the removal (p50, p99, max)
+// against the same at rest, in the same run, on the same broker.
+//   sudo bash bench/run.sh remove [--objects N]
+import { readdirSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
+import { createWorld } from '../test/helpers/world.js';
+import { runAs } from '../test/helpers/run-as.js';
+import { pkgRoot } from '../test/helpers/paths.js';
+import { row, writeResult, type ResultTarget } from './lib/results.js';
+
+const all = { users: ['*'] };
+const objectsAt = process.argv.indexOf('--objects');
+const objects = objectsAt >= 0 ? Number(process.argv[objectsAt + 1]) : 100_000;
+
+/** The q-quantile of samples (nearest rank). */
+function quantile(samples: number[], q: number): number {
+  const s = [...samples].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+}
+
+/** Object files in the store (what the removal still has to delete). */
+function objectFiles(objectsDir: string): number {
+  let n = 0;
+  for (const prefix of readdirSync(objectsDir)) n += readdirSync(join(objectsDir, prefix)).length;
+  return n;
+}
+
+const world = await createWorld({
+  users: { bench: {}, other: {} },
+  policy: {
+    version: 1,
+    methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
+    limits: { concurrentRequests: 8, requestsPerMinute: 1_000_000 },
+    images: { maxBytesPerUser: 2 ** 50 },
+  },
+});
+try {
+  const objectsDir = join(world.broker.stateDir, 'store', 'objects');
+  const add = await runAs(world.users.bench!, [process.execPath, join(pkgRoot, 'bench', 'mount-client.mjs'), String(objects + objects / 10), String(objects), '0', 'keep'], {
+    busAddress: world.bus.address,
+    env: { MOUNTGATE_TEST_PKG: pkgRoot },
+    timeoutMs: 1_800_000,
+  });
+  if (add.code !== 0) throw new Error(`bench client failed (${add.code}): ${add.stderr}`);
+  const { imageId } = JSON.parse(add.stdout) as { imageId: string };
+  console.log(`${objects} objects registered and uploaded; ${objectFiles(objectsDir)} object files in the store`);
+  // Idle helpers are let go 5 s after their last use: the rest is measured without them.
+  await sleep(6000);
+  const stopFile = join(world.scratch, 'stop');
+  const sampler = runAs(world.users.other!, [process.execPath, join(pkgRoot, 'bench', 'stall-client.mjs'), stopFile], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 1_800_000 });
+  await sleep(4000);
+  const rmStart = Date.now();
+  const rm = await runAs(world.users.bench!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'rm', imageId], { busAddress: world.bus.address, timeoutMs: 900_000 });
+  if (rm.code !== 0) throw new Error(`image rm failed (${rm.code ?? rm.signal}): ${rm.stderr}`);
+  const answered = Date.now();
+  while (objectFiles(objectsDir) > 0) await sleep(200);
+  // The front's own times: the removal's decision (its call arrived), and the report that its deletions are done (when they outlive the answer).
+  const stamp = (pred: (l: Record<string, unknown>) => boolean) => {
+    const line = world.broker.audit.find(pred);
+    return line ? Date.parse(line.time as string) : undefined;
+  };
+  const called = stamp((l) => l.method === 'RemoveImage' && l.event === 'decision') ?? rmStart;
+  const drained = Math.max(answered, stamp((l) => l.event === 'store') ?? answered);
+  console.log(`RemoveImage answered ${((answered - called) / 1000).toFixed(1)} s after the front got it; its object files were all gone ${((drained - called) / 1000).toFixed(1)} s after`);
+  await sleep(500);
+  writeFileSync(stopFile, '');
+  const s = await sampler;
+  if (s.code !== 0) throw new Error(`GetInfo client failed (${s.code ?? s.signal}): ${s.stderr}`);
+  const samples = (JSON.parse(s.stdout) as { samples: [number, number][] }).samples;
+  const rest = samples.filter(([t, ms]) => t + ms < rmStart).map(([, ms]) => ms);
+  const during = samples.filter(([t, ms]) => t + ms >= called && t <= drained).map(([, ms]) => ms);
+  console.log(`GetInfo calls: ${rest.length} at rest, ${during.length} during the removal`);
+  const target: ResultTarget = {
+    target: `Another user's GetInfo stays answered while one user removes a ${objects / 1000}k-object image (its latency during the removal and its deletions / at rest, same run)`,
+    limit: 5,
+    unit: 'ratio',
+    rows: [],
+  };
+  for (const [name, q] of [['p50', 0.5], ['p99', 0.99], ['max', 1]] as const) {
+    target.rows.push(row(target, `GetInfo ${name} (ms) during RemoveImage of ${objects} objects, against at rest`, quantile(during, q), quantile(rest, q)));
+  }
+  for (const r of target.rows) console.log(`  ${r.pass ? 'pass' : 'FAIL'} ${r.case}: ${r.mountgate.toFixed(2)} against ${r.reference!.toFixed(2)} (x${r.ratio!.toFixed(1)})`);
+  console.log(`wrote ${writeResult({ bench: 'remove', targets: [target], series: [] })}`);
+} finally {
+  await world.teardown();
+  // The front's own account of its event loop (its stop line): the worst stalls, to line up with the removal.
+  const stop = world.broker.audit.find((l) => l.event === 'stop' && l.process === undefined && l.eventLoopDelayMs);
+  if (stop) console.log(`front event loop: ${JSON.stringify(stop.eventLoopDelayMs)}; worst stalls ${JSON.stringify(stop.stalls)}`);
+}

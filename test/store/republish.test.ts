@@ -1,0 +1,104 @@
+// The re-upload race of a removal, made certain rather than hoped for: the
+// front's object store (ImageService, with its real upload helper) removes
+// an image and another user uploads the same objects while the unlinks of
+// their old files are queued in libuv's pool and held there (every pool
+// thread is kept busy opening a FIFO nobody writes yet). The objects whose
+// unlink had not started are published over their old files; those being
+// unlinked wait for it; none is lost, and the upload is answered once all
+// are in.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../helpers/paths.js';
+
+// From dist: the service spawns its upload helper next to its own module.
+const dist = (p: string) => import(join(repoRoot, 'dist', 'src', p));
+const { ImageService } = (await dist('broker/images.js')) as typeof import('../../src/broker/images.js');
+const { FsVerityHasher } = (await dist('verity/fsverity.js')) as typeof import('../../src/verity/fsverity.js');
+const { recordHeader } = (await dist('client/images.js')) as typeof import('../../src/client/images.js');
+const { pipe } = (await dist('sys/syscalls.js')) as typeof import('../../src/sys/syscalls.js');
+const { objectPath } = (await dist('store/objects.js')) as typeof import('../../src/store/objects.js');
+
+const content = (k: number) => Buffer.from(`object ${k}\n`);
+const digestOf = (b: Buffer) => new FsVerityHasher().update(b).digest().toString('hex');
+/** 40 objects: one batch of 32 unlinks under way, 8 queued behind it. */
+const ks = Array.from({ length: 40 }, (_, k) => k);
+const digests = ks.map((k) => digestOf(content(k)));
+const sizeOf = Object.fromEntries(ks.map((k) => [digests[k]!, content(k).length]));
+const tick = () => new Promise((r) => setImmediate(r));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('objects uploaded again while their old files are being unlinked are all kept', async (tt) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mountgate-republish.'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const reports: { deleted: number }[] = [];
+  const svc = new ImageService({
+    stateDir: join(dir, 'state'),
+    policy: () => ({ version: 1 }),
+    features: { fileBackedErofs: false, idmappedMounts: false, fsVerity: false, overlayDataOnly: false },
+    fdDeadlineMs: 5000,
+    onDeleted: (r) => reports.push(r),
+  });
+  const image = (id: string) => ({ id: id.repeat(64), entries: 41, bytes: 400, imageBytes: 10, objects: sizeOf });
+  const upload = (uid: number) => {
+    const [r, w] = pipe();
+    const done = svc.receive(uid, r, false);
+    for (const k of ks) {
+      writeSync(w, recordHeader(digests[k]!, content(k).length));
+      writeSync(w, content(k));
+    }
+    closeSync(w);
+    return done;
+  };
+  const file = (d: string) => join(svc.store.objectsDir, objectPath(d));
+
+  svc.registry.register(image('a'), Buffer.from('image a'), 1001);
+  tt.equal((await upload(1001)).objects, 40, 'the first user uploads the 40 objects');
+  const oldInodes = digests.map((d) => statSync(file(d)).ino);
+
+  // Every pool thread busy: the unlinks the removal issues wait in the pool's queue.
+  const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const fifos = Array.from({ length: threads }, (_, i) => join(dir, `fifo${i}`));
+  for (const f of fifos) execFileSync('mkfifo', [f]);
+  const held = fifos.map((f) => open(f, 'r'));
+  svc.remove(1001, image('a').id);
+  await tick();
+  const inFlight = digests.filter((d) => svc.store.unlinking(d));
+  tt.equal(inFlight.length, 32, 'the rows went, and a batch of 32 unlinks is under way (held in the pool)');
+
+  svc.registry.register(image('b'), Buffer.from('image b'), 1002);
+  const second = upload(1002);
+  // The 8 still queued are published over their old files; the 32 wait for their unlinks.
+  const queued = digests.filter((d) => !inFlight.includes(d));
+  const published = () => queued.every((d) => statSync(file(d)).ino !== oldInodes[digests.indexOf(d)]);
+  const tmpLeft = () => readdirSync(svc.store.tmpDir).length;
+  // Bounded, for a clear failure (a wrong front publishes the 32 at once, and tmp stays empty).
+  for (let k = 0; k < 500 && !(published() && tmpLeft() >= 32); k++) await sleep(20);
+  tt.ok(published(), 'the 8 whose unlink had not started are published over their old files');
+  tt.equal(tmpLeft(), 32, 'the 32 objects whose old files are being unlinked wait in tmp, not yet published');
+  tt.ok(inFlight.every((d) => svc.store.unlinking(d)), 'their unlinks are still held');
+
+  // Let the pool go: the unlinks finish, then the waiting objects are published.
+  for (const f of fifos) closeSync(openSync(f, 'w'));
+  for (const h of held) await (await h).close();
+  const put = await second;
+  tt.equal(put.objects, 40, 'the second upload is credited with all 40 objects');
+  await svc.store.drained();
+  const lost = digests.filter((d) => {
+    try {
+      return statSync(file(d)).size !== sizeOf[d];
+    } catch {
+      return true;
+    }
+  });
+  tt.same(lost, [], 'every object of the second image is in the store');
+  tt.ok(inFlight.every((d) => statSync(file(d)).ino !== oldInodes[digests.indexOf(d)]), 'the files of the 32 are new: published after their old ones were unlinked');
+  tt.ok(digests.every((d) => svc.registry.db.isPresent(d)), 'and recorded present');
+  tt.equal(svc.registry.ownedBy(image('b').id, 1002)?.missing, 0, 'the second user lacks nothing');
+  tt.same(svc.registry.db.check(), [], 'the database is consistent');
+  tt.same(reports.at(-1)?.deleted, 32, 'the report counts the 32 old files unlinked');
+  svc.registry.db.close();
+});
