@@ -4,6 +4,7 @@
 // drops only that name until the last, which takes the registration with it.
 // A bad or foreign name is refused, and the broker keeps serving others.
 import t from 'tap';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FsVerityHasher } from '../../src/verity/fsverity.js';
 import { runAs } from '../helpers/run-as.js';
@@ -64,11 +65,14 @@ t.test('a second name for the same image keeps the first; names move as tags; re
   const [byName] = await probeAs(alice, [{ op: 'removeImage', request: { name: 'other' } }]);
   tt.ok(byName!.ok, `RemoveImage {"name": "other"} answered (${byName!.message ?? ''})`);
   tt.same((await list(alice)).find((i) => i.id === b)?.names, ['two-layer'], 'only the name went: the image stays with its other name');
+  const imageFile = (id: string) => existsSync(join(world.broker.stateDir, 'images', id, 'image.erofs'));
+  tt.ok(imageFile(b), 'and its file');
   const audited = world.broker.audit.filter((l) => l.event === 'result' && l.method === 'RemoveImage');
   tt.match(audited[audited.length - 1], { image: b, name: 'other', unregistered: false }, 'the audit says which name of which image, and that the image stayed');
   const [last] = await probeAs(alice, [{ op: 'removeImage', request: { name: 'two-layer' } }]);
   tt.ok(last!.ok, 'its last name removed');
   tt.same((await list(alice)).map((i) => i.id), [a], 'with its last name the registration went');
+  tt.notOk(imageFile(b), 'and, no one else owning it, the image left the store');
   tt.match(world.broker.audit.filter((l) => l.event === 'result' && l.method === 'RemoveImage').pop(), { image: b, name: 'two-layer', unregistered: true }, 'audited as unregistering');
   const [again] = await probeAs(alice, [{ op: 'removeImage', request: { name: 'two-layer' } }]);
   tt.equal(again!.name, 'org.mountgate.Error.NotFound', 'the name names nothing now');
