@@ -39,7 +39,7 @@ documents += '};\n';
 
 // One module per schema: a process loads only the validators it uses.
 const outputs = [[out, text], [documentsOut, documents]];
-for (const kind of ['manifest', 'bind-request', 'mount-request', 'policy']) {
+for (const kind of ['manifest', 'bind-request', 'mount-request', 'remove-request', 'policy']) {
   const ajv = new Ajv2020({ strict: true, allErrors: true, allowUnionTypes: false, code: { source: true, esm: true } });
   for (const file of files) ajv.addSchema(JSON.parse(readFileSync(join(schemas, file), 'utf8')));
   let code = standalone.default(ajv, { validate: `https://mountgate.dev/schemas/${kind}.schema.json` });

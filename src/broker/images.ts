@@ -303,13 +303,24 @@ export class ImageService {
   list(uid: number): Record<string, unknown>[] {
     return this.registry.listFor(uid).map((m) => ({
       id: m.id,
+      // name: the one given last, all a client from before several names reads.
       ...(m.name ? { name: m.name } : {}),
+      names: m.names,
       entries: m.entries,
       objects: m.objects,
       missing: this.missingFor(uid, m).length,
       bytes: m.bytes + m.imageBytes,
       added: m.added,
     }));
+  }
+
+  /** Drops uid's name; with its last name, uid's registration of the image goes as by remove. Undefined when uid has no such name. */
+  removeName(uid: number, name: string): { id: string; unregistered: boolean } | undefined {
+    const r = this.registry.removeName(uid, name);
+    if (!r) return undefined;
+    for (const id of r.gone) this.dropping.add(id);
+    if (r.gone.length > 0) this.dropRows();
+    return { id: r.id, unregistered: r.unregistered };
   }
 
   /**

@@ -3,11 +3,11 @@
 // interface XML's argument names), facts, a pure decision, an optional plan,
 // and the act with its reply. Nothing here identifies callers, checks
 // limits, audits or sends: the pipeline does that, the same way for all.
-import { InvalidRequestError } from '../errors.js';
+import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { decideBind, decideMethod, type BrokerMethod, type CallerIdentity, type SourceFacts, type UsageFacts, type Verdict } from '../policy/decide.js';
 import { decideAddImage, decideMountImage, type MountGrant } from '../policy/images.js';
 import { planBind, type Plan } from '../policy/plan.js';
-import type { BindRequest, MountRequest, Policy } from '../schema/types.generated.js';
+import type { BindRequest, MountRequest, Policy, RemoveRequest } from '../schema/types.generated.js';
 import { formatIssues, parseAndValidate } from '../schema/validate.js';
 import type { KernelFeatures } from '../sys/features.js';
 import * as sys from '../sys/syscalls.js';
@@ -81,7 +81,7 @@ function fdArg(raw: RawArgs, name: string): number {
   return v;
 }
 
-function jsonRequest<T>(kind: 'bind-request' | 'mount-request', name: string, text: string): T {
+function jsonRequest<T>(kind: 'bind-request' | 'mount-request' | 'remove-request', name: string, text: string): T {
   const parsed = parseAndValidate(kind, text);
   if (!parsed.ok) throw new InvalidRequestError(`${name}: the ${kind.replace('-', ' ')} is invalid: ${formatIssues(parsed.issues).join('; ')}`);
   return parsed.value as T;
@@ -258,29 +258,38 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     execute: (call) => ({ signature: 's', body: [JSON.stringify(images.list(call.caller.uid))] }),
   };
 
-  type RemoveArgs = { imageId: string };
-  const removeImage: MethodRecord<RemoveArgs, boolean> = {
+  // A JSON request ({"imageId"} or {"name"}), or a bare id as clients from before names send (an id never starts with "{").
+  const removeRequest = (text: string, argName: string): RemoveRequest => (text.startsWith('{') ? jsonRequest<RemoveRequest>('remove-request', argName, text) : { imageId: text });
+  /** The image the request names, if the caller lists it. */
+  type RemoveFacts = { imageId?: string };
+  const removeImage: MethodRecord<RemoveRequest, RemoveFacts> = {
     method: 'RemoveImage',
     ruled: true,
-    args: (raw) => ({ imageId: stringArg(raw, 'image_id') }),
-    explainArgs: (json) => {
-      const w = explainObject(json);
-      if (typeof w.imageId !== 'string') throw new InvalidRequestError('explain RemoveImage takes {"imageId": "<id>"}');
-      return { imageId: w.imageId };
+    args: (raw) => removeRequest(stringArg(raw, 'request_json'), 'request_json'),
+    explainArgs: (json) => removeRequest(json, 'request_json'),
+    facts(call, args) {
+      const uid = call.caller.uid;
+      // A name names only a listed image; a hidden image goes with the image it is kept for, never by itself.
+      const id = args.name !== undefined ? images.registry.db.named(uid, args.name) : args.imageId;
+      return id !== undefined && digestPattern.test(id) && images.registry.ownedBy(id, uid)?.listed === true ? { imageId: id } : {};
     },
-    // A hidden image goes with the image it is kept for, never by itself.
-    facts: (call, args) => digestPattern.test(args.imageId) && images.registry.ownedBy(args.imageId, call.caller.uid)?.listed === true,
-    decide(call, args, owned) {
+    decide(call, args, found) {
       const gate = decideMethod('RemoveImage', call.caller, call.policy);
       if (!gate.allowed) return gate;
-      const shown = capText(args.imageId, 80);
-      return owned
-        ? { ...gate, checks: [...gate.checks, { ok: true, message: `image ${shown} is yours` }] }
-        : { ...gate, allowed: false, checks: [...gate.checks, { ok: false, reason: 'NotFound', message: `you have no image ${shown}; see ListImages (mountgate image ls)` }], error: { reason: 'NotFound', message: `you have no image ${shown}; see ListImages (mountgate image ls)` } };
+      const shown = args.name !== undefined ? `named ${JSON.stringify(capText(args.name, 80))}` : capText(args.imageId ?? '', 80);
+      if (found.imageId !== undefined) return { ...gate, checks: [...gate.checks, { ok: true, message: `image ${shown} is yours` }] };
+      const message = `you have no image ${shown}; see ListImages (mountgate image ls)`;
+      return { ...gate, allowed: false, checks: [...gate.checks, { ok: false, reason: 'NotFound', message }], error: { reason: 'NotFound', message } };
     },
-    execute(call, args) {
-      images.remove(call.caller.uid, args.imageId);
-      return { signature: '', body: [], audit: { image: args.imageId } };
+    execute(call, args, found) {
+      if (args.name === undefined) {
+        images.remove(call.caller.uid, found.imageId!);
+        return { signature: '', body: [], audit: { image: found.imageId, unregistered: true } };
+      }
+      const r = images.removeName(call.caller.uid, args.name);
+      // Removed meanwhile by another call of the caller's: said as the decision would have.
+      if (!r) throw new NotFoundError(`you have no image named ${JSON.stringify(capText(args.name, 80))}; see ListImages (mountgate image ls)`);
+      return { signature: '', body: [], audit: { image: r.id, name: args.name, unregistered: r.unregistered } };
     },
   };
 

@@ -6,6 +6,7 @@ import { lstatSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
+import { listedNames } from '../client/image-ref.js';
 import { directorySize, findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage } from '../client/images.js';
 import { parseManifest } from '../manifest/load.js';
 import { addArchive, archiveOptions, isArchiveSource } from './import.js';
@@ -217,7 +218,7 @@ Examples:
       if (opts.json) return say(JSON.stringify(images));
       say(['ID'.padEnd(12), 'NAME'.padEnd(20), 'ENTRIES'.padStart(8), 'OBJECTS'.padStart(8), 'MISSING'.padStart(8), 'SIZE'.padStart(10), '  ADDED'].join(' '));
       for (const i of images) {
-        say([shortId(i.id), (i.name ?? '-').padEnd(20), String(i.entries).padStart(8), String(i.objects).padStart(8), String(i.missing).padStart(8), humanBytes(i.bytes).padStart(10), `  ${i.added}`].join(' '));
+        say([shortId(i.id), (listedNames(i).join(',') || '-').padEnd(20), String(i.entries).padStart(8), String(i.objects).padStart(8), String(i.missing).padStart(8), humanBytes(i.bytes).padStart(10), `  ${i.added}`].join(' '));
       }
     });
 
@@ -225,15 +226,21 @@ Examples:
     .command('rm')
     .description('Remove images of yours (contents no image needs any more are deleted).')
     .argument('<image...>', 'an id, an id prefix of at least 8 characters, or a name')
-    .addHelpText('after', '\nWhat an import kept for an image in $XDG_DATA_HOME/mountgate/images (its config, its layers) goes with it.\n\nExample:\n  mountgate image rm tools')
+    .addHelpText(
+      'after',
+      '\nBy name, only that name goes while the image has other names of yours (image ls lists them);' +
+        ' with its last name, or by id, the image goes: its registration, every name, and its share of your quota.' +
+        '\nWhat an import kept for a name in $XDG_DATA_HOME/mountgate/images (its config, its layers) goes with the name.\n\nExample:\n  mountgate image rm tools',
+    )
     .action(async (refs: string[]) => {
       await withBroker(program, async (b) => {
         const images = await b.listImages();
-        const ids = refs.map((r) => resolveImageRef(images, r).id);
+        const found = refs.map((r) => resolveImageRef(images, r));
         try {
-          for (const id of ids) {
-            await b.removeImage(id);
-            say(id);
+          for (const f of found) {
+            if (f.byName) await b.removeImageName(f.name!);
+            else await b.removeImage(f.id);
+            say(f.id);
           }
         } finally {
           // What imports kept for the images the broker no longer lists (those removed before a failure too).

@@ -10,7 +10,7 @@ import { MountgateError } from '../errors.js';
 import { fileInput, stdinInput, type ArchiveInput } from '../import/input.js';
 import { importTarball, tarballFromLayer } from '../import/tarball.js';
 import { archiveStat, loadScan, saveScan } from '../import/scan-cache.js';
-import { uploadImported, type ImportUploadProgress } from '../import/upload.js';
+import { takeBack, uploadImported, type ImportUploadProgress } from '../import/upload.js';
 import { sniffCompression } from '../import/decompress.js';
 import { imageName, importImage, isImageReference, type ImageConfig } from '../import/oci.js';
 import { keptManifest, lostContents } from '../import/kept.js';
@@ -170,7 +170,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
         try {
           kept = (await uploadImported(broker, keptManifest(lost, result.imageId), imported.provider, upload)).imageId;
         } catch (err) {
-          if (!result.existed) await broker.removeImage(result.imageId).catch(() => undefined);
+          await takeBack(broker, result);
           throw err;
         }
       }

@@ -6,7 +6,7 @@ import { closeSync, fstatSync, readSync } from 'node:fs';
 import { BusMessage, CallerBus, type Message } from '../bus/caller.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
 import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError } from '../errors.js';
-import type { BindRequest, MountRequest } from '../schema/types.generated.js';
+import type { BindRequest, MountRequest, RemoveRequest } from '../schema/types.generated.js';
 import { formatIssues } from '../schema/issues.js';
 import { validateRequest } from '../schema/requests.js';
 
@@ -41,7 +41,10 @@ export interface ExplainResult {
 
 export interface ImageListing {
   id: string;
+  /** The name given last (the only one a broker from before several names lists). */
   name?: string;
+  /** Every name you give the image, sorted (absent from a broker from before several names). */
+  names?: string[];
   entries: number;
   objects: number;
   missing: number;
@@ -49,7 +52,7 @@ export interface ImageListing {
   added: string;
 }
 
-function checked<T>(kind: 'bind-request' | 'mount-request', request: unknown): T {
+function checked<T>(kind: 'bind-request' | 'mount-request' | 'remove-request', request: unknown): T {
   const result = validateRequest(kind, request);
   if (!result.ok) throw new InvalidRequestError(`the ${kind} is invalid: ${formatIssues(result.issues).join('; ')}`);
   return result.value as T;
@@ -134,8 +137,16 @@ export class MountgateBroker {
     return JSON.parse(reply.body[0] as string) as ImageListing[];
   }
 
+  /** Drops your registration of the image, with every name you give it. */
   async removeImage(imageId: string): Promise<void> {
+    // A bare id: what every broker, from before names too, takes.
     await this.call('RemoveImage', 's', [imageId]);
+  }
+
+  /** Drops one of your names; with the image's last name, your registration of it goes too. */
+  async removeImageName(name: string): Promise<void> {
+    const req = checked<RemoveRequest>('remove-request', { name });
+    await this.call('RemoveImage', 's', [JSON.stringify(req)]);
   }
 
   /** What `method` would do with this request and fds; nothing is mounted. */

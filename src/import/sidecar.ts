@@ -6,10 +6,10 @@
 // id: the id is the digest of the flattened tree, and imports that flatten
 // to the same tree (one layer or two; a tarball or a container image with
 // its own Cmd) share it while their layers and configs differ. The broker
-// keeps one name per image of a user (giving an image a new name takes the
-// old one away, src/store/db.ts), so a record is good only while the broker
-// lists its name for its image id; records the listing no longer shows are
-// dropped by the next command that writes here.
+// keeps every name a user gives an image (each one user's name names one
+// image: given to another, it moves, src/store/db.ts), so a record is good
+// only while the broker lists its name for its image id; records the
+// listing no longer shows are dropped by the next command that writes here.
 //
 // In $XDG_DATA_HOME/mountgate/images (~/.local/share by default):
 //   names/KEY.json           the record of one name (KEY: the name, encoded)
@@ -24,6 +24,7 @@ import { closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, r
 import { createHash, randomBytes } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { listedNames } from '../client/image-ref.js';
 import type { Manifest } from '../schema/types.generated.js';
 import { MountgateError } from '../errors.js';
 import { flock, LOCK_EX, LOCK_SH } from '../sys/syscalls.js';
@@ -51,10 +52,11 @@ export interface FoundSidecar {
   layerDir: string;
 }
 
-/** An image as the broker lists it: the record of its name is the one that counts. */
+/** An image as the broker lists it (name: the one meant, or given last; names: all of them): the record of a name is the one that counts. */
 export interface ListedImage {
   id: string;
   name?: string;
+  names?: string[];
 }
 
 export function sidecarDir(): string {
@@ -152,7 +154,8 @@ function records(): Map<string, Partial<ImageSidecar>> {
  * Call it holding the exclusive lock.
  */
 function dropStale(listing: ListedImage[]): void {
-  const named = new Set(listing.filter((i) => i.name !== undefined).map((i) => `${i.id}\0${i.name}`));
+  // Every name of every image: an image may have several, each with its record.
+  const named = new Set(listing.flatMap((i) => listedNames(i).map((n) => `${i.id}\0${n}`)));
   const keep = new Set<string>();
   const byName = new Set<string>();
   for (const [key, r] of records()) {
@@ -189,7 +192,7 @@ export function keepSidecar(
     const now = await listing();
     dropStale(now);
     const shown = layers.map(({ split: _split, ...l }) => l);
-    if (!now.some((i) => i.id === data.imageId && i.name === data.name)) return { kept: false, layers: shown };
+    if (!now.some((i) => i.id === data.imageId && listedNames(i).includes(data.name))) return { kept: false, layers: shown };
     const key = nameKey(data.name);
     const dirName = `${key}.${randomBytes(8).toString('hex')}.layers`;
     const dir = join(namesDir(), dirName);

@@ -14,6 +14,7 @@ import { writeSync } from 'node:fs';
 import type { Manifest } from '../schema/types.generated.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from '../client/broker.js';
+import { listedNames } from '../client/image-ref.js';
 import { manifestObjects, sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
 import { memfdCreate, sealImmutable, sealedMemfd, socketpair } from '../sys/syscalls.js';
 import { trace } from '../trace.js';
@@ -42,7 +43,27 @@ export interface ImportUploadResult {
   imageId: string;
   /** Whether the broker had this image for you already. */
   existed: boolean;
+  /** The name this AddImage gave anew to an image you had under other names (what a failed import takes back). */
+  newName?: string;
   uploaded: { objects: number; bytes: number };
+}
+
+/**
+ * Undoes what a failed import registered: an image that was not yours before
+ * goes; an image you had keeps the names it had (the one the import gave it
+ * anew goes; an image you had with no name keeps it, since removing the last
+ * name would remove the image).
+ */
+export async function takeBack(broker: Pick<MountgateBroker, 'removeImage' | 'removeImageName'>, result: Pick<ImportUploadResult, 'imageId' | 'existed' | 'newName'>): Promise<void> {
+  if (!result.existed) await broker.removeImage(result.imageId).catch(() => undefined);
+  else if (result.newName !== undefined) await broker.removeImageName(result.newName).catch(() => undefined);
+}
+
+/** The name `manifest` gives the image, when no image of `listing` has it and the image had other names (taking it back then leaves the image). */
+function givenAnew(listing: { id: string; name?: string; names?: string[] }[], imageId: string, name: string | undefined): string | undefined {
+  if (name === undefined || listing.some((i) => listedNames(i).includes(name))) return undefined;
+  const image = listing.find((i) => i.id === imageId);
+  return image && listedNames(image).length > 0 ? name : undefined;
 }
 
 /** What may be in flight to the broker at once: fds, and bytes of the contents held in their memfds. */
@@ -141,7 +162,7 @@ function groupsOf(provider: ObjectProvider, wanted: Map<string, number>, signal:
   };
 }
 
-/** AddImage, then PutObjects of what is missing; on any failure, an image that was not yours before is removed again. */
+/** AddImage, then PutObjects of what is missing; on any failure, what it registered is taken back (takeBack). */
 export async function uploadImported(
   broker: MountgateBroker,
   manifest: Manifest,
@@ -149,7 +170,8 @@ export async function uploadImported(
   opts: { onProgress?: (p: ImportUploadProgress) => void; signal?: AbortSignal } = {},
 ): Promise<ImportUploadResult> {
   const sizes = manifestObjects(manifest);
-  const before = new Set((await broker.listImages()).map((i) => i.id));
+  const listing = await broker.listImages();
+  const before = new Set(listing.map((i) => i.id));
   opts.signal?.throwIfAborted();
   const fd = sealedMemfd('mountgate-manifest', Buffer.from(JSON.stringify(manifest)));
   let added: { imageId: string; missing: string[] };
@@ -160,9 +182,11 @@ export async function uploadImported(
     closeFd(fd);
   }
   const existed = before.has(added.imageId);
+  const newName = existed ? givenAnew(listing, added.imageId, manifest.name) : undefined;
+  const result = { imageId: added.imageId, existed, ...(newName !== undefined ? { newName } : {}) };
   try {
     opts.signal?.throwIfAborted();
-    if (added.missing.length === 0) return { imageId: added.imageId, existed, uploaded: { objects: 0, bytes: 0 } };
+    if (added.missing.length === 0) return { ...result, uploaded: { objects: 0, bytes: 0 } };
     const wanted = new Map<string, number>();
     for (const d of added.missing) {
       const size = sizes.get(d);
@@ -195,9 +219,9 @@ export async function uploadImported(
     if (ours.reason !== undefined) throw ours.reason;
     if (p.status === 'rejected') throw p.reason;
     if (w.status === 'rejected') throw w.reason;
-    return { imageId: added.imageId, existed, uploaded: p.value };
+    return { ...result, uploaded: p.value };
   } catch (err) {
-    if (!existed) await broker.removeImage(added.imageId).catch(() => undefined);
+    await takeBack(broker, result);
     throw err;
   }
 }

@@ -497,3 +497,18 @@ export interface MethodRule {
    */
   requireSubordinateIds?: boolean;
 }
+
+// remove-request.schema.json
+/**
+ * The request of RemoveImage: exactly one of imageId (the caller's registration of the image goes, with every name the caller gives it) or name (only that name goes, unless it is the image's last name of the caller's: then the registration goes too).
+ */
+export interface RemoveRequest {
+  /**
+   * The image's id (64 hex).
+   */
+  imageId?: string;
+  /**
+   * One of the caller's names for an image (as its manifest gave it).
+   */
+  name?: string;
+}

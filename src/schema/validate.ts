@@ -8,9 +8,10 @@ import { validate as bindRequest } from './validate-bind-request.generated.js';
 import { validate as manifest } from './validate-manifest.generated.js';
 import { validate as mountRequest } from './validate-mount-request.generated.js';
 import { validate as policy } from './validate-policy.generated.js';
+import { validate as removeRequest } from './validate-remove-request.generated.js';
 import { runValidator, type ValidationResult } from './issues.js';
 import type { SchemaKind } from './kinds.js';
-import type { BindRequest, Manifest, MountRequest, Policy } from './types.generated.js';
+import type { BindRequest, Manifest, MountRequest, Policy, RemoveRequest } from './types.generated.js';
 
 export { formatIssues, type ValidationIssue, type ValidationResult } from './issues.js';
 
@@ -19,6 +20,7 @@ export { schemaKinds, type SchemaKind } from './kinds.js';
 export interface SchemaTypes {
   'bind-request': BindRequest;
   'mount-request': MountRequest;
+  'remove-request': RemoveRequest;
   policy: Policy;
   manifest: Manifest;
 }
@@ -27,6 +29,7 @@ const validators: Record<SchemaKind, ValidateFunction> = {
   manifest: manifest as ValidateFunction,
   'bind-request': bindRequest as ValidateFunction,
   'mount-request': mountRequest as ValidateFunction,
+  'remove-request': removeRequest as ValidateFunction,
   policy: policy as ValidateFunction,
 };
 

@@ -12,8 +12,9 @@
 //   owners.missing = the image's objects (uid, digest) has no proof for;
 //   a proof exists only for a present object (it is dropped with the object);
 //   usage of a uid = the sum of bytes + image_bytes over the images it owns;
-//   a name is its owner's (owners.name): one user's name for an image is
-//   nobody else's business, and names a uid gives are unique among its images;
+//   a name is its owner's (names): one user's name for an image is nobody
+//   else's business; an image may have several names of a uid (tags), a name
+//   of a uid names one image, one of uid's listed owner rows;
 //   an owner row is listed (the owner added the image itself) or kept for at
 //   least one listed image of the same owner (kept rows); a kept row names
 //   a listed image. A hidden image (listed 0) has no name, is not listed, and
@@ -41,8 +42,10 @@ export interface ImageRow {
 }
 
 export interface OwnedImage extends ImageRow {
-  /** This owner's name for it. */
+  /** This owner's name last given to it (what clients from before several names show). */
   name?: string;
+  /** Every name this owner gives it, sorted. */
+  names: string[];
   /** Whether the owner added it itself (false: it is only kept, hidden, for other images of the owner's). */
   listed: boolean;
   /** When this owner registered it (ISO time). */
@@ -63,8 +66,20 @@ export interface NewImage {
   keptFor?: string;
 }
 
-/** 2: names moved from images to owners (each owner names an image for itself). 3: hidden images kept for others. */
-const schemaVersion = 3;
+/** 2: names moved from images to owners (each owner names an image for itself). 3: hidden images kept for others. 4: several names per image of an owner (the names table). */
+const schemaVersion = 4;
+
+/** uid's names: each names one image uid lists (rowid: the order the names were given). */
+const namesTable = `
+CREATE TABLE names (
+  uid INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  image_id TEXT NOT NULL,
+  UNIQUE (uid, name),
+  FOREIGN KEY (uid, image_id) REFERENCES owners(uid, image_id)
+) STRICT;
+CREATE INDEX names_by_image ON names(uid, image_id);
+`;
 
 /** Which hidden image (kept_id) uid keeps for which of its listed images (image_id). */
 const keptTable = `
@@ -93,13 +108,11 @@ CREATE TABLE owners (
   image_id TEXT NOT NULL REFERENCES images(id),
   added TEXT NOT NULL,
   missing INTEGER NOT NULL,
-  name TEXT,
   listed INTEGER NOT NULL DEFAULT 1,
   PRIMARY KEY (uid, image_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX owners_by_image ON owners(image_id);
-CREATE UNIQUE INDEX owners_names ON owners(uid, name) WHERE name IS NOT NULL;
-${keptTable}CREATE TABLE objects (
+${keptTable}${namesTable}CREATE TABLE objects (
   digest TEXT PRIMARY KEY,
   refs INTEGER NOT NULL,
   present INTEGER NOT NULL
@@ -121,7 +134,8 @@ CREATE INDEX proofs_by_digest ON proofs(digest);
 
 interface RawImage {
   id: string;
-  name: string | null;
+  /** uid's names, a JSON array in the order given. */
+  names?: string | null;
   entries: number;
   bytes: number;
   image_bytes: number;
@@ -137,8 +151,13 @@ function imageRow(r: RawImage): ImageRow {
 }
 
 function ownedRow(r: RawImage): OwnedImage {
-  return { ...imageRow(r), ...(r.name ? { name: r.name } : {}), listed: r.listed === 1, added: r.added!, missing: r.missing! };
+  const given = r.names ? (JSON.parse(r.names) as string[]) : [];
+  const last = given[given.length - 1];
+  return { ...imageRow(r), ...(last !== undefined ? { name: last } : {}), names: [...given].sort(), listed: r.listed === 1, added: r.added!, missing: r.missing! };
 }
+
+/** uid's names of the image of the row (o: its owner row), in the order given. */
+const namesOf = '(SELECT json_group_array(n.name ORDER BY n.rowid) FROM names n WHERE n.uid = o.uid AND n.image_id = o.image_id) AS names';
 
 /** Schema version 1 kept one name per image, the first adder's: it becomes each owner's own. */
 const fromVersion1 = `
@@ -156,8 +175,15 @@ const fromVersion2 = `
 ALTER TABLE owners ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
 ${keptTable}`;
 
+/** Schema version 3 had one name per image of an owner (owners.name): each becomes a row of names, in the order the owners added their images. */
+const fromVersion3 = `
+${namesTable}INSERT INTO names (uid, name, image_id) SELECT uid, name, image_id FROM owners WHERE name IS NOT NULL AND listed = 1 ORDER BY added, image_id;
+DROP INDEX owners_names;
+ALTER TABLE owners DROP COLUMN name;
+`;
+
 /** What brings a database of version k to k + 1. */
-const upgrades: Record<number, string> = { 1: fromVersion1, 2: fromVersion2 };
+const upgrades: Record<number, string> = { 1: fromVersion1, 2: fromVersion2, 3: fromVersion3 };
 
 export class StoreDb {
   private readonly db: Database.Database;
@@ -220,8 +246,9 @@ export class StoreDb {
     const d = this.db;
     return {
       image: d.prepare<[string]>('SELECT * FROM images WHERE id = ?'),
-      owned: d.prepare<[string, number]>('SELECT i.*, o.added, o.missing, o.name, o.listed FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?'),
-      listFor: d.prepare<[number]>('SELECT i.*, o.added, o.missing, o.name, o.listed FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND o.listed = 1 ORDER BY i.id'),
+      owned: d.prepare<[string, number]>(`SELECT i.*, o.added, o.missing, ${namesOf}, o.listed FROM images i JOIN owners o ON o.image_id = i.id WHERE i.id = ? AND o.uid = ?`),
+      listFor: d.prepare<[number]>(`SELECT i.*, o.added, o.missing, ${namesOf}, o.listed FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND o.listed = 1 ORDER BY i.id`),
+      named: d.prepare<[number, string]>('SELECT image_id FROM names WHERE uid = ? AND name = ?'),
       usage: d.prepare<[number, string]>(
         'SELECT count(*) AS images, coalesce(sum(o.listed = 0), 0) AS hidden, coalesce(sum(i.bytes + i.image_bytes), 0) AS bytes FROM owners o JOIN images i ON i.id = o.image_id WHERE o.uid = ? AND i.id <> ?',
       ),
@@ -234,13 +261,16 @@ export class StoreDb {
       keptFor: d.prepare<[number, string]>('SELECT kept_id FROM kept WHERE uid = ? AND image_id = ?'),
       deleteKeptFor: d.prepare<[number, string]>('DELETE FROM kept WHERE uid = ? AND image_id = ?'),
       keepers: d.prepare<[number, string]>('SELECT count(*) AS n FROM kept WHERE uid = ? AND kept_id = ?'),
-      hide: d.prepare<[number, string]>('UPDATE owners SET listed = 0, name = NULL WHERE uid = ? AND image_id = ?'),
+      hide: d.prepare<[number, string]>('UPDATE owners SET listed = 0 WHERE uid = ? AND image_id = ?'),
+      deleteNames: d.prepare<[number, string]>('DELETE FROM names WHERE uid = ? AND image_id = ?'),
+      deleteNamesOf: d.prepare<[string]>('DELETE FROM names WHERE image_id = ?'),
+      deleteName: d.prepare<[number, string]>('DELETE FROM names WHERE uid = ? AND name = ?'),
+      nameCount: d.prepare<[number, string]>('SELECT count(*) AS n FROM names WHERE uid = ? AND image_id = ?'),
       deleteKeptOf: d.prepare<[string, string]>('DELETE FROM kept WHERE image_id = ? OR kept_id = ?'),
       orphans: d.prepare('SELECT uid, image_id FROM owners o WHERE o.listed = 0 AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid = o.uid AND k.kept_id = o.image_id)'),
       insertImage: d.prepare('INSERT INTO images (id, entries, bytes, image_bytes, objects, stored) VALUES (?, ?, ?, ?, ?, 0)'),
-      // A name moves to the image last given it, as a tag does: one image of uid's has it.
-      freeName: d.prepare<[number, string, string]>('UPDATE owners SET name = NULL WHERE uid = ? AND name = ? AND image_id <> ?'),
-      setName: d.prepare<[string, number, string]>('UPDATE owners SET name = ? WHERE uid = ? AND image_id = ?'),
+      // A name moves to the image last given it, as a tag does (one image of uid's has it), and counts as the last one given.
+      setName: d.prepare<[number, string, string]>('INSERT OR REPLACE INTO names (uid, name, image_id) VALUES (?, ?, ?)'),
       markStored: d.prepare<[string]>('UPDATE images SET stored = 1 WHERE id = ?'),
       refObject: d.prepare<[string]>('INSERT INTO objects (digest, refs, present) VALUES (?, 1, 0) ON CONFLICT (digest) DO UPDATE SET refs = refs + 1'),
       insertImageObject: d.prepare<[string, string, number]>('INSERT INTO image_objects (image_id, digest, size) VALUES (?, ?, ?)'),
@@ -358,12 +388,30 @@ export class StoreDb {
       }
       if (!had) this.q.insertOwner.run(uid, image.id, added, image.id, uid);
       else this.q.setListed.run(uid, image.id);
-      // Added again under another name: the image is called that now (for uid alone).
-      if (image.name) {
-        this.q.freeName.run(uid, image.name, image.id);
-        this.q.setName.run(image.name, uid, image.id);
-      }
+      // Added again under another name: the image has that name too (for uid alone), and keeps its others.
+      if (image.name) this.q.setName.run(uid, image.name, image.id);
       return { created: !existing, owned: this.ownedBy(image.id, uid)! };
+    });
+  }
+
+  /** The image uid gives `name` to, if any (always one uid lists). */
+  named(uid: number, name: string): string | undefined {
+    return (this.q.named.get(uid, name) as { image_id: string } | undefined)?.image_id;
+  }
+
+  /**
+   * Drops uid's name `name`; when it was the last name of its image, uid's
+   * registration goes too (as unregister does, `later` as there). Returns the
+   * image it named (undefined: uid has no such name) and what unregister
+   * returns when it ran.
+   */
+  removeName(uid: number, name: string, later = false): { id: string; unregistered?: ReturnType<StoreDb['unregister']> } | undefined {
+    return this.transaction(() => {
+      const id = this.named(uid, name);
+      if (id === undefined) return undefined;
+      this.q.deleteName.run(uid, name);
+      if ((this.q.nameCount.get(uid, id) as { n: number }).n > 0) return { id };
+      return { id, unregistered: this.unregister(id, uid, later) };
     });
   }
 
@@ -388,6 +436,8 @@ export class StoreDb {
       const gone: string[] = [];
       const dropped: string[] = [];
       const release = (image: string) => {
+        // Hidden or gone, it has no name of uid's any more.
+        this.q.deleteNames.run(uid, image);
         if ((this.q.keepers.get(uid, image) as { n: number }).n > 0) {
           this.q.hide.run(uid, image);
           return;
@@ -407,6 +457,7 @@ export class StoreDb {
   /** Deletes an image with all its rows; returns the present objects no image needs any more. */
   private dropImage(id: string): string[] {
     this.q.deleteKeptOf.run(id, id);
+    this.q.deleteNamesOf.run(id);
     this.q.deleteOwnersOf.run(id);
     this.q.unrefImageObjects.run(id);
     this.q.deleteImageObjects.run(id);
@@ -524,6 +575,7 @@ export class StoreDb {
       // Hidden registrations whose listed images went with them go too.
       for (let o = this.q.orphans.all() as { uid: number; image_id: string }[]; o.length > 0; o = this.q.orphans.all() as { uid: number; image_id: string }[]) {
         for (const { uid, image_id } of o) {
+          this.q.deleteNames.run(uid, image_id);
           this.q.deleteOwner.run(uid, image_id);
           changed++;
           if ((this.q.ownerCount.get(image_id) as { n: number }).n === 0) dropped.push(...this.dropImage(image_id));
@@ -567,7 +619,8 @@ export class StoreDb {
     for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners o WHERE o.listed = 0 AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid = o.uid AND k.kept_id = o.image_id)')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, but kept for none of its images`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT k.uid, k.image_id FROM kept k JOIN owners o ON o.uid = k.uid AND o.image_id = k.image_id WHERE o.listed = 0')) bad.push(`owner ${r.uid} keeps images for ${r.image_id}, which is hidden`);
-    for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners WHERE listed = 0 AND name IS NOT NULL')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, yet named`);
+    for (const r of rows<{ uid: number; image_id: string; name: string }>('SELECT n.uid, n.image_id, n.name FROM names n JOIN owners o ON o.uid = n.uid AND o.image_id = n.image_id WHERE o.listed = 0')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, yet named ${JSON.stringify(r.name)}`);
+    for (const r of rows<{ uid: number; image_id: string; name: string }>('SELECT n.uid, n.image_id, n.name FROM names n WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.uid = n.uid AND o.image_id = n.image_id)')) bad.push(`name ${JSON.stringify(r.name)} of ${r.uid} for ${r.image_id}, which it does not own`);
     const fk = this.db.pragma('foreign_key_check') as unknown[];
     if (fk.length > 0) bad.push(`${fk.length} foreign key violation(s)`);
     return bad;
@@ -592,10 +645,7 @@ export class StoreDb {
     for (const uid of uids) {
       for (const d of Object.keys(image.objects)) if (presentObjects.has(d) && proofs.get(uid)?.has(d)) this.q.insertProof.run(uid, d);
       this.q.insertOwner.run(uid, image.id, image.owners[String(uid)]!, image.id, uid);
-      if (image.name) {
-        this.q.freeName.run(uid, image.name, image.id);
-        this.q.setName.run(image.name, uid, image.id);
-      }
+      if (image.name) this.q.setName.run(uid, image.name, image.id);
     }
   }
 }

@@ -108,6 +108,15 @@ export class ImageRegistry {
     return gone;
   }
 
+  /** Drops uid's name, and with the image's last name its registration as unregister does (returning the images gone); undefined when uid has no such name. */
+  removeName(uid: number, name: string): { id: string; unregistered: boolean; gone: string[] } | undefined {
+    const r = this.db.removeName(uid, name, true);
+    if (!r) return undefined;
+    const gone = r.unregistered?.gone ?? [];
+    for (const g of gone) this.removeImageDir(g);
+    return { id: r.id, unregistered: r.unregistered !== undefined, gone };
+  }
+
   /** Reads the format before the database into `db` (inside its creating transaction). Returns whether there was anything. */
   private importLegacy(db: StoreDb, present: Set<string>): boolean {
     const metas: LegacyMeta[] = [];

@@ -14,6 +14,7 @@ import {
   CONTENT_BY_FD, findObjects, manifestFromDirectory, manifestObjects, objectPath, OVERFLOW_ID, recordHeader, resolveImageRef, uploadImage,
 } from '../../src/client/images.js';
 import type { ImageListing, MountgateBroker } from '../../src/client/broker.js';
+import { listedNames } from '../../src/client/image-ref.js';
 import type { Entry, FileEntry } from '../../src/schema/types.generated.js';
 import { comparePaths } from '../../src/manifest/paths.js';
 import { fileSeals, IMMUTABLE_SEALS } from '../../src/sys/syscalls.js';
@@ -265,9 +266,16 @@ t.test('resolveImageRef: id, prefix of 8+, or unique name', async (tt) => {
   tt.equal(resolveImageRef(all, a.id), a);
   tt.equal(resolveImageRef(all, 'aaaaaaaa1'), a);
   tt.equal(resolveImageRef(all, 'cccccccc'), c);
-  tt.equal(resolveImageRef(all, 'tools'), a);
+  tt.same(resolveImageRef(all, 'tools'), { ...a, byName: true }, 'by name (a listing of a broker from before several names: name alone)');
   tt.throws(() => resolveImageRef(all, 'aaaaaaaa'), /start of 2 image ids/);
   tt.throws(() => resolveImageRef(all, 'base'), /2 of your images are named base/);
   tt.throws(() => resolveImageRef(all, 'cccc'), { name: 'NotFoundError', message: /at least 8 characters/ });
   tt.throws(() => resolveImageRef(all, 'nope'), /you have no image nope/);
+  // Several names of one image: found by any, as that name (its import record is that name's); by id, as the last given.
+  const tagged: ImageListing = { ...img('dddddddd44' + '0'.repeat(54), 'two'), names: ['one', 'two'] };
+  tt.same(resolveImageRef([...all, tagged], 'one'), { ...tagged, name: 'one', byName: true });
+  tt.same(resolveImageRef([...all, tagged], 'two'), { ...tagged, name: 'two', byName: true });
+  tt.equal(resolveImageRef([...all, tagged], tagged.id), tagged);
+  tt.equal(listedNames(tagged).join(), 'one,two');
+  tt.equal(listedNames(a).join(), 'tools', 'an older broker lists name alone');
 });

@@ -224,7 +224,8 @@ async function runOp(bus, op) {
     out = await call(bus, 'ListImages', '', []);
     if (out.ok) out = { ok: true, images: JSON.parse(out.body[0]) };
   } else if (op.op === 'removeImage') {
-    out = await call(bus, 'RemoveImage', 's', [imageId(op.id)]);
+    // request: a RemoveRequest object; requestText: the argument as is; else the bare id.
+    out = await call(bus, 'RemoveImage', 's', [op.requestText ?? (op.request ? JSON.stringify(op.request) : imageId(op.id))]);
   } else if (op.op === 'raw') {
     // dest overrides path/interface (unknown members and interfaces on the broker path).
     // huge: { index, char, count, prefix?, suffix? } makes body[index] a string too big for argv.

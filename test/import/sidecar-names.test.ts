@@ -1,9 +1,10 @@
 // What the client keeps beside an imported image (src/import/sidecar.ts) is
 // kept per name, not per image id: imports that flatten to the same files
 // share an id, yet each name's layers and config are its own. The broker
-// keeps one name per image of a user, so a second name for the same files
-// renames the image and the first name's record goes; importing again under
-// a name replaces its record; `image rm` leaves nothing of either behind.
+// keeps every name a user gives an image, so a second name for the same
+// files keeps the first, each with its record; importing again under a name
+// replaces its record; `image rm NAME` drops that name's record alone, and
+// removing the image leaves nothing of either behind.
 // Archives made by GNU tar (docker-archive layouts written here) and by
 // podman (`podman import` + `podman save`, as root in a private store),
 // imported by a real user through a real broker.
@@ -75,7 +76,7 @@ function kept(): { names: string[]; other: string[] } {
   const names = existsSync(join(data(), 'names')) ? readdirSync(join(data(), 'names')).sort() : [];
   return { names, other: readdirSync(data()).filter((f) => f !== 'names' && f !== 'lock').sort() };
 }
-const listed = async () => (JSON.parse((await alice(['image', 'ls', '--json'])).stdout) as { id: string; name?: string }[]).map((i) => i.name);
+const listed = async () => (JSON.parse((await alice(['image', 'ls', '--json'])).stdout) as { id: string; names: string[] }[]).map((i) => i.names);
 
 /** Asserts that `image export-layer REF k` writes exactly the tarball `tar`. */
 async function exportsAs(t: Tap.Test, ref: string, k: number, tar: string): Promise<void> {
@@ -98,24 +99,32 @@ t.test('one layer and two layers of the same files: one image id, yet each name 
   await exportsAs(t, 'one', 0, tars.all!);
   const two = await add(t, [`docker-archive:${twoLayers}`, '--name', 'two']);
   t.equal(two.id, one.id, 'the same flattened tree: the same image id');
-  t.same(await listed(), ['two'], 'the broker keeps one name per image: the second renamed it');
+  t.same(await listed(), [['one', 'two']], 'the broker keeps both names of the image');
   await exportsAs(t, 'two', 0, tars.lower!);
   await exportsAs(t, 'two', 1, tars.upper!);
+  await exportsAs(t, 'one', 0, tars.all!);
+  const beyondOne = await alice(['image', 'export-layer', 'one', '1'], '/dev/null');
+  t.match(beyondOne.stderr, /has 1 layer\(s\)/, "the first name keeps its own single layer");
   await exportsAs(t, two.id, 1, tars.upper!);
-  const gone = await alice(['image', 'export-layer', 'one', '0'], '/dev/null');
-  t.equal(gone.code, 7, 'the first name names nothing now');
-  t.match(gone.stderr, /you have no image one/);
-  t.equal(kept().names.filter((f) => f.endsWith('.json')).join(), 'two.json', 'the first name\'s record went with its name');
-  t.equal(kept().names.filter((f) => f.endsWith('.layers')).length, 1, 'and its layers');
+  t.same(kept().names.filter((f) => f.endsWith('.json')), ['one.json', 'two.json'], 'a record per name');
+  t.equal(kept().names.filter((f) => f.endsWith('.layers')).length, 2, 'and layers per name');
 
-  // Imported again under the first name: one layer again, not the two of the import before.
+  // Imported again under the first name: its record is replaced, the other's stays.
   await add(t, [`docker-archive:${oneLayer}`, '--name', 'one']);
   await exportsAs(t, 'one', 0, tars.all!);
-  const beyond = await alice(['image', 'export-layer', 'one', '1'], '/dev/null');
-  t.match(beyond.stderr, /has 1 layer\(s\)/, 'one layer, as the archive has');
+  await exportsAs(t, 'two', 1, tars.upper!);
 
   const rm = await alice(['image', 'rm', 'one']);
-  t.equal(rm.code, 0, `image rm exits 0${rm.code ? `: ${rm.stderr}` : ''}`);
+  t.equal(rm.code, 0, `image rm one exits 0${rm.code ? `: ${rm.stderr}` : ''}`);
+  t.same(await listed(), [['two']], 'by name, only that name went');
+  t.same(kept().names.filter((f) => f.endsWith('.json')), ['two.json'], "and only that name's record");
+  await exportsAs(t, 'two', 0, tars.lower!);
+  const gone = await alice(['image', 'export-layer', 'one', '0'], '/dev/null');
+  t.equal(gone.code, 7, 'the removed name names nothing');
+  t.match(gone.stderr, /you have no image one/);
+  const rmLast = await alice(['image', 'rm', 'two']);
+  t.equal(rmLast.code, 0, `image rm two exits 0${rmLast.code ? `: ${rmLast.stderr}` : ''}`);
+  t.same(await listed(), [], 'its last name removed, the image went');
   t.same(kept(), { names: [], other: [] }, 'image rm leaves no record and no layer directory behind');
 });
 
@@ -201,7 +210,9 @@ t.test('run --image NAME follows the config its own import kept: podman images, 
   t.equal(b.id, a.id, 'the same files, another config: the same image id');
   const r2 = await run('second');
   t.equal(r2.stdout, 'second second\n', `the second image's own Cmd and Env${r2.code ? `: ${r2.stderr}` : ''}`);
-  t.equal((await run('first')).code, 7, 'the first name went to the second import');
+  const r1 = await run('first');
+  t.equal(r1.stdout, 'first\n', `the first name stays, with its own Cmd and Env${r1.code ? `: ${r1.stderr}` : ''}`);
+  t.same(await listed(), [['first', 'second']], 'one image, both names');
 
   const plain = await add(t, [root.tar, '--name', 'plain']);
   t.equal(plain.id, a.id, 'the tarball podman imported: the same image id');
@@ -210,8 +221,10 @@ t.test('run --image NAME follows the config its own import kept: podman images, 
   t.match(r3.stderr, /the image has no config/);
   t.equal((await alice(['run', '--image', 'plain', '--', '/bin/echo', 'given'])).stdout, 'given\n');
 
+  t.equal((await run('first')).stdout, 'first\n', 'a third name for the image leaves the first its config');
   await add(t, [`docker-archive:${first}`, '--name', 'first']);
   t.equal((await run('first')).stdout, 'first\n', 'imported again under its name: its config again');
+  t.equal((await run('second')).stdout, 'second second\n', 'and the second keeps its own');
 
   // The same files added from a directory: the name then means an image without a config.
   const dir = join(world.dirs.alice!, 'bbroot');
@@ -223,9 +236,15 @@ t.test('run --image NAME follows the config its own import kept: podman images, 
   t.equal(r4.code, 2, 'added from a directory: no config is kept for it, none is used');
   t.match(r4.stderr, /the image has no config/);
   t.match((await alice(['image', 'export-layer', 'fromdir', '0'], '/dev/null')).stderr, /was not imported from a tarball or container image here/, 'nor any layer');
-  t.same(kept().names, [], 'the first name\'s record went when the directory took the image');
+  t.same(kept().names.filter((f) => f.endsWith('.json')), ['first.json', 'plain.json', 'second.json'], "the directory's name keeps no record; the other names keep theirs");
+  t.equal((await run('second')).stdout, 'second second\n', 'the second name still runs its own config');
 
-  await alice(['image', 'rm', 'fromdir']);
-  t.same(await listed(), [], 'no image left');
+  const rmSecond = await alice(['image', 'rm', 'second']);
+  t.equal(rmSecond.code, 0, `image rm second exits 0${rmSecond.code ? `: ${rmSecond.stderr}` : ''}`);
+  t.equal((await run('second')).code, 7, 'the removed name names nothing');
+  t.equal((await run('first')).stdout, 'first\n', 'the others are untouched');
+  t.same(await listed(), [['first', 'fromdir', 'plain']], 'the image stays with its other names');
+  await alice(['image', 'rm', a.id]);
+  t.same(await listed(), [], 'removed by id: no image left, whatever its names');
   t.same(kept(), { names: [], other: [] }, 'nothing left in the data directory');
 });
