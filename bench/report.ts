@@ -28,7 +28,7 @@ function verdict(t: ResultTarget, row: ResultTarget['rows'][number]): string {
 }
 
 function targetTable(r: BenchResult, t: ResultTarget): string[] {
-  const lines = [`### ${t.target}`, '', `bench \`${r.bench}\`, ${r.date.slice(0, 16).replace('T', ' ')} UTC; limit ${limitText(t)}`, ''];
+  const lines = [`### ${t.target}`, '', `bench \`${r.bench}\`, ${r.date.slice(0, 16).replace('T', ' ')} UTC; limit ${limitText(t)}${r.storeFs ? `; store on ${r.storeFs}` : ''}`, ''];
   lines.push('| case | mountgate | reference | ratio | result |', '| --- | ---: | ---: | ---: | --- |');
   for (const row of t.rows) {
     lines.push(`| ${cell(row.case)} | ${num(row.mountgate)} | ${row.reference === null ? '—' : num(row.reference)} | ${row.ratio === null ? '—' : `${row.ratio.toFixed(2)}x`} | ${verdict(t, row)} |`);

@@ -49,6 +49,8 @@ export interface BenchResult {
   date: string;
   targets: ResultTarget[];
   series: Series[];
+  /** Where the broker's store (and the bench's scratch) lived: bench/run.sh says (MOUNTGATE_BENCH_STORE_FS). */
+  storeFs?: string;
 }
 
 export const resultsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
@@ -71,7 +73,8 @@ export function median(samples: number[]): number {
 
 /** Writes bench/results/NAME.json (or into `dir`); returns its path. */
 export function writeResult(result: Omit<BenchResult, 'date'> & { date?: string }, dir = resultsDir): string {
-  const full: BenchResult = { bench: result.bench, date: result.date ?? new Date().toISOString(), targets: result.targets, series: result.series };
+  const storeFs = result.storeFs ?? process.env.MOUNTGATE_BENCH_STORE_FS;
+  const full: BenchResult = { bench: result.bench, date: result.date ?? new Date().toISOString(), targets: result.targets, series: result.series, ...(storeFs ? { storeFs } : {}) };
   const problems = shapeProblems(full);
   if (problems.length > 0) throw new Error(`bench ${result.bench}: result does not have the shape: ${problems.join('; ')}`);
   mkdirSync(dir, { recursive: true });
