@@ -178,12 +178,25 @@ export function manifestText(bytes: Buffer): string {
  * (The position a JSON syntax error names counts the escaped text.)
  */
 function asciiJson(bytes: Buffer): string {
-  return bytes.toString('latin1').replace(/[\x80-\xff]+/g, (run) => {
-    const text = Buffer.from(run, 'latin1').toString('utf8');
-    let escaped = '';
-    for (let i = 0; i < text.length; i++) escaped += `\\u${text.charCodeAt(i).toString(16).padStart(4, '0')}`;
-    return escaped;
-  });
+  // Most of a manifest is ASCII: only the pieces that are not are decoded
+  // and escaped, each piece cut at a character boundary (not before a
+  // continuation byte, 10xxxxxx).
+  const pieces: Buffer[] = [];
+  for (let start = 0; start < bytes.length; ) {
+    let end = Math.min(start + ASCII_PIECE, bytes.length);
+    while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end++;
+    const piece = bytes.subarray(start, end);
+    pieces.push(isAscii(piece) ? piece : Buffer.from(escapeNonAscii(piece.toString('utf8')), 'latin1'));
+    start = end;
+  }
+  return Buffer.concat(pieces).toString('latin1');
+}
+
+/** How much of a manifest's text asciiJson looks at a time. */
+const ASCII_PIECE = 64 * 1024;
+
+function escapeNonAscii(text: string): string {
+  return text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Parses and validates manifest JSON text (a string, or what manifestText returns). */
