@@ -264,7 +264,7 @@ export class TreeBuilder {
     const overlay = this.overlay;
     if (inode.kind === Kind.ExternalFile) {
       setXattr(inode, this.table.metacopy(overlay.metacopyKey, digest));
-      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing));
+      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, digest));
     } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
       setXattr(inode, overlay.userWhiteout);
