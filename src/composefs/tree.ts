@@ -263,8 +263,9 @@ export class TreeBuilder {
     }
     const overlay = this.overlay;
     if (inode.kind === Kind.ExternalFile) {
-      setXattr(inode, this.table.metacopy(overlay.metacopyKey, digest));
-      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, digest));
+      const metacopy = this.table.metacopy(overlay.metacopyKey, digest);
+      setXattr(inode, metacopy);
+      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, metacopy));
     } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
       setXattr(inode, overlay.userWhiteout);

@@ -36,11 +36,16 @@ function isObjectPath(s: string): boolean {
   return true;
 }
 
-/** Whether an object path is the one of `digest` (its digits with a "/" after the first two). */
-function isObjectPathOf(path: string, digest: string): boolean {
-  if (digest.length !== 64) return false;
-  for (let i = 0; i < 64; i++) if (path.charCodeAt(i < 2 ? i : i + 1) !== digest.charCodeAt(i)) return false;
-  return true;
+/**
+ * Whether a backing path is the object path of `digits` (64 lowercase hex
+ * digits: a metacopy's identity), their first two, "/", the rest; compared
+ * natively, as this runs once per external file.
+ */
+function isObjectPathOf(path: string, digits: string): boolean {
+  return (
+    path.length === 65 && digits.length === 64 && path.charCodeAt(2) === 0x2f && path.charCodeAt(0) === digits.charCodeAt(0) &&
+    path.charCodeAt(1) === digits.charCodeAt(1) && path.endsWith(digits.substring(2))
+  );
 }
 
 // ---- xattrs: one record per distinct key, one per distinct key and value ---------
@@ -135,10 +140,16 @@ export class XattrTable {
     return this.fromBase64(key, bytes.toString('base64'));
   }
 
-  /** The redirect to `backing`; `digest` is the file's (its string is the identity when backing is its object path). */
-  redirect(key: XattrKey, backing: string, digest: string | undefined): Xattr {
-    if (!isObjectPath(backing)) return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
-    const identity = digest !== undefined && isObjectPathOf(backing, digest) ? digest : backing.slice(0, 2) + backing.slice(3);
+  /**
+   * The redirect to `backing`, of a file whose metacopy is `metacopy`: when
+   * the backing is the object path of its digest, the digest's string is the
+   * identity.
+   */
+  redirect(key: XattrKey, backing: string, metacopy: Xattr): Xattr {
+    let identity: string;
+    if (isObjectPathOf(backing, metacopy.identity)) identity = metacopy.identity;
+    else if (isObjectPath(backing)) identity = backing.slice(0, 2) + backing.slice(3);
+    else return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
     return this.objectRedirects.get(identity) ?? this.add(key, VALUE_OBJECT_REDIRECT, identity, null);
   }
 
