@@ -48,9 +48,12 @@ export async function buildImageFile(file: string, opts: BuildOptions): Promise<
   if (opts.fromDump) {
     const strict = !opts.lenient;
     const read = readDump(bytes, strict);
-    input = 'source' in read ? read : { manifest: (await import('../composefs/convert.js')).manifestFromParsedDump(read.data, read.dump, { strict }) };
+    input = 'source' in read ? read : { manifest: (await import('../composefs/convert.js')).manifestFromParsedDump(read.data, read.dump, { strict }), consume: true };
   } else {
-    input = { manifest: (await import('../manifest/load.js')).parseManifest(bytes) };
+    const { manifestText, parseManifestText } = await import('../manifest/load.js');
+    const json = manifestText(bytes);
+    bytes = undefined; // the parse need not hold the bytes as well as their text
+    input = { manifest: parseManifestText(json), consume: true }; // no one else holds it
   }
   bytes = undefined; // (a dump's inline contents still hold views of it)
   const tree = imageTree(input, versions(opts));

@@ -146,11 +146,28 @@ function parseMode(data: Buffer, start: number, end: number): number {
   return mode;
 }
 
-/** Whether [start, end) of `data` is 64 hex digits. */
-function isHex64(data: Uint8Array, start: number, end: number): boolean {
-  if (end - start !== 64) return false;
-  for (let i = start; i < end; i++) if (hexValue(data[i]!) < 0) return false;
-  return true;
+/** What a byte is as a digest digit: HEX_LOWER (0-9, a-f), HEX_UPPER (A-F), or 0. */
+const HEX_LOWER = 1;
+const HEX_UPPER = 2;
+const HEX_CLASS = new Uint8Array(256);
+for (let c = 0x30; c <= 0x39; c++) HEX_CLASS[c] = HEX_LOWER;
+for (let c = 0x61; c <= 0x66; c++) HEX_CLASS[c] = HEX_LOWER;
+for (let c = 0x41; c <= 0x46; c++) HEX_CLASS[c] = HEX_UPPER;
+
+/**
+ * [start, end) of `data` as a digest, in one pass (a dump has one digest a
+ * file): 0 when it is not 64 hex digits, else HEX_LOWER, or HEX_LOWER |
+ * HEX_UPPER when an upper-case letter is among them.
+ */
+function hex64Class(data: Uint8Array, start: number, end: number): number {
+  if (end - start !== 64) return 0;
+  let seen = HEX_LOWER;
+  for (let i = start; i < end; i++) {
+    const c = HEX_CLASS[data[i]!]!;
+    if (c === 0) return 0;
+    seen |= c;
+  }
+  return seen;
 }
 
 /** Splits at the first `sep`; the rest is null when there is none. */
@@ -410,11 +427,11 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, table:
     const digits = escaped ? unescapeField(fieldView(data, 10)) : data;
     const from = escaped ? 0 : bounds[20]!;
     const to = escaped ? digits.length : bounds[21]!;
-    const hex = isHex64(digits, from, to);
+    const hex = hex64Class(digits, from, to);
     // mkcomposefs ignores a digest it cannot decode on anything but a regular file.
-    if (hex || strict || type === S_IFREG) {
-      if (!hex) throw new Error(`digest "${digits.toString('latin1', from, to).slice(0, 80)}" is not 64 hex characters`);
-      if (strict && hasUpperHex(digits, from, to)) throw new Error(`digest "${digits.toString('latin1', from, to)}" must be lowercase hex`);
+    if (hex !== 0 || strict || type === S_IFREG) {
+      if (hex === 0) throw new Error(`digest "${digits.toString('latin1', from, to).slice(0, 80)}" is not 64 hex characters`);
+      if (strict && (hex & HEX_UPPER) !== 0) throw new Error(`digest "${digits.toString('latin1', from, to)}" must be lowercase hex`);
       table.setRange(row, DIGEST, bounds[20]!, bounds[21]!);
     }
   }
@@ -430,12 +447,6 @@ function parseLine(data: Buffer, start: number, end: number, nul: number, table:
   table.gid[row] = gid;
   table.rdev[row] = rdev;
   table.mtimeNsec[row] = mtimeNsec;
-}
-
-/** Whether the hex digits of [start, end) hold an upper-case letter. */
-function hasUpperHex(digits: Buffer, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) if (digits[i]! >= 0x41 && digits[i]! <= 0x46) return true;
-  return false;
 }
 
 /** True when the text ends with a newline (or is empty), as strict parsing requires. */

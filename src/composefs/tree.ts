@@ -263,8 +263,9 @@ export class TreeBuilder {
     }
     const overlay = this.overlay;
     if (inode.kind === Kind.ExternalFile) {
-      setXattr(inode, this.table.metacopy(overlay.metacopyKey, digest));
-      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing));
+      const metacopy = this.table.metacopy(overlay.metacopyKey, digest);
+      setXattr(inode, metacopy);
+      if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, metacopy));
     } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
       setXattr(inode, overlay.userWhiteout);
@@ -307,7 +308,14 @@ class ManifestSource implements TreeSource {
   readonly count: number;
   private readonly parents: Int32Array;
   private readonly targets: Map<number, number>;
-  constructor(private readonly entries: Entry[]) {
+  private readonly entries: Array<Entry | undefined>;
+  /**
+   * `consume`: the caller gives the entries up, and each is let go once its
+   * inode is made (the array is the manifest's own), so that the tree does not
+   * also hold the whole manifest while it is built.
+   */
+  constructor(entries: Entry[], private readonly consume: boolean) {
+    this.entries = entries;
     this.codec = codecFor(entries);
     this.count = entries.length;
     const paths: string[] = entries.map((e) => this.codec.text(e.path));
@@ -320,21 +328,23 @@ class ManifestSource implements TreeSource {
     for (let i = 0; i < paths.length; i++) byPath.set(paths[i]!, i);
     const targets = new Map<number, number>();
     this.entries.forEach((e, i) => {
-      if (e.type === 'hardlink') targets.set(i, byPath.get(this.codec.text(e.target))!);
+      if (e!.type === 'hardlink') targets.set(i, byPath.get(this.codec.text(e!.target))!);
     });
     return targets;
   }
   hasWhiteouts(): boolean {
     const entries = this.entries;
-    for (let i = 0; i < entries.length; i++) if (entries[i]!.type === 'whiteout') return true;
+    for (let i = 0; i < entries.length; i++) if (entries[i]?.type === 'whiteout') return true;
     return false;
   }
   parent(i: number): number {
     return this.parents[i]!;
   }
   name(i: number): string {
-    const path = this.codec.text(this.entries[i]!.path);
-    return path.slice(path.lastIndexOf('/') + 1);
+    const e = this.entries[i]!;
+    const path = this.codec.text(e.path);
+    if (this.consume && e.type === 'hardlink') this.entries[i] = undefined; // the last use of a hardlink entry
+    return ownString(path.slice(path.lastIndexOf('/') + 1));
   }
   hardlinkTarget(i: number): number {
     return this.targets.get(i) ?? -1;
@@ -362,8 +372,19 @@ class ManifestSource implements TreeSource {
     if (e.xattrs) for (const given of e.xattrs) b.ownXattr(inode, b.table.fromBase64(b.table.key(codec.text(given.key)), given.value));
     const file = e.type === 'file' ? e : undefined;
     b.addOverlayXattrs(inode, e.type === 'whiteout', file?.digest, file?.backing === undefined ? undefined : codec.text(file.backing));
+    if (this.consume) this.entries[i] = undefined;
     return inode;
   }
+}
+
+/**
+ * A string that does not hold on to the one it was cut from: V8 makes a
+ * slice of 13 characters or more a view of the whole (a name, of its path), so
+ * every path would live as long as the tree. Concatenating and slicing again
+ * copies it once, into a string of its own.
+ */
+function ownString(s: string): string {
+  return s.length < 13 ? s : ` ${s}`.slice(1);
 }
 
 /**
@@ -534,8 +555,8 @@ export function xattrAreaBytes(inode: Inode): number {
 }
 
 /** The image's tree of a checked manifest, at format `version` (or, given a range, the lowest that fits). */
-export function buildTree(manifest: Manifest, minVersion: number, maxVersion: number): ImageTree {
-  return buildTreeOf(new ManifestSource(manifest.entries), minVersion, maxVersion);
+export function buildTree(manifest: Manifest, minVersion: number, maxVersion: number, consume = false): ImageTree {
+  return buildTreeOf(new ManifestSource(manifest.entries, consume), minVersion, maxVersion);
 }
 
 /** The image's tree of a source, at format `version` (or, given a range, the lowest that fits). */

@@ -439,13 +439,17 @@ export function writeImage(manifest: Manifest, options: WriteOptions = {}): Buff
   return writeCheckedImage(manifest, options);
 }
 
-/** What an image is built from: a checked manifest, or a source whose entries passed every check (dump-tree.ts). */
-export type ImageInput = { manifest: CheckedManifest } | { source: TreeSource };
+/**
+ * What an image is built from: a checked manifest (with `consume`, given up to
+ * the build, which lets each entry go once it is in the tree), or a source
+ * whose entries passed every check (dump-tree.ts).
+ */
+export type ImageInput = { manifest: CheckedManifest; consume?: boolean } | { source: TreeSource };
 
 /** The tree of an image input, at the options' format version. */
 export function imageTree(input: ImageInput, options: WriteOptions = {}): ImageTree {
   const { min, max } = resolveVersion(options);
-  return 'source' in input ? buildTreeOf(input.source, min, max) : buildTree(input.manifest, min, max);
+  return 'source' in input ? buildTreeOf(input.source, min, max) : buildTree(input.manifest, min, max, input.consume);
 }
 
 /** The image bytes of a tree source whose entries passed every check. */

@@ -25,6 +25,29 @@ function isLowerHex64(s: string): boolean {
   return true;
 }
 
+function isLowerHexDigit(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66);
+}
+
+/** Whether a backing path is an object path: 2 lowercase hex digits, "/", 62 more. */
+function isObjectPath(s: string): boolean {
+  if (s.length !== 65 || s.charCodeAt(2) !== 0x2f) return false;
+  for (let i = 0; i < 65; i++) if (i !== 2 && !isLowerHexDigit(s.charCodeAt(i))) return false;
+  return true;
+}
+
+/**
+ * Whether a backing path is the object path of `digits` (64 lowercase hex
+ * digits: a metacopy's identity), their first two, "/", the rest; compared
+ * natively, as this runs once per external file.
+ */
+function isObjectPathOf(path: string, digits: string): boolean {
+  return (
+    path.length === 65 && digits.length === 64 && path.charCodeAt(2) === 0x2f && path.charCodeAt(0) === digits.charCodeAt(0) &&
+    path.charCodeAt(1) === digits.charCodeAt(1) && path.endsWith(digits.substring(2))
+  );
+}
+
 // ---- xattrs: one record per distinct key, one per distinct key and value ---------
 
 export interface XattrKey {
@@ -54,6 +77,14 @@ const VALUE_REDIRECT = 1;
 const VALUE_METACOPY = 2;
 /** The identity of the metacopy of a file without digest (not hex, so no digest's). */
 const NO_DIGEST = '-';
+/**
+ * "/" and a backing path that is a digest's object path ("ab/cdef...": 2 and
+ * 62 lowercase hex digits): the identity is the 64 digits, which for nearly
+ * every file is the file's own digest string, so the tree keeps no backing
+ * string. Every backing of that shape goes here, matching its file or not,
+ * so that equal values still meet in one record.
+ */
+const VALUE_OBJECT_REDIRECT = 3;
 
 /** One distinct xattr; every inode that carries it points to this record. */
 export interface Xattr {
@@ -77,6 +108,8 @@ export interface Xattr {
 /** Interns keys and xattrs for one image. */
 export class XattrTable {
   private readonly keysByText = new Map<string, XattrKey>();
+  /** The redirects to object paths, by identity (apart from key.values: a backing path may itself be 64 hex digits). */
+  private readonly objectRedirects = new Map<string, Xattr>();
   readonly keys: XattrKey[] = [];
 
   constructor(readonly codec: TextCodec) {}
@@ -107,8 +140,17 @@ export class XattrTable {
     return this.fromBase64(key, bytes.toString('base64'));
   }
 
-  redirect(key: XattrKey, backing: string): Xattr {
-    return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
+  /**
+   * The redirect to `backing`, of a file whose metacopy is `metacopy`: when
+   * the backing is the object path of its digest, the digest's string is the
+   * identity.
+   */
+  redirect(key: XattrKey, backing: string, metacopy: Xattr): Xattr {
+    let identity: string;
+    if (isObjectPathOf(backing, metacopy.identity)) identity = metacopy.identity;
+    else if (isObjectPath(backing)) identity = backing.slice(0, 2) + backing.slice(3);
+    else return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
+    return this.objectRedirects.get(identity) ?? this.add(key, VALUE_OBJECT_REDIRECT, identity, null);
   }
 
   metacopy(key: XattrKey, digest: string | undefined): Xattr {
@@ -121,12 +163,16 @@ export class XattrTable {
 
   private add(key: XattrKey, kind: number, identity: string, bytes: Buffer | null, alias?: string): Xattr {
     const valueSize =
-      kind === VALUE_BYTES ? bytes!.length : kind === VALUE_REDIRECT ? 1 + key.codec.length(identity) : identity === NO_DIGEST ? 0 : 4 + identity.length / 2;
+      kind === VALUE_BYTES ? bytes!.length
+      : kind === VALUE_REDIRECT ? 1 + key.codec.length(identity)
+      : kind === VALUE_OBJECT_REDIRECT ? 2 + identity.length
+      : identity === NO_DIGEST ? 0 : 4 + identity.length / 2;
     const x: Xattr = {
       key, kind, bytes, identity, valueSize, count: 0, sharedOffset: -1,
       entrySize: roundUp(EROFS_XATTR_ENTRY_SIZE + key.suffix.length + valueSize, 4),
     };
-    key.values.set(identity, x);
+    if (kind === VALUE_OBJECT_REDIRECT) this.objectRedirects.set(identity, x);
+    else key.values.set(identity, x);
     if (alias !== undefined && alias !== identity) key.values.set(alias, x);
     return x;
   }
@@ -157,6 +203,12 @@ function encodeXattrValue(x: Xattr, buf: Buffer, at: number): void {
   } else if (x.kind === VALUE_REDIRECT) {
     buf[at] = 0x2f; // "/"
     x.key.codec.write(buf, at + 1, x.identity, x.valueSize - 1);
+  } else if (x.kind === VALUE_OBJECT_REDIRECT) {
+    buf[at] = 0x2f; // "/ab/cdef...", from the 64 digits "abcdef..."
+    buf[at + 1] = x.identity.charCodeAt(0);
+    buf[at + 2] = x.identity.charCodeAt(1);
+    buf[at + 3] = 0x2f;
+    for (let i = 2; i < x.identity.length; i++) buf[at + 2 + i] = x.identity.charCodeAt(i);
   } else if (x.valueSize > 0) {
     buf[at] = 0; // struct ovl_metacopy: version 0, length, flags, digest algorithm
     buf[at + 1] = x.valueSize & 0xff;

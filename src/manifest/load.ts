@@ -11,7 +11,7 @@
 // compiled from the same schema file at build time (scripts/gen-types.mjs,
 // which refuses a schema whose kinds are not told apart so). Only a document it refuses goes through
 // the full schema again, which then supplies the messages.
-import { isUtf8 } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 import { schemaDocuments } from '../schema/documents.generated.js';
 import * as kindValidators from '../schema/validate-manifest-kinds.generated.js';
 import { validate, type ValidationIssue } from '../schema/validate.js';
@@ -151,17 +151,65 @@ export function validateManifest(value: unknown): CheckedManifest {
  * UTF-8 into U+FFFD, silently; such names belong in {"base64"}.
  */
 export function parseManifest(text: string | Buffer): CheckedManifest {
-  const size = typeof text === 'string' ? Buffer.byteLength(text) : text.length;
-  if (size > MAX_MANIFEST_BYTES) throw new InvalidManifestError(`the manifest is ${size} bytes, at most ${MAX_MANIFEST_BYTES}`, '(document)');
+  if (typeof text !== 'string') return parseManifestText(manifestText(text));
+  checkManifestSize(Buffer.byteLength(text));
+  return parseManifestText(text);
+}
+
+/**
+ * The JSON text of manifest bytes, with their size and encoding checked: a
+ * caller that holds the bytes can let them go before the parse, which then
+ * does not hold both.
+ */
+export function manifestText(bytes: Buffer): string {
+  checkManifestSize(bytes.length);
+  if (isAscii(bytes)) return bytes.toString('latin1');
+  if (!isUtf8(bytes)) throw new InvalidManifestError('is not valid UTF-8: JSON text is UTF-8; write a name that is not UTF-8 as {"base64": "..."}', '(document)');
+  return asciiJson(bytes);
+}
+
+/**
+ * UTF-8 JSON text as a string of one byte per character, which it would not
+ * be decoded as it is: V8 holds a string with any character above U+00FF at
+ * two bytes per character, so one accented name doubled the memory of a
+ * 40 MB manifest's text. Outside its strings JSON is ASCII, and inside them
+ * a \uXXXX escape parses to the character it names, so every character
+ * beyond ASCII is written as its escape (UTF-16 units, as JSON counts them).
+ * (The position a JSON syntax error names counts the escaped text.)
+ */
+function asciiJson(bytes: Buffer): string {
+  // Most of a manifest is ASCII: only the pieces that are not are decoded
+  // and escaped, each piece cut at a character boundary (not before a
+  // continuation byte, 10xxxxxx).
+  const pieces: Buffer[] = [];
+  for (let start = 0; start < bytes.length; ) {
+    let end = Math.min(start + ASCII_PIECE, bytes.length);
+    while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end++;
+    const piece = bytes.subarray(start, end);
+    pieces.push(isAscii(piece) ? piece : Buffer.from(escapeNonAscii(piece.toString('utf8')), 'latin1'));
+    start = end;
+  }
+  return Buffer.concat(pieces).toString('latin1');
+}
+
+/** How much of a manifest's text asciiJson looks at a time. */
+const ASCII_PIECE = 64 * 1024;
+
+function escapeNonAscii(text: string): string {
+  return text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** Parses and validates manifest JSON text (a string, or what manifestText returns). */
+export function parseManifestText(json: string): CheckedManifest {
   let value: unknown;
-  let json: string;
-  if (typeof text === 'string') json = text;
-  else if (isUtf8(text)) json = text.toString('utf8');
-  else throw new InvalidManifestError('is not valid UTF-8: JSON text is UTF-8; write a name that is not UTF-8 as {"base64": "..."}', '(document)');
   try {
     value = JSON.parse(json);
   } catch (err) {
     throw new InvalidManifestError(`is not valid JSON: ${(err as Error).message}`, '(document)');
   }
   return validateManifest(value);
+}
+
+function checkManifestSize(size: number): void {
+  if (size > MAX_MANIFEST_BYTES) throw new InvalidManifestError(`the manifest is ${size} bytes, at most ${MAX_MANIFEST_BYTES}`, '(document)');
 }

@@ -43,3 +43,33 @@ t.test(`the image of ${source}'s dump equals what mkcomposefs --from-file writes
   t.ok(direct, 'the direct dump -> tree path takes a real dump');
   if (direct) t.ok(writeSourceImage(direct).equals(image), 'and writes the same bytes');
 });
+
+t.test('redirects to object paths, the file\'s own or not, are shared as mkcomposefs shares them', { skip: !mkcomposefs ? 'mkcomposefs not found ($MOUNTGATE_REF_COMPOSEFS/bin or PATH)' : false }, async (t) => {
+  const work = mkdtempSync(join(tmpdir(), 'mountgate-mkcomposefs-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const d1 = '7cc1da80364d50e9eccf06d5a581ca090d212755eaf6fd154db0ffc15cce3aa7';
+  const d2 = '66a013e96334bece8e11131d8498df145270740aa75f258bab625b3377ee37bc';
+  const objectPath = (d: string) => `${d.slice(0, 2)}/${d.slice(2)}`;
+  const file = (path: string, backing: string, digest: string) => `${path} 4096 100644 1 0 0 0 0.0 ${backing} - ${digest}\n`;
+  // Each file's own object path; another file's (shared with that file's
+  // redirect); 64 digits with no "/" (not an object path); an upper-case
+  // object path (not one either); and again each of them, to be shared.
+  const dump = Buffer.from(
+    '/ 4096 40755 2 0 0 0 0.0 - - -\n' +
+      file('/a', objectPath(d1), d1) +
+      file('/b', objectPath(d1), d2) +
+      file('/c', d1, d2) +
+      file('/d', objectPath(d1).toUpperCase(), d1) +
+      file('/e', objectPath(d2), d2) +
+      file('/f', d1, d1) +
+      file('/g', objectPath(d1).toUpperCase(), d2) +
+      file('/h', `x${objectPath(d2).slice(1)}`, d2),
+  );
+  const dumpFile = join(work, 'tree.dump');
+  writeFileSync(dumpFile, dump);
+  execFileSync(mkcomposefs!, ['--from-file', dumpFile, join(work, 'reference.cfs')]);
+  const reference = readFileSync(join(work, 'reference.cfs'));
+  t.ok(writeImage(manifestFromDumpText(dump)).equals(reference), 'manifest path: byte-identical to mkcomposefs --from-file');
+  const direct = dumpTreeSource(parseDumpTable(dump), true);
+  t.ok(direct && writeSourceImage(direct).equals(reference), 'direct dump path: the same');
+});

@@ -11,7 +11,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { imageToManifest } from '../../src/composefs/reader.js';
-import { writeImage, type WriteOptions } from '../../src/composefs/writer.js';
+import { imageTree, writeImage, writeTree, type WriteOptions } from '../../src/composefs/writer.js';
+import { validateManifest } from '../../src/manifest/load.js';
 import { InvalidManifestError } from '../../src/manifest/errors.js';
 import { comparePaths } from '../../src/manifest/paths.js';
 import type { Entry, Manifest } from '../../src/schema/types.generated.js';
@@ -186,4 +187,15 @@ t.test('random trees: fsck.erofs finds no error and the reader gives the tree ba
     { numRuns: 40, seed: 20251122 },
   );
   t.equal(runs, 40);
+});
+
+t.test('a manifest given up to the build (consume) gives the same image, and its entries are let go', async (t) => {
+  for (const m of [everyKind, bigDirectory]) {
+    const manifest = validateManifest(structuredClone(m));
+    const count = manifest.entries.length;
+    const image = writeTree(imageTree({ manifest, consume: true }));
+    t.same(image, writeImage(m));
+    t.equal(manifest.entries.length, count);
+    t.ok(manifest.entries.every((e) => e === undefined), 'no entry is held');
+  }
 });

@@ -49,6 +49,25 @@ t.test('invalid JSON and oversized documents are refused before parsing', async 
   t.throws(() => parseManifest(Buffer.alloc(limits.MAX_MANIFEST_BYTES + 1, 0x20)), /at most 500000000/);
 });
 
+t.test('UTF-8 bytes parse as their text does (held as one byte a character, escaped), and bytes that are not UTF-8 are refused', async (t) => {
+  // Enough of them that the text is decoded in several pieces.
+  const names = ['\u00ff\u0100', 'snow \u2603', 'quote " and \\ backslash'];
+  for (let i = 0; i < 3000; i++) names.push(`caf\u00e9 ${i}`, `emoji \u{1f600} ${i}`, `plain ${i}`);
+  const text = JSON.stringify({
+    version: 1,
+    entries: [
+      { path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 } },
+      ...names.sort((a, b) => comparePaths(`/${a}`, `/${b}`)).map((n) => ({ path: `/${n}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 }, size: 0 })),
+    ],
+  });
+  const fromBytes = parseManifest(Buffer.from(text, 'utf8'));
+  t.same(fromBytes, parseManifest(text));
+  t.same(fromBytes.entries.map((e) => e.path), ['/', ...names.map((n) => `/${n}`)]);
+  t.ok(text.length > 3 * 64 * 1024);
+  t.same(writeImage(fromBytes), writeImage(parseManifest(text)));
+  t.throws(() => parseManifest(Buffer.from([0x7b, 0xff, 0x7d])), /not valid UTF-8/);
+});
+
 t.test('the limits agree with the schema', async (t) => {
   const schema = JSON.parse(readFileSync(join(fixtures, '../../../schemas/manifest.schema.json'), 'utf8'));
   t.equal(schema.properties.entries.maxItems, limits.MAX_ENTRIES);
