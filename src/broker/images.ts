@@ -142,22 +142,30 @@ export class ImageService {
   }
 
   /**
-   * Registers a built image for uid. The registration itself is one
-   * synchronous transaction, so it lands in the same turn as the decision;
-   * `durable` resolves once the image file is on disk (the reply waits for it).
+   * Registers a built image for uid. The registration itself (the image's
+   * row and uid's) is one synchronous transaction, so it lands in the same
+   * turn as the decision; its object rows follow a bounded number per turn
+   * and `durable` resolves, with what uid must still upload, once they and
+   * the image file are on disk (the reply waits for it).
    */
-  register(uid: number, built: BuiltImage): { imageId: string; missing: string[]; owned: OwnedImage; durable: Promise<void> } {
+  register(uid: number, built: BuiltImage): { imageId: string; owned: OwnedImage; durable: Promise<string[]> } {
     const { owned, durable } = this.registry.register(
       { id: built.imageId, ...(built.name ? { name: built.name } : {}), ...(built.keptFor ? { keptFor: built.keptFor } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
       built.image,
       uid,
+      rowsPerTurn,
     );
     // The image's bytes (tens of MiB for a big one) are garbage once on disk.
     void durable.finally(() => this.memory.soon()).catch(() => undefined);
-    const missing = this.missingFor(uid, owned);
-    // Its PutObjects follows the answer: the helper that will read it starts now.
-    if (missing.length > 0) this.helpers.prepare();
-    return { imageId: built.imageId, missing, owned, durable };
+    const missing = durable.then(() => {
+      const now = this.registry.ownedBy(built.imageId, uid);
+      if (!now) throw new Error(`image ${built.imageId} was removed while it was being added`);
+      const list = this.missingFor(uid, now);
+      // Its PutObjects follows the answer: the helper that will read it starts now.
+      if (list.length > 0) this.helpers.prepare();
+      return list;
+    });
+    return { imageId: built.imageId, owned, durable: missing };
   }
 
   /**
@@ -300,13 +308,15 @@ export class ImageService {
     });
   }
 
+  /** uid's listed images that are whole (one being added shows once it is stored). */
   list(uid: number): Record<string, unknown>[] {
-    return this.registry.listFor(uid).map((m) => ({
+    return this.registry.listFor(uid).filter((m) => this.registry.stored(m.id)).map((m) => ({
       id: m.id,
       ...(m.name ? { name: m.name } : {}),
       entries: m.entries,
       objects: m.objects,
-      missing: this.missingFor(uid, m).length,
+      // The kept count, unless shared images waive some proofs: listing them all would be per-object work for a count.
+      missing: this.sharedIds().length === 0 ? m.missing : this.missingFor(uid, m).length,
       bytes: m.bytes + m.imageBytes,
       added: m.added,
     }));

@@ -25,6 +25,13 @@
 // front's event loop. Nothing reads it meanwhile (every caller-facing query
 // goes through owners); adding it again revives it; the reconciliation at
 // open drops what a crash left of it.
+//
+// A new image is registered the same way round: its row and its owner in
+// one transaction (the quota counts it from then on), its object rows a
+// bounded number per transaction (addRows), and it is stored (listed,
+// mountable) only once the last of them and its file are in. Until then
+// images.objects is ahead of its rows; the reconciliation at open drops an
+// image a crash left unstored.
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
@@ -288,6 +295,7 @@ export class StoreDb {
       // Reviving an image being dropped: the rows already deleted come back, each with its reference.
       imageHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects WHERE image_id = ? AND digest = ?'),
       unstore: d.prepare<[string]>('UPDATE images SET stored = 0 WHERE id = ?'),
+      incrementMissing: d.prepare<[string, string]>('UPDATE owners SET missing = missing + 1 WHERE image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = owners.uid AND p.digest = ?)'),
     };
   }
 
@@ -327,27 +335,36 @@ export class StoreDb {
 
   /**
    * Registers uid for an image, creating it (not yet stored) when new, in one
-   * transaction. Returns whether the image is new (its file is still to be written).
+   * transaction, with every object row. Returns whether the image is new (its
+   * file is still to be written). The broker uses begin and addRows instead:
+   * this is the whole of it at once, for imports and tests.
    */
   register(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
     return this.transaction(() => {
+      const r = this.begin(image, uid, added);
+      if (r.created) this.addRows(image.id, Object.entries(image.objects));
+      return { created: r.created, owned: this.ownedBy(image.id, uid)! };
+    });
+  }
+
+  /**
+   * Registers uid for an image in one transaction whose work does not grow
+   * with the image: a new image (or one being dropped, revived) gets its row,
+   * not stored, and uid its owner row (counted toward its usage from now on);
+   * its object rows follow through addRows, a bounded number per transaction,
+   * and markStored says it is whole. `created`: the rows and the file are to
+   * be made. Until then the image is not stored: not listed, not mountable,
+   * and dropped by the reconciliation after a crash.
+   */
+  begin(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
+    return this.transaction(() => {
       let existing = this.image(image.id);
       if (existing && (this.q.ownerCount.get(image.id) as { n: number }).n === 0) {
-        // Being dropped (its file is gone too): it comes back whole, to be stored anew.
-        for (const [d, size] of Object.entries(image.objects)) {
-          if (this.q.imageHas.get(image.id, d) !== undefined) continue;
-          this.q.refObject.run(d);
-          this.q.insertImageObject.run(image.id, d, size);
-        }
+        // Being dropped (its file is gone too): it comes back whole (addRows puts back the rows dropped), to be stored anew.
         this.q.unstore.run(image.id);
         existing = undefined;
       } else if (!existing) {
-        const digests = Object.keys(image.objects);
-        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, digests.length);
-        for (const d of digests) {
-          this.q.refObject.run(d);
-          this.q.insertImageObject.run(image.id, d, image.objects[d]!);
-        }
+        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
       }
       const had = this.q.owned.get(image.id, uid) !== undefined;
       if (image.keptFor) {
@@ -364,6 +381,27 @@ export class StoreDb {
         this.q.setName.run(image.name, uid, image.id);
       }
       return { created: !existing, owned: this.ownedBy(image.id, uid)! };
+    });
+  }
+
+  /**
+   * Adds object rows of an image begin made, in one transaction: each row
+   * not there yet takes a reference on its object and counts as missing for
+   * every owner without a proof of it, so every invariant holds at the
+   * commit (only images.objects is ahead of the rows until the last). Returns
+   * false, adding nothing, when the image went or lost its owners meanwhile
+   * (removed while being added: its rows are being dropped).
+   */
+  addRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): boolean {
+    return this.transaction(() => {
+      if (!this.image(id) || (this.q.ownerCount.get(id) as { n: number }).n === 0) return false;
+      for (const [d, size] of rows) {
+        if (this.q.imageHas.get(id, d) !== undefined) continue;
+        this.q.refObject.run(d);
+        this.q.insertImageObject.run(id, d, size);
+        this.q.incrementMissing.run(id, d);
+      }
+      return true;
     });
   }
 
@@ -564,7 +602,7 @@ export class StoreDb {
     )) bad.push(`owner ${r.uid} of ${r.image_id}: missing ${r.missing}, actually ${r.actual}`);
     for (const r of rows<{ uid: number; digest: string }>('SELECT p.uid, p.digest FROM proofs p JOIN objects ob ON ob.digest = p.digest WHERE ob.present = 0')) bad.push(`proof of ${r.uid} for absent object ${r.digest}`);
     for (const r of rows<{ id: string }>('SELECT id FROM images i WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.image_id = i.id)')) bad.push(`image ${r.id} has no owner`);
-    for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
+    for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.stored = 1 AND i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners o WHERE o.listed = 0 AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid = o.uid AND k.kept_id = o.image_id)')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, but kept for none of its images`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT k.uid, k.image_id FROM kept k JOIN owners o ON o.uid = k.uid AND o.image_id = k.image_id WHERE o.listed = 0')) bad.push(`owner ${r.uid} keeps images for ${r.image_id}, which is hidden`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners WHERE listed = 0 AND name IS NOT NULL')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, yet named`);
