@@ -238,6 +238,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
         imageId: capText(args.imageId, 80),
         ...(found ? { image: { entries: found.owned.entries, bytes: found.owned.bytes, devices: [] } } : {}),
         missing: found?.missing ?? [],
+        ...(found ? { missingCount: found.missingCount } : {}),
         request: args.request,
       }),
     plan: (verdict, args) => images.planMount(verdict.grant!, args.imageId),

@@ -263,8 +263,11 @@ export class StoreDb {
       unreferenced: d.prepare('SELECT digest, present FROM objects WHERE refs <= 0'),
       deleteUnreferencedProofs: d.prepare('DELETE FROM proofs WHERE digest IN (SELECT digest FROM objects WHERE refs <= 0)'),
       deleteUnreferenced: d.prepare('DELETE FROM objects WHERE refs <= 0'),
-      missingOf: d.prepare<[string, number]>(
-        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest',
+      missingOf: d.prepare<[string, number, string, number]>(
+        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) AND io.digest > ? ORDER BY io.digest LIMIT ?',
+      ),
+      someMissingOf: d.prepare<[string, number, number]>(
+        'SELECT io.digest FROM image_objects io WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest LIMIT ?',
       ),
       pendingFor: d.prepare<[number, number]>(
         'SELECT io.digest, io.size, ob.present FROM owners o JOIN image_objects io ON io.image_id = o.image_id JOIN objects ob ON ob.digest = io.digest WHERE o.uid = ? AND o.missing > 0 AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)',
@@ -306,6 +309,23 @@ export class StoreDb {
 
   close(): void {
     this.db.close();
+  }
+
+  /**
+   * Runs `fn` as one transaction committed without waiting for the disk
+   * (synchronous = NORMAL: in WAL mode the database stays consistent, only
+   * the last such commits may be lost in a crash). For work whose loss a
+   * crash makes harmless, durable only with the next ordinary commit: an
+   * fsync per chunk was most of a chunk's turn on a busy disk.
+   */
+  private unsynced<T>(fn: () => T): T {
+    if (this.db.inTransaction) return this.transaction(fn);
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return this.transaction(fn);
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
   }
 
   /** Runs `fn` as one transaction (nested calls join the outer one). */
@@ -388,12 +408,14 @@ export class StoreDb {
    * Adds object rows of an image begin made, in one transaction: each row
    * not there yet takes a reference on its object and counts as missing for
    * every owner without a proof of it, so every invariant holds at the
-   * commit (only images.objects is ahead of the rows until the last). Returns
+   * commit (only images.objects is ahead of the rows until the last). Not
+   * synced: lost in a crash, they leave the image unstored, dropped at open;
+   * markStored, synced, makes them durable with it. Returns
    * false, adding nothing, when the image went or lost its owners meanwhile
    * (removed while being added: its rows are being dropped).
    */
   addRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): boolean {
-    return this.transaction(() => {
+    return this.unsynced(() => {
       if (!this.image(id) || (this.q.ownerCount.get(id) as { n: number }).n === 0) return false;
       for (const [d, size] of rows) {
         if (this.q.imageHas.get(id, d) !== undefined) continue;
@@ -488,13 +510,27 @@ export class StoreDb {
   }
 
   /**
-   * The image's objects uid has not proven, sorted, with their size and
-   * whether the store holds them. `sharedIds`: images whose objects need no
-   * proof when the store holds them.
+   * The image's objects uid has not proven, sorted. `sharedIds`: images
+   * whose objects need no proof when the store holds them.
    */
   missingFor(id: string, uid: number, sharedIds: readonly string[] = []): string[] {
-    const rows = this.q.missingOf.all(id, uid) as { digest: string; present: number }[];
-    return rows.filter((r) => !(r.present === 1 && this.inShared(r.digest, sharedIds))).map((r) => r.digest);
+    return this.missingPage(id, uid, sharedIds, '', -1).digests;
+  }
+
+  /**
+   * One page of missingFor: of the next `limit` rows after digest `after`
+   * (in the image's key order), those still missing; `next` is the digest to
+   * go on after, undefined once there is no more.
+   */
+  missingPage(id: string, uid: number, sharedIds: readonly string[], after: string, limit: number): { digests: string[]; next?: string } {
+    const rows = this.q.missingOf.all(id, uid, after, limit) as { digest: string; present: number }[];
+    const digests = rows.filter((r) => !(r.present === 1 && this.inShared(r.digest, sharedIds))).map((r) => r.digest);
+    return limit >= 0 && rows.length === limit ? { digests, next: rows.at(-1)!.digest } : { digests };
+  }
+
+  /** The first `limit` objects of the image uid has not proven, sorted (without shared images: their count is the owner's missing). */
+  someMissingFor(id: string, uid: number, limit: number): string[] {
+    return (this.q.someMissingOf.all(id, uid, limit) as { digest: string }[]).map((r) => r.digest);
   }
 
   private inShared(digest: string, sharedIds: readonly string[]): boolean {
