@@ -269,6 +269,10 @@ export class StoreDb {
       someMissingOf: d.prepare<[string, number, number]>(
         'SELECT io.digest FROM image_objects io WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest LIMIT ?',
       ),
+      pendingImages: d.prepare<[number]>('SELECT image_id FROM owners WHERE uid = ? AND missing > 0'),
+      pendingPage: d.prepare<[string, string, number, number]>(
+        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND io.digest > ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest LIMIT ?',
+      ),
       pendingFor: d.prepare<[number, number]>(
         'SELECT io.digest, io.size, ob.present FROM owners o JOIN image_objects io ON io.image_id = o.image_id JOIN objects ob ON ob.digest = io.digest WHERE o.uid = ? AND o.missing > 0 AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)',
       ),
@@ -542,6 +546,16 @@ export class StoreDb {
     const out = new Map<string, { size: number; present: boolean }>();
     for (const r of this.q.pendingFor.iterate(uid, uid) as Iterable<{ digest: string; size: number; present: number }>) out.set(r.digest, { size: r.size, present: r.present === 1 });
     return out;
+  }
+
+  /** uid's images with objects it has not proven. */
+  pendingImages(uid: number): string[] {
+    return (this.q.pendingImages.all(uid) as { image_id: string }[]).map((r) => r.image_id);
+  }
+
+  /** One page of pendingFor, of one image: the next `limit` objects after digest `after` uid has not proven. */
+  pendingPage(id: string, uid: number, after: string, limit: number): { digest: string; size: number; present: number }[] {
+    return this.q.pendingPage.all(id, after, uid, limit) as { digest: string; size: number; present: number }[];
   }
 
   /** The size one of uid's images gives the object; undefined when none of them needs it. */
