@@ -184,8 +184,8 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       }),
     async execute(call, _args, built) {
       // Registered before anything waits, in the turn of the decision; answered once on disk.
-      const { imageId, missing, owned, durable } = images.register(call.caller.uid, built);
-      await durable;
+      const { imageId, owned, durable } = images.register(call.caller.uid, built);
+      const missing = await durable;
       // The list goes in a sealed memfd: no bus message is big enough for every image's.
       const listFd = sys.sealedMemfd('mountgate-missing', digestList(missing));
       return { signature: 'suh', body: [imageId, missing.length, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: missing.length, ...(built.keptFor ? { keptFor: built.keptFor } : {}) } };
@@ -238,6 +238,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
         imageId: capText(args.imageId, 80),
         ...(found ? { image: { entries: found.owned.entries, bytes: found.owned.bytes, devices: [] } } : {}),
         missing: found?.missing ?? [],
+        ...(found ? { missingCount: found.missingCount } : {}),
         request: args.request,
       }),
     plan: (verdict, args) => images.planMount(verdict.grant!, args.imageId),

@@ -126,6 +126,8 @@ export function decideMountImage(input: {
   /** Undefined when the caller has no such image (whether or not someone else does). */
   image?: ImageFacts;
   missing: string[];
+  /** How many objects are missing in all, when `missing` names only the first few. */
+  missingCount?: number;
   request: MountRequest;
 }): Verdict<MountGrant> {
   const { caller, policy, image } = input;
@@ -137,13 +139,14 @@ export function decideMountImage(input: {
     return verdictOf('MountImage', checks);
   }
   checks.push(deviceCheck(image.devices));
+  const missing = input.missingCount ?? input.missing.length;
   checks.push(
-    input.missing.length === 0
+    missing === 0
       ? { ok: true, message: 'every object of the image is in the store and yours' }
       : {
           ok: false,
           reason: 'NotFound',
-          message: `the image lacks ${input.missing.length} object(s) you have not uploaded: ${input.missing.slice(0, 5).join(', ')}${input.missing.length > 5 ? ', ...' : ''}; upload them with PutObjects`,
+          message: `the image lacks ${missing} object(s) you have not uploaded: ${input.missing.slice(0, 5).join(', ')}${missing > 5 ? ', ...' : ''}; upload them with PutObjects`,
         },
   );
   const account = caller.account!;

@@ -26,6 +26,13 @@
 // front's event loop. Nothing reads it meanwhile (every caller-facing query
 // goes through owners); adding it again revives it; the reconciliation at
 // open drops what a crash left of it.
+//
+// A new image is registered the same way round: its row and its owner in
+// one transaction (the quota counts it from then on), its object rows a
+// bounded number per transaction (addRows), and it is stored (listed,
+// mountable) only once the last of them and its file are in. Until then
+// images.objects is ahead of its rows; the reconciliation at open drops an
+// image a crash left unstored.
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
@@ -286,8 +293,15 @@ export class StoreDb {
       unreferenced: d.prepare('SELECT digest, present FROM objects WHERE refs <= 0'),
       deleteUnreferencedProofs: d.prepare('DELETE FROM proofs WHERE digest IN (SELECT digest FROM objects WHERE refs <= 0)'),
       deleteUnreferenced: d.prepare('DELETE FROM objects WHERE refs <= 0'),
-      missingOf: d.prepare<[string, number]>(
-        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest',
+      missingOf: d.prepare<[string, number, string, number]>(
+        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) AND io.digest > ? ORDER BY io.digest LIMIT ?',
+      ),
+      someMissingOf: d.prepare<[string, number, number]>(
+        'SELECT io.digest FROM image_objects io WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest LIMIT ?',
+      ),
+      pendingImages: d.prepare<[number]>('SELECT image_id FROM owners WHERE uid = ? AND missing > 0'),
+      pendingPage: d.prepare<[string, string, number, number]>(
+        'SELECT io.digest, io.size, ob.present FROM image_objects io JOIN objects ob ON ob.digest = io.digest WHERE io.image_id = ? AND io.digest > ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest) ORDER BY io.digest LIMIT ?',
       ),
       pendingFor: d.prepare<[number, number]>(
         'SELECT io.digest, io.size, ob.present FROM owners o JOIN image_objects io ON io.image_id = o.image_id JOIN objects ob ON ob.digest = io.digest WHERE o.uid = ? AND o.missing > 0 AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)',
@@ -318,6 +332,7 @@ export class StoreDb {
       // Reviving an image being dropped: the rows already deleted come back, each with its reference.
       imageHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects WHERE image_id = ? AND digest = ?'),
       unstore: d.prepare<[string]>('UPDATE images SET stored = 0 WHERE id = ?'),
+      incrementMissing: d.prepare<[string, string]>('UPDATE owners SET missing = missing + 1 WHERE image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = owners.uid AND p.digest = ?)'),
     };
   }
 
@@ -328,6 +343,23 @@ export class StoreDb {
 
   close(): void {
     this.db.close();
+  }
+
+  /**
+   * Runs `fn` as one transaction committed without waiting for the disk
+   * (synchronous = NORMAL: in WAL mode the database stays consistent, only
+   * the last such commits may be lost in a crash). For work whose loss a
+   * crash makes harmless, durable only with the next ordinary commit: an
+   * fsync per chunk was most of a chunk's turn on a busy disk.
+   */
+  private unsynced<T>(fn: () => T): T {
+    if (this.db.inTransaction) return this.transaction(fn);
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return this.transaction(fn);
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
   }
 
   /** Runs `fn` as one transaction (nested calls join the outer one). */
@@ -357,27 +389,36 @@ export class StoreDb {
 
   /**
    * Registers uid for an image, creating it (not yet stored) when new, in one
-   * transaction. Returns whether the image is new (its file is still to be written).
+   * transaction, with every object row. Returns whether the image is new (its
+   * file is still to be written). The broker uses begin and addRows instead:
+   * this is the whole of it at once, for imports and tests.
    */
   register(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
     return this.transaction(() => {
+      const r = this.begin(image, uid, added);
+      if (r.created) this.addRows(image.id, Object.entries(image.objects));
+      return { created: r.created, owned: this.ownedBy(image.id, uid)! };
+    });
+  }
+
+  /**
+   * Registers uid for an image in one transaction whose work does not grow
+   * with the image: a new image (or one being dropped, revived) gets its row,
+   * not stored, and uid its owner row (counted toward its usage from now on);
+   * its object rows follow through addRows, a bounded number per transaction,
+   * and markStored says it is whole. `created`: the rows and the file are to
+   * be made. Until then the image is not stored: not listed, not mountable,
+   * and dropped by the reconciliation after a crash.
+   */
+  begin(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
+    return this.transaction(() => {
       let existing = this.image(image.id);
       if (existing && (this.q.ownerCount.get(image.id) as { n: number }).n === 0) {
-        // Being dropped (its file is gone too): it comes back whole, to be stored anew.
-        for (const [d, size] of Object.entries(image.objects)) {
-          if (this.q.imageHas.get(image.id, d) !== undefined) continue;
-          this.q.refObject.run(d);
-          this.q.insertImageObject.run(image.id, d, size);
-        }
+        // Being dropped (its file is gone too): it comes back whole (addRows puts back the rows dropped), to be stored anew.
         this.q.unstore.run(image.id);
         existing = undefined;
       } else if (!existing) {
-        const digests = Object.keys(image.objects);
-        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, digests.length);
-        for (const d of digests) {
-          this.q.refObject.run(d);
-          this.q.insertImageObject.run(image.id, d, image.objects[d]!);
-        }
+        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
       }
       const had = this.q.owned.get(image.id, uid) !== undefined;
       if (image.keptFor) {
@@ -412,6 +453,29 @@ export class StoreDb {
       this.q.deleteName.run(uid, name);
       if ((this.q.nameCount.get(uid, id) as { n: number }).n > 0) return { id };
       return { id, unregistered: this.unregister(id, uid, later) };
+    });
+  }
+
+  /**
+   * Adds object rows of an image begin made, in one transaction: each row
+   * not there yet takes a reference on its object and counts as missing for
+   * every owner without a proof of it, so every invariant holds at the
+   * commit (only images.objects is ahead of the rows until the last). Not
+   * synced: lost in a crash, they leave the image unstored, dropped at open;
+   * markStored, synced, makes them durable with it. Returns
+   * false, adding nothing, when the image went or lost its owners meanwhile
+   * (removed while being added: its rows are being dropped).
+   */
+  addRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): boolean {
+    return this.unsynced(() => {
+      if (!this.image(id) || (this.q.ownerCount.get(id) as { n: number }).n === 0) return false;
+      for (const [d, size] of rows) {
+        if (this.q.imageHas.get(id, d) !== undefined) continue;
+        this.q.refObject.run(d);
+        this.q.insertImageObject.run(id, d, size);
+        this.q.incrementMissing.run(id, d);
+      }
+      return true;
     });
   }
 
@@ -501,13 +565,27 @@ export class StoreDb {
   }
 
   /**
-   * The image's objects uid has not proven, sorted, with their size and
-   * whether the store holds them. `sharedIds`: images whose objects need no
-   * proof when the store holds them.
+   * The image's objects uid has not proven, sorted. `sharedIds`: images
+   * whose objects need no proof when the store holds them.
    */
   missingFor(id: string, uid: number, sharedIds: readonly string[] = []): string[] {
-    const rows = this.q.missingOf.all(id, uid) as { digest: string; present: number }[];
-    return rows.filter((r) => !(r.present === 1 && this.inShared(r.digest, sharedIds))).map((r) => r.digest);
+    return this.missingPage(id, uid, sharedIds, '', -1).digests;
+  }
+
+  /**
+   * One page of missingFor: of the next `limit` rows after digest `after`
+   * (in the image's key order), those still missing; `next` is the digest to
+   * go on after, undefined once there is no more.
+   */
+  missingPage(id: string, uid: number, sharedIds: readonly string[], after: string, limit: number): { digests: string[]; next?: string } {
+    const rows = this.q.missingOf.all(id, uid, after, limit) as { digest: string; present: number }[];
+    const digests = rows.filter((r) => !(r.present === 1 && this.inShared(r.digest, sharedIds))).map((r) => r.digest);
+    return limit >= 0 && rows.length === limit ? { digests, next: rows.at(-1)!.digest } : { digests };
+  }
+
+  /** The first `limit` objects of the image uid has not proven, sorted (without shared images: their count is the owner's missing). */
+  someMissingFor(id: string, uid: number, limit: number): string[] {
+    return (this.q.someMissingOf.all(id, uid, limit) as { digest: string }[]).map((r) => r.digest);
   }
 
   private inShared(digest: string, sharedIds: readonly string[]): boolean {
@@ -519,6 +597,16 @@ export class StoreDb {
     const out = new Map<string, { size: number; present: boolean }>();
     for (const r of this.q.pendingFor.iterate(uid, uid) as Iterable<{ digest: string; size: number; present: number }>) out.set(r.digest, { size: r.size, present: r.present === 1 });
     return out;
+  }
+
+  /** uid's images with objects it has not proven. */
+  pendingImages(uid: number): string[] {
+    return (this.q.pendingImages.all(uid) as { image_id: string }[]).map((r) => r.image_id);
+  }
+
+  /** One page of pendingFor, of one image: the next `limit` objects after digest `after` uid has not proven. */
+  pendingPage(id: string, uid: number, after: string, limit: number): { digest: string; size: number; present: number }[] {
+    return this.q.pendingPage.all(id, after, uid, limit) as { digest: string; size: number; present: number }[];
   }
 
   /** The size one of uid's images gives the object; undefined when none of them needs it. */
@@ -616,7 +704,7 @@ export class StoreDb {
     )) bad.push(`owner ${r.uid} of ${r.image_id}: missing ${r.missing}, actually ${r.actual}`);
     for (const r of rows<{ uid: number; digest: string }>('SELECT p.uid, p.digest FROM proofs p JOIN objects ob ON ob.digest = p.digest WHERE ob.present = 0')) bad.push(`proof of ${r.uid} for absent object ${r.digest}`);
     for (const r of rows<{ id: string }>('SELECT id FROM images i WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.image_id = i.id)')) bad.push(`image ${r.id} has no owner`);
-    for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
+    for (const r of rows<{ id: string; objects: number; actual: number }>('SELECT i.id, i.objects, (SELECT count(*) FROM image_objects io WHERE io.image_id = i.id) AS actual FROM images i WHERE i.stored = 1 AND i.objects <> actual')) bad.push(`image ${r.id}: ${r.objects} objects recorded, ${r.actual} rows`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT uid, image_id FROM owners o WHERE o.listed = 0 AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.uid = o.uid AND k.kept_id = o.image_id)')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, but kept for none of its images`);
     for (const r of rows<{ uid: number; image_id: string }>('SELECT k.uid, k.image_id FROM kept k JOIN owners o ON o.uid = k.uid AND o.image_id = k.image_id WHERE o.listed = 0')) bad.push(`owner ${r.uid} keeps images for ${r.image_id}, which is hidden`);
     for (const r of rows<{ uid: number; image_id: string; name: string }>('SELECT n.uid, n.image_id, n.name FROM names n JOIN owners o ON o.uid = n.uid AND o.image_id = n.image_id WHERE o.listed = 0')) bad.push(`owner ${r.uid} of ${r.image_id}: hidden, yet named ${JSON.stringify(r.name)}`);

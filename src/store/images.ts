@@ -75,21 +75,47 @@ export class ImageRegistry {
 
   /**
    * Registers `uid` for an image, at once in the database (what every
-   * decision reads); a new image's file is written off the event loop and the
-   * image counts as stored only once it is on disk. `durable` resolves then.
+   * decision reads: its usage counts from now on); a new image's object rows
+   * follow `rowsPerTurn` per transaction, one transaction per turn of the
+   * event loop (others' calls are answered in between), its file is written
+   * off the event loop, and the image counts as stored only once both are
+   * done. `durable` resolves then; it rejects when the image was removed
+   * before (its rows are then dropped like any removed image's).
    */
-  register(image: NewImage, bytes: Uint8Array, uid: number): { owned: OwnedImage; durable: Promise<void> } {
-    const { created, owned } = this.db.register(image, uid);
+  register(image: NewImage, bytes: Uint8Array, uid: number, rowsPerTurn: number): { owned: OwnedImage; durable: Promise<void> } {
+    const { created, owned } = this.db.begin(image, uid);
     if (created) {
       mkdirSync(join(this.imagesDir, image.id), { recursive: true, mode: 0o700 });
-      const written = writeFileAtomicAsync(this.imagePath(image.id), bytes, 0o400).then(() => {
-        // Removed meanwhile (its only owner dropped it): nothing to mark.
-        if (this.db.image(image.id)) this.db.markStored(image.id);
+      const written = writeFileAtomicAsync(this.imagePath(image.id), bytes, 0o400);
+      const filled = this.addRows(image.id, Object.entries(image.objects), rowsPerTurn);
+      const whole = Promise.all([written, filled]).then(([, complete]) => {
+        if (!complete) throw new Error(`image ${image.id} was removed while it was being added`);
+        // Gone meanwhile (its only owner dropped it): nothing to mark; added again since: the later registration marks it.
+        if (this.imageFiles.get(image.id) === whole && this.db.image(image.id)) this.db.markStored(image.id);
       });
-      this.imageFiles.set(image.id, written);
-      void written.finally(() => this.imageFiles.delete(image.id)).catch(() => undefined);
+      this.imageFiles.set(image.id, whole);
+      // A later registration of the same id (removed, then added again) has its own entry.
+      void whole.finally(() => this.imageFiles.get(image.id) === whole && this.imageFiles.delete(image.id)).catch(() => undefined);
     }
     return { owned, durable: this.imageFiles.get(image.id) ?? Promise.resolve() };
+  }
+
+  /** Adds an image's object rows, `per` per transaction, one transaction per turn; resolves false when the image lost its owners meanwhile. */
+  private addRows(id: string, rows: [string, number][], per: number): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      let at = 0;
+      const step = () => {
+        try {
+          if (!this.db.addRows(id, rows.slice(at, at + per))) return resolve(false);
+        } catch (err) {
+          return reject(err as Error);
+        }
+        at += per;
+        if (at >= rows.length) resolve(true);
+        else setImmediate(step);
+      };
+      setImmediate(step);
+    });
   }
 
   /** Is the image's file on disk yet? (Its id is known before its AddImage is answered.) */

@@ -5,6 +5,7 @@
 //   node objects-client.mjs add-list K,K,...     the same, of the objects listed
 //   node objects-client.mjs remove ID            RemoveImage; prints {ok}
 //   node objects-client.mjs list-until STOPFILE  ListImages back to back until STOPFILE exists; prints {calls}
+//   node objects-client.mjs list                 ListImages once; prints {images}
 import { closeSync, createWriteStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -53,6 +54,8 @@ if (what === 'add' || what === 'add-list') {
     calls++;
   }
   out = { calls };
+} else if (what === 'list') {
+  out = { images: await broker.listImages() };
 } else throw new Error(`unknown ${what}`);
 broker.close();
 process.stdout.write(`${JSON.stringify(out)}\n`, () => process.exit(0));

@@ -503,3 +503,64 @@ t.test('a removal left for later frees the quota at once and deletes its rows a 
   tt.same(db.dropSome(hex(3), 120), { done: true, dropped: [] }, 'owned again: nothing more is dropped');
   tt.same(db.check(), [], 'consistent');
 });
+
+t.test('an image registered a few rows at a time is consistent at every commit, whatever comes in between', async (tt) => {
+  const db = new StoreDb(join(scratch(), 'store.db'));
+  const objects = Array.from({ length: 250 }, (_, k) => 100 + k);
+  const rows = objects.map((o) => [hex(o), 100] as const);
+  // Bob's image, whole, shares the first 50 objects, and alice already proved 20 of them.
+  db.register(image(2, objects.slice(0, 50)), 1001);
+  db.markStored(hex(2));
+  db.transaction(() => objects.slice(0, 20).forEach((o) => db.recordPossession(1000, hex(o))));
+  const begun = db.begin(image(1, objects), 1000);
+  tt.ok(begun.created, 'new: its rows and file are to be made');
+  tt.equal(begun.owned.missing, 0, 'no rows yet, nothing counted missing');
+  tt.equal(db.usage(1000).images, 1, "alice's quota counts it from the first transaction");
+  tt.equal(db.image(hex(1))!.stored, false, 'not stored until the last rows');
+  tt.same(db.check(), [], 'consistent after begin');
+  tt.ok(db.addRows(hex(1), rows.slice(0, 100)));
+  tt.equal(db.ownedBy(hex(1), 1000)!.missing, 80, 'the rows so far, less the 20 alice proved');
+  // Bob joins half-way: his count covers the rows so far, the later rows add to it.
+  db.begin(image(1, objects), 1001);
+  tt.same(db.check(), [], 'consistent after a second owner joined');
+  // Alice uploads an object of the next chunk before its row is in: no count goes negative.
+  db.transaction(() => db.recordPossession(1000, hex(150)));
+  tt.ok(db.addRows(hex(1), rows.slice(100, 200)));
+  tt.same(db.check(), [], 'consistent after another chunk');
+  tt.ok(db.addRows(hex(1), rows.slice(200)));
+  tt.ok(db.addRows(hex(1), rows.slice(0, 10)), 'rows already in are skipped');
+  db.markStored(hex(1));
+  tt.same(db.check(), [], 'whole and consistent');
+  tt.equal(db.ownedBy(hex(1), 1000)!.missing, 250 - 21, 'alice misses all but what she proved');
+  tt.equal(db.ownedBy(hex(1), 1001)!.missing, 250, 'bob, who proved nothing, misses every object: the rows before he joined and after');
+  db.close();
+});
+
+t.test('an image removed while it is registered stops taking rows; one a crash left half-registered is dropped at the next open', async (tt) => {
+  const dir = scratch();
+  const path = join(dir, 'store.db');
+  let db = new StoreDb(path);
+  const objects = Array.from({ length: 300 }, (_, k) => 100 + k);
+  const rows = objects.map((o) => [hex(o), 100] as const);
+  db.register(image(2, objects.slice(0, 50)), 1001);
+  db.markStored(hex(2));
+  db.begin(image(1, objects), 1000);
+  db.addRows(hex(1), rows.slice(0, 100));
+  db.unregister(hex(1), 1000, true);
+  tt.notOk(db.addRows(hex(1), rows.slice(100, 200)), 'ownerless: no more rows');
+  while (!db.dropSome(hex(1), 40).done);
+  tt.equal(db.image(hex(1)), undefined, 'its rows are dropped like any removed image\'s');
+  tt.same(db.check(), [], 'consistent');
+  // Half-registered when the broker stops (each chunk committed, the next never comes).
+  db.begin(image(3, objects), 1000);
+  db.addRows(hex(3), rows.slice(0, 150));
+  db.close();
+  db = new StoreDb(path);
+  const r = db.reconcile(new Set(), new Set([hex(2), hex(3)]));
+  tt.ok(r.strayImages.includes(hex(3)), 'its directory goes');
+  tt.equal(db.image(hex(3)), undefined, 'the half-registered image is gone');
+  tt.same(db.usage(1000), { images: 0, hidden: 0, bytes: 0 }, 'and counts no more');
+  tt.same(db.check(), [], 'consistent');
+  tt.equal(db.ownedBy(hex(2), 1001)!.missing, 50, "bob's image, sharing its objects, is untouched");
+  db.close();
+});
