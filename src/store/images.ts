@@ -82,7 +82,7 @@ export class ImageRegistry {
    * done. `durable` resolves then; it rejects when the image was removed
    * before (its rows are then dropped like any removed image's).
    */
-  register(image: NewImage, bytes: Uint8Array, uid: number, rowsPerTurn: number): { owned: OwnedImage; durable: Promise<void> } {
+  register(image: NewImage, bytes: Uint8Array, uid: number, rowsPerTurn = 200): { owned: OwnedImage; durable: Promise<void> } {
     const { created, owned } = this.db.begin(image, uid);
     if (created) {
       mkdirSync(join(this.imagesDir, image.id), { recursive: true, mode: 0o700 });
@@ -102,6 +102,7 @@ export class ImageRegistry {
 
   /** Adds an image's object rows, `per` per transaction, one transaction per turn; resolves false when the image lost its owners meanwhile. */
   private addRows(id: string, rows: [string, number][], per: number): Promise<boolean> {
+    if (!(per >= 1)) throw new RangeError(`rows per turn must be at least 1, not ${per}`);
     return new Promise((resolve, reject) => {
       let at = 0;
       const step = () => {

@@ -55,7 +55,7 @@ t.test('objects uploaded again while their old files are being unlinked are all 
   };
   const file = (d: string) => join(svc.store.objectsDir, objectPath(d));
 
-  svc.registry.register(image('a'), Buffer.from('image a'), 1001);
+  await svc.registry.register(image('a'), Buffer.from('image a'), 1001).durable;
   tt.equal((await upload(1001)).objects, 40, 'the first user uploads the 40 objects');
   const oldInodes = digests.map((d) => statSync(file(d)).ino);
 
@@ -69,7 +69,11 @@ t.test('objects uploaded again while their old files are being unlinked are all 
   const inFlight = digests.filter((d) => svc.store.unlinking(d));
   tt.equal(inFlight.length, 32, 'the rows went, and a batch of 32 unlinks is under way (held in the pool)');
 
-  svc.registry.register(image('b'), Buffer.from('image b'), 1002);
+  // Registered in turns: its rows (what the upload is checked against) are in after a few;
+  // its file waits for the held pool like the unlinks, so durable is not awaited here.
+  const b = svc.registry.register(image('b'), Buffer.from('image b'), 1002);
+  for (let k = 0; k < 100 && svc.registry.ownedBy(image('b').id, 1002)?.missing !== 40; k++) await tick();
+  tt.equal(svc.registry.ownedBy(image('b').id, 1002)?.missing, 40, "the second image's rows are in: the second user lacks all 40");
   const second = upload(1002);
   // The 8 still queued are published over their old files; the 32 wait for their unlinks.
   const queued = digests.filter((d) => !inFlight.includes(d));
@@ -85,6 +89,7 @@ t.test('objects uploaded again while their old files are being unlinked are all 
   for (const f of fifos) closeSync(openSync(f, 'w'));
   for (const h of held) await (await h).close();
   const put = await second;
+  await b.durable;
   tt.equal(put.objects, 40, 'the second upload is credited with all 40 objects');
   await svc.store.drained();
   const lost = digests.filter((d) => {
