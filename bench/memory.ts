@@ -86,11 +86,14 @@ async function oneRun(k: number): Promise<Run> {
       // Idle helpers are let go 5 s after their last use (src/broker/idle-pool.ts), a big build's at once.
       await sleep(5000);
       const after = measure(pid, `${label}, 5 s after`);
-      // RemoveImage of 100k objects unlinks 100k files: a minute and more on a busy disk.
+      // RemoveImage answers at once; the files go after (the front's `store` audit line says when).
+      const earlier = new Set(world.broker.audit.filter((l) => l.event === 'store'));
       const rmStart = Date.now();
       const rm = await runAs(world.users.bench!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'rm', imageId], { busAddress: world.bus.address, timeoutMs: 900_000 });
       if (rm.code !== 0) throw new Error(`image rm failed (${rm.code ?? rm.signal}): ${rm.stderr}`);
       console.log(`  ${label}: RemoveImage took ${((Date.now() - rmStart) / 1000).toFixed(1)} s`);
+      await world.broker.waitFor((l) => l.event === 'store' && !earlier.has(l), 900_000);
+      console.log(`  ${label}: its rows and files all gone after ${((Date.now() - rmStart) / 1000).toFixed(1)} s`);
       await sleep(2000);
       const removed = measure(pid, `${label}, after RemoveImage`);
       images.push({ after, removed, peak: peak / MiB });

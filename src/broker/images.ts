@@ -422,6 +422,8 @@ export class ImageService {
     if (this.dropping.size > 0 || this.dropTimer || !this.store.idle()) return;
     const report = this.deletions;
     this.deletions = { deleted: 0, failed: [] };
+    // What the deletions held (digest lists, pending unlinks) is garbage now: returned like a big call's.
+    this.memory.soon();
     this.deps.onDeleted?.(report);
   }
 
