@@ -5,16 +5,14 @@
 // not listed until it is whole; a broker killed in the middle of a
 // registration leaves, after the next start, the image whole or absent.
 import t from 'tap';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runAs } from '../helpers/run-as.js';
-import { pkgRoot } from '../helpers/paths.js';
 import { createWorld, type World } from '../helpers/world.js';
 import { startBroker } from '../helpers/broker.js';
+import { objectsClient, waitGone } from '../helpers/objects-client.js';
 import { treePids } from '../adversarial/helpers/broker-tree.js';
 import type { TestUser } from '../helpers/users.js';
 
-const client = join(pkgRoot, 'test', 'helpers', 'objects-client.mjs');
 const all = { users: ['*'] };
 /** Objects of the big image: many turns of rows and of publishing, few enough for a fast suite. */
 const big = 5000;
@@ -32,24 +30,8 @@ t.before(async () => {
 });
 t.teardown(() => world?.teardown());
 
-function as(user: TestUser, ...args: string[]): Promise<Record<string, unknown>> {
-  return runAs(user, [process.execPath, client, ...args], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 180_000 }).then((r) => {
-    if (r.code !== 0) throw new Error(`objects-client ${args.join(' ')} failed (${r.code ?? r.signal}): ${r.stderr}`);
-    return JSON.parse(r.stdout) as Record<string, unknown>;
-  });
-}
+const as = (user: TestUser, ...args: string[]) => objectsClient(world, user, args, 180_000);
 
-/** Resolves once process `pid` has exited, a zombie or reaped (polled: it is not our child). */
-async function waitGone(pid: number): Promise<void> {
-  const state = () => {
-    try {
-      return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
-    } catch {
-      return undefined;
-    }
-  };
-  for (let s = state(); s !== undefined && s !== 'Z'; s = state()) await new Promise((r) => setTimeout(r, 20));
-}
 
 const by = (method: string, uid: number, event: string) => (l: Record<string, unknown>) => l.method === method && l.event === event && (l.caller as { uid: number } | undefined)?.uid === uid;
 const lineAt = (from: number, pred: (l: Record<string, unknown>) => boolean) => world.broker.audit.findIndex((l, i) => i >= from && pred(l));

@@ -8,14 +8,12 @@ import t from 'tap';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FsVerityHasher } from '../../src/verity/fsverity.js';
-import { runAs } from '../helpers/run-as.js';
-import { pkgRoot } from '../helpers/paths.js';
 import { createWorld, type World } from '../helpers/world.js';
 import { startBroker } from '../helpers/broker.js';
+import { objectsClient, waitGone } from '../helpers/objects-client.js';
 import { treePids } from '../adversarial/helpers/broker-tree.js';
 import type { TestUser } from '../helpers/users.js';
 
-const client = join(pkgRoot, 'test', 'helpers', 'objects-client.mjs');
 const all = { users: ['*'] };
 /** Objects of the big image: enough for many batches of deletions, few enough for a fast suite. */
 const big = 3000;
@@ -35,11 +33,7 @@ t.before(async () => {
 });
 t.teardown(() => world?.teardown());
 
-async function as(user: TestUser, ...args: string[]): Promise<Record<string, unknown>> {
-  const r = await runAs(user, [process.execPath, client, ...args], { busAddress: world.bus.address, env: { MOUNTGATE_TEST_PKG: pkgRoot }, timeoutMs: 120_000 });
-  if (r.code !== 0) throw new Error(`objects-client ${args.join(' ')} failed (${r.code ?? r.signal}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
-}
+const as = (user: TestUser, ...args: string[]) => objectsClient(world, user, args, 120_000);
 
 const digestOf = (buf: Buffer) => new FsVerityHasher().update(buf).digest().toString('hex');
 const digestOfObject = (k: number) => digestOf(Buffer.from(`object ${k}\n`));
@@ -49,17 +43,6 @@ function storeObjects(): string[] {
 }
 const objectFile = (d: string) => join(objectsDir(), d.slice(0, 2), d.slice(2));
 
-/** Resolves once process `pid` has exited, a zombie or reaped (polled: it is not our child). */
-async function waitGone(pid: number): Promise<void> {
-  const state = () => {
-    try {
-      return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
-    } catch {
-      return undefined;
-    }
-  };
-  for (let s = state(); s !== undefined && s !== 'Z'; s = state()) await new Promise((r) => setTimeout(r, 20));
-}
 
 /** Index of the first audit line from `from` on that matches. */
 const lineAt = (from: number, pred: (l: Record<string, unknown>) => boolean) => world.broker.audit.findIndex((l, i) => i >= from && pred(l));
