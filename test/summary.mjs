@@ -6,6 +6,8 @@
 // failed outside any test point, produced no test point, or never reached its
 // end (tap itself died). Every expected file (the
 // files the run was asked to run) that produced no result is a failure too.
+// Each failed test point is named too, with the first assertion that failed
+// under it: CI shows only the end of the log, so the end must say where.
 //   node test/summary.mjs TAP_LOG [EXPECTED_FILE...]
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -15,6 +17,8 @@ const filePoint = /^(not ok|ok) \d+(?: - ([^#]*?))?\s*(?:#\s*(.*))?$/;
 const innerPoint = /^ {4}(not ok|ok) \d+(?: - ?([^#]*?))?\s*(?:#\s*(.*))?$/;
 /** tap's point for a test still pending when its process exited. */
 const unfinished = /^ +not ok \d+ - test unfinished\b/;
+/** A failed assertion (or nested test) deeper than a test point. */
+const deepFailure = /^ {8,}not ok \d+(?: - (.*?))?\s*(?:#.*)?$/;
 const yamlLine = /^ {2}(\w+): ?(.*)$/;
 const directive = (comment) => /^(SKIP|TODO)\b/i.test(comment ?? '');
 const normalize = (path) => path.replace(/^\.\//, '');
@@ -26,6 +30,10 @@ const normalize = (path) => path.replace(/^\.\//, '');
 export function summarize(text, expected = []) {
   let passed = 0, failed = 0, skipped = 0;
   const problems = [];
+  /** "FILE: TEST (first failed assertion)" for each failed test point. */
+  const failures = [];
+  /** The first failed assertion under the test point being read. */
+  let firstFailure;
   const seen = new Set();
   /** The file being read: its name, inner counts, and once its own point came, that point. */
   let file;
@@ -74,11 +82,21 @@ export function summarize(text, expected = []) {
       continue;
     }
     if (file && unfinished.test(line)) file.unfinished = true;
+    m = deepFailure.exec(line);
+    if (m && file && !file.point) {
+      firstFailure ??= m[1] ?? '(unnamed)';
+      continue;
+    }
     m = innerPoint.exec(line);
     if (m && file && !file.point) {
       if (directive(m[3])) { file.skipped++; skipped++; }
       else if (m[1] === 'ok') { file.passed++; passed++; }
-      else { file.failed++; failed++; }
+      else {
+        file.failed++;
+        failed++;
+        failures.push(`${file.name}: ${(m[2] ?? '').trim() || '(unnamed)'}${firstFailure ? ` (${firstFailure})` : ''}`);
+      }
+      firstFailure = undefined;
       continue;
     }
     m = filePoint.exec(line);
@@ -102,12 +120,13 @@ export function summarize(text, expected = []) {
     failed++;
     problems.push(`${name}: produced no result`);
   }
-  return { passed, failed, skipped, problems };
+  return { passed, failed, skipped, problems, failures };
 }
 
-/** The closing lines: one per problem, then the line CI reads. */
-export function report({ passed, failed, skipped, problems }) {
+/** The closing lines: one per failed test point, one per problem, then the line CI reads. */
+export function report({ passed, failed, skipped, problems, failures = [] }) {
   return [
+    ...failures.map((f) => `# failed: ${f}`),
     ...problems.map((p) => `# not clean: ${p}`),
     `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`,
   ];

@@ -47,7 +47,7 @@ t.test('clean files: their points are counted, skips apart', async (tt) => {
     'ok 2 - test/b.test.ts # time=9.5ms',
   ]);
   const r = summarize(text, ['test/a.test.ts', './test/b.test.ts']);
-  tt.same(r, { passed: 4, failed: 0, skipped: 2, problems: [] });
+  tt.same(r, { passed: 4, failed: 0, skipped: 2, problems: [], failures: [] });
   tt.same(report(r), ['4 passed, 0 failed, 2 skipped']);
 });
 
@@ -58,6 +58,31 @@ t.test('a file SIGKILLed after one passing point is a failure, named', async (tt
   tt.equal(r.failed, 1, 'the kill is a failure although no point failed');
   tt.same(r.problems, ['test/kill.test.ts: killed by SIGKILL (1 passed, 0 failed test point(s))']);
   tt.same(report(r).at(-1), '1 passed, 1 failed', 'the last line stays plain');
+});
+
+t.test('a failed test point is named at the end, with its first failed assertion', async (tt) => {
+  const text = run(onePassThen('test/fail.test.ts', [
+    '    # Subtest: two',
+    '        ok 1 - fine',
+    '        not ok 2 - the broker answers # time=3ms',
+    '          ---',
+    '          at: test/fail.test.ts:9:3',
+    '          ...',
+    '        not ok 3 - a later one',
+    '        1..3',
+    '    not ok 2 - two # time=212.9ms',
+    '    # Subtest: three',
+    '        not ok 1',
+    '        1..1',
+    '    not ok 3 - three',
+    '    1..3',
+    ...fileFailure('test/fail.test.ts', ['exitCode: 1', 'signal: null']),
+  ]));
+  const r = summarize(text, ['test/fail.test.ts']);
+  tt.same([r.passed, r.failed], [1, 2]);
+  tt.same(r.failures, ['test/fail.test.ts: two (the broker answers)', 'test/fail.test.ts: three ((unnamed))']);
+  tt.same(r.problems, [], 'a file whose failures are points is not also unclean');
+  tt.same(report(r), ['# failed: test/fail.test.ts: two (the broker answers)', '# failed: test/fail.test.ts: three ((unnamed))', '1 passed, 2 failed']);
 });
 
 t.test('a file that exits with a test pending is a failure beyond the pending test', async (tt) => {
@@ -99,7 +124,7 @@ t.test('a file that fails to load, or reports no point, is a failure', async (tt
   const empty = run(['# Subtest: test/empty.test.ts', '    1..0', 'ok 1 - test/empty.test.ts']);
   tt.same(summarize(empty, ['test/empty.test.ts']).failed, 1, 'no point at all proves nothing');
   const skipAll = run(['# Subtest: test/skip.test.ts', '    1..0 # SKIP no kernel support', 'ok 1 - test/skip.test.ts # SKIP no kernel support']);
-  tt.same(summarize(skipAll, ['test/skip.test.ts']), { passed: 0, failed: 0, skipped: 1, problems: [] }, 'a file skipped as a whole is a skip');
+  tt.same(summarize(skipAll, ['test/skip.test.ts']), { passed: 0, failed: 0, skipped: 1, problems: [], failures: [] }, 'a file skipped as a whole is a skip');
 });
 
 t.test('an expected file that produced no result is a failure, named', async (tt) => {
@@ -126,5 +151,5 @@ t.test('an ordinary failing point is counted once, and its file is not called un
     '    1..2',
     ...fileFailure('test/f.test.ts', ['exitCode: 1', 'signal: null']),
   ]);
-  tt.same(summarize(text, ['test/f.test.ts']), { passed: 1, failed: 1, skipped: 0, problems: [] });
+  tt.same(summarize(text, ['test/f.test.ts']), { passed: 1, failed: 1, skipped: 0, problems: [], failures: ['test/f.test.ts: wrong'] });
 });
