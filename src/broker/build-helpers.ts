@@ -12,7 +12,7 @@ import { socketpair } from '../sys/syscalls.js';
 import { Channel, type Frame } from './channel.js';
 import { IdlePool, type PooledHelper } from './idle-pool.js';
 import { readManifestFd, type BuildLimits, type BuiltImage } from './image-builder.js';
-import { brokerEnv, buildHeapMb, nodeFlags } from './node-flags.js';
+import { brokerEnv, buildHeapMb, nodeFlags, belowFront } from './node-flags.js';
 
 const helperPath = new URL('./build-helper.js', import.meta.url).pathname;
 
@@ -36,6 +36,7 @@ class BuildHelper implements PooledHelper {
     const [ours, theirs] = socketpair();
     try {
       this.child = spawn(process.execPath, [...nodeFlags.build, helperPath], { stdio: ['ignore', 'ignore', 'pipe', theirs], env: { ...brokerEnv } });
+      belowFront(this.child);
     } catch (err) {
       closeSync(ours);
       throw err;

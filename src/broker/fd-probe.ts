@@ -13,7 +13,7 @@ import { fsTypeName, isKernelFilesystem } from '../sys/fsmagic.js';
 import type { MountFacts } from '../sys/mountinfo.js';
 import type { FairQueue } from './fair-queue.js';
 import { IdlePool } from './idle-pool.js';
-import { brokerEnv, nodeFlags } from './node-flags.js';
+import { brokerEnv, nodeFlags, belowFront } from './node-flags.js';
 
 const helperPath = new URL('./probe-helper.js', import.meta.url).pathname;
 
@@ -49,6 +49,7 @@ class Prober {
 
   constructor() {
     this.child = spawn(process.execPath, [...nodeFlags.prober, helperPath], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...brokerEnv } });
+    belowFront(this.child);
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       try {
         const reply = JSON.parse(line) as { id: number };

@@ -120,7 +120,7 @@ async function main(): Promise<void> {
     exitAfterAudit(exitCodes.BrokerUnavailable);
   });
   // No helper runs yet: probers, build and upload helpers start when a call needs one and go when idle.
-  new BrokerService({ bus, policy, methods, audit: stdoutAudit }).attach();
+  new BrokerService({ bus, policy, methods, audit: stdoutAudit, durable: () => images.registry.db.durable() }).attach();
   const reply = await bus.requestName(busName, dbus.NameFlag.DO_NOT_QUEUE);
   if (reply !== dbus.RequestNameReply.PRIMARY_OWNER) fail(`cannot own ${busName}: another broker has it, or the bus policy forbids it`, exitCodes.PolicyDenied);
   // How long the event loop that serves everyone was ever held up: the stop line reports it.

@@ -20,6 +20,14 @@
 // - --expose-gc (the front only): V8 collects only when the process
 //   allocates, so an idle front would keep the garbage of its last big call
 //   for ever; memory-return.ts collects once the front is quiet.
+//
+// The front's helpers (upload, build, fd probe) run a few nice levels below
+// it: their work is one caller's, the front's event loop is every caller's.
+// Under a flood of AddImage calls the build helpers kept the front waiting
+// for a core for 40% of the time (bench/run.sh load: front main thread
+// "waiting for a CPU"), and with it another user's GetInfo.
+import type { ChildProcess } from 'node:child_process';
+import { getPriority, setPriority } from 'node:os';
 
 /** Environment every broker process gets (the helpers get nothing else). */
 export const brokerEnv: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
@@ -39,3 +47,16 @@ export const nodeFlags = {
   /** A build helper: parses one manifest at a time and writes its image; nearly all it allocates lives until the image is written. */
   build: ['--max-semi-space-size=1', `--max-old-space-size=${buildHeapMb}`],
 } as const satisfies Record<string, readonly string[]>;
+
+/** Nice levels the front's helpers run below the front. */
+export const helperNice = 5;
+
+/** Puts a helper the front just started `helperNice` levels below the front (gone already: nothing to do). */
+export function belowFront(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    setPriority(child.pid, Math.min(19, getPriority() + helperNice));
+  } catch {
+    // exited already: its exit is handled where it was started
+  }
+}

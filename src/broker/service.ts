@@ -32,6 +32,12 @@ export interface BrokerDeps {
   audit: AuditSink;
   /** The account files, as they are at each call (default: the system's). */
   accounts?: AccountCache;
+  /**
+   * Resolves once every change to the broker's state committed so far is on
+   * disk (the store's durable()): each reply waits for it, so that nothing
+   * a caller was told is lost in a crash. Default: nothing to wait for.
+   */
+  durable?: () => Promise<void>;
 }
 
 function closeQuietly(fd: number): void {
@@ -180,12 +186,20 @@ export class BrokerService {
         return;
       }
       const reply = await r.execute(call, args, facts, verdict, plan);
+      try {
+        await this.durable();
+      } catch (err) {
+        if (reply.fd !== undefined) closeQuietly(reply.fd);
+        throw err;
+      }
       if (reply.audit) audit({ event: 'result', method, allowed: true, ...reply.audit });
       this.reply(msg, reply);
     } catch (err) {
       const error = err instanceof MountgateError ? err : new InternalError('the broker failed to carry out the request; see its log');
       if (err instanceof MountgateError) audit({ event: 'decision', method, allowed: false, reason: err.reason, message: err.message });
       else audit({ event: 'error', method, message: String((err as Error)?.stack ?? err) });
+      // A refusal may follow work already committed (a PutObjects cut off mid-way keeps what it proved): on disk first too.
+      await this.durable().catch((e: Error) => audit({ event: 'error', method, message: `the broker's state could not be made durable: ${e.message}` }));
       this.replyError(msg, error);
     } finally {
       done?.();
@@ -264,6 +278,10 @@ export class BrokerService {
 
   private auditCaller(caller: CallerIdentity | undefined, msg: Message) {
     return caller ? { uid: caller.uid, pid: caller.pid, name: caller.account?.name, bus: msg.sender } : { uid: -1, pid: -1, bus: msg.sender };
+  }
+
+  private durable(): Promise<void> {
+    return this.deps.durable?.() ?? Promise.resolve();
   }
 
   /** Sends a reply; one carrying an fd closes the broker's copy once the reply has left. */

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import { socketpair } from '../sys/syscalls.js';
 import { Channel } from './channel.js';
-import { brokerEnv, nodeFlags } from './node-flags.js';
+import { brokerEnv, nodeFlags, belowFront } from './node-flags.js';
 
 const helperPath = new URL('./upload-helper.js', import.meta.url).pathname;
 
@@ -69,6 +69,7 @@ export class UploadHelpers {
     let child: ChildProcess;
     try {
       child = spawn(process.execPath, [...nodeFlags.upload, helperPath, ...this.args], { stdio: ['pipe', 'pipe', 'inherit', theirs], env: { ...brokerEnv } });
+      belowFront(child);
     } catch (err) {
       closeSync(ours);
       throw err;

@@ -27,12 +27,22 @@
 // goes through owners); adding it again revives it; the reconciliation at
 // open drops what a crash left of it.
 //
+// Commits do not wait for the disk on the front's event loop (an fsync there
+// held every caller's call for as long as the disk took: 10-100 ms when
+// uploads kept it busy). Each commit is written to the write-ahead log at
+// once (synchronous = NORMAL: in WAL mode a crash loses at most the last
+// commits, never consistency), and durable() fsyncs the log on the thread
+// pool, once for every commit made while the previous fsync ran; the broker
+// answers a call only after durable() (src/broker/service.ts), so what a
+// reply says is on disk when the caller reads it.
+//
 // A new image is registered the same way round: its row and its owner in
 // one transaction (the quota counts it from then on), its object rows a
 // bounded number per transaction (addRows), and it is stored (listed,
 // mountable) only once the last of them and its file are in. Until then
 // images.objects is ahead of its rows; the reconciliation at open drops an
 // image a crash left unstored.
+import { closeSync, fsync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
@@ -195,11 +205,25 @@ const upgrades: Record<number, string> = { 1: fromVersion1, 2: fromVersion2, 3: 
 export class StoreDb {
   private readonly db: Database.Database;
   private q!: ReturnType<StoreDb['statements']>;
+  private readonly walPath: string;
+  private walFd: number | undefined;
+  private changes!: Database.Statement;
+  /** total_changes() as of the start of the last fsync that finished. */
+  private syncedChanges = 0;
+  /** The fsync under way, and the one queued behind it for commits it may not cover. */
+  private syncing: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
 
   /** Opens (creating when new) the database at `path`; `onCreate` runs inside the transaction that creates the schema (to import an older state). */
-  constructor(path: string, onCreate?: (db: StoreDb) => void) {
+  constructor(
+    path: string,
+    onCreate?: (db: StoreDb) => void,
+    /** How the log is synced (a test counts the calls). */
+    private readonly syncFd: (fd: number, done: (err: NodeJS.ErrnoException | null) => void) => void = fsync,
+  ) {
     // A second broker on the same state waits a moment for the lock, then is refused.
     this.db = new Database(path, { timeout: 1000 });
+    this.walPath = `${path}-wal`;
     try {
       this.open(path, onCreate);
     } catch (err) {
@@ -212,7 +236,7 @@ export class StoreDb {
     // One writer, the front: no shared-memory file, and a second front cannot open it.
     this.db.pragma('locking_mode = EXCLUSIVE');
     this.db.pragma('journal_mode = WAL');
-    // A committed transaction is on disk before its call is answered.
+    // Opening (creating, upgrading) waits for the disk; from then on durable() does, off the event loop.
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     // Statement journals and sorts in memory: no temp file (a deleted one, held open) outlives a big transaction.
@@ -246,6 +270,44 @@ export class StoreDb {
         this.db.exec('ROLLBACK');
         throw err;
       }
+    }
+    this.db.pragma('synchronous = NORMAL');
+    this.changes = this.db.prepare('SELECT total_changes()').pluck();
+    this.syncedChanges = this.changes.get() as number;
+  }
+
+  /**
+   * Resolves once every commit made so far is on disk: fsyncs the
+   * write-ahead log on the thread pool (a checkpoint, which SQLite runs
+   * itself now and then, syncs what it moves into the database file).
+   * Commits made while an fsync runs share the next one; nothing to do when
+   * nothing changed since the last.
+   */
+  durable(): Promise<void> {
+    const now = this.changes.get() as number;
+    if (now === this.syncedChanges) return Promise.resolve();
+    if (!this.syncing) return (this.syncing = this.syncLog(now));
+    this.queued ??= this.syncing.then(
+      () => {
+        this.queued = undefined;
+        return this.durable();
+      },
+      () => {
+        this.queued = undefined;
+        return this.durable();
+      },
+    );
+    return this.queued;
+  }
+
+  private async syncLog(changes: number): Promise<void> {
+    try {
+      this.walFd ??= openSync(this.walPath, 'r');
+      const fd = this.walFd;
+      await new Promise<void>((resolve, reject) => this.syncFd(fd, (err) => (err ? reject(err) : resolve())));
+      this.syncedChanges = Math.max(this.syncedChanges, changes);
+    } finally {
+      this.syncing = undefined;
     }
   }
 
@@ -343,23 +405,8 @@ export class StoreDb {
 
   close(): void {
     this.db.close();
-  }
-
-  /**
-   * Runs `fn` as one transaction committed without waiting for the disk
-   * (synchronous = NORMAL: in WAL mode the database stays consistent, only
-   * the last such commits may be lost in a crash). For work whose loss a
-   * crash makes harmless, durable only with the next ordinary commit: an
-   * fsync per chunk was most of a chunk's turn on a busy disk.
-   */
-  private unsynced<T>(fn: () => T): T {
-    if (this.db.inTransaction) return this.transaction(fn);
-    this.db.pragma('synchronous = NORMAL');
-    try {
-      return this.transaction(fn);
-    } finally {
-      this.db.pragma('synchronous = FULL');
-    }
+    if (this.walFd !== undefined) closeSync(this.walFd);
+    this.walFd = undefined;
   }
 
   /** Runs `fn` as one transaction (nested calls join the outer one). */
@@ -460,14 +507,13 @@ export class StoreDb {
    * Adds object rows of an image begin made, in one transaction: each row
    * not there yet takes a reference on its object and counts as missing for
    * every owner without a proof of it, so every invariant holds at the
-   * commit (only images.objects is ahead of the rows until the last). Not
-   * synced: lost in a crash, they leave the image unstored, dropped at open;
-   * markStored, synced, makes them durable with it. Returns
+   * commit (only images.objects is ahead of the rows until the last). Lost
+   * in a crash, they leave the image unstored, dropped at open. Returns
    * false, adding nothing, when the image went or lost its owners meanwhile
    * (removed while being added: its rows are being dropped).
    */
   addRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): boolean {
-    return this.unsynced(() => {
+    return this.transaction(() => {
       if (!this.image(id) || (this.q.ownerCount.get(id) as { n: number }).n === 0) return false;
       for (const [d, size] of rows) {
         if (this.q.imageHas.get(id, d) !== undefined) continue;

@@ -156,6 +156,7 @@ t.test('a burst of 500 pipelined calls carrying fds: every call answered, others
   tt.equal(r!.answered, 500, 'all 500 got a reply: a return or a named bus error');
   tt.equal(Object.values(byName).reduce((a, b) => a + b, 0), 500, 'and every one of them is counted by its answer');
   tt.comment(`answers: ${JSON.stringify(byName)}`);
+  tt.comment(`what they said: ${JSON.stringify(r!.said)}`);
   const known = new Set(['ok', 'org.mountgate.Error.InvalidRequest', 'org.mountgate.Error.LimitExceeded', 'org.mountgate.Error.PolicyDenied', 'org.freedesktop.DBus.Error.LimitsExceeded']);
   tt.same(Object.keys(byName).filter((k) => !known.has(k)), [], 'every answer is a bind, a refusal by the broker, or the daemon\'s own limit');
   tt.ok((byName['org.mountgate.Error.InvalidRequest'] ?? 0) + (byName.ok ?? 0) > 0, 'some calls were fully examined');

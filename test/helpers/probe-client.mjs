@@ -309,11 +309,18 @@ async function runOp(bus, op) {
     buses.forEach((b) => b.disconnect());
     closeSync(dir);
     const byName = {};
-    for (const r of results) byName[r.ok ? 'ok' : r.name] = (byName[r.ok ? 'ok' : r.name] ?? 0) + 1;
+    // And what each answer said, by kind of source: the counts alone could not tell why a run went otherwise.
+    const said = {};
+    results.forEach((r, k) => {
+      byName[r.ok ? 'ok' : r.name] = (byName[r.ok ? 'ok' : r.name] ?? 0) + 1;
+      if (r.ok) return;
+      const key = `${k % 2 ? 'dir' : 'pipe'} ${r.name}: ${String(r.message ?? '').replace(/\d+/g, 'N').slice(0, 160)}`;
+      said[key] = (said[key] ?? 0) + 1;
+    });
     // Answered: a method return or an error reply with a bus error name; a
     // local failure (the connection gone, no reply) has no name and is not.
     const answered = results.filter((r) => r.ok || (typeof r.name === 'string' && r.name !== '')).length;
-    out = { ok: true, sent: op.count, answered, byName, clientFds: readdirSync('/proc/self/fd').length };
+    out = { ok: true, sent: op.count, answered, byName, said, clientFds: readdirSync('/proc/self/fd').length };
   }
   return out;
 }
