@@ -52,6 +52,9 @@ function closeQuietly(fd: number): void {
 const maxInFlightPerConnection = 64;
 /** How long the bus daemon may take to tell who a caller is. */
 const identifyTimeoutMs = 10_000;
+/** The first wait for the daemon's answer before it is asked again, doubled each time up to the second. */
+const firstIdentifyWaitMs = 250;
+const maxIdentifyWaitMs = 2000;
 /** Connections whose credentials are remembered (names are never reused, so an old entry is only memory). */
 const maxCachedConnections = 4096;
 
@@ -242,30 +245,54 @@ export class BrokerService {
     return identityOf(uid, pid, this.accounts);
   }
 
+  /**
+   * GetConnectionCredentials, asked again while no answer comes: the daemon
+   * silently drops a reply of its own to the broker while the broker's queue
+   * at the daemon is full (its security check for every message it sends,
+   * the "destination has a full message queue" one, covers its own replies
+   * too), which one user's burst of calls carrying fds does. Asked once, such
+   * a caller was denied after the whole deadline, and so would be any other
+   * user who connected during the burst.
+   */
   private async askCredentials(sender: string): Promise<{ uid: number; pid: number }> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PolicyDeniedError(`the bus did not say who you are within ${identifyTimeoutMs / 1000} s, so the request is denied`)), identifyTimeoutMs);
-    });
-    const call = this.deps.bus.call(
-      new dbus.Message({
-        destination: 'org.freedesktop.DBus',
-        path: '/org/freedesktop/DBus',
-        interface: 'org.freedesktop.DBus',
-        member: 'GetConnectionCredentials',
-        signature: 's',
-        body: [sender],
-      }),
-    );
+    const deadline = Date.now() + identifyTimeoutMs;
+    const asked: number[] = [];
+    const handlers = (this.deps.bus as unknown as { _methodReturnHandlers?: Record<number, unknown> })._methodReturnHandlers;
     let reply;
     try {
-      reply = await Promise.race([call, timeout]);
-    } catch (err) {
-      if (err instanceof MountgateError) throw err;
-      // The caller left, or the daemon refused: either way it cannot be identified.
-      throw new PolicyDeniedError(`the bus could not say who you are (${capText(String((err as { type?: string }).type ?? (err as Error).message), 200)}), so the request is denied`);
+      const answers: Promise<Message | null>[] = [];
+      for (let wait = firstIdentifyWaitMs; ; wait = Math.min(wait * 2, maxIdentifyWaitMs)) {
+        const msg = new dbus.Message({
+          destination: 'org.freedesktop.DBus',
+          path: '/org/freedesktop/DBus',
+          interface: 'org.freedesktop.DBus',
+          member: 'GetConnectionCredentials',
+          signature: 's',
+          body: [sender],
+        });
+        const answer = this.deps.bus.call(msg);
+        // An answer that fails after another came is nobody's concern.
+        answer.catch(() => undefined);
+        answers.push(answer);
+        asked.push(msg.serial!);
+        const left = deadline - Date.now();
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), Math.max(0, Math.min(wait, left)))));
+        try {
+          // Whichever answer comes first: an earlier one may have been only slow.
+          reply = await Promise.race([...answers, timeout]);
+        } catch (err) {
+          // The caller left, or the daemon refused: either way it cannot be identified.
+          throw new PolicyDeniedError(`the bus could not say who you are (${capText(String((err as { type?: string }).type ?? (err as Error).message), 200)}), so the request is denied`);
+        } finally {
+          clearTimeout(timer);
+        }
+        if (reply) break;
+        if (Date.now() >= deadline) throw new PolicyDeniedError(`the bus did not say who you are within ${identifyTimeoutMs / 1000} s, so the request is denied`);
+      }
     } finally {
-      clearTimeout(timer);
+      // The calls still unanswered (their replies were dropped, or come too late): their handlers go.
+      if (handlers) for (const serial of asked) delete handlers[serial];
     }
     const creds = (reply?.body?.[0] ?? {}) as Record<string, { value: unknown }>;
     const uid = creds.UnixUserID?.value;
