@@ -42,7 +42,8 @@
 // mountable) only once the last of them and its file are in. Until then
 // images.objects is ahead of its rows; the reconciliation at open drops an
 // image a crash left unstored.
-import { closeSync, fsync, openSync } from 'node:fs';
+import { fsync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 
 export interface ImageRow {
@@ -206,7 +207,6 @@ export class StoreDb {
   private readonly db: Database.Database;
   private q!: ReturnType<StoreDb['statements']>;
   private readonly walPath: string;
-  private walFd: number | undefined;
   private changes!: Database.Statement;
   /** total_changes() as of the start of the last fsync that finished. */
   private syncedChanges = 0;
@@ -302,9 +302,14 @@ export class StoreDb {
 
   private async syncLog(changes: number): Promise<void> {
     try {
-      this.walFd ??= openSync(this.walPath, 'r');
-      const fd = this.walFd;
-      await new Promise<void>((resolve, reject) => this.syncFd(fd, (err) => (err ? reject(err) : resolve())));
+      // Opened for each sync, off the loop: no fd of the broker's stays on it between calls, and the
+      // sync is always of the log file that is there now.
+      const log = await open(this.walPath, 'r');
+      try {
+        await new Promise<void>((resolve, reject) => this.syncFd(log.fd, (err) => (err ? reject(err) : resolve())));
+      } finally {
+        await log.close();
+      }
       this.syncedChanges = Math.max(this.syncedChanges, changes);
     } finally {
       this.syncing = undefined;
@@ -405,8 +410,6 @@ export class StoreDb {
 
   close(): void {
     this.db.close();
-    if (this.walFd !== undefined) closeSync(this.walFd);
-    this.walFd = undefined;
   }
 
   /** Runs `fn` as one transaction (nested calls join the outer one). */

@@ -1,9 +1,9 @@
 // The store's durable(): commits do not wait for the disk on the event loop;
 // durable() syncs the write-ahead log off it, once for every commit made
-// while the previous sync ran, and never when nothing changed. Real SQLite
-// files; the sync is the real fsync, counted.
+// while the previous sync ran, and never when nothing changed; it keeps no fd
+// open between syncs. Real SQLite files; the sync is the real fsync, counted.
 import t from 'tap';
-import { fsync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { fsync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StoreDb, type NewImage } from '../../src/store/db.js';
@@ -33,6 +33,11 @@ function counted(tt: Tap.Test, hold = false) {
   return { db, syncs, dir, release: () => held.splice(0).forEach((f) => f()), failNext: (e: NodeJS.ErrnoException) => (fail = e) };
 }
 
+/** Waits (a turn at a time) until `n` syncs have started: the log is opened off the loop first. */
+async function started(syncs: number[], n: number): Promise<void> {
+  for (let k = 0; k < 1000 && syncs.length < n; k++) await new Promise((r) => setTimeout(r, 1));
+}
+
 t.test('nothing changed: no sync', async (tt) => {
   const { db, syncs } = counted(tt);
   await db.durable();
@@ -51,6 +56,15 @@ t.test('the sync is of the write-ahead log', async (tt) => {
   await db.durable();
   tt.equal(syncs.length, 1);
   tt.ok(statSync(join(dir, 'store.db-wal')).size > 0, 'the commit is in the log');
+  const logFds = readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).endsWith('store.db-wal');
+    } catch {
+      return false;
+    }
+  });
+  // SQLite's own handle on the log is the only one left: the sync's is closed.
+  tt.equal(logFds.length, 1, 'one fd on the log (SQLite\'s)');
 });
 
 t.test('commits made while a sync runs share the next one', async (tt) => {
@@ -58,7 +72,8 @@ t.test('commits made while a sync runs share the next one', async (tt) => {
   db.register(image(1), 1000);
   let firstDone = false;
   const first = db.durable().then(() => (firstDone = true));
-  tt.equal(syncs.length, 1, 'the first sync started at once');
+  await started(syncs, 1);
+  tt.equal(syncs.length, 1, 'the first sync started');
   // Ten more calls, each after a commit of its own, while the first sync is held.
   const later: Promise<void>[] = [];
   for (let k = 2; k <= 11; k++) {
@@ -71,7 +86,7 @@ t.test('commits made while a sync runs share the next one', async (tt) => {
   release();
   await first;
   tt.ok(firstDone);
-  await new Promise((r) => setImmediate(r));
+  await started(syncs, 2);
   tt.notOk(laterDone, 'the later commits are not covered by the first sync');
   tt.equal(syncs.length, 2, 'one more sync for all ten');
   release();
