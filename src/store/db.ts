@@ -527,7 +527,10 @@ export class StoreDb {
    * commit (only images.objects is ahead of the rows until the last). Lost
    * in a crash, they leave the image unstored, dropped at open. Returns
    * false, adding nothing, when the image went or lost its owners meanwhile
-   * (removed while being added: its rows are being dropped).
+   * (removed while being added: its rows are being dropped). What a commit
+   * writes is the pages the rows land on: rows of neighbouring digests (a
+   * chunk of the sorted list the broker has) share a few dozen, scattered
+   * ones take about four pages each.
    */
   addRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): boolean {
     return this.transaction(() => {
