@@ -150,6 +150,15 @@ CREATE TABLE proofs (
 CREATE INDEX proofs_by_digest ON proofs(digest);
 `;
 
+/**
+ * The rows of one addRows call that the image does not have yet, staged so
+ * that a few set-based statements add them (a reference each, the rows, the
+ * owners' missing counts) instead of four statements a row. Per connection,
+ * in memory, not part of the database file; filled and emptied inside the
+ * call's transaction.
+ */
+const newRowsTable = 'CREATE TEMP TABLE IF NOT EXISTS new_rows (digest TEXT PRIMARY KEY, size INTEGER NOT NULL) STRICT, WITHOUT ROWID';
+
 interface RawImage {
   id: string;
   /** uid's names, a JSON array in the order given. */
@@ -254,6 +263,7 @@ export class StoreDb {
         throw err;
       }
     }
+    this.db.exec(newRowsTable);
     const create = version === 0;
     // A new database is made in one transaction with whatever `onCreate` imports: a failed import leaves nothing.
     if (create) {
@@ -346,8 +356,6 @@ export class StoreDb {
       // A name moves to the image last given it, as a tag does (one image of uid's has it), and counts as the last one given.
       setName: d.prepare<[number, string, string]>('INSERT OR REPLACE INTO names (uid, name, image_id) VALUES (?, ?, ?)'),
       markStored: d.prepare<[string]>('UPDATE images SET stored = 1 WHERE id = ?'),
-      refObject: d.prepare<[string]>('INSERT INTO objects (digest, refs, present) VALUES (?, 1, 0) ON CONFLICT (digest) DO UPDATE SET refs = refs + 1'),
-      insertImageObject: d.prepare<[string, string, number]>('INSERT INTO image_objects (image_id, digest, size) VALUES (?, ?, ?)'),
       insertOwner: d.prepare<[number, string, string, string, number]>(
         'INSERT INTO owners (uid, image_id, added, missing) VALUES (?, ?, ?, (SELECT count(*) FROM image_objects io WHERE io.image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = ? AND p.digest = io.digest)))',
       ),
@@ -396,10 +404,19 @@ export class StoreDb {
       unrefObject: d.prepare<[string]>('UPDATE objects SET refs = refs - 1 WHERE digest = ? RETURNING refs, present'),
       deleteImageObject: d.prepare<[string, string]>('DELETE FROM image_objects WHERE image_id = ? AND digest = ?'),
       deleteObject: d.prepare<[string]>('DELETE FROM objects WHERE digest = ?'),
-      // Reviving an image being dropped: the rows already deleted come back, each with its reference.
-      imageHas: d.prepare<[string, string]>('SELECT 1 FROM image_objects WHERE image_id = ? AND digest = ?'),
       unstore: d.prepare<[string]>('UPDATE images SET stored = 0 WHERE id = ?'),
-      incrementMissing: d.prepare<[string, string]>('UPDATE owners SET missing = missing + 1 WHERE image_id = ? AND NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = owners.uid AND p.digest = ?)'),
+      clearNewRows: d.prepare('DELETE FROM temp.new_rows'),
+      // Rows the image has already are skipped (reviving an image being dropped, the rows already deleted come back);
+      // of a digest given twice, the first row counts.
+      stageNewRows: d.prepare<[string, string]>(
+        'INSERT OR IGNORE INTO temp.new_rows (digest, size) SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM image_objects io WHERE io.image_id = ? AND io.digest = j.value ->> 0) ORDER BY j.key',
+      ),
+      // One new row per digest: one more reference each (WHERE true: an upsert's SELECT needs a WHERE to parse).
+      refNewRows: d.prepare('INSERT INTO objects (digest, refs, present) SELECT digest, 1, 0 FROM temp.new_rows WHERE true ON CONFLICT (digest) DO UPDATE SET refs = refs + 1'),
+      insertNewRows: d.prepare<[string]>('INSERT INTO image_objects (image_id, digest, size) SELECT ?, digest, size FROM temp.new_rows'),
+      countNewMissing: d.prepare<[string]>(
+        'UPDATE owners SET missing = missing + (SELECT count(*) FROM temp.new_rows n WHERE NOT EXISTS (SELECT 1 FROM proofs p WHERE p.uid = owners.uid AND p.digest = n.digest)) WHERE image_id = ?',
+      ),
     };
   }
 
@@ -513,19 +530,35 @@ export class StoreDb {
    * commit (only images.objects is ahead of the rows until the last). Lost
    * in a crash, they leave the image unstored, dropped at open. Returns
    * false, adding nothing, when the image went or lost its owners meanwhile
-   * (removed while being added: its rows are being dropped).
+   * (removed while being added: its rows are being dropped). What a commit
+   * writes is the pages the rows land on: rows of neighbouring digests (a
+   * chunk of the sorted list the broker has) share a few dozen, scattered
+   * ones take about four pages each.
    */
   addRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): boolean {
     return this.transaction(() => {
       if (!this.image(id) || (this.q.ownerCount.get(id) as { n: number }).n === 0) return false;
-      for (const [d, size] of rows) {
-        if (this.q.imageHas.get(id, d) !== undefined) continue;
-        this.q.refObject.run(d);
-        this.q.insertImageObject.run(id, d, size);
-        this.q.incrementMissing.run(id, d);
-      }
+      this.putRows(id, rows);
       return true;
     });
+  }
+
+  /**
+   * The rows of addRows (and of the import), in the same few statements
+   * whatever their number: the rows the image lacks are staged (new_rows),
+   * each takes a reference on its object (made, absent, when new), becomes a
+   * row of the image, and counts as missing for every owner of the image
+   * without a proof of it. Part of the caller's transaction. new_rows is
+   * emptied before (whatever an earlier call left) and after (an import's
+   * 100k rows do not stay in memory).
+   */
+  private putRows(id: string, rows: readonly (readonly [digest: string, size: number])[]): void {
+    this.q.clearNewRows.run();
+    if (this.q.stageNewRows.run(JSON.stringify(rows), id).changes === 0) return;
+    this.q.refNewRows.run();
+    this.q.insertNewRows.run(id);
+    this.q.countNewMissing.run(id);
+    this.q.clearNewRows.run();
   }
 
   markStored(id: string): void {
@@ -773,11 +806,9 @@ export class StoreDb {
     const uids = Object.keys(image.owners).map(Number);
     if (uids.length === 0) return;
     this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
-    for (const [d, size] of Object.entries(image.objects)) {
-      this.q.refObject.run(d);
-      this.q.insertImageObject.run(image.id, d, size);
-      if (presentObjects.has(d)) this.q.setPresent.run(d);
-    }
+    // No owner yet: putRows counts nothing missing; each owner's row counts its own below.
+    this.putRows(image.id, Object.entries(image.objects));
+    for (const d of Object.keys(image.objects)) if (presentObjects.has(d)) this.q.setPresent.run(d);
     this.q.markStored.run(image.id);
     for (const uid of uids) {
       for (const d of Object.keys(image.objects)) if (presentObjects.has(d) && proofs.get(uid)?.has(d)) this.q.insertProof.run(uid, d);
