@@ -183,6 +183,7 @@ export class ImageService {
    */
   register(uid: number, built: BuiltImage): { imageId: string; owned: OwnedImage; durable: Promise<string[]> } {
     const { owned, durable } = this.registry.register(
+      // Its objects stay packed: the registry decodes each turn's rows as it adds them.
       { id: built.imageId, ...(built.name ? { name: built.name } : {}), ...(built.keptFor ? { keptFor: built.keptFor } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
       built.image,
       uid,
