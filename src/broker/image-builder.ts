@@ -72,8 +72,9 @@ export interface BuildLimits {
 }
 
 /**
- * The bytes of a sealed memfd (a manifest the front checked, or a build's
- * result), read by position: the fd's offset is shared with its other holders.
+ * The bytes of a sealed memfd (a manifest the front checked), read by
+ * position: the fd's offset is shared with its other holders. Synchronous:
+ * for the build helper (the front reads a build's result off its loop).
  */
 export function readManifestFd(fd: number, maxBytes: number): Buffer {
   const size = fstatSync(fd).size;
