@@ -41,6 +41,8 @@ const world = await createWorld({
     images: { maxBytesPerUser: 2 ** 50 },
   },
 });
+/** The calls' windows on the front's clock, to say which one each of its worst stalls fell in. */
+const phases: [string, number, number][] = [];
 try {
   const objectsDir = join(world.broker.stateDir, 'store', 'objects');
   const stopFile = join(world.scratch, 'stop');
@@ -84,6 +86,8 @@ try {
     return [decided, result];
   };
   const windows: [string, [number, number]][] = [['AddImage', window('AddImage')], ['PutObjects', window('PutObjects')], ['RemoveImage', [called, drained]]];
+  // Before AddImage's decision: the client's manifest, the build, and the front reading the build's result.
+  phases.push(['AddImage before its decision', addStart, windows[0]![1][0]], ...windows.map(([m, w]): [string, number, number] => [m, w[0], w[1]]));
   const during = ([from, to]: [number, number]) => samples.filter(([t, ms]) => t + ms >= from && t <= to).map(([, ms]) => ms);
   console.log(`GetInfo calls: ${rest.length} at rest, ${windows.map(([m, w]) => `${during(w).length} during ${m} (${((w[1] - w[0]) / 1000).toFixed(1)} s)`).join(', ')}`);
   const targets: ResultTarget[] = [];
@@ -106,5 +110,10 @@ try {
   await world.teardown();
   // The front's own account of its event loop (its stop line): the worst stalls, to line up with the removal.
   const stop = world.broker.audit.find((l) => l.event === 'stop' && l.process === undefined && l.eventLoopDelayMs);
-  if (stop) console.log(`front event loop: ${JSON.stringify(stop.eventLoopDelayMs)}; worst stalls ${JSON.stringify(stop.stalls)}`);
+  if (stop) {
+    const stalls = stop.stalls as { at: string; ms: number }[];
+    // A stall is reported when it ends: it overlaps a window that ends after its start and starts before its end.
+    const during = (s: { at: string; ms: number }) => phases.find(([, from, to]) => Date.parse(s.at) - s.ms <= to && Date.parse(s.at) >= from)?.[0] ?? 'outside the calls';
+    console.log(`front event loop: ${JSON.stringify(stop.eventLoopDelayMs)}; worst stalls ${stalls.map((s) => `${s.ms} ms at ${s.at} (${during(s)})`).join(', ')}`);
+  }
 }

@@ -2,14 +2,18 @@
 // every external file at its object (the broker decides backing paths, from
 // the digests), write the composefs EROFS image, name it by its sha256. Pure;
 // a build helper process runs it (build-helper.ts, from the pool of
-// build-helpers.ts; ImageService queues the builds).
+// build-helpers.ts; ImageService queues the builds). What it learns that
+// grows with the image (its objects, its device nodes) goes to the front
+// packed or cut short (BuildResult), so reading it costs the front no long
+// turn of its event loop.
 import { createHash } from 'node:crypto';
 import { fstatSync, readSync } from 'node:fs';
 import { writeCheckedImage } from '../composefs/writer.js';
 import { InvalidRequestError, LimitExceededError } from '../errors.js';
 import { parseManifest, type CheckedManifest } from '../manifest/load.js';
 import { byteKey, showText } from '../manifest/text.js';
-import type { ImageFacts } from '../policy/images.js';
+import { shownDevices, type ImageFacts } from '../policy/images.js';
+import { ObjectList } from '../store/object-list.js';
 import { objectPath } from '../store/objects.js';
 
 export interface BuiltImage {
@@ -19,9 +23,16 @@ export interface BuiltImage {
   /** The caller's image this one is kept for, hidden (the manifest's keptFor). */
   keptFor?: string;
   facts: ImageFacts;
-  /** Objects the image's files need, digest -> size, in digest order (see prepareManifest). */
-  objects: Record<string, number>;
+  /** Objects the image's files need, with their sizes. */
+  objects: ObjectList;
 }
+
+/**
+ * What a build helper says of a build, as JSON beside the image and the
+ * packed object records (each in a sealed memfd): everything but the
+ * image, with the objects' count. Its size does not grow with the image.
+ */
+export type BuildResult = Omit<BuiltImage, 'image' | 'objects'> & { objects: number };
 
 /**
  * Points every external file at its object and collects what the policy
@@ -47,14 +58,10 @@ export function prepareManifest(manifest: CheckedManifest): { manifest: CheckedM
     objects[e.digest] = e.size;
     return { ...e, backing };
   });
-  // In digest order, sorted here in the helper: the front adds the rows 200 per transaction, and 200
-  // neighbouring digests dirty a few pages of each b-tree of the store, where 200 in file order (scattered
-  // over the key space) dirty a page per row of each: 800 pages of log per commit, 1.6 GB for a
-  // 100k-object image (bench/notes/remove.md).
-  const sorted: Record<string, number> = {};
-  for (const d of Object.keys(objects).sort()) sorted[d] = objects[d]!;
+  // The policy shows a few devices and counts the rest: 60k long paths would be 240 MB of facts for the front to read.
+  const deviceFacts = devices.length > shownDevices ? { devices: devices.slice(0, shownDevices), deviceCount: devices.length } : { devices };
   // Still checked: only backing paths changed, each to its object's path (short ASCII, what the check allows).
-  return { manifest: { ...manifest, entries } as CheckedManifest, facts: { entries: entries.length, bytes, devices }, objects: sorted };
+  return { manifest: { ...manifest, entries } as CheckedManifest, facts: { entries: entries.length, bytes, ...deviceFacts }, objects };
 }
 
 /** Limits checked before the expensive work, so an oversized manifest costs little. */
@@ -65,8 +72,9 @@ export interface BuildLimits {
 }
 
 /**
- * The bytes of a sealed memfd (a manifest the front checked, or a build's
- * result), read by position: the fd's offset is shared with its other holders.
+ * The bytes of a sealed memfd (a manifest the front checked), read by
+ * position: the fd's offset is shared with its other holders. Synchronous:
+ * for the build helper (the front reads a build's result off its loop).
  */
 export function readManifestFd(fd: number, maxBytes: number): Buffer {
   const size = fstatSync(fd).size;
@@ -93,7 +101,7 @@ export function buildImage(manifestBytes: Uint8Array, limits: BuildLimits): Buil
     ...(prepared.manifest.name ? { name: prepared.manifest.name } : {}),
     ...(prepared.manifest.keptFor ? { keptFor: prepared.manifest.keptFor } : {}),
     facts: prepared.facts,
-    objects: prepared.objects,
+    objects: ObjectList.pack(prepared.objects),
   };
 }
 

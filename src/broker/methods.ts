@@ -98,13 +98,6 @@ function explainObject(requestJson: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** Sorted hex digests as AddImage's reply carries them: 32 raw bytes each. */
-function digestList(digests: string[]): Buffer {
-  const out = Buffer.allocUnsafe(digests.length * 32);
-  for (let k = 0; k < digests.length; k++) out.write(digests[k]!, k * 32, 32, 'hex');
-  return out;
-}
-
 /** The attributes the plan sets on the mount, for the reply and the audit. */
 const setattrFlags = (plan: Plan) => plan.steps.flatMap((s) => (s.step === 'setattr' ? s.set : []));
 
@@ -187,8 +180,9 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       const { imageId, owned, durable } = images.register(call.caller.uid, built);
       const missing = await durable;
       // The list goes in a sealed memfd: no bus message is big enough for every image's.
-      const listFd = sys.sealedMemfd('mountgate-missing', digestList(missing));
-      return { signature: 'suh', body: [imageId, missing.length, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: missing.length, ...(built.keptFor ? { keptFor: built.keptFor } : {}) } };
+      const listFd = sys.sealedMemfd('mountgate-missing', missing);
+      const count = missing.length / 32;
+      return { signature: 'suh', body: [imageId, count, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: count, ...(built.keptFor ? { keptFor: built.keptFor } : {}) } };
     },
   };
 

@@ -9,8 +9,10 @@ import { controlledIds, covers, rootlessMap, shapeProblems } from './idmap.js';
 export interface ImageFacts {
   entries: number;
   bytes: number;
-  /** Paths of character or block devices (overlay whiteouts are not devices). */
+  /** Paths of character or block devices (overlay whiteouts are not devices): at most shownDevices when deviceCount is given. */
   devices: string[];
+  /** How many device nodes there are, when `devices` names only the first few. */
+  deviceCount?: number;
   /** Size of the image's own metadata (the EROFS file), which counts toward the quota; known once it is built. */
   metadataBytes?: number;
 }
@@ -37,9 +39,13 @@ function keptForCheck(k: KeptFor, imageId: string | undefined): Check {
   return { ok: true, message: `kept hidden for your image ${k.id}: not listed, removed with it` };
 }
 
-function deviceCheck(devices: string[]): Check {
-  if (devices.length === 0) return { ok: true, message: 'the image has no device nodes' };
-  const shown = devices.slice(0, 3).join(', ') + (devices.length > 3 ? `, and ${devices.length - 3} more` : '');
+/** Device paths a refusal names (the build says only these many, and how many there are). */
+export const shownDevices = 3;
+
+function deviceCheck(image: ImageFacts): Check {
+  const count = image.deviceCount ?? image.devices.length;
+  if (count === 0) return { ok: true, message: 'the image has no device nodes' };
+  const shown = image.devices.slice(0, shownDevices).join(', ') + (count > shownDevices ? `, and ${count - shownDevices} more` : '');
   return {
     ok: false,
     reason: 'PolicyDenied',
@@ -67,7 +73,7 @@ export function decideAddImage(input: {
       ? { ok: true, message: `${image.entries} entries (at most ${limits.maxEntriesPerImage})` }
       : { ok: false, reason: 'LimitExceeded', message: `the image has ${image.entries} entries; the policy allows at most ${limits.maxEntriesPerImage}` },
   );
-  checks.push(deviceCheck(image.devices));
+  checks.push(deviceCheck(image));
   if (input.keptFor) checks.push(keptForCheck(input.keptFor, input.imageId));
   if (!input.alreadyRegistered) {
     const hidden = store.hidden ? ` (${store.hidden} of them hidden, kept for layers of your images)` : '';
@@ -138,7 +144,7 @@ export function decideMountImage(input: {
     checks.push({ ok: false, reason: 'NotFound', message: `you have no image ${input.imageId}; see ListImages (mountgate image ls)` });
     return verdictOf('MountImage', checks);
   }
-  checks.push(deviceCheck(image.devices));
+  checks.push(deviceCheck(image));
   const missing = input.missingCount ?? input.missing.length;
   checks.push(
     missing === 0

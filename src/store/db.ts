@@ -72,16 +72,23 @@ export interface OwnedImage extends ImageRow {
   missing: number;
 }
 
-export interface NewImage {
+/** An image to register, but for its object rows (begin takes this; addRows the rows). */
+export interface ImageHead {
   id: string;
   name?: string;
   entries: number;
   bytes: number;
   imageBytes: number;
-  /** digest -> size, as the manifest says. */
-  objects: Record<string, number>;
+  /** How many distinct objects its rows will name. */
+  objects: number;
   /** Registered hidden, kept for this listed image of the same owner (the manifest's keptFor). */
   keptFor?: string;
+}
+
+/** An image to register with its object rows at once (register: imports and tests). */
+export interface NewImage extends Omit<ImageHead, 'objects'> {
+  /** digest -> size, as the manifest says. */
+  objects: Record<string, number>;
 }
 
 /** 2: names moved from images to owners (each owner names an image for itself). 3: hidden images kept for others. 4: several names per image of an owner (the names table). */
@@ -462,8 +469,9 @@ export class StoreDb {
    */
   register(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
     return this.transaction(() => {
-      const r = this.begin(image, uid, added);
-      if (r.created) this.addRows(image.id, Object.entries(image.objects));
+      const rows = Object.entries(image.objects);
+      const r = this.begin({ ...image, objects: rows.length }, uid, added);
+      if (r.created) this.addRows(image.id, rows);
       return { created: r.created, owned: this.ownedBy(image.id, uid)! };
     });
   }
@@ -477,7 +485,7 @@ export class StoreDb {
    * be made. Until then the image is not stored: not listed, not mountable,
    * and dropped by the reconciliation after a crash.
    */
-  begin(image: NewImage, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
+  begin(image: ImageHead, uid: number, added = new Date().toISOString()): { created: boolean; owned: OwnedImage } {
     return this.transaction(() => {
       let existing = this.image(image.id);
       if (existing && (this.q.ownerCount.get(image.id) as { n: number }).n === 0) {
@@ -485,7 +493,7 @@ export class StoreDb {
         this.q.unstore.run(image.id);
         existing = undefined;
       } else if (!existing) {
-        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, Object.keys(image.objects).length);
+        this.q.insertImage.run(image.id, image.entries, image.bytes, image.imageBytes, image.objects);
       }
       const had = this.q.owned.get(image.id, uid) !== undefined;
       if (image.keptFor) {

@@ -9,9 +9,15 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicAsync } from './atomic.js';
-import { StoreDb, type ImageRow, type NewImage, type OwnedImage } from './db.js';
+import { StoreDb, type ImageHead, type ImageRow, type OwnedImage } from './db.js';
+import type { ObjectList } from './object-list.js';
 
 export type { ImageRow, NewImage, OwnedImage } from './db.js';
+
+/** An image to register, its objects still packed: each turn of addRows decodes only its own rows. */
+export interface PackedImage extends Omit<ImageHead, 'objects'> {
+  objects: ObjectList;
+}
 
 /** The per-image record of the format before the database. */
 interface LegacyMeta {
@@ -77,17 +83,18 @@ export class ImageRegistry {
    * Registers `uid` for an image, at once in the database (what every
    * decision reads: its usage counts from now on); a new image's object rows
    * follow `rowsPerTurn` per transaction, one transaction per turn of the
-   * event loop (others' calls are answered in between), its file is written
-   * off the event loop, and the image counts as stored only once both are
-   * done. `durable` resolves then; it rejects when the image was removed
-   * before (its rows are then dropped like any removed image's).
+   * event loop (others' calls are answered in between), decoded from the
+   * packed list as they go, its file is written off the event loop, and the
+   * image counts as stored only once both are done. `durable` resolves
+   * then; it rejects when the image was removed before (its rows are then
+   * dropped like any removed image's).
    */
-  register(image: NewImage, bytes: Uint8Array, uid: number, rowsPerTurn = 200): { owned: OwnedImage; durable: Promise<void> } {
-    const { created, owned } = this.db.begin(image, uid);
+  register(image: PackedImage, bytes: Uint8Array, uid: number, rowsPerTurn = 200): { owned: OwnedImage; durable: Promise<void> } {
+    const { created, owned } = this.db.begin({ ...image, objects: image.objects.count }, uid);
     if (created) {
       mkdirSync(join(this.imagesDir, image.id), { recursive: true, mode: 0o700 });
       const written = writeFileAtomicAsync(this.imagePath(image.id), bytes, 0o400);
-      const filled = this.addRows(image.id, Object.entries(image.objects), rowsPerTurn);
+      const filled = this.addRows(image.id, image.objects, rowsPerTurn);
       const whole = Promise.all([written, filled]).then(([, complete]) => {
         if (!complete) throw new Error(`image ${image.id} was removed while it was being added`);
         // Gone meanwhile (its only owner dropped it): nothing to mark; added again since: the later registration marks it.
@@ -101,18 +108,18 @@ export class ImageRegistry {
   }
 
   /** Adds an image's object rows, `per` per transaction, one transaction per turn; resolves false when the image lost its owners meanwhile. */
-  private addRows(id: string, rows: [string, number][], per: number): Promise<boolean> {
+  private addRows(id: string, objects: ObjectList, per: number): Promise<boolean> {
     if (!(per >= 1)) throw new RangeError(`rows per turn must be at least 1, not ${per}`);
     return new Promise((resolve, reject) => {
       let at = 0;
       const step = () => {
         try {
-          if (!this.db.addRows(id, rows.slice(at, at + per))) return resolve(false);
+          if (!this.db.addRows(id, objects.slice(at, at + per))) return resolve(false);
         } catch (err) {
           return reject(err as Error);
         }
         at += per;
-        if (at >= rows.length) resolve(true);
+        if (at >= objects.count) resolve(true);
         else setImmediate(step);
       };
       setImmediate(step);

@@ -5,11 +5,13 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StoreDb, type NewImage } from '../../src/store/db.js';
 import { ImageRegistry, LegacyStateError } from '../../src/store/images.js';
+import { ObjectList } from '../../src/store/object-list.js';
 import { repoRoot } from '../helpers/paths.js';
 
 const hex = (n: number) => n.toString(16).padStart(64, '0');
@@ -26,6 +28,8 @@ const image = (id: number, objects: number[], extra: Partial<NewImage> = {}): Ne
   objects: Object.fromEntries(objects.map((o) => [hex(o), 100])),
   ...extra,
 });
+/** What begin takes: the image without its rows, their count. */
+const head = (i: NewImage) => ({ ...i, objects: Object.keys(i.objects).length });
 
 t.test('registering, proving and removing keep refs, missing counts and usage right', async (tt) => {
   const db = new StoreDb(join(scratch(), 'store.db'));
@@ -575,7 +579,7 @@ t.test('an image registered a few rows at a time is consistent at every commit, 
   db.register(image(2, objects.slice(0, 50)), 1001);
   db.markStored(hex(2));
   db.transaction(() => objects.slice(0, 20).forEach((o) => db.recordPossession(1000, hex(o))));
-  const begun = db.begin(image(1, objects), 1000);
+  const begun = db.begin(head(image(1, objects)), 1000);
   tt.ok(begun.created, 'new: its rows and file are to be made');
   tt.equal(begun.owned.missing, 0, 'no rows yet, nothing counted missing');
   tt.equal(db.usage(1000).images, 1, "alice's quota counts it from the first transaction");
@@ -584,7 +588,7 @@ t.test('an image registered a few rows at a time is consistent at every commit, 
   tt.ok(db.addRows(hex(1), rows.slice(0, 100)));
   tt.equal(db.ownedBy(hex(1), 1000)!.missing, 80, 'the rows so far, less the 20 alice proved');
   // Bob joins half-way: his count covers the rows so far, the later rows add to it.
-  db.begin(image(1, objects), 1001);
+  db.begin(head(image(1, objects)), 1001);
   tt.same(db.check(), [], 'consistent after a second owner joined');
   // Alice uploads an object of the next chunk before its row is in: no count goes negative.
   db.transaction(() => db.recordPossession(1000, hex(150)));
@@ -607,7 +611,7 @@ t.test('an image removed while it is registered stops taking rows; one a crash l
   const rows = objects.map((o) => [hex(o), 100] as const);
   db.register(image(2, objects.slice(0, 50)), 1001);
   db.markStored(hex(2));
-  db.begin(image(1, objects), 1000);
+  db.begin(head(image(1, objects)), 1000);
   db.addRows(hex(1), rows.slice(0, 100));
   db.unregister(hex(1), 1000, true);
   tt.notOk(db.addRows(hex(1), rows.slice(100, 200)), 'ownerless: no more rows');
@@ -615,7 +619,7 @@ t.test('an image removed while it is registered stops taking rows; one a crash l
   tt.equal(db.image(hex(1)), undefined, 'its rows are dropped like any removed image\'s');
   tt.same(db.check(), [], 'consistent');
   // Half-registered when the broker stops (each chunk committed, the next never comes).
-  db.begin(image(3, objects), 1000);
+  db.begin(head(image(3, objects)), 1000);
   db.addRows(hex(3), rows.slice(0, 150));
   db.close();
   db = new StoreDb(path);
@@ -626,4 +630,42 @@ t.test('an image removed while it is registered stops taking rows; one a crash l
   tt.same(db.check(), [], 'consistent');
   tt.equal(db.ownedBy(hex(2), 1001)!.missing, 50, "bob's image, sharing its objects, is untouched");
   db.close();
+});
+
+t.test('an image of 100k packed objects is registered 200 rows a turn, decoded as they go, with exactly its objects and sizes', async (tt) => {
+  const registry = new ImageRegistry(scratch(), () => []);
+  const given = new Map(Array.from({ length: 100_000 }, (_, k) => [createHash('sha256').update(`object ${k}`).digest('hex'), 1 + (k % 4999)] as const));
+  const objects = ObjectList.pack(Object.fromEntries(given));
+  // Each transaction of rows, as the registry hands it to the database.
+  const chunks: number[] = [];
+  const addRows = registry.db.addRows.bind(registry.db);
+  registry.db.addRows = (id, rows) => {
+    chunks.push(rows.length);
+    return addRows(id, rows);
+  };
+  let turns = 0;
+  let ticking = true;
+  const tick = () => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const { owned, durable } = registry.register({ id: hex(1), entries: 100_001, bytes: 1, imageBytes: 5, objects }, Buffer.from('image'), 1000, 200);
+  tt.equal(owned.objects, 100_000, 'counted whole at once, before any row');
+  tt.same(chunks, [], 'no row in the turn of the registration');
+  await durable;
+  ticking = false;
+  tt.ok(chunks.length === 500 && chunks.every((n) => n === 200), `500 transactions of 200 rows (${chunks.length}, at most ${Math.max(...chunks)})`);
+  tt.ok(turns >= 499, `other callbacks ran between them (${turns} turns)`);
+  const rows = new Map<string, number>();
+  for (let after: string | undefined = ''; after !== undefined; ) {
+    const page = registry.db.pendingPage(hex(1), 1000, after, 5000);
+    for (const r of page) rows.set(r.digest, r.size);
+    after = page.length === 5000 ? page.at(-1)!.digest : undefined;
+  }
+  const wrong = [...given].filter(([d, size]) => rows.get(d) !== size);
+  tt.ok(rows.size === given.size && wrong.length === 0, `the image's rows are exactly its objects, each with its size (${rows.size} rows, ${wrong.length} wrong)`);
+  tt.ok(registry.stored(hex(1)), 'stored once the last rows are in');
+  tt.same(registry.db.check(), [], 'consistent');
+  registry.db.close();
 });

@@ -21,6 +21,7 @@ const { FsVerityHasher } = (await dist('verity/fsverity.js')) as typeof import('
 const { recordHeader } = (await dist('client/images.js')) as typeof import('../../src/client/images.js');
 const { pipe } = (await dist('sys/syscalls.js')) as typeof import('../../src/sys/syscalls.js');
 const { objectPath } = (await dist('store/objects.js')) as typeof import('../../src/store/objects.js');
+const { ObjectList } = (await dist('store/object-list.js')) as typeof import('../../src/store/object-list.js');
 
 const content = (k: number) => Buffer.from(`object ${k}\n`);
 const digestOf = (b: Buffer) => new FsVerityHasher().update(b).digest().toString('hex');
@@ -42,7 +43,7 @@ t.test('objects uploaded again while their old files are being unlinked are all 
     fdDeadlineMs: 5000,
     onDeleted: (r) => reports.push(r),
   });
-  const image = (id: string) => ({ id: id.repeat(64), entries: 41, bytes: 400, imageBytes: 10, objects: sizeOf });
+  const image = (id: string) => ({ id: id.repeat(64), entries: 41, bytes: 400, imageBytes: 10, objects: ObjectList.pack(sizeOf) });
   const upload = (uid: number) => {
     const [r, w] = pipe();
     const done = svc.receive(uid, r, false);
