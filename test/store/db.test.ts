@@ -161,7 +161,7 @@ class Registrations {
   begin(uid: number, img: number, extra: Partial<NewImage> = {}): void {
     if (this.at.has(img) && !this.db.ownedBy(hex(img), uid)) seen.ownerJoinedMidway++;
     // As the broker registers: the image's row and uid's at once (the manifest's objects, all of them), its rows by `rows`.
-    if (this.db.begin(image(img, images[img]!, extra), uid).created) this.at.set(img, 0);
+    if (this.db.begin(head(image(img, images[img]!, extra)), uid).created) this.at.set(img, 0);
   }
 
   /** The next n rows of a registration under way, as one addRows; marked stored after the last, as register does. */
