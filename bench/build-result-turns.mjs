@@ -9,23 +9,14 @@ import { mkdtempSync, rmSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
+import { syntheticEntries } from './lib/synthetic-tree.mjs';
 const root = process.argv[2];
 const objects = Number(process.argv[3] ?? 100000);
 const entries = objects + objects / 10;
 const { ImageService } = await import(join(root, 'dist/src/broker/images.js'));
 const { sealedMemfd } = await import(join(root, 'dist/src/sys/syscalls.js'));
-const mtime = { sec: 1700000000, nsec: 0 };
 const digests = Array.from({ length: objects }, (_, k) => createHash('sha256').update(`object ${k}`).digest('hex'));
-const list = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }];
-let file = 0;
-for (let d = 0; list.length < entries; d++) {
-  const dir = `/d${String(d).padStart(5, '0')}`;
-  list.push({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
-  for (let f = 0; f < 1000 && list.length < entries; f++, file++) {
-    const k = file % objects;
-    list.push({ path: `${dir}/f${String(f).padStart(4, '0')}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: 10 + (k % 1000), digest: digests[k] });
-  }
-}
+const list = syntheticEntries(entries, objects, (k) => ({ size: 10 + (k % 1000), digest: digests[k] }));
 const fd = sealedMemfd('turns-manifest', Buffer.from(JSON.stringify({ version: 1, name: 'turns', entries: list })));
 const dir = mkdtempSync(join(tmpdir(), 'mountgate-turns.'));
 const svc = new ImageService({ stateDir: join(dir, 'state'), policy: () => ({ version: 1 }), features: { fileBackedErofs: false, idmappedMounts: false, fsVerity: false, overlayDataOnly: false }, fdDeadlineMs: 5000 });

@@ -12,24 +12,15 @@ const { connect } = await import(join(pkg, 'dist', 'src', 'index.js'));
 const { FsVerityHasher } = await import(join(pkg, 'dist', 'src', 'verity', 'fsverity.js'));
 const { pipe, sealedMemfd } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
 const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
+const { syntheticEntries } = await import(join(pkg, 'bench', 'lib', 'synthetic-tree.mjs'));
 const [entries, objects, calls] = process.argv.slice(2, 5).map(Number);
 const keep = process.argv[5] === 'keep';
 
-const mtime = { sec: 1700000000, nsec: 0 };
 /** Content k: small and distinct (its index spelled out), a few blocks for the first 16. */
 const content = (k) => (k < 16 ? Buffer.alloc(8192 + k, 65 + k) : Buffer.from(`object ${k}\n`));
 const digests = Array.from({ length: objects }, (_, k) => new FsVerityHasher().update(content(k)).digest().toString('hex'));
-// Directories of 1000 files each, names sorting in path order; file i has content i mod OBJECTS.
-const list = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime }];
-let file = 0;
-for (let d = 0; list.length < entries; d++) {
-  const dir = `/d${String(d).padStart(5, '0')}`;
-  list.push({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
-  for (let f = 0; f < 1000 && list.length < entries; f++, file++) {
-    const k = file % objects;
-    list.push({ path: `${dir}/f${String(f).padStart(4, '0')}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: content(k).length, digest: digests[k] });
-  }
-}
+// File i has content i mod OBJECTS.
+const list = syntheticEntries(entries, objects, (k) => ({ size: content(k).length, digest: digests[k] }));
 const broker = await connect();
 const fd = sealedMemfd('bench-manifest', Buffer.from(JSON.stringify({ version: 1, name: `bench-${entries}-${objects}`, entries: list })));
 let t0 = performance.now();

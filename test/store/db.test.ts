@@ -13,6 +13,7 @@ import { StoreDb, type NewImage } from '../../src/store/db.js';
 import { ImageRegistry, LegacyStateError } from '../../src/store/images.js';
 import { ObjectList } from '../../src/store/object-list.js';
 import { repoRoot } from '../helpers/paths.js';
+import { countTurns } from '../helpers/turns.js';
 
 const hex = (n: number) => n.toString(16).padStart(64, '0');
 const scratch = () => {
@@ -643,18 +644,12 @@ t.test('an image of 100k packed objects is registered 200 rows a turn, decoded a
     chunks.push(rows.length);
     return addRows(id, rows);
   };
-  let turns = 0;
-  let ticking = true;
-  const tick = () => {
-    turns++;
-    if (ticking) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const stopCounting = countTurns();
   const { owned, durable } = registry.register({ id: hex(1), entries: 100_001, bytes: 1, imageBytes: 5, objects }, Buffer.from('image'), 1000, 200);
   tt.equal(owned.objects, 100_000, 'counted whole at once, before any row');
   tt.same(chunks, [], 'no row in the turn of the registration');
   await durable;
-  ticking = false;
+  const turns = stopCounting();
   tt.ok(chunks.length === 500 && chunks.every((n) => n === 200), `500 transactions of 200 rows (${chunks.length}, at most ${Math.max(...chunks)})`);
   tt.ok(turns >= 499, `other callbacks ran between them (${turns} turns)`);
   const rows = new Map<string, number>();

@@ -6,6 +6,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { ObjectList, objectRecordBytes } from '../../src/store/object-list.js';
+import { countTurns } from '../helpers/turns.js';
 
 const digest = (k: number) => createHash('sha256').update(`object ${k}`).digest('hex');
 const objects = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, k) => [digest(k), 1 + k * 7919]));
@@ -48,15 +49,9 @@ t.test('records a build helper would not send are refused', async (tt) => {
 
 t.test('a list of 100k objects is checked in many short turns, not in one', async (tt) => {
   const list = ObjectList.pack(objects(100_000));
-  let turns = 0;
-  let ticking = true;
-  const tick = () => {
-    turns++;
-    if (ticking) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const stopCounting = countTurns();
   const checked = await ObjectList.check(list.records, list.count, 1000);
-  ticking = false;
+  const turns = stopCounting();
   tt.equal(checked.count, 100_000, 'checked whole');
   tt.ok(turns >= 99, `other callbacks ran between its slices of 1000 (${turns} turns)`);
 });
