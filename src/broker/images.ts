@@ -10,7 +10,7 @@
 // helpers (upload-helper.ts), child processes started ahead of need
 // (upload-helpers.ts) and killed at their deadlines.
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
@@ -27,6 +27,7 @@ import { MemoryReturn } from './memory-return.js';
 import { BuildHelpers } from './build-helpers.js';
 import type { BuiltImage } from './image-builder.js';
 import { UploadHelpers } from './upload-helpers.js';
+import { HeldObjects, heldName } from './held.js';
 import { inTurns } from './turns.js';
 
 export interface ImageDeps {
@@ -86,6 +87,10 @@ export class ImageService {
   private readonly builds = new FairQueue(2);
   private readonly builder = new BuildHelpers();
   private readonly helpers: UploadHelpers;
+  /** What ProveObjects holds for each user until an AddImage adopts it. */
+  readonly held: HeldObjects;
+  /** Users with a ProveObjects under way (one at a time each). */
+  private readonly proving = new Set<number>();
   /** Images whose last owner dropped them, their rows still to delete (dropRows). */
   private readonly dropping = new Set<string>();
   private dropTimer: NodeJS.Immediate | undefined;
@@ -102,6 +107,7 @@ export class ImageService {
       this.settle();
     });
     this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
+    this.held = new HeldObjects(this.store.tmpDir);
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
     this.reconcile();
   }
@@ -197,12 +203,61 @@ export class ImageService {
     // The image's bytes (tens of MiB for a big one) are garbage once on disk.
     void durable.finally(() => this.memory.soon()).catch(() => undefined);
     const missing = durable.then(async () => {
+      await this.adopt(uid);
       const list = await this.missingInTurns(uid, built.imageId);
       // Its PutObjects follows the answer: the helper that will read it starts now.
       if (list.length > 0) this.helpers.prepare();
       return list;
     });
     return { imageId: built.imageId, owned, durable: missing };
+  }
+
+  /**
+   * Turns what uid holds (ProveObjects) and its images need into proofs, as
+   * PutObjects would: an object the store has is proven at once (the held
+   * link goes); one it lacks is published from the held file. A slice per
+   * turn, one transaction each; an object whose old file is being unlinked
+   * waits for that. Holds no image of uid needs stay until they expire.
+   * Resolves once what was published is on disk.
+   */
+  private async adopt(uid: number): Promise<void> {
+    const holds = this.held.of(uid);
+    if (holds.length === 0) return;
+    const db = this.registry.db;
+    let published = 0;
+    const step = (slice: [string, number][], waiting: [string, number][]) =>
+      db.transaction(() => {
+        for (const [digest, size] of slice) {
+          if (!this.held.has(uid, digest) || db.wantedSize(uid, digest) !== size) continue;
+          if (db.hasProven(uid, digest)) {
+            this.held.release(uid, digest, true);
+          } else if (db.isPresent(digest)) {
+            db.recordPossession(uid, digest);
+            this.held.release(uid, digest, true);
+          } else if (this.store.unlinking(digest)) {
+            waiting.push([digest, size]);
+          } else {
+            this.store.publish(heldName(uid, digest), digest);
+            db.recordPossession(uid, digest);
+            this.held.release(uid, digest, false);
+            published++;
+          }
+        }
+      });
+    const waiting: [string, number][] = [];
+    await inTurns(holds, publishPerTurn, (slice) => step(slice, waiting));
+    if (waiting.length > 0) {
+      await Promise.all(waiting.map(([d]) => this.store.unlinking(d)));
+      await inTurns(waiting, publishPerTurn, (slice) => step(slice, []));
+    }
+    if (published === 0) return;
+    // The names (and the held copies' contents) are on disk before the answer says the objects are there.
+    const fd = openSync(this.store.objectsDir, 'r');
+    try {
+      await sys.syncfsAsync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /**
@@ -213,9 +268,95 @@ export class ImageService {
    * published name is on disk.
    */
   async receive(uid: number, streamFd: number, socket: boolean): Promise<{ objects: number; bytes: number }> {
-    let pending: string;
+    let objects = 0;
+    let bytes = 0;
+    // Objects whose old file's unlink was under way when their batch came: published once it is done, before the sync.
+    let deferred: Promise<void> = Promise.resolve();
+    const credit = (batch: [string, number, string | null][], settled: () => boolean) => {
+      const done = this.publish(uid, batch);
+      objects += done.objects;
+      bytes += done.bytes;
+      if (done.waiting.length === 0) return;
+      deferred = deferred.then(async () => {
+        await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
+        if (!settled()) credit(done.waiting, settled);
+      });
+    };
+    await this.drive(uid, streamFd, socket, () => this.pendingLine(uid), {
+      // Each batch published a slice per turn (a batch of 1024 in one turn held every other call for 0.2-0.3 s).
+      batch: (items, settled) => inTurns(items as [string, number, string | null][], publishPerTurn, (slice) => !settled() && credit(slice, settled)),
+      // Every publish is done (the deferred ones too) before the helper makes the names durable.
+      end: () => deferred.then(() => 'sync' as const),
+    });
+    return { objects, bytes };
+  }
+
+  /**
+   * ProveObjects: hashes the files (or bytes) of `streamFd`'s records in an
+   * upload helper and holds each object for uid (held.ts) until an AddImage
+   * adopts it: a link to the store's file when it has the content, else a
+   * copy. Answers the digests in record order (32 raw bytes each). Limits are
+   * the caller's: bytes within what its quota leaves, objects within the
+   * policy's entries per image, less what it holds already; one call of a
+   * user's at a time. A call that fails holds nothing new.
+   */
+  async prove(uid: number, streamFd: number, socket: boolean): Promise<{ digests: Buffer; objects: number; bytes: number }> {
+    if (this.proving.has(uid)) {
+      closeSync(streamFd);
+      throw new LimitExceededError('a ProveObjects of yours is under way; one at a time (send more records in it, or wait for its answer)');
+    }
+    const limits = imageLimits(this.deps.policy());
+    const held = this.held.usage(uid);
+    const allowance = { bytes: Math.max(0, limits.maxBytesPerUser - this.storeUsage(uid).bytes - held.bytes), records: Math.max(0, limits.maxEntriesPerImage - held.objects) };
+    const digests: Buffer[] = [];
+    const fresh: string[] = [];
+    let objects = 0;
+    let bytes = 0;
+    this.proving.add(uid);
     try {
-      pending = await this.pendingLine(uid);
+      await this.drive(uid, streamFd, socket, async () => `${JSON.stringify({ prove: allowance })}\n`, {
+        batch: (items, settled) =>
+          inTurns(items as [string, number, string, number, boolean][], publishPerTurn, (slice) => {
+            if (settled()) return;
+            for (const [digest, size, tmp, index] of slice) {
+              this.store.holdTmp(tmp, heldName(uid, digest));
+              if (this.held.add(uid, digest, size)) fresh.push(digest);
+              digests[index] = Buffer.from(digest, 'hex');
+              objects++;
+              bytes += size;
+            }
+          }),
+        // Nothing to sync: a hold is made durable when adopted.
+        end: async () => 'done' as const,
+      });
+    } catch (err) {
+      for (const d of fresh) this.held.release(uid, d, true);
+      throw err;
+    } finally {
+      this.proving.delete(uid);
+    }
+    if (digests.length !== objects) throw new Error(`the upload helper answered ${objects} of ${digests.length} record(s)`);
+    return { digests: Buffer.concat(digests), objects, bytes };
+  }
+
+  /**
+   * Runs one upload helper over `streamFd` (owned from the call on): hands it
+   * the stream and its first line, passes each batch it reports to
+   * `handlers.batch` (in order), and once it reached the end and the batches
+   * are done, either has it sync (PutObjects: the published names made
+   * durable) or ends. The helper is killed at the deadline when it goes quiet,
+   * and what it left in tmp/ under its prefix is removed in every case.
+   */
+  private async drive(
+    uid: number,
+    streamFd: number,
+    socket: boolean,
+    firstLine: () => Promise<string>,
+    handlers: { batch(items: unknown[][], settled: () => boolean): Promise<void>; end(): Promise<'sync' | 'done'> },
+  ): Promise<void> {
+    let first: string;
+    try {
+      first = await firstLine();
     } catch (err) {
       closeSync(streamFd);
       throw err;
@@ -232,16 +373,13 @@ export class ImageService {
     // The helper gets its own copy through the channel; the front's goes once it is sent.
     const handed = helper.start(streamFd, { prefix, socket }).finally(() => closeSync(streamFd));
     const stdin = child.stdin!;
-    stdin.write(pending);
+    stdin.write(first);
     let objects = 0;
-    let bytes = 0;
-    return new Promise<{ objects: number; bytes: number }>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       let settled = false;
       let lastLine = 0;
       let timer: NodeJS.Timeout | undefined;
-      // Objects whose old file's unlink was under way when their batch came: published once it is done, before the sync.
-      let deferred: Promise<void> = Promise.resolve();
-      // The batches, in order, each published a slice per turn (a batch of 1024 in one turn held every other call for 0.2-0.3 s).
+      // The batches, in order.
       let publishing: Promise<void> = Promise.resolve();
       const finish = (err?: Error) => {
         if (settled) return;
@@ -250,20 +388,9 @@ export class ImageService {
         child.kill('SIGKILL');
         const dropped = this.store.dropTmp(prefix).catch(() => undefined);
         this.memory.soon();
-        void dropped.then(() => (err ? reject(err) : resolve({ objects, bytes })));
+        void dropped.then(() => (err ? reject(err) : resolve()));
       };
-      const credit = (batch: [string, number, string | null][]) => {
-        const done = this.publish(uid, batch);
-        objects += done.objects;
-        bytes += done.bytes;
-        if (done.waiting.length === 0) return;
-        deferred = deferred
-          .then(async () => {
-            await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
-            if (!settled) credit(done.waiting);
-          })
-          .catch((err: Error) => finish(err));
-      };
+      const isSettled = () => settled;
       // The helper says it is alive several times a second unless a read is stuck (a file on a filesystem that does not answer).
       const arm = () => {
         clearTimeout(timer);
@@ -272,7 +399,7 @@ export class ImageService {
           const last = lastLine;
           setImmediate(() => {
             if (lastLine !== last) return;
-            finish(new TimeoutError(`reading the upload did not progress for ${this.deps.fdDeadlineMs / 1000} s (a passed file's filesystem, e.g. a FUSE server, is not responding); ${objects} object(s) were stored before it`));
+            finish(new TimeoutError(`reading the upload did not progress for ${this.deps.fdDeadlineMs / 1000} s (a passed file's filesystem, e.g. a FUSE server, is not responding); ${objects} object(s) were taken before it`));
           });
         }, Math.max(this.deps.fdDeadlineMs, 1000));
       };
@@ -289,21 +416,22 @@ export class ImageService {
         lastLine++;
         arm();
         if (Array.isArray(line.b)) {
-          const batch = line.b as [string, number, string | null][];
-          publishing = publishing
-            .then(() => inTurns(batch, publishPerTurn, (slice) => !settled && credit(slice)))
-            .catch((err: Error) => finish(err));
+          const batch = line.b as unknown[][];
+          objects += batch.length;
+          publishing = publishing.then(() => handlers.batch(batch, isSettled)).catch((err: Error) => finish(err));
         } else if (line.end) {
-          // Every publish is done (the deferred ones too) before the helper makes the names durable.
           void publishing
-            .then(() => deferred)
-            .then(() => {
-              if (!settled) stdin.write('sync\n');
-            });
+            .then(() => handlers.end())
+            .then((next) => {
+              if (settled) return;
+              if (next === 'sync') stdin.write('sync\n');
+              else finish();
+            })
+            .catch((err: Error) => finish(err));
         } else if (line.synced) {
           finish();
         } else if (typeof line.e === 'string') {
-          finish(new InvalidRequestError(line.e));
+          finish(line.limit === true ? new LimitExceededError(line.e) : new InvalidRequestError(line.e));
         }
       });
       child.once('exit', (code, signal) => finish(new Error(`the upload helper exited (${signal ?? code}) before the upload was complete`)));

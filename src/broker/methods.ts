@@ -212,6 +212,26 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     },
   };
 
+  const proveObjects: MethodRecord<PutArgs, undefined> = {
+    method: 'ProveObjects',
+    ruled: true,
+    // The same stream as PutObjects', checked the same way.
+    args: (raw) => putObjects.args(raw),
+    explainArgs: (_json, fds) => {
+      if (fds[0] === undefined) throw new InvalidRequestError('explaining ProveObjects takes the stream as fds[0]');
+      return putObjects.args({ stream: fds[0] });
+    },
+    facts: () => undefined,
+    decide: (call) => decideMethod('ProveObjects', call.caller, call.policy, call.usage),
+    async execute(call, args) {
+      call.takeFd(args.stream);
+      const { digests, objects, bytes } = await images.prove(call.caller.uid, args.stream, args.socket);
+      // In a sealed memfd, as AddImage's missing list: a call may prove more objects than a bus message holds digests.
+      const listFd = sys.sealedMemfd('mountgate-digests', digests);
+      return { signature: 'htt', body: [listFd, objects, bytes], fd: listFd, audit: { objects, bytes, held: images.held.usage(call.caller.uid) } };
+    },
+  };
+
   type MountArgs = { imageId: string; request: MountRequest };
   type MountFacts = ReturnType<ImageService['mountFacts']>;
   const mountImage: MethodRecord<MountArgs, MountFacts, MountGrant> = {
@@ -288,6 +308,6 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
     },
   };
 
-  const records: MethodRecord[] = [getInfo, bindIdmapped, addImage, putObjects, mountImage, listImages, removeImage] as MethodRecord[];
+  const records: MethodRecord[] = [getInfo, bindIdmapped, addImage, putObjects, proveObjects, mountImage, listImages, removeImage] as MethodRecord[];
   return new Map(records.map((r) => [r.method, r]));
 }

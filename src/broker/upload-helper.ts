@@ -15,10 +15,16 @@
 //
 //   node upload-helper.js TMPDIR IDLE_MS [--verity]
 // fd 3: one frame {"type": "call", "prefix": P, "kind": "pipe"|"socket"} with the stream fd.
-// stdin: one JSON line {"pending": [[digest, size, present], ...]}, then "sync" lines.
+// stdin: one JSON line {"pending": [[digest, size, present], ...]}, then "sync" lines;
+//   or, for ProveObjects, {"prove": {"bytes": B, "records": N}}: records claim
+//   no digest (all zeros), at most N of them adding up to at most B bytes, and
+//   every object gets a tmp file (the store's own linked, or a copy), not synced:
+//   what it holds is the front's to keep or drop (held.ts).
 // stdout: JSON lines: {"p":1} (alive: at least every 200 ms while its event
 //   loop runs or it reads), {"b": [[digest, size, tmp name | null], ...]} (a
-//   batch of verified objects, on disk), {"end":1}, {"synced":1}, {"e": message} (refused; exits).
+//   batch of verified objects, on disk; for ProveObjects [digest, size, tmp
+//   name, record index, linked]), {"end":1}, {"synced":1}, {"e": message, "limit"?: true} (refused, for a limit
+//   of the caller's when "limit"; exits).
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -38,6 +44,8 @@ const verity = process.argv.includes('--verity');
 const idleMs = Number(idleArg);
 /** The size field's top bit: the content is the next fd passed on the socket, not bytes in the stream. */
 const BY_FD = 1n << 63n;
+/** The digest field of a ProveObjects record. */
+const zeroDigest = '0'.repeat(64);
 /** Objects, or bytes written, after which a batch is synced and reported. */
 const batchObjects = 1024;
 const batchBytes = 256 * 2 ** 20;
@@ -49,6 +57,8 @@ const maxInFlight = 512;
 const threadCount = 2;
 
 class Refusal extends Error {}
+/** A refusal for a limit of the caller's (LimitExceeded, not InvalidRequest). */
+class LimitRefusal extends Refusal {}
 
 function say(line: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -173,7 +183,11 @@ const heartbeat = setInterval(() => {
 }, 200);
 const dirFd = openSync(tmpDir, 'r');
 let serial = 0;
-let batch: [string, number, string | null][] = [];
+/** A batch's items: [digest, size, tmp | null], and for ProveObjects [.., record index, linked]. */
+type Done = [string, number, string | null] | [string, number, string, number, boolean];
+let batch: Done[] = [];
+/** ProveObjects: what the call may hold (the front's allowance), and nothing is synced. */
+let proving: { bytes: number; records: number } | undefined;
 let batchWritten = 0;
 /** Batches being synced and said, in order. */
 let flushing: Promise<void> = Promise.resolve();
@@ -183,10 +197,10 @@ let wroteAny = false;
 let over = false;
 
 /** Ends the call with a refusal or a failure (what this call left in the tmp directory, the front removes by its prefix). */
-function refuse(message: string): void {
+function refuse(message: string, limit = false): void {
   if (over) return;
   over = true;
-  say({ e: message });
+  say({ e: message, ...(limit ? { limit: true } : {}) });
   process.stdout.write('', () => process.exit(0));
 }
 
@@ -222,8 +236,10 @@ function flushBatch(): Promise<void> {
   if (done.length === 0) return flushing;
   flushing = flushing.then(async () => {
     if (done.some(([, , tmp]) => tmp !== null)) {
-      if (verity) for (const [, , tmp] of done) if (tmp) enableVerity(join(tmpDir, tmp));
-      await syncfsAsync(dirFd);
+      // A linked file is the store's own object, sealed already.
+      if (verity) for (const [, , tmp, , linked] of done) if (tmp && !linked) enableVerity(join(tmpDir, tmp));
+      // Held files are synced when adopted (a restart drops them anyway).
+      if (!proving) await syncfsAsync(dirFd);
     }
     if (!over) say({ b: done });
   });
@@ -232,7 +248,18 @@ function flushBatch(): Promise<void> {
 }
 
 /** An object whose content hashed to `actual` (`received` bytes): into the batch, or the end of the call. */
-function completed(digest: string, size: number, tmp: string | null, received: number, actual: string): void {
+function completed(digest: string, size: number, tmp: string | null, received: number, actual: string, proved?: { index: number; linked: boolean }): void {
+  if (proved) {
+    if (received !== size) throw new Refusal(`record ${proved.index}: got ${received} bytes, expected ${size}; nothing of it is held`);
+    batch.push([actual, size, tmp!, proved.index, proved.linked]);
+    if (!proved.linked) {
+      batchWritten += size;
+      wroteAny = true;
+    }
+    objects++;
+    if (batch.length >= batchObjects || batchWritten >= batchBytes) void flushBatch();
+    return;
+  }
   if (received !== size) throw new Refusal(`object ${digest}: got ${received} bytes, expected ${size}; nothing of it was stored`);
   if (actual !== digest) throw new Refusal(`object ${digest}: its content hashes to ${actual}; nothing of it was stored`);
   batch.push([digest, size, tmp]);
@@ -244,12 +271,15 @@ function completed(digest: string, size: number, tmp: string | null, received: n
   if (batch.length >= batchObjects || batchWritten >= batchBytes) void flushBatch();
 }
 
-const failed = (err: unknown) => refuse(err instanceof Refusal ? err.message : `the object stream failed after ${objects} object(s): ${(err as Error).message}`);
+const failed = (err: unknown) => refuse(err instanceof Refusal ? err.message : `the object stream failed after ${objects} object(s): ${(err as Error).message}`, err instanceof LimitRefusal);
 
 async function run(): Promise<void> {
-  const first = await nextLine();
+  const first = JSON.parse((await nextLine()) ?? '{"pending":[]}') as { pending?: [string, number, boolean][]; prove?: { bytes: number; records: number } };
   const pending = new Map<string, { size: number; present: boolean }>();
-  for (const [d, size, present] of (JSON.parse(first ?? '{"pending":[]}') as { pending: [string, number, boolean][] }).pending) pending.set(d, { size, present });
+  for (const [d, size, present] of first.pending ?? []) pending.set(d, { size, present });
+  proving = first.prove;
+  let heldBytes = 0;
+  let records = 0;
   const reader = kind === 'socket' ? StreamReader.fromUnixSocket(call.stream, idleMs) : StreamReader.fromFd(call.stream, idleMs);
   let unacked = 0;
   const ack = () => {
@@ -260,7 +290,7 @@ async function run(): Promise<void> {
     if (reader.write && ++unacked >= ackEvery) ack();
   };
   /** The records whose files the threads hash: id -> what the record claims. */
-  const claims = new Map<number, { digest: string; size: number; tmp: string | null }>();
+  const claims = new Map<number, { digest: string; size: number; tmp: string | null; index: number }>();
   let nextId = 0;
   pool.onError = failed;
   pool.onResults = (results) => {
@@ -270,7 +300,7 @@ async function run(): Promise<void> {
         claims.delete(r.id);
         if ('refusal' in r) throw new Refusal(r.refusal);
         if ('failure' in r) throw new Error(r.failure);
-        completed(claim.digest, claim.size, claim.tmp, r.received, r.digest);
+        completed(claim.digest, claim.size, claim.tmp, r.received, r.digest, proving ? { index: claim.index, linked: r.linked === true } : undefined);
         done();
       }
     } catch (err) {
@@ -292,6 +322,29 @@ async function run(): Promise<void> {
       const raw = header.readBigUInt64LE(32);
       const byFd = (raw & BY_FD) !== 0n;
       const size = Number(raw & ~BY_FD);
+      const index = records++;
+      if (proving) {
+        // ProveObjects: the broker says what the content is; the caller claims only its size.
+        if (digest !== zeroDigest) throw new Refusal(`record ${index} claims a digest; ProveObjects records carry 32 zero bytes where PutObjects has the digest (the broker computes it)`);
+        if (size === 0) throw new Refusal(`record ${index} is of 0 bytes; an empty file is no object (the manifest gives it size 0 and no digest)`);
+        if (records > proving.records) throw new LimitRefusal(`more than ${proving.records} record(s): that is as many objects as the broker may hold for you now (the policy's maxEntriesPerImage, less what it holds for you already); send fewer per call, or add the image that needs what is held`);
+        heldBytes += size;
+        if (heldBytes > proving.bytes) throw new LimitRefusal(`holding these objects would take more than the ${proving.bytes} byte(s) your quota leaves (what your images take and what the broker holds for you count); nothing of this call is held`);
+        const tmp = `${prefix}.${serial++}`;
+        if (byFd) {
+          const fd = reader.takeFd();
+          if (fd === undefined) throw new Refusal(`record ${index} takes its content from a passed fd, but no fd came with it${kind === 'socket' ? '' : ' (fds can only be passed on an AF_UNIX socket)'}`);
+          const id = nextId++;
+          claims.set(id, { digest, size, tmp, index });
+          pool.add({ id, fd, size, tmp, prove: true });
+        } else {
+          const sink = new Sink(tmp);
+          for await (const chunk of reader.chunks(size)) sink.update(chunk);
+          completed(digest, size, tmp, sink.received, sink.finish(), { index, linked: false });
+          done();
+        }
+        continue;
+      }
       const expected = pending.get(digest);
       if (expected === undefined) throw new Refusal(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
       if (size !== expected.size) throw new Refusal(`object ${digest} is ${expected.size} bytes in your image, but the stream says ${size}`);
@@ -301,7 +354,7 @@ async function run(): Promise<void> {
         const fd = reader.takeFd();
         if (fd === undefined) throw new Refusal(`the record of object ${digest} takes its content from a passed fd, but no fd came with it${kind === 'socket' ? '' : ' (fds can only be passed on an AF_UNIX socket)'}`);
         const id = nextId++;
-        claims.set(id, { digest, size, tmp });
+        claims.set(id, { digest, size, tmp, index });
         pool.add({ id, fd, size, tmp });
       } else {
         const sink = new Sink(tmp);

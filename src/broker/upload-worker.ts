@@ -7,11 +7,17 @@
 // the store is exactly what was hashed, whatever the caller does to its file
 // meanwhile. It closes every fd it was given. It never trusts the claimed
 // digest: it reports the digest it computed, and the helper compares.
+// For ProveObjects (`prove`), where no digest is claimed: it hashes the file
+// first, then hard-links the store's object of that digest to the tmp name
+// when the store has it (no byte written) or, when it does not, copies the
+// file there, hashing the copy again (a file changed between the two reads
+// is refused); a file of at most one read's size is read once.
 // Progress: it bumps its slot of a shared counter after every read, so the
 // helper can tell a thread stuck in a read (a filesystem that never answers)
 // from a busy one.
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, fstatSync, linkSync, openSync, readSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { objectPath } from '../composefs/format.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FsVerityHasher } from '../verity/fsverity.js';
 
@@ -22,10 +28,12 @@ export interface HashJob {
   size: number;
   /** The tmp file to write the content to (the store lacks it), or null to hash only. */
   tmp: string | null;
+  /** ProveObjects: no digest claimed; `tmp` gets the store's object by a link, or a copy. */
+  prove?: boolean;
 }
 
-/** What was read (`received` bytes, hashing to `digest`), or why the file cannot prove anything, or an error. */
-export type HashResult = { id: number; digest: string; received: number } | { id: number; refusal: string } | { id: number; failure: string };
+/** What was read (`received` bytes, hashing to `digest`; `linked`: the tmp file is the store's own), or why the file cannot prove anything, or an error. */
+export type HashResult = { id: number; digest: string; received: number; linked?: boolean } | { id: number; refusal: string } | { id: number; failure: string };
 
 export interface HashWorkerData {
   tmpDir: string;
@@ -35,6 +43,8 @@ export interface HashWorkerData {
 }
 
 const { tmpDir, progress, slot } = workerData as HashWorkerData;
+/** The store's objects, beside its tmp directory (ObjectStore's layout). */
+const objectsDir = join(dirname(tmpDir), 'objects');
 const counters = new Int32Array(progress);
 const chunkBytes = 1 << 20;
 const buf = Buffer.allocUnsafe(chunkBytes);
@@ -46,36 +56,76 @@ function writeAll(fd: number, data: Uint8Array): void {
   for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, data.length - at);
 }
 
+/** Reads the passed file from offset 0 up to `size`, hashing each chunk and writing it to `out` too when given. */
+function readHashing(fd: number, size: number, out: number | undefined): { digest: string; received: number; reads: number } {
+  hasher.reset();
+  let at = 0;
+  let reads = 0;
+  while (at < size) {
+    let n: number;
+    try {
+      n = readSync(fd, buf, 0, Math.min(chunkBytes, size - at), at);
+    } catch (err) {
+      // An fd opened without read access (O_WRONLY, O_PATH): the read itself is the check.
+      if ((err as NodeJS.ErrnoException).code === 'EBADF') throw new Refusal('a passed fd was not opened for reading');
+      throw err;
+    }
+    Atomics.add(counters, slot, 1);
+    if (n === 0) break;
+    reads++;
+    const chunk = buf.subarray(0, n);
+    hasher.update(chunk);
+    if (out !== undefined) writeAll(out, chunk);
+    at += n;
+  }
+  return { digest: hasher.digest().toString('hex'), received: at, reads };
+}
+
+/** Created read-only (objects are 0444; fs-verity, enabled before the sync, wants no writer either): the fd open() returns may still write. */
+function createTmp(name: string): number {
+  return openSync(join(tmpDir, name), 'wx', 0o444);
+}
+
 /** Hashes (and, with a tmp name, copies) one passed file, up to its claimed size. */
-function hashFile(job: HashJob): { digest: string; received: number } {
+function hashFile(job: HashJob): { digest: string; received: number; linked?: boolean } {
   const st = fstatSync(job.fd);
   if (!st.isFile()) throw new Refusal('a passed fd is not a regular file (only regular files can prove an object)');
   if (st.size !== job.size) throw new Refusal(`a passed file is ${st.size} bytes, its record says ${job.size}`);
-  // Created read-only (objects are 0444; fs-verity, enabled before the sync, wants no writer either): the fd
-  // open() returns may still write, so no fchmod is needed after.
-  const out = job.tmp === null ? undefined : openSync(join(tmpDir, job.tmp), 'wx', 0o444);
+  if (job.prove) return proveFile(job);
+  const out = job.tmp === null ? undefined : createTmp(job.tmp);
   try {
-    hasher.reset();
-    let at = 0;
-    while (at < job.size) {
-      let n: number;
-      try {
-        n = readSync(job.fd, buf, 0, Math.min(chunkBytes, job.size - at), at);
-      } catch (err) {
-        // An fd opened without read access (O_WRONLY, O_PATH): the read itself is the check.
-        if ((err as NodeJS.ErrnoException).code === 'EBADF') throw new Refusal('a passed fd was not opened for reading');
-        throw err;
-      }
-      Atomics.add(counters, slot, 1);
-      if (n === 0) break;
-      const chunk = buf.subarray(0, n);
-      hasher.update(chunk);
-      if (out !== undefined) writeAll(out, chunk);
-      at += n;
-    }
-    return { digest: hasher.digest().toString('hex'), received: at };
+    const { digest, received } = readHashing(job.fd, job.size, out);
+    return { digest, received };
   } finally {
     if (out !== undefined) closeSync(out);
+  }
+}
+
+/** ProveObjects' way: hash, then the store's object linked to the tmp name, or the file copied there. */
+function proveFile(job: HashJob): { digest: string; received: number; linked: boolean } {
+  const tmp = job.tmp!;
+  const { reads, ...first } = readHashing(job.fd, job.size, undefined);
+  // Short: the helper refuses it by its size.
+  if (first.received !== job.size) return { ...first, linked: false };
+  try {
+    linkSync(join(objectsDir, objectPath(first.digest)), join(tmpDir, tmp));
+    return { ...first, linked: true };
+  } catch (err) {
+    // Not in the store (or just deleted from it): a copy of our own.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const out = createTmp(tmp);
+  try {
+    if (reads === 1) {
+      // Read in one piece: what is in the buffer is what was hashed.
+      writeAll(out, buf.subarray(0, job.size));
+      return { ...first, linked: false };
+    }
+    const copied = readHashing(job.fd, job.size, out);
+    if (copied.digest !== first.digest || copied.received !== first.received) throw new Refusal(`a passed file (${job.size} bytes) changed while it was read`);
+    return { digest: copied.digest, received: copied.received, linked: false };
+  } finally {
+    closeSync(out);
   }
 }
 

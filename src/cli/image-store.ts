@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { listedNames } from '../client/image-ref.js';
-import { directorySize, findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage } from '../client/images.js';
+import { directorySize, findObjects, manifestFromDirectory, manifestObjects, proveWith, resolveImageRef, uploadImage } from '../client/images.js';
 import { parseManifest } from '../manifest/load.js';
 import { addArchive, archiveOptions, isArchiveSource } from './import.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
@@ -25,6 +25,7 @@ async function forgetKept(listing: () => Promise<ListedImage[]>, replaced?: List
 }
 import { trace } from '../trace.js';
 import { DigestCache } from '../client/digest-cache.js';
+import type { MountgateBroker } from '../client/broker.js';
 
 const MiB = 1024 * 1024;
 
@@ -160,9 +161,11 @@ Examples:
     .action(async (source: string, opts: AddOptions) => {
       if (isArchiveSource(source)) return addArchive(program, source, opts);
       const progress = new ImportProgress(stderrSink(Boolean(opts.json) && !opts.dryRun));
-      let manifest: Manifest;
-      let sources: Map<string, string | Buffer>;
+      let manifest: Manifest | undefined;
+      let sources: Map<string, string | Buffer> = new Map();
       let digestCache: DigestCache | undefined;
+      /** A directory's manifest: made before the call for --dry-run (hashed here), else once connected (the broker hashes). */
+      let fromDirectory: ((b: MountgateBroker | undefined) => Promise<Manifest>) | undefined;
       if (lstatSync(source).isDirectory()) {
         if (opts.objects) image.error('mountgate: --objects is for a manifest file; a directory holds its own contents', { exitCode: 2 });
         const owners = ownerMapping(Boolean(opts.keepIds));
@@ -170,17 +173,25 @@ Examples:
         const size = progress.active ? directorySize(source, prewalkBudgetMs) : undefined;
         if (size) progress.readTotal(size.bytes);
         digestCache = opts.digestCache === false ? undefined : DigestCache.load();
-        ({ manifest, sources } = await manifestFromDirectory(source, {
-          ...(opts.name ? { name: opts.name } : {}),
-          ...(owners.uidMap ? { uidMap: owners.uidMap } : {}),
-          ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
-          onProgress: (entries, bytes) => progress.readAt(entries, bytes),
-          ...(digestCache ? { digestCache } : {}),
-        }));
-        progress.done();
-        digestCache?.save();
-        trace(`manifest built${digestCache ? ` (digest cache: ${digestCache.hits} hits, ${digestCache.misses} misses)` : ''}`);
+        const cache = digestCache;
+        fromDirectory = async (b) => {
+          let made: Manifest;
+          ({ manifest: made, sources } = await manifestFromDirectory(source, {
+            ...(opts.name ? { name: opts.name } : {}),
+            ...(owners.uidMap ? { uidMap: owners.uidMap } : {}),
+            ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
+            onProgress: (entries, bytes) => progress.readAt(entries, bytes),
+            ...(cache ? { digestCache: cache } : {}),
+            // Connected: the broker hashes what the cache does not know (it would hash it again anyway).
+            ...(b ? { prove: proveWith(b) } : {}),
+          }));
+          progress.done();
+          cache?.save();
+          trace(`manifest built${cache ? ` (digest cache: ${cache.hits} hits, ${cache.misses} misses)` : ''}`);
+          return made;
+        };
         if (opts.dryRun) {
+          manifest = await fromDirectory(undefined);
           const summary = dryRunSummary(manifest, owners.how);
           if (opts.json) return say(JSON.stringify(summary));
           const counts = (m: Record<string, number>) => Object.entries(m).map(([k, n]) => `${k} (${n})`).join(', ');
@@ -198,9 +209,10 @@ Examples:
         sources = opts.objects ? findObjects(opts.objects, manifestObjects(manifest).keys()) : new Map();
       }
       const result = await withBroker(program, async (b) => {
-        const uploaded = await uploadImage(b, manifest, sources, { onProgress: (p) => progress.upload(p), onAdded: () => trace('AddImage answered') });
+        const m = manifest ?? (await fromDirectory!(b));
+        const uploaded = await uploadImage(b, m, sources, { onProgress: (p) => progress.upload(p), onAdded: () => trace('AddImage answered') });
         // The name (and the image) now mean this tree, with no config or layers: what an import kept for either goes.
-        await forgetKept(() => b.listImages(), { id: uploaded.imageId, ...(manifest.name === undefined ? {} : { name: manifest.name }) });
+        await forgetKept(() => b.listImages(), { id: uploaded.imageId, ...(m.name === undefined ? {} : { name: m.name }) });
         return uploaded;
       }).finally(() => progress.done());
       trace('uploaded');

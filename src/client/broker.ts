@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, readSync } from 'node:fs';
 import { BusMessage, CallerBus, type Message } from '../bus/caller.js';
 import { busName, interfaceName, objectPath } from '../bus/names.js';
-import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError } from '../errors.js';
+import { BrokerUnavailableError, errorFromBus, InternalError, InvalidRequestError, UnsupportedError } from '../errors.js';
 import type { BindRequest, MountRequest, RemoveRequest } from '../schema/types.generated.js';
 import { formatIssues } from '../schema/issues.js';
 import { validateRequest } from '../schema/requests.js';
@@ -72,6 +72,7 @@ export class MountgateBroker {
       if (e.type === 'org.freedesktop.DBus.Error.ServiceUnknown' || e.type === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
         throw new BrokerUnavailableError(`no broker is running on the bus (${busName} has no owner); start mountgated`);
       }
+      if (e.type === 'org.freedesktop.DBus.Error.UnknownMethod') throw new UnsupportedError(`the broker does not know ${member} (a mountgated older than this client)`);
       if (e.type === 'org.freedesktop.DBus.Error.AccessDenied') throw new BrokerUnavailableError(`the bus refused the call: ${e.text ?? ''}`);
       throw new InternalError(`${member} failed: ${e.text ?? e.message ?? String(err)}`);
     }
@@ -124,6 +125,21 @@ export class MountgateBroker {
     return { objects: Number(objects), bytes: Number(bytes) };
   }
 
+  /**
+   * Proves objects without naming them (see the interface XML): the records
+   * in `streamFd` carry sizes and fds (or bytes), the broker hashes them and
+   * holds them for your next AddImage. Returns their digests, in record order.
+   */
+  async proveObjects(streamFd: number): Promise<{ digests: string[]; objects: number; bytes: number }> {
+    const reply = await this.call('ProveObjects', 'h', [streamFd]);
+    const [listFd, objects, bytes] = reply.body as [number, bigint | number, bigint | number];
+    try {
+      return { digests: readDigestList(listFd, Number(objects)), objects: Number(objects), bytes: Number(bytes) };
+    } finally {
+      closeFd(listFd);
+    }
+  }
+
   /** A read-only composefs mount of one of your images, idmapped per `request`. */
   async mountImage(imageId: string, request: MountRequest = {}): Promise<{ mountFd: number; info: Record<string, unknown> }> {
     const req = checked<MountRequest>('mount-request', request);
@@ -174,11 +190,11 @@ export async function connect(opts: ConnectOptions = {}): Promise<MountgateBroke
 /** AddImage's list of missing objects: `count` raw 32-byte digests in a sealed memfd, as hex. */
 export function readDigestList(fd: number, count: number): string[] {
   const size = fstatSync(fd).size;
-  if (size !== count * 32) throw new InternalError(`the broker's list of missing objects is ${size} bytes, not ${count} digests of 32`);
+  if (size !== count * 32) throw new InternalError(`the broker's list of digests is ${size} bytes, not ${count} digests of 32`);
   const bytes = Buffer.allocUnsafe(size);
   for (let at = 0; at < size; ) {
     const n = readSync(fd, bytes, at, size - at, at);
-    if (n === 0) throw new InternalError(`the broker's list of missing objects ended after ${at} of ${size} bytes`);
+    if (n === 0) throw new InternalError(`the broker's list of digests ended after ${at} of ${size} bytes`);
     at += n;
   }
   const out = new Array<string>(count);

@@ -15,7 +15,7 @@ import { validateManifest } from '../manifest/load.js';
 import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } from '../sys/syscalls.js';
-import { InvalidRequestError, NotFoundError } from '../errors.js';
+import { InvalidRequestError, NotFoundError, PolicyDeniedError, UnsupportedError } from '../errors.js';
 import { closeFd, type MountgateBroker } from './broker.js';
 import { cachedStat, type DigestCache } from './digest-cache.js';
 
@@ -41,6 +41,19 @@ export interface FromDirectoryOptions {
   onProgress?: (entries: number, bytes: number) => void;
   /** Digests of files unchanged since an earlier import (see digest-cache.ts): such a file is not read. */
   digestCache?: DigestCache;
+  /**
+   * Has the broker hash the files (ProveObjects, see proveFiles) instead of
+   * hashing them here: called once, after the walk, with every file whose
+   * digest is not cached; answers their digests in order, `onBytes` hearing
+   * of the bytes as they go.
+   */
+  prove?: (files: ProveFile[], onBytes: (bytes: number) => void) => Promise<string[]>;
+}
+
+/** A file for the broker to hash: where it is and the size the walk saw. */
+export interface ProveFile {
+  path: string | Buffer;
+  size: number;
 }
 
 export interface DirectoryManifest {
@@ -125,6 +138,8 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
   const SLASH = Buffer.from('/');
   let hashed = 0;
   const onBytes = opts.onProgress && ((n: number) => opts.onProgress!(entries.length, (hashed += n)));
+  /** Files left for the broker to hash (opts.prove): their entries, completed once it answers. */
+  const toProve: { entry: Extract<Entry, { type: 'file' }>; file: ProveFile; st: BigIntStats }[] = [];
 
   const common = (st: BigIntStats) => ({
     mode: Number(st.mode & 0o7777n),
@@ -171,6 +186,12 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
       const cache = opts.digestCache;
       let digest = cache?.get(cachedStat(st));
       const size = Number(st.size);
+      if (digest === undefined && opts.prove) {
+        const entry = { ...base, type: 'file' as const, size, digest: '', backing: '' };
+        entries.push(entry);
+        toProve.push({ entry, file: { path: hostPath, size }, st });
+        return;
+      }
       if (digest === undefined) {
         const read = fileDigest(hostPath, onBytes);
         if (BigInt(read.size) !== st.size) throw new InvalidRequestError(`${shown} changed while it was read (${st.size} bytes, then ${read.size})`);
@@ -199,6 +220,18 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
   }
 
   await visit(Buffer.from(root), SLASH, rootStat);
+  if (toProve.length > 0) {
+    const digests = await opts.prove!(toProve.map((p) => p.file), (n) => onBytes?.(n));
+    if (digests.length !== toProve.length) throw new InvalidRequestError(`the broker answered ${digests.length} digest(s) for ${toProve.length} file(s)`);
+    toProve.forEach(({ entry, file, st }, k) => {
+      const digest = digests[k]!;
+      entry.digest = digest;
+      entry.backing = objectPath(digest);
+      // The broker hashed what it read after this stat: a write since changed ctime, and the record no longer matches.
+      opts.digestCache?.set(cachedStat(st), digest);
+      if (!sources.has(digest)) sources.set(digest, file.path);
+    });
+  }
   const manifest = validateManifest({ version: 1, name: opts.name ?? (basename(root) || 'root'), entries });
   return { manifest, sources };
 }
@@ -443,6 +476,23 @@ export async function sendObjects(
   }
 }
 
+/** Opens each file of a group (no symlink followed) for sendObjects, checking its size; on failure none stays open. */
+function openGroup(group: { digest: string; size: number; path: string | Buffer }[]): OutgoingObject[] {
+  const out: OutgoingObject[] = [];
+  try {
+    for (const o of group) {
+      const file = openSync(o.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+      out.push({ digest: o.digest, size: o.size, fd: file });
+      const size = fstatSync(file).size;
+      if (size !== o.size) throw new InvalidRequestError(`${showText(o.path)} changed since it was listed (${o.size} bytes, now ${size})`);
+    }
+  } catch (err) {
+    for (const o of out) if ('fd' in o) closeSync(o.fd);
+    throw err;
+  }
+  return out;
+}
+
 /** Sends the objects as open files (see sendObjects): the broker hashes the files itself; no content goes through the socket. */
 async function sendFiles(fd: number, todo: { digest: string; size: number; path: string | Buffer }[], onObject: (bytes: number) => void, answered: Promise<unknown>): Promise<void> {
   let at = 0;
@@ -450,21 +500,57 @@ async function sendFiles(fd: number, todo: { digest: string; size: number; path:
     if (at >= todo.length) return undefined;
     const group = todo.slice(at, at + room.records);
     at += group.length;
-    const out: OutgoingObject[] = [];
-    try {
-      for (const o of group) {
-        const file = openSync(o.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
-        out.push({ digest: o.digest, size: o.size, fd: file });
-        const size = fstatSync(file).size;
-        if (size !== o.size) throw new InvalidRequestError(`${showText(o.path)} changed since the manifest was made (${o.size} bytes, now ${size})`);
-      }
-    } catch (err) {
-      for (const o of out) if ('fd' in o) closeSync(o.fd);
-      throw err;
-    }
-    return out;
+    return openGroup(group);
   };
   await sendObjects(fd, open, (group) => group.forEach((o) => onObject(o.size)), answered);
+}
+
+/** The digest field of a ProveObjects record: the broker computes it. */
+const unclaimed = '0'.repeat(64);
+
+/**
+ * Has the broker hash `files` and hold them for the next AddImage
+ * (ProveObjects): each is opened here and passed as an fd (no byte goes
+ * through the socket), a group at a time as the window allows. Answers their
+ * digests in order. A file whose size changed since the walk is an error
+ * naming it.
+ */
+export async function proveFiles(broker: Pick<MountgateBroker, 'proveObjects'>, files: ProveFile[], onBytes: (bytes: number) => void = () => undefined): Promise<string[]> {
+  const [readFd, writeFd] = socketpair();
+  const proved = broker.proveObjects(readFd).finally(() => closeFd(readFd));
+  proved.catch(() => undefined);
+  let at = 0;
+  const open = async (room: SendWindow): Promise<OutgoingObject[] | undefined> => {
+    if (at >= files.length) return undefined;
+    const group = files.slice(at, at + room.records);
+    at += group.length;
+    return openGroup(group.map((f) => ({ digest: unclaimed, size: f.size, path: f.path })));
+  };
+  const sent = sendObjects(writeFd, open, (group) => group.forEach((o) => onBytes(o.size)), proved);
+  const [w, p] = await Promise.allSettled([sent, proved]);
+  if (p.status === 'rejected') throw p.reason;
+  if (w.status === 'rejected') throw w.reason;
+  return p.value.digests;
+}
+
+/**
+ * manifestFromDirectory's `prove` for `broker`: ProveObjects, or, from a
+ * broker that does not have it (older) or a policy that does not allow it,
+ * the digests hashed here as before.
+ */
+export function proveWith(broker: Pick<MountgateBroker, 'proveObjects'>): NonNullable<FromDirectoryOptions['prove']> {
+  return async (files, onBytes) => {
+    try {
+      return await proveFiles(broker, files, onBytes);
+    } catch (err) {
+      if (!(err instanceof UnsupportedError || err instanceof PolicyDeniedError)) throw err;
+    }
+    return files.map((f) => {
+      const read = fileDigest(f.path, onBytes);
+      if (read.size !== f.size) throw new InvalidRequestError(`${showText(f.path)} changed while it was read (${f.size} bytes, then ${read.size})`);
+      return read.digest;
+    });
+  };
 }
 
 /**

@@ -7,7 +7,7 @@ import type { BindRequest, IdRange, Policy } from '../schema/types.generated.js'
 import { defaultLimits } from './default.js';
 import { controlledIds, covers, identityMap, type Interval, shapeProblems } from './idmap.js';
 
-export const brokerMethods = ['GetInfo', 'BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'] as const;
+export const brokerMethods = ['GetInfo', 'BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'ProveObjects', 'MountImage', 'ListImages', 'RemoveImage'] as const;
 export type BrokerMethod = (typeof brokerMethods)[number];
 export type RuledMethod = Exclude<BrokerMethod, 'GetInfo'>;
 

@@ -12,6 +12,7 @@ export const defaultPolicy: Policy = {
     BindIdmapped: withSubids,
     AddImage: withSubids,
     PutObjects: withSubids,
+    ProveObjects: withSubids,
     MountImage: withSubids,
     ListImages: withSubids,
     RemoveImage: withSubids,

@@ -424,6 +424,7 @@ export interface Policy {
     Explain?: MethodRule;
     AddImage?: MethodRule;
     PutObjects?: MethodRule;
+    ProveObjects?: MethodRule;
     MountImage?: MethodRule;
     ListImages?: MethodRule;
     RemoveImage?: MethodRule;

@@ -90,6 +90,11 @@ export class ObjectStore {
     renameSync(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
   }
 
+  /** Renames a tmp file to another name in tmp/ (a hold's, held.ts): not published, and gone with tmp/ at the next start. */
+  holdTmp(tmpName: string, heldName: string): void {
+    renameSync(join(this.tmpDir, tmpName), join(this.tmpDir, heldName));
+  }
+
   /** The unlink under way of the digest's file, if one is: a publish of it waits for that. */
   unlinking(digest: string): Promise<void> | undefined {
     return this.inFlight.get(digest);
