@@ -31,7 +31,7 @@ const cli = join(pkgRoot, 'bin', 'mountgate');
 const all = { users: ['*'] };
 const policy: Policy = {
   version: 1,
-  methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
+  methods: { AddImage: all, PutObjects: all, ProveObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
   limits: { concurrentRequests: 8, requestsPerMinute: 1_000_000 },
   images: { maxEntriesPerImage: 2_000_000, maxBytesPerUser: 2 ** 50, maxManifestBytes: 500_000_000 },
 };

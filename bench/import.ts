@@ -136,7 +136,7 @@ const load1 = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 const all = { users: ['*'] };
 const policy: Policy = {
   version: 1,
-  methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
+  methods: { AddImage: all, PutObjects: all, ProveObjects: all, MountImage: all, ListImages: all, RemoveImage: all },
   limits: { concurrentRequests: 8, requestsPerMinute: 1_000_000 },
   images: { maxEntriesPerImage: 2_000_000, maxBytesPerUser: 2 ** 50, maxManifestBytes: 500_000_000 },
 };
