@@ -1,43 +1,46 @@
 // Objects the broker holds for a user between a ProveObjects and the
 // AddImage that needs them. ProveObjects hashes files the caller passes and
-// answers their digests; for each one it keeps a file in the store's tmp
-// directory (a hard link to the store's own object when the store has it,
-// no bytes written; a copy of what it hashed otherwise), so that the
-// AddImage that follows finds the caller's proof whether or not the store
-// held the content before. Had it kept only the proofs of what the store
-// already had, AddImage's list of missing objects would tell the caller
-// whether anyone's image holds a given content: holding both kinds alike,
-// the answer is the same either way.
+// answers their digests; an object the store lacks is copied into the
+// store's tmp directory and held by that file, one the store has is held by
+// a pin on the store's own file (it is not deleted while pinned, even if the
+// last image that needs it goes): nothing is written for it. Either way the
+// AddImage that follows finds the caller's proof. Had only the proofs of what
+// the store already had been kept, and without the pin, AddImage's list of
+// missing objects would tell the caller whether anyone's image holds a given
+// content (or did, moments before).
 //
 // Holds are transient by design: in memory, each until AddImage adopts it
 // (the object is then published and proven as PutObjects would) or until it
-// expires (`heldMs`), its file removed then. They are bounded per user (bytes
-// by the user's quota, objects by the policy's entries per image), and a
-// restart drops them all with the tmp directory: a client whose AddImage
-// then reports objects missing uploads them with PutObjects, as without.
+// expires (`heldMs`), its file removed or its pin let go then. They are
+// bounded per user (bytes by the user's quota, objects by the policy's
+// entries per image), and a restart drops them all with the tmp directory
+// (and the reconciliation at start, the pinned files no image needs): a
+// client whose AddImage then reports objects missing uploads them with
+// PutObjects, as without.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** How long a hold lasts unless AddImage adopts it first. */
 export const heldMs = 10 * 60_000;
 
-/** The held file's name in the store's tmp directory (upload helpers' tmp names are "<uid>-<hex>.<n>": no clash). */
-export function heldName(uid: number, digest: string): string {
-  return `held.${uid}.${digest}`;
-}
-
-interface Hold {
+export interface Hold {
   size: number;
   expires: number;
+  /** The copy in tmp/ that holds it, or undefined: the store's own file, pinned. */
+  file?: string;
 }
 
 export class HeldObjects {
   private readonly byUid = new Map<number, Map<string, Hold>>();
   private readonly bytesOf = new Map<number, number>();
+  /** Holds that pin the store's file of each digest. */
+  private readonly pins = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly tmpDir: string,
+    /** Told when the last pin of a digest goes (its file may be deleted then, if no image needs it). */
+    private readonly onUnpinned: (digest: string) => void = () => undefined,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -46,9 +49,13 @@ export class HeldObjects {
     return { objects: this.byUid.get(uid)?.size ?? 0, bytes: this.bytesOf.get(uid) ?? 0 };
   }
 
-  /** Whether uid holds the object (its file is heldName(uid, digest)). */
-  has(uid: number, digest: string): boolean {
-    return this.byUid.get(uid)?.has(digest) === true;
+  get(uid: number, digest: string): Hold | undefined {
+    return this.byUid.get(uid)?.get(digest);
+  }
+
+  /** Whether some hold keeps the store's file of the digest. */
+  pinned(digest: string): boolean {
+    return this.pins.has(digest);
   }
 
   /** uid's holds, digest and size (a copy: adopting them changes the set). */
@@ -56,18 +63,27 @@ export class HeldObjects {
     return [...(this.byUid.get(uid) ?? [])].map(([d, h]) => [d, h.size]);
   }
 
-  /** Records a hold whose file the caller has just given its held name; a hold uid had of it is renewed. Returns whether it is new. */
-  add(uid: number, digest: string, size: number): boolean {
+  /**
+   * Records a hold of the object by `file` (a copy in tmp/) or, without one,
+   * by a pin of the store's file. A hold uid had of it already is renewed and
+   * kept as it was: then returns false, and `file` is the caller's to remove.
+   */
+  add(uid: number, digest: string, size: number, file?: string): boolean {
     let mine = this.byUid.get(uid);
     if (!mine) this.byUid.set(uid, (mine = new Map()));
-    const fresh = !mine.has(digest);
-    mine.set(digest, { size, expires: this.now() + heldMs });
-    if (fresh) this.bytesOf.set(uid, (this.bytesOf.get(uid) ?? 0) + size);
+    const had = mine.get(digest);
+    if (had) {
+      had.expires = this.now() + heldMs;
+      return false;
+    }
+    mine.set(digest, { size, expires: this.now() + heldMs, ...(file !== undefined ? { file } : {}) });
+    this.bytesOf.set(uid, (this.bytesOf.get(uid) ?? 0) + size);
+    if (file === undefined) this.pins.set(digest, (this.pins.get(digest) ?? 0) + 1);
     this.arm();
-    return fresh;
+    return true;
   }
 
-  /** Ends a hold; with `removeFile`, its file goes too (off the event loop). */
+  /** Ends a hold: with `removeFile`, its copy goes too (off the event loop); a pin is let go. */
   release(uid: number, digest: string, removeFile: boolean): void {
     const mine = this.byUid.get(uid);
     const hold = mine?.get(digest);
@@ -78,10 +94,19 @@ export class HeldObjects {
       this.byUid.delete(uid);
       this.bytesOf.delete(uid);
     }
-    if (removeFile) void rm(join(this.tmpDir, heldName(uid, digest)), { force: true }).catch(() => undefined);
+    if (hold.file === undefined) {
+      const n = this.pins.get(digest)! - 1;
+      if (n > 0) this.pins.set(digest, n);
+      else {
+        this.pins.delete(digest);
+        this.onUnpinned(digest);
+      }
+    } else if (removeFile) {
+      void rm(join(this.tmpDir, hold.file), { force: true }).catch(() => undefined);
+    }
   }
 
-  /** Drops every hold past its time, with its file. */
+  /** Drops every hold past its time, with its file or pin. */
   expire(): number {
     const now = this.now();
     let gone = 0;

@@ -11,6 +11,7 @@
 // (upload-helpers.ts) and killed at their deadlines.
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, openSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
@@ -27,7 +28,7 @@ import { MemoryReturn } from './memory-return.js';
 import { BuildHelpers } from './build-helpers.js';
 import type { BuiltImage } from './image-builder.js';
 import { UploadHelpers } from './upload-helpers.js';
-import { HeldObjects, heldName } from './held.js';
+import { HeldObjects } from './held.js';
 import { inTurns } from './turns.js';
 
 export interface ImageDeps {
@@ -101,13 +102,17 @@ export class ImageService {
 
   constructor(private readonly deps: ImageDeps) {
     // The registry is made next; the store asks it only once deletions run.
-    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), (digest) => this.registry.db.isPresent(digest), (r) => {
+    // A file a hold pins stays, whatever the rows say (held.ts).
+    this.store = new ObjectStore(deps.policy().images?.store ?? join(deps.stateDir, 'store'), (digest) => this.registry.db.isPresent(digest) || this.held.pinned(digest), (r) => {
       this.deletions.deleted += r.deleted;
       this.deletions.failed.push(...r.failed);
       this.settle();
     });
     this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
-    this.held = new HeldObjects(this.store.tmpDir);
+    // The last pin of an object no image needs any more lets its file go.
+    this.held = new HeldObjects(this.store.tmpDir, (digest) => {
+      if (!this.registry.db.isPresent(digest)) this.store.discard([digest]);
+    });
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
     this.reconcile();
   }
@@ -228,19 +233,28 @@ export class ImageService {
     const step = (slice: [string, number][], waiting: [string, number][]) =>
       db.transaction(() => {
         for (const [digest, size] of slice) {
-          if (!this.held.has(uid, digest) || db.wantedSize(uid, digest) !== size) continue;
+          const hold = this.held.get(uid, digest);
+          if (!hold || db.wantedSize(uid, digest) !== size) continue;
           if (db.hasProven(uid, digest)) {
             this.held.release(uid, digest, true);
           } else if (db.isPresent(digest)) {
             db.recordPossession(uid, digest);
             this.held.release(uid, digest, true);
           } else if (this.store.unlinking(digest)) {
-            waiting.push([digest, size]);
-          } else {
-            this.store.publish(heldName(uid, digest), digest);
+            // A pin came too late for this unlink (or a copy waits for it): the copy once it is done; a pin has nothing left.
+            if (hold.file !== undefined) waiting.push([digest, size]);
+            else this.held.release(uid, digest, true);
+          } else if (hold.file !== undefined) {
+            this.store.publish(hold.file, digest);
             db.recordPossession(uid, digest);
             this.held.release(uid, digest, false);
             published++;
+          } else if (this.store.has(digest)) {
+            // Pinned: its rows went with the last image that needed it, its file stayed for this hold.
+            db.recordPossession(uid, digest);
+            this.held.release(uid, digest, false);
+          } else {
+            this.held.release(uid, digest, true);
           }
         }
       });
@@ -316,21 +330,28 @@ export class ImageService {
     try {
       await this.drive(uid, streamFd, socket, async () => `${JSON.stringify({ prove: allowance })}\n`, {
         batch: (items, settled) =>
-          inTurns(items as [string, number, string, number, boolean][], publishPerTurn, (slice) => {
+          inTurns(items as [string, number, string | null, number][], publishPerTurn, (slice) => {
             if (settled()) return;
             for (const [digest, size, tmp, index] of slice) {
-              this.store.holdTmp(tmp, heldName(uid, digest));
-              if (this.held.add(uid, digest, size)) fresh.push(digest);
+              // The store had it when the helper looked: pinned, if it still has it in this turn; else the helper's copy holds it.
+              const pin = tmp === null && (this.registry.db.isPresent(digest) || this.held.pinned(digest)) && !this.store.unlinking(digest);
               digests[index] = Buffer.from(digest, 'hex');
               objects++;
               bytes += size;
+              // Gone from the store since the helper looked (its last image removed just then): not held, so AddImage will list it and the client send it.
+              if (tmp === null && !pin) continue;
+              if (this.held.add(uid, digest, size, tmp ?? undefined)) fresh.push(digest);
+              // Held already (renewed): this call's copy is not needed.
+              else if (tmp !== null) void rm(join(this.store.tmpDir, tmp), { force: true }).catch(() => undefined);
             }
           }),
         // Nothing to sync: a hold is made durable when adopted.
         end: async () => 'done' as const,
+        keepTmp: true,
       });
     } catch (err) {
-      for (const d of fresh) this.held.release(uid, d, true);
+      // The copies went with the call's tmp files (drive); the pins are let go.
+      for (const d of fresh) this.held.release(uid, d, false);
       throw err;
     } finally {
       this.proving.delete(uid);
@@ -345,14 +366,20 @@ export class ImageService {
    * `handlers.batch` (in order), and once it reached the end and the batches
    * are done, either has it sync (PutObjects: the published names made
    * durable) or ends. The helper is killed at the deadline when it goes quiet,
-   * and what it left in tmp/ under its prefix is removed in every case.
+   * and what it left in tmp/ under its prefix is removed (on success too,
+   * unless `keepTmp`).
    */
   private async drive(
     uid: number,
     streamFd: number,
     socket: boolean,
     firstLine: () => Promise<string>,
-    handlers: { batch(items: unknown[][], settled: () => boolean): Promise<void>; end(): Promise<'sync' | 'done'> },
+    handlers: {
+      batch(items: unknown[][], settled: () => boolean): Promise<void>;
+      end(): Promise<'sync' | 'done'>;
+      /** The call's tmp files are the batches' to keep when it succeeds (ProveObjects' copies, now holds). */
+      keepTmp?: boolean;
+    },
   ): Promise<void> {
     let first: string;
     try {
@@ -386,7 +413,7 @@ export class ImageService {
         settled = true;
         clearTimeout(timer);
         child.kill('SIGKILL');
-        const dropped = this.store.dropTmp(prefix).catch(() => undefined);
+        const dropped = err || !handlers.keepTmp ? this.store.dropTmp(prefix).catch(() => undefined) : Promise.resolve();
         this.memory.soon();
         void dropped.then(() => (err ? reject(err) : resolve()));
       };

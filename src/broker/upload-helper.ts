@@ -18,12 +18,12 @@
 // stdin: one JSON line {"pending": [[digest, size, present], ...]}, then "sync" lines;
 //   or, for ProveObjects, {"prove": {"bytes": B, "records": N}}: records claim
 //   no digest (all zeros), at most N of them adding up to at most B bytes, and
-//   every object gets a tmp file (the store's own linked, or a copy), not synced:
-//   what it holds is the front's to keep or drop (held.ts).
+//   every object the store lacks gets a tmp file (a copy), not synced: what it
+//   holds is the front's to keep or drop (held.ts).
 // stdout: JSON lines: {"p":1} (alive: at least every 200 ms while its event
 //   loop runs or it reads), {"b": [[digest, size, tmp name | null], ...]} (a
 //   batch of verified objects, on disk; for ProveObjects [digest, size, tmp
-//   name, record index, linked]), {"end":1}, {"synced":1}, {"e": message, "limit"?: true} (refused, for a limit
+//   name | null (the store has it), record index]), {"end":1}, {"synced":1}, {"e": message, "limit"?: true} (refused, for a limit
 //   of the caller's when "limit"; exits).
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -183,8 +183,8 @@ const heartbeat = setInterval(() => {
 }, 200);
 const dirFd = openSync(tmpDir, 'r');
 let serial = 0;
-/** A batch's items: [digest, size, tmp | null], and for ProveObjects [.., record index, linked]. */
-type Done = [string, number, string | null] | [string, number, string, number, boolean];
+/** A batch's items: [digest, size, tmp | null], and for ProveObjects [.., record index]. */
+type Done = [string, number, string | null] | [string, number, string | null, number];
 let batch: Done[] = [];
 /** ProveObjects: what the call may hold (the front's allowance), and nothing is synced. */
 let proving: { bytes: number; records: number } | undefined;
@@ -236,8 +236,7 @@ function flushBatch(): Promise<void> {
   if (done.length === 0) return flushing;
   flushing = flushing.then(async () => {
     if (done.some(([, , tmp]) => tmp !== null)) {
-      // A linked file is the store's own object, sealed already.
-      if (verity) for (const [, , tmp, , linked] of done) if (tmp && !linked) enableVerity(join(tmpDir, tmp));
+      if (verity) for (const [, , tmp] of done) if (tmp) enableVerity(join(tmpDir, tmp));
       // Held files are synced when adopted (a restart drops them anyway).
       if (!proving) await syncfsAsync(dirFd);
     }
@@ -248,11 +247,11 @@ function flushBatch(): Promise<void> {
 }
 
 /** An object whose content hashed to `actual` (`received` bytes): into the batch, or the end of the call. */
-function completed(digest: string, size: number, tmp: string | null, received: number, actual: string, proved?: { index: number; linked: boolean }): void {
+function completed(digest: string, size: number, tmp: string | null, received: number, actual: string, proved?: { index: number; present: boolean }): void {
   if (proved) {
     if (received !== size) throw new Refusal(`record ${proved.index}: got ${received} bytes, expected ${size}; nothing of it is held`);
-    batch.push([actual, size, tmp!, proved.index, proved.linked]);
-    if (!proved.linked) {
+    batch.push([actual, size, proved.present ? null : tmp, proved.index]);
+    if (!proved.present) {
       batchWritten += size;
       wroteAny = true;
     }
@@ -300,7 +299,7 @@ async function run(): Promise<void> {
         claims.delete(r.id);
         if ('refusal' in r) throw new Refusal(r.refusal);
         if ('failure' in r) throw new Error(r.failure);
-        completed(claim.digest, claim.size, claim.tmp, r.received, r.digest, proving ? { index: claim.index, linked: r.linked === true } : undefined);
+        completed(claim.digest, claim.size, claim.tmp, r.received, r.digest, proving ? { index: claim.index, present: r.present === true } : undefined);
         done();
       }
     } catch (err) {
@@ -340,7 +339,7 @@ async function run(): Promise<void> {
         } else {
           const sink = new Sink(tmp);
           for await (const chunk of reader.chunks(size)) sink.update(chunk);
-          completed(digest, size, tmp, sink.received, sink.finish(), { index, linked: false });
+          completed(digest, size, tmp, sink.received, sink.finish(), { index, present: false });
           done();
         }
         continue;

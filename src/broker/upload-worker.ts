@@ -8,14 +8,14 @@
 // meanwhile. It closes every fd it was given. It never trusts the claimed
 // digest: it reports the digest it computed, and the helper compares.
 // For ProveObjects (`prove`), where no digest is claimed: it hashes the file
-// first, then hard-links the store's object of that digest to the tmp name
-// when the store has it (no byte written) or, when it does not, copies the
-// file there, hashing the copy again (a file changed between the two reads
-// is refused); a file of at most one read's size is read once.
+// first; when the store has a file of that digest it writes nothing (the
+// front pins that file, held.ts), else it copies the file to the tmp name,
+// hashing the copy again (a file changed between the two reads is refused);
+// a file read in one piece is copied from the buffer it was hashed from.
 // Progress: it bumps its slot of a shared counter after every read, so the
 // helper can tell a thread stuck in a read (a filesystem that never answers)
 // from a busy one.
-import { closeSync, fstatSync, linkSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { objectPath } from '../composefs/format.js';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -28,12 +28,12 @@ export interface HashJob {
   size: number;
   /** The tmp file to write the content to (the store lacks it), or null to hash only. */
   tmp: string | null;
-  /** ProveObjects: no digest claimed; `tmp` gets the store's object by a link, or a copy. */
+  /** ProveObjects: no digest claimed; `tmp` gets a copy unless the store has the object. */
   prove?: boolean;
 }
 
-/** What was read (`received` bytes, hashing to `digest`; `linked`: the tmp file is the store's own), or why the file cannot prove anything, or an error. */
-export type HashResult = { id: number; digest: string; received: number; linked?: boolean } | { id: number; refusal: string } | { id: number; failure: string };
+/** What was read (`received` bytes, hashing to `digest`; `present`: the store has it, no tmp file was made), or why the file cannot prove anything, or an error. */
+export type HashResult = { id: number; digest: string; received: number; present?: boolean } | { id: number; refusal: string } | { id: number; failure: string };
 
 export interface HashWorkerData {
   tmpDir: string;
@@ -87,7 +87,7 @@ function createTmp(name: string): number {
 }
 
 /** Hashes (and, with a tmp name, copies) one passed file, up to its claimed size. */
-function hashFile(job: HashJob): { digest: string; received: number; linked?: boolean } {
+function hashFile(job: HashJob): { digest: string; received: number; present?: boolean } {
   const st = fstatSync(job.fd);
   if (!st.isFile()) throw new Refusal('a passed fd is not a regular file (only regular files can prove an object)');
   if (st.size !== job.size) throw new Refusal(`a passed file is ${st.size} bytes, its record says ${job.size}`);
@@ -101,29 +101,24 @@ function hashFile(job: HashJob): { digest: string; received: number; linked?: bo
   }
 }
 
-/** ProveObjects' way: hash, then the store's object linked to the tmp name, or the file copied there. */
-function proveFile(job: HashJob): { digest: string; received: number; linked: boolean } {
+/** ProveObjects' way: hash; then nothing more when the store has the object, else the file copied to the tmp name. */
+function proveFile(job: HashJob): { digest: string; received: number; present: boolean } {
   const tmp = job.tmp!;
   const { reads, ...first } = readHashing(job.fd, job.size, undefined);
   // Short: the helper refuses it by its size.
-  if (first.received !== job.size) return { ...first, linked: false };
-  try {
-    linkSync(join(objectsDir, objectPath(first.digest)), join(tmpDir, tmp));
-    return { ...first, linked: true };
-  } catch (err) {
-    // Not in the store (or just deleted from it): a copy of our own.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  if (first.received !== job.size) return { ...first, present: false };
+  // A stat, no write: the front checks it again, in its turn, before it pins the file.
+  if (existsSync(join(objectsDir, objectPath(first.digest)))) return { ...first, present: true };
   const out = createTmp(tmp);
   try {
     if (reads === 1) {
       // Read in one piece: what is in the buffer is what was hashed.
       writeAll(out, buf.subarray(0, job.size));
-      return { ...first, linked: false };
+      return { ...first, present: false };
     }
     const copied = readHashing(job.fd, job.size, out);
     if (copied.digest !== first.digest || copied.received !== first.received) throw new Refusal(`a passed file (${job.size} bytes) changed while it was read`);
-    return { digest: copied.digest, received: copied.received, linked: false };
+    return { digest: copied.digest, received: copied.received, present: false };
   } finally {
     closeSync(out);
   }

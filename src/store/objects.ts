@@ -13,7 +13,7 @@
 // digest whose unlink is under way waits for it (`unlinking`). A crash with
 // deletions queued leaves files no row names: the reconciliation at start
 // drops them.
-import { closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { objectPath } from '../composefs/format.js';
@@ -90,9 +90,9 @@ export class ObjectStore {
     renameSync(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
   }
 
-  /** Renames a tmp file to another name in tmp/ (a hold's, held.ts): not published, and gone with tmp/ at the next start. */
-  holdTmp(tmpName: string, heldName: string): void {
-    renameSync(join(this.tmpDir, tmpName), join(this.tmpDir, heldName));
+  /** Whether the store has a file of the digest (a stat; no row is asked). */
+  has(digest: string): boolean {
+    return existsSync(join(this.objectsDir, objectPath(digest)));
   }
 
   /** The unlink under way of the digest's file, if one is: a publish of it waits for that. */

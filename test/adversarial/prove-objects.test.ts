@@ -1,14 +1,14 @@
 // ProveObjects, as unprivileged users: records that claim only a size, the
 // content passed as an fd (or as bytes); the broker hashes each object,
 // answers its digest and holds it for the caller's next AddImage, which then
-// lists nothing missing. Held alike whether the store had the content (a
-// link to the store's file: no byte written) or not (a copy), so the answers
-// tell nothing of what the store holds. Every bad record is refused by name,
+// lists nothing missing. Held alike whether the store had the content (its
+// file pinned: no byte written, kept even if its last image goes) or not (a
+// copy), so the answers tell nothing of what the store holds. Every bad record is refused by name,
 // nothing is held after a refusal, the broker tree's fds come back, and
 // others are served meanwhile.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, utimesSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, utimesSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createAdvWorld, type AdvWorld } from './helpers/adv-world.js';
 import { runAs } from '../helpers/run-as.js';
@@ -41,7 +41,8 @@ t.teardown(() => world?.teardown());
 
 const verity = (b: Buffer) => new FsVerityHasher().update(b).digest().toString('hex');
 const storeDir = () => join(world.broker.stateDir, 'store');
-const heldFiles = (user: TestUser) => readdirSync(join(storeDir(), 'tmp')).filter((f) => f.startsWith(`held.${user.uid}.`));
+/** The user's files in the store's tmp directory (an upload's or a hold's copies are named "<uid>-<hex>.<n>"). */
+const heldFiles = (user: TestUser) => readdirSync(join(storeDir(), 'tmp')).filter((f) => f.startsWith(`${user.uid}-`));
 
 type Result = { ok: boolean; name?: string; message?: string; digests?: string[]; objects?: number; bytes?: number; imageId?: string; missing?: number; second?: { ok: boolean; name?: string; message?: string } };
 async function prove(user: TestUser, spec: Record<string, unknown>): Promise<Result> {
@@ -70,13 +71,13 @@ t.test('the broker answers the digests of passed files and a memfd, and AddImage
   tt.same(heldFiles(world.users.alice!), [], 'the image adopted every hold');
 });
 
-t.test('held alike whether the store has the content or not: a link to the store\'s file, or a copy; AddImage lacks nothing either way', async (tt) => {
+t.test('held alike whether the store has the content or not: its file pinned (nothing written), or a copy; AddImage lacks nothing either way', async (tt) => {
   const stored = Buffer.from('alice keeps this in her image\n'.repeat(100));
   const fresh = Buffer.from('nobody has stored this yet\n'.repeat(100));
   const first = await prove(world.users.alice!, { image: 'alice-keeps', keep: true, records: [{ size: stored.length, fd: { kind: 'file', path: world.file('stored.bin', stored.toString(), world.users.alice) } }] });
   tt.ok(first.ok && first.missing === 0, `alice stored it (${first.message ?? ''})`);
   const objectFile = join(storeDir(), 'objects', objectPath(verity(stored)));
-  const ino = statSync(objectFile).ino;
+  const st = statSync(objectFile);
 
   const records = [
     { size: stored.length, fd: { kind: 'file', path: world.file('bob-stored.bin', stored.toString(), world.users.bob) } },
@@ -85,23 +86,46 @@ t.test('held alike whether the store has the content or not: a link to the store
   const held = await prove(world.users.bob!, { records });
   tt.ok(held.ok, `accepted (${held.message ?? ''})`);
   tt.same(held.digests, [verity(stored), verity(fresh)]);
-  const files = heldFiles(world.users.bob!).sort();
-  tt.same(files, [`held.${world.users.bob!.uid}.${verity(stored)}`, `held.${world.users.bob!.uid}.${verity(fresh)}`].sort(), 'both are held for bob');
-  tt.equal(statSync(join(storeDir(), 'tmp', `held.${world.users.bob!.uid}.${verity(stored)}`)).ino, ino, 'the stored content is held by a link to the store\'s own file (nothing written)');
-  tt.equal(statSync(objectFile).nlink, 2);
-  tt.equal(statSync(join(storeDir(), 'tmp', `held.${world.users.bob!.uid}.${verity(fresh)}`)).size, fresh.length, 'the other is a copy');
+  const files = heldFiles(world.users.bob!);
+  tt.equal(files.length, 1, 'one copy is held for bob: the content the store lacked');
+  tt.equal(statSync(join(storeDir(), 'tmp', files[0]!)).size, fresh.length);
+  const after = statSync(objectFile);
+  tt.same([after.ino, after.nlink, after.ctimeMs], [st.ino, st.nlink, st.ctimeMs], 'the stored content\'s file is untouched (no link, no write)');
+
+  // Alice removes the only image that needs the stored content: its file stays, pinned by bob's hold.
+  await world.probeAs(world.users.alice!, [{ op: 'removeImage', id: first.imageId }]);
+  await new Promise((r) => setTimeout(r, 500));
+  tt.equal(statSync(objectFile).ino, st.ino, 'the pinned file outlives its last image');
 
   // The AddImage that needs them (the same records proven again: a hold renewed is the same hold).
   const added = await prove(world.users.bob!, { image: 'bob-both', keep: true, records });
   tt.equal(added.missing, 0, 'nothing missing for bob, the stored content and the fresh one alike');
-  tt.same(heldFiles(world.users.bob!), [], 'adopted: no hold left');
-  tt.equal(statSync(objectFile).ino, ino, 'the store\'s file was not rewritten');
-  tt.equal(statSync(objectFile).nlink, 1, 'its held link is gone');
+  tt.same(heldFiles(world.users.bob!), [], 'adopted: no copy left in tmp/');
+  tt.equal(statSync(objectFile).ino, st.ino, 'the store\'s file was not rewritten');
   tt.equal(statSync(join(storeDir(), 'objects', objectPath(verity(fresh)))).size, fresh.length, 'the fresh content is in the store now');
   const list = await world.probeAs(world.users.bob!, [{ op: 'listImages' }]);
   tt.equal((list[0]!.images as { id: string; missing: number }[]).find((i) => i.id === added.imageId)?.missing, 0, 'ListImages agrees');
   await world.probeAs(world.users.bob!, [{ op: 'removeImage', id: added.imageId }]);
+});
+
+t.test('a pin let go frees a file no image needs', async (tt) => {
+  const c = Buffer.from('pinned, then let go\n'.repeat(50));
+  const first = await prove(world.users.alice!, { image: 'let-go', keep: true, records: [{ size: c.length, bytes: c.toString() }] });
+  const objectFile = join(storeDir(), 'objects', objectPath(verity(c)));
+  tt.ok(statSync(objectFile).isFile());
+  // Bob proves it by an fd: the store has it, so it is pinned (bytes in the stream are always copied).
+  const held = await prove(world.users.bob!, { records: [{ size: c.length, fd: { kind: 'memfd', data: c.toString() } }] });
+  tt.ok(held.ok);
+  tt.same(heldFiles(world.users.bob!), [], 'no copy: a pin');
   await world.probeAs(world.users.alice!, [{ op: 'removeImage', id: first.imageId }]);
+  await new Promise((r) => setTimeout(r, 500));
+  tt.ok(statSync(objectFile).isFile(), 'kept while bob holds it');
+  // Bob's hold ends when his image adopts it and he removes that image: then nothing needs the file.
+  const added = await prove(world.users.bob!, { image: 'let-go-bob', keep: true, records: [{ size: c.length, fd: { kind: 'memfd', data: c.toString() } }] });
+  tt.equal(added.missing, 0);
+  await world.probeAs(world.users.bob!, [{ op: 'removeImage', id: added.imageId }]);
+  for (let i = 0; i < 50 && existsSync(objectFile); i++) await new Promise((r) => setTimeout(r, 100));
+  tt.notOk(existsSync(objectFile), 'deleted once no image and no hold needs it');
 });
 
 const content = Buffer.from('content for the refusals\n'.repeat(100));
