@@ -226,7 +226,9 @@ export class ImageService {
    * Resolves once what was published is on disk.
    */
   private async adopt(uid: number): Promise<void> {
-    const holds = this.held.of(uid);
+    // In digest order: neighbouring digests share the database's pages (in the order of the files, each
+    // transaction of a slice dirtied a page per object, 45 MB of log for a 5k-object import).
+    const holds = this.held.of(uid).sort((a, b) => (a[0] < b[0] ? -1 : 1));
     if (holds.length === 0) return;
     const db = this.registry.db;
     let published = 0;

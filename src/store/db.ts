@@ -390,7 +390,7 @@ export class StoreDb {
       ),
       wanted: d.prepare<[number, string]>('SELECT io.size FROM owners o JOIN image_objects io ON io.image_id = o.image_id WHERE o.uid = ? AND io.digest = ? LIMIT 1'),
       present: d.prepare<[string]>('SELECT present FROM objects WHERE digest = ?'),
-      setPresent: d.prepare<[string]>('UPDATE objects SET present = 1 WHERE digest = ?'),
+      setPresent: d.prepare<[string]>('UPDATE objects SET present = 1 WHERE digest = ? AND present = 0'),
       insertProof: d.prepare<[number, string]>('INSERT OR IGNORE INTO proofs (uid, digest) VALUES (?, ?)'),
       proven: d.prepare<[number, string]>('SELECT 1 FROM proofs WHERE uid = ? AND digest = ?'),
       decrementMissing: d.prepare<[number, string]>('UPDATE owners SET missing = missing - 1 WHERE uid = ? AND image_id IN (SELECT image_id FROM image_objects WHERE digest = ?)'),
