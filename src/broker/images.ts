@@ -415,7 +415,9 @@ export class ImageService {
         settled = true;
         clearTimeout(timer);
         child.kill('SIGKILL');
-        const dropped = err || !handlers.keepTmp ? this.store.dropTmp(prefix).catch(() => undefined) : Promise.resolve();
+        // Once it is gone: a hashing thread of a helper still dying could create a file after the listing.
+        const gone = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once('exit', () => r()));
+        const dropped = err || !handlers.keepTmp ? gone.then(() => this.store.dropTmp(prefix)).catch(() => undefined) : Promise.resolve();
         this.memory.soon();
         void dropped.then(() => (err ? reject(err) : resolve()));
       };

@@ -4,7 +4,7 @@
 // and the act with its reply. Nothing here identifies callers, checks
 // limits, audits or sends: the pipeline does that, the same way for all.
 import { InvalidRequestError, NotFoundError } from '../errors.js';
-import { decideBind, decideMethod, type BrokerMethod, type CallerIdentity, type SourceFacts, type UsageFacts, type Verdict } from '../policy/decide.js';
+import { brokerMethods, decideBind, decideMethod, type BrokerMethod, type RuledMethod, type CallerIdentity, type SourceFacts, type UsageFacts, type Verdict } from '../policy/decide.js';
 import { decideAddImage, decideMountImage, type MountGrant } from '../policy/images.js';
 import { planBind, type Plan } from '../policy/plan.js';
 import type { BindRequest, MountRequest, Policy, RemoveRequest } from '../schema/types.generated.js';
@@ -125,6 +125,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
             fsVerity: new V('b', features.fsVerity),
             overlayDataOnly: new V('b', features.overlayDataOnly),
             uid: new V('u', call.caller.uid),
+            methods: new V('as', brokerMethods.filter((m): m is RuledMethod => m !== 'GetInfo').filter((m) => decideMethod(m, call.caller, call.policy).allowed)),
           },
         ],
       };

@@ -115,7 +115,7 @@ export function register(program: Command): void {
     .option('--keep-ids', 'for a directory: record owners as the parent of your namespace sees them (on the host: the host\'s ids), not as `mountgate run` shows them')
     .option('--no-digest-cache', 'hash every file (of a directory, or an archive file) again, neither using nor updating what the client cached of an earlier import')
     .option('--dry-run', 'for a directory: build the manifest and say what the image would hold (entries, objects, bytes, owners and how ids were mapped); send nothing')
-    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}, "digestCache"?: {"hits", "misses"}} (with --dry-run: the summary), and progress as JSON events on standard error')
+    .option('--json', 'print {"id", "uploaded": {"objects", "bytes"}, "proven": {"objects", "bytes"}, "digestCache"?: {"hits", "misses"}} (with --dry-run: the summary), and progress as JSON events on standard error')
     .addHelpText(
       'after',
       `
@@ -136,8 +136,11 @@ Extended attributes (user.*, security.* such as file capabilities and
 SELinux labels, ACLs; trusted.* only as root) are recorded with their
 files; one that cannot be read is an error that names the file.
 
-Only contents the broker lacks, or that you have not uploaded yourself, are
-sent. A file unchanged since an earlier import of yours (same inode, size,
+The broker hashes the files itself: each is passed to it as an open file
+(ProveObjects; "proven" in --json), it keeps a copy only of what its store
+lacks, and the image then lacks nothing. From a broker or a policy without
+ProveObjects, the files are hashed here and what the broker lacks, or you
+have not uploaded yourself, is sent after ("uploaded"). A file unchanged since an earlier import of yours (same inode, size,
 mtime and ctime) is not read again: its digest comes from
 $XDG_CACHE_HOME/mountgate (--no-digest-cache to hash every file).
 
@@ -166,6 +169,8 @@ Examples:
       let digestCache: DigestCache | undefined;
       /** A directory's manifest: made before the call for --dry-run (hashed here), else once connected (the broker hashes). */
       let fromDirectory: ((b: MountgateBroker | undefined) => Promise<Manifest>) | undefined;
+      /** What ProveObjects took (the broker hashed and held it for AddImage), beside what PutObjects uploaded. */
+      const proven = { objects: 0, bytes: 0 };
       if (lstatSync(source).isDirectory()) {
         if (opts.objects) image.error('mountgate: --objects is for a manifest file; a directory holds its own contents', { exitCode: 2 });
         const owners = ownerMapping(Boolean(opts.keepIds));
@@ -183,7 +188,7 @@ Examples:
             onProgress: (entries, bytes) => progress.readAt(entries, bytes),
             ...(cache ? { digestCache: cache } : {}),
             // Connected: the broker hashes what the cache does not know (it would hash it again anyway).
-            ...(b ? { prove: proveWith(b) } : {}),
+            ...(b ? { prove: proveWith(b, proven) } : {}),
           }));
           progress.done();
           cache?.save();
@@ -217,7 +222,7 @@ Examples:
       }).finally(() => progress.done());
       trace('uploaded');
       const cached = digestCache ? { digestCache: { hits: digestCache.hits, misses: digestCache.misses } } : {};
-      say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded, ...cached }) : result.imageId);
+      say(opts.json ? JSON.stringify({ id: result.imageId, uploaded: result.uploaded, proven, ...cached }) : result.imageId);
     });
 
   image

@@ -11,6 +11,7 @@ import { fileInput, stdinInput, type ArchiveInput } from '../import/input.js';
 import { importTarball, tarballFromLayer } from '../import/tarball.js';
 import { archiveStat, loadScan, saveScan } from '../import/scan-cache.js';
 import { takeBack, uploadImported, type ImportUploadProgress } from '../import/upload.js';
+import { ContentProver } from '../import/prove.js';
 import { sniffCompression } from '../import/decompress.js';
 import { imageName, importImage, isImageReference, type ImageConfig } from '../import/oci.js';
 import { keptManifest, lostContents } from '../import/kept.js';
@@ -127,7 +128,20 @@ export async function addArchive(program: Command, source: string, opts: Archive
   try {
     const memory = opts.memory === undefined ? undefined : Number(opts.memory);
     if (memory !== undefined && !(memory > 0)) throw new MountgateError('InvalidRequest', `--memory ${opts.memory}: give a number of MiB`);
+    // Connected first: the broker hashes the contents as the archive is read, when its policy lets us (GetInfo's methods).
+    const busAddress = program.opts<{ busAddress?: string }>().busAddress;
+    const broker = await connect(busAddress ? { busAddress } : {});
+    let proving: boolean;
+    try {
+      proving = (await broker.getInfo()).methods.includes('ProveObjects');
+    } catch (err) {
+      broker.close();
+      throw err;
+    }
+    /** What ProveObjects took as the archive was read (the broker hashed and held it for AddImage), beside what PutObjects uploaded. */
+    const proven = { objects: 0, bytes: 0 };
     const scan = {
+      ...(proving ? { prover: () => new ContentProver(broker, proven) } : {}),
       ...(opts.skipDevices ? { skipDevices: true } : {}),
       ...(memory ? { memoryLimit: memory * MiB } : {}),
       onEntry: () => progress.entry(),
@@ -145,17 +159,20 @@ export async function addArchive(program: Command, source: string, opts: Archive
     const startedNs = BigInt(Date.now()) * 1_000_000n;
     const cached = archive && loadScan(archive, scanOptions);
     let imported;
-    if (isImage) {
-      imported = await importImage(source, opts.name ?? imageName(source), scan);
-    } else if (cached) {
-      imported = tarballFromLayer(input, opts.name ?? defaultName(source), cached.layer, cached.compression, controller.signal);
-    } else {
-      imported = await importTarball(input, opts.name ?? defaultName(source), scan);
-      if (archive) saveScan(archive, scanOptions, { layer: imported.layer, compression: imported.compression }, startedNs);
+    try {
+      if (isImage) {
+        imported = await importImage(source, opts.name ?? imageName(source), scan);
+      } else if (cached) {
+        imported = tarballFromLayer(input, opts.name ?? defaultName(source), cached.layer, cached.compression, controller.signal);
+      } else {
+        imported = await importTarball(input, opts.name ?? defaultName(source), scan);
+        if (archive) saveScan(archive, scanOptions, { layer: imported.layer, compression: imported.compression }, startedNs);
+      }
+    } catch (err) {
+      broker.close();
+      throw err;
     }
     trace('archive read');
-    const busAddress = program.opts<{ busAddress?: string }>().busAddress;
-    const broker = await connect(busAddress ? { busAddress } : {});
     let result;
     let kept: string | undefined;
     let summary: Record<string, unknown>;
@@ -191,11 +208,11 @@ export async function addArchive(program: Command, source: string, opts: Archive
       };
       if ('config' in imported) {
         const layers = await keep({ config: imported.config }, imported.layers);
-        summary = { id: imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, ...(kept ? { kept } : {}), layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
+        summary = { id: imageId, uploaded: result.uploaded, proven, entries: imported.manifest.entries.length, ...(kept ? { kept } : {}), layers: layers.map(({ split: _s, ...l }) => l), config: imported.config };
       } else {
         const l = imported.layer;
         await keep({}, [{ diffId: l.diffId, entries: l.entries.length, ...(l.split ? { split: l.split } : {}) }]);
-        summary = { id: imageId, uploaded: result.uploaded, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored), ...(archive ? { scanCache: cached ? 'hit' : 'miss' } : {}) };
+        summary = { id: imageId, uploaded: result.uploaded, proven, entries: imported.manifest.entries.length, diffId: l.diffId, compression: imported.compression, skippedDevices: l.skippedDevices, ignored: Object.fromEntries(l.ignored), ...(archive ? { scanCache: cached ? 'hit' : 'miss' } : {}) };
         for (const [k, n] of l.ignored) if (!opts.json) process.stderr.write(`mountgate: warning: ${n} entr${n === 1 ? 'y has' : 'ies have'} PAX ${k}, which an image does not keep\n`);
         if (l.skippedDevices > 0 && !opts.json) process.stderr.write(`mountgate: dropped ${l.skippedDevices} device node(s) (--skip-devices)\n`);
       }

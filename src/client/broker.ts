@@ -23,6 +23,8 @@ export interface BrokerInfo {
   overlayDataOnly: boolean;
   /** Your uid, as the broker sees it. */
   uid: number;
+  /** The methods the policy lets you call (empty from a broker older than this field). */
+  methods: string[];
 }
 
 export interface BindResult {
@@ -90,6 +92,7 @@ export class MountgateBroker {
       fsVerity: Boolean(get('fsVerity')),
       overlayDataOnly: Boolean(get('overlayDataOnly')),
       uid: Number(get('uid')),
+      methods: Array.isArray(get('methods')) ? (get('methods') as unknown[]).map(String) : [],
     };
   }
 

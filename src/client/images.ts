@@ -15,7 +15,7 @@ import { validateManifest } from '../manifest/load.js';
 import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } from '../sys/syscalls.js';
-import { InvalidRequestError, NotFoundError, PolicyDeniedError, UnsupportedError } from '../errors.js';
+import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from './broker.js';
 import { cachedStat, type DigestCache } from './digest-cache.js';
 
@@ -534,16 +534,18 @@ export async function proveFiles(broker: Pick<MountgateBroker, 'proveObjects'>, 
 }
 
 /**
- * manifestFromDirectory's `prove` for `broker`: ProveObjects, or, from a
- * broker that does not have it (older) or a policy that does not allow it,
- * the digests hashed here as before.
+ * manifestFromDirectory's `prove` for `broker`: ProveObjects when the broker
+ * says its policy lets you call it (GetInfo's methods; what it proved is
+ * added to `tally`), else, from an older broker or a policy without it, the
+ * digests hashed here as before.
  */
-export function proveWith(broker: Pick<MountgateBroker, 'proveObjects'>): NonNullable<FromDirectoryOptions['prove']> {
+export function proveWith(broker: Pick<MountgateBroker, 'proveObjects' | 'getInfo'>, tally: { objects: number; bytes: number } = { objects: 0, bytes: 0 }): NonNullable<FromDirectoryOptions['prove']> {
   return async (files, onBytes) => {
-    try {
-      return await proveFiles(broker, files, onBytes);
-    } catch (err) {
-      if (!(err instanceof UnsupportedError || err instanceof PolicyDeniedError)) throw err;
+    if ((await broker.getInfo()).methods.includes('ProveObjects')) {
+      const digests = await proveFiles(broker, files, onBytes);
+      tally.objects += files.length;
+      tally.bytes += files.reduce((n, f) => n + f.size, 0);
+      return digests;
     }
     return files.map((f) => {
       const read = fileDigest(f.path, onBytes);

@@ -13,6 +13,7 @@ import { InvalidRequestError } from '../errors.js';
 import { byteText, escapeBytes } from '../manifest/text.js';
 import { validateManifest } from '../manifest/load.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
+import type { ContentProver } from './prove.js';
 import { readTar, type SplitSink, type TarEntry } from './tar.js';
 import { TarSplitRecorder, type SplitRecord } from './tarsplit.js';
 
@@ -63,7 +64,17 @@ export interface ReadLayerOptions {
   /** Called after every entry. */
   onEntry?: (entries: number, bytes: number) => void;
   signal?: AbortSignal;
+  /**
+   * Has the broker hash the contents (ProveObjects) as the layer is read,
+   * instead of hashing them here: a prover for this layer. Contents of at
+   * most PROVE_AT_MOST bytes go to it (a bigger one would take its size in
+   * memory); the others are hashed here and uploaded after AddImage.
+   */
+  prover?: () => ContentProver;
 }
+
+/** The largest content proven while the layer is read (spooled whole into a memfd). */
+export const PROVE_AT_MOST = 16 << 20;
 
 export interface LayerResult {
   entries: LayerEntry[];
@@ -133,49 +144,69 @@ export async function readLayer(chunks: AsyncIterable<Uint8Array>, opts: ReadLay
   const ignored = new Map<string, number>();
   let contentBytes = 0;
   let skippedDevices = 0;
-  for (let e: TarEntry | undefined; (e = await tar.next()); ) {
-    opts.signal?.throwIfAborted();
-    const at = `${opts.what}: "${escapeBytes(e.name)}"`;
-    const path = nameComponents(e.name, opts.what);
-    for (const k of e.ignored) ignored.set(k, (ignored.get(k) ?? 0) + 1);
-    if (opts.limits && entries.length >= opts.limits.maxEntries) throw new InvalidRequestError(`${opts.what} has more than ${opts.limits.maxEntries} entries, the most an image may have`);
-    const base = { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs, size: 0 };
-    const last = path.at(-1);
-    if (e.type === 'file') {
-      const { digest, size, pieces } = await hashContent(tar.data(), Boolean(opts.onContent), opts.signal);
-      if (size !== e.size) throw new Error(`tar reader: ${at} gave ${size} bytes for a file of ${e.size}`);
-      contentBytes += size;
-      if (opts.limits && contentBytes > opts.limits.maxBytes) throw new InvalidRequestError(`${opts.what} holds more than ${opts.limits.maxBytes} bytes of file contents, the most the policy lets you store`);
-      fileDigests.push(size > 0 ? digest : undefined);
-      if (size > 0) opts.onContent?.(digest, size, pieces);
-      if (last && last.equals(OPAQUE)) {
-        entries.push({ path: path.slice(0, -1), op: 'opaque' });
-      } else if (last && last.subarray(0, WH_META.length).equals(WH_META)) {
-        // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not part of the tree
-      } else if (last && last.subarray(0, WH.length).equals(WH)) {
-        const hidden = last.subarray(WH.length);
-        if (hidden.length === 0 || hidden.equals(Buffer.from('.')) || hidden.equals(Buffer.from('..'))) throw new InvalidRequestError(`${at} is a whiteout that names no file of its directory`);
-        entries.push({ path: [...path.slice(0, -1), hidden], op: 'whiteout' });
+  const prover = opts.prover?.();
+  /** Files whose digest the prover answers at the end: where it goes. */
+  const proved: { file: number; inode?: { digest?: string } }[] = [];
+  try {
+    for (let e: TarEntry | undefined; (e = await tar.next()); ) {
+      opts.signal?.throwIfAborted();
+      const at = `${opts.what}: "${escapeBytes(e.name)}"`;
+      const path = nameComponents(e.name, opts.what);
+      for (const k of e.ignored) ignored.set(k, (ignored.get(k) ?? 0) + 1);
+      if (opts.limits && entries.length >= opts.limits.maxEntries) throw new InvalidRequestError(`${opts.what} has more than ${opts.limits.maxEntries} entries, the most an image may have`);
+      const base = { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs, size: 0 };
+      const last = path.at(-1);
+      if (e.type === 'file') {
+        const byProver = prover !== undefined && e.size > 0 && e.size <= PROVE_AT_MOST;
+        // Proven: spooled for the broker, its digest filled in once it answers.
+        const { digest, size, pieces } = byProver ? { digest: '', size: e.size, pieces: [] } : await hashContent(tar.data(), Boolean(opts.onContent), opts.signal);
+        if (byProver) proved[await prover.add(e.size, tar.data(), opts.signal)] = { file: fileDigests.length };
+        if (size !== e.size) throw new Error(`tar reader: ${at} gave ${size} bytes for a file of ${e.size}`);
+        contentBytes += size;
+        if (opts.limits && contentBytes > opts.limits.maxBytes) throw new InvalidRequestError(`${opts.what} holds more than ${opts.limits.maxBytes} bytes of file contents, the most the policy lets you store`);
+        fileDigests.push(size > 0 ? digest : undefined);
+        if (size > 0 && !byProver) opts.onContent?.(digest, size, pieces);
+        if (last && last.equals(OPAQUE)) {
+          entries.push({ path: path.slice(0, -1), op: 'opaque' });
+        } else if (last && last.subarray(0, WH_META.length).equals(WH_META)) {
+          // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not part of the tree
+        } else if (last && last.subarray(0, WH.length).equals(WH)) {
+          const hidden = last.subarray(WH.length);
+          if (hidden.length === 0 || hidden.equals(Buffer.from('.')) || hidden.equals(Buffer.from('..'))) throw new InvalidRequestError(`${at} is a whiteout that names no file of its directory`);
+          entries.push({ path: [...path.slice(0, -1), hidden], op: 'whiteout' });
+        } else {
+          const inode = { ...base, kind: 'file' as const, size, ...(size > 0 ? { digest } : {}) };
+          if (byProver) proved[proved.length - 1]!.inode = inode;
+          entries.push({ path, op: 'add', inode });
+        }
+      } else if (e.type === 'dir') {
+        entries.push({ path, op: 'add', inode: { ...base, kind: 'dir' } });
+      } else if (e.type === 'symlink') {
+        if (!e.linkName || e.linkName.length === 0) throw new InvalidRequestError(`${at} is a symlink without a target`);
+        entries.push({ path, op: 'add', inode: { ...base, kind: 'symlink', target: e.linkName } });
+      } else if (e.type === 'hardlink') {
+        entries.push({ path, op: 'hardlink', linkTarget: nameComponents(e.linkName ?? Buffer.alloc(0), opts.what) });
+      } else if (e.type === 'fifo') {
+        entries.push({ path, op: 'add', inode: { ...base, kind: 'fifo' } });
+      } else if (e.type === 'chardev' && e.devMajor === 0 && e.devMinor === 0) {
+        entries.push({ path, op: 'add', inode: { ...base, kind: 'whiteout' } });
+      } else if (opts.skipDevices) {
+        skippedDevices++;
       } else {
-        entries.push({ path, op: 'add', inode: { ...base, kind: 'file', size, ...(size > 0 ? { digest } : {}) } });
+        throw new InvalidRequestError(`${at} is a device node (${e.type} ${e.devMajor}:${e.devMinor}); images cannot hold device nodes that can be mounted (--skip-devices drops them)`);
       }
-    } else if (e.type === 'dir') {
-      entries.push({ path, op: 'add', inode: { ...base, kind: 'dir' } });
-    } else if (e.type === 'symlink') {
-      if (!e.linkName || e.linkName.length === 0) throw new InvalidRequestError(`${at} is a symlink without a target`);
-      entries.push({ path, op: 'add', inode: { ...base, kind: 'symlink', target: e.linkName } });
-    } else if (e.type === 'hardlink') {
-      entries.push({ path, op: 'hardlink', linkTarget: nameComponents(e.linkName ?? Buffer.alloc(0), opts.what) });
-    } else if (e.type === 'fifo') {
-      entries.push({ path, op: 'add', inode: { ...base, kind: 'fifo' } });
-    } else if (e.type === 'chardev' && e.devMajor === 0 && e.devMinor === 0) {
-      entries.push({ path, op: 'add', inode: { ...base, kind: 'whiteout' } });
-    } else if (opts.skipDevices) {
-      skippedDevices++;
-    } else {
-      throw new InvalidRequestError(`${at} is a device node (${e.type} ${e.devMajor}:${e.devMinor}); images cannot hold device nodes that can be mounted (--skip-devices drops them)`);
+      opts.onEntry?.(entries.length, tar.position);
     }
-    opts.onEntry?.(entries.length, tar.position);
+  } catch (err) {
+    await prover?.abort();
+    throw err;
+  }
+  if (prover) {
+    const digests = await prover.finish();
+    proved.forEach((p, k) => {
+      fileDigests[p.file] = digests[k];
+      if (p.inode) p.inode.digest = digests[k];
+    });
   }
   return { entries, fileDigests, diffId: `sha256:${diff.digest('hex')}`, bytes: tar.position, contentBytes, skippedDevices, ignored, ...(recorder ? { split: recorder.finish(fileDigests) } : {}) };
 }

@@ -8,6 +8,7 @@ import { counted, MemoryObjects, type ArchiveInput } from './input.js';
 import { LayerTree, readLayer, type LayerLimits, type LayerResult } from './layers.js';
 import { readTar } from './tar.js';
 import type { ObjectContent, ObjectProvider } from './upload.js';
+import type { ContentProver } from './prove.js';
 
 export interface ScanOptions {
   limits?: LayerLimits;
@@ -20,6 +21,8 @@ export interface ScanOptions {
   /** How many bytes the scan will read, when the source learns it only on the way (an oci: layout's layer blobs). */
   onTotal?: (bytes: number) => void;
   signal?: AbortSignal;
+  /** Each layer's contents proven to the broker as it is read (ReadLayerOptions.prover). */
+  prover?: () => ContentProver;
 }
 
 export interface ImportedTarball {
@@ -62,6 +65,8 @@ export async function importTarball(input: ArchiveInput, name: string, opts: Sca
     ...(opts.skipDevices ? { skipDevices: true } : {}),
     ...(opts.onEntry ? { onEntry: opts.onEntry } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
+    // What cannot be read again keeps its contents for the upload instead.
+    ...(opts.prover && !kept ? { prover: opts.prover } : {}),
     ...(kept ? { onContent: (d: string, size: number, pieces: Buffer[]) => kept.keep(d, size, pieces) } : {}),
   });
   return kept ? tarballOf(input, name, layer, compression, memoryProvider(kept)) : tarballFromLayer(input, name, layer, compression, opts.signal);

@@ -85,7 +85,7 @@ async function* exactly(o: ObjectContent, signal?: AbortSignal, onChunk?: (bytes
 }
 
 /** The content of one object in a new sealed memfd. */
-async function spool(o: ObjectContent, signal?: AbortSignal): Promise<number> {
+export async function spool(o: ObjectContent, signal?: AbortSignal): Promise<number> {
   const fd = memfdCreate('mountgate-object');
   try {
     for await (const c of exactly(o, signal)) for (let at = 0; at < c.length; ) at += writeSync(fd, c, at, c.length - at);

@@ -8,7 +8,7 @@
 // others are served meanwhile.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, utimesSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createAdvWorld, type AdvWorld } from './helpers/adv-world.js';
 import { runAs } from '../helpers/run-as.js';
@@ -218,4 +218,60 @@ t.test('`image add DIR` has the broker hash the files: a second user importing t
   tt.equal((list[0]!.images as { id: string; missing: number }[]).find((i) => i.id === second.id)?.missing, 0, 'nothing missing for bob');
   await world.probeAs(bob, [{ op: 'removeImage', id: second.id }]);
   await world.probeAs(alice, [{ op: 'removeImage', id: first.id }]);
+});
+
+t.test('`image add LAYER.tar` proves the contents as it reads them: a second user sends nothing after AddImage and rewrites no object', async (tt) => {
+  const alice = world.users.alice!;
+  const bob = world.users.bob!;
+  const src = join(world.scratch, 'layer-src');
+  mkdirSync(join(src, 'etc'), { recursive: true });
+  writeFileSync(join(src, 'etc', 'os-release'), 'NAME=layer\n');
+  writeFileSync(join(src, 'blob'), Buffer.alloc(200_000, 'q'));
+  const tarball = join(world.scratch, 'layer.tar');
+  execFileSync('tar', ['--numeric-owner', '--mtime=@1700000000', '-C', src, '-cf', tarball, '.']);
+  execFileSync('chmod', ['a+r', tarball]);
+  const add = async (user: TestUser) => {
+    const r = await runAs(user, [process.execPath, cliPath, 'image', 'add', tarball, '--name', 'layer', '--json', '--no-digest-cache'], { busAddress: world.bus.address, env: { XDG_DATA_HOME: join(world.dirs[user === alice ? 'alice' : 'bob']!, 'data') }, timeoutMs: 120_000 });
+    tt.equal(r.code, 0, `image add as ${user.name} exits 0${r.code ? `: ${r.stderr}` : ''}`);
+    return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { id: string; uploaded: { objects: number }; proven: { objects: number } };
+  };
+  const first = await add(alice);
+  tt.match(first, { uploaded: { objects: 0 }, proven: { objects: 2 } }, 'alice: both contents proven as read, nothing uploaded after');
+  const objects = join(storeDir(), 'objects');
+  const inodes = () => Object.fromEntries(readdirSync(objects).flatMap((p) => readdirSync(join(objects, p)).map((r) => [p + r, statSync(join(objects, p, r)).ino])));
+  const before = inodes();
+  const seen = world.broker.audit.length;
+  const second = await add(bob);
+  tt.equal(second.id, first.id, 'the same image');
+  tt.match(second, { uploaded: { objects: 0 }, proven: { objects: 2 } }, 'bob: proven, nothing uploaded');
+  tt.equal(world.broker.audit.slice(seen).filter((l) => l.event === 'decision' && l.method === 'PutObjects').length, 0, 'no PutObjects');
+  tt.same(inodes(), before, 'no object file written again');
+  tt.same(heldFiles(bob), [], 'nothing left held');
+  await world.probeAs(bob, [{ op: 'removeImage', id: second.id }]);
+  await world.probeAs(alice, [{ op: 'removeImage', id: first.id }]);
+});
+
+t.test('an archive that breaks off while its contents are proven: the import fails, nothing is registered or held', async (tt) => {
+  const carol = world.users.carol!;
+  const src = join(world.scratch, 'broken-src');
+  mkdirSync(src, { recursive: true });
+  for (let k = 0; k < 5; k++) writeFileSync(join(src, `f${k}`), Buffer.alloc(30_000, 65 + k));
+  const whole = join(world.scratch, 'whole.tar');
+  execFileSync('tar', ['-C', src, '-cf', whole, '.']);
+  const cut = join(world.scratch, 'cut.tar');
+  // Inside the fourth file's content: three contents were proven before it.
+  writeFileSync(cut, readFileSync(whole).subarray(0, 512 * 2 + (512 + 30_208) * 3 + 1000));
+  execFileSync('chmod', ['a+r', cut]);
+  const seen = world.broker.audit.length;
+  // Carol holds what an earlier test of hers proved: only this import's copies must not stay.
+  const heldBefore = heldFiles(carol);
+  const r = await runAs(carol, [process.execPath, cliPath, 'image', 'add', cut, '--name', 'cut', '--no-digest-cache'], { busAddress: world.bus.address, env: { XDG_DATA_HOME: join(world.dirs.carol!, 'data') }, timeoutMs: 120_000 });
+  tt.not(r.code, 0, 'the import fails');
+  tt.match(r.stderr, /truncated|ended|unexpected end/i, `saying the archive is cut short (${r.stderr.trim().split('\n').at(-1)})`);
+  const refused = world.broker.audit.slice(seen).filter((l) => l.event === 'decision' && l.method === 'ProveObjects' && l.allowed === false);
+  tt.match(refused[0]?.message, /the stream ended 1 bytes before the end of an object/, 'the client cut its ProveObjects inside a record, so the broker refused it and held nothing');
+  tt.same(heldFiles(carol), heldBefore, 'no copy of this import left in tmp/');
+  const list = await world.probeAs(carol, [{ op: 'listImages' }]);
+  tt.same(list[0]!.images, [], 'no image registered');
+  await world.served(tt, world.users.bob!);
 });

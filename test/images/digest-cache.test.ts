@@ -24,7 +24,7 @@ t.before(async () => {
     users: { alice: {}, bob: {} },
     policy: {
       version: 1,
-      methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
+      methods: Object.fromEntries(['AddImage', 'PutObjects', 'ProveObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
       limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
     },
   });
@@ -43,6 +43,7 @@ interface Added {
   diffId?: string;
   scanCache?: 'hit' | 'miss';
   uploaded: { objects: number; bytes: number };
+  proven: { objects: number; bytes: number };
   digestCache?: { hits: number; misses: number };
 }
 
@@ -77,14 +78,14 @@ t.test('again: unchanged files come from the cache; a file rewritten with its si
   const alice = world.users.alice!;
   const first = await add(tt, alice, aliceTree, 'cached');
   tt.match(first.digestCache, { hits: 0, misses: 3 }, 'the first import hashes every file');
-  tt.equal(first.uploaded.objects, 3, 'and uploads them');
+  tt.match(first, { proven: { objects: 3 }, uploaded: { objects: 0 } }, 'and the broker hashes them (ProveObjects): nothing left to upload');
   const cacheFile = join(cacheHome(alice), 'mountgate', `digests-${DIGEST_ALGORITHM}`);
   const st = statSync(cacheFile);
   tt.equal(st.uid, alice.uid, 'the cache is the user\'s own file');
   tt.equal(st.mode & 0o777, 0o600, 'readable by the user alone');
 
   const again = await add(tt, alice, aliceTree, 'cached');
-  tt.match(again, { id: first.id, uploaded: { objects: 0 }, digestCache: { hits: 3, misses: 0 } }, 'again: no file read, the same image, nothing sent');
+  tt.match(again, { id: first.id, uploaded: { objects: 0 }, proven: { objects: 0 }, digestCache: { hits: 3, misses: 0 } }, 'again: no file read, the same image, nothing sent');
 
   const edited = join(aliceTree, 'edited');
   const before = statSync(edited, { bigint: true });
@@ -100,7 +101,7 @@ t.test('again: unchanged files come from the cache; a file rewritten with its si
   const changed = await add(tt, alice, aliceTree, 'cached');
   tt.match(changed.digestCache, { hits: 2, misses: 1 }, 'the edited file is hashed again, the others are not');
   tt.not(changed.id, first.id, 'a new image');
-  tt.equal(changed.uploaded.objects, 1, 'its new content is uploaded');
+  tt.equal(changed.proven.objects, 1, 'its new content goes to the broker');
   const r = await cli(alice, ['run', '--image', `${changed.id}:/mnt`, '--', 'head', '-c', '5', '/mnt/edited']);
   tt.equal(r.code, 0, `run --image exits 0${r.code ? `: ${r.stderr}` : ''}`);
   tt.equal(r.stdout, 'bbbbb', 'the image holds the new content');

@@ -21,7 +21,7 @@ t.before(async () => {
     users: { alice: {} },
     policy: {
       version: 1,
-      methods: { AddImage: { users: ['*'] }, PutObjects: { users: ['*'] }, MountImage: { users: ['*'] }, ListImages: { users: ['*'] }, RemoveImage: { users: ['*'] } },
+      methods: { AddImage: { users: ['*'] }, PutObjects: { users: ['*'] }, ProveObjects: { users: ['*'] }, MountImage: { users: ['*'] }, ListImages: { users: ['*'] }, RemoveImage: { users: ['*'] } },
       limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
     },
   });
@@ -45,9 +45,10 @@ t.test('image add layer.tar: mounted, every file reads back through the kernel a
   const alice = world.users.alice!;
   const r = await cli(alice, ['image', 'add', layer, '--json']);
   tt.equal(r.code, 0, `image add exits 0 (stderr: ${r.stderr})`);
-  const out = JSON.parse(r.stdout) as { id: string; uploaded: { objects: number; bytes: number }; diffId: string; compression: string };
+  const out = JSON.parse(r.stdout) as { id: string; uploaded: { objects: number; bytes: number }; proven: { objects: number; bytes: number }; diffId: string; compression: string };
   tt.match(out, { compression: 'none', diffId: `sha256:${sha256(readFileSync(layer))}` });
-  tt.ok(out.uploaded.objects >= 6, `the contents went up (${out.uploaded.objects} objects)`);
+  tt.ok(out.proven.objects >= 6, `the contents went to the broker as the archive was read, ProveObjects (${out.proven.objects} objects)`);
+  tt.equal(out.uploaded.objects, 0, 'so nothing was left to upload after AddImage');
 
   const again = await cli(alice, ['image', 'add', layer, '--json']);
   tt.equal(again.code, 0, `again (stderr: ${again.stderr})`);

@@ -26,7 +26,7 @@ export async function rootfsWorld(): Promise<RootfsWorld> {
       users: { alice: {} },
       policy: {
         version: 1,
-        methods: Object.fromEntries(['AddImage', 'PutObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
+        methods: Object.fromEntries(['AddImage', 'PutObjects', 'ProveObjects', 'MountImage', 'ListImages', 'RemoveImage'].map((m) => [m, { users: ['*'] }])),
         limits: { concurrentRequests: 4, requestsPerMinute: 100000 },
       },
     }),
