@@ -64,17 +64,9 @@ export interface ReadLayerOptions {
   /** Called after every entry. */
   onEntry?: (entries: number, bytes: number) => void;
   signal?: AbortSignal;
-  /**
-   * Has the broker hash the contents (ProveObjects) as the layer is read,
-   * instead of hashing them here: a prover for this layer. Contents of at
-   * most PROVE_AT_MOST bytes go to it (a bigger one would take its size in
-   * memory); the others are hashed here and uploaded after AddImage.
-   */
+  /** Has the broker hash the contents (ProveObjects) as the layer is read, instead of hashing them here: a prover for this layer. */
   prover?: () => ContentProver;
 }
-
-/** The largest content proven while the layer is read (spooled whole into a memfd). */
-export const PROVE_AT_MOST = 16 << 20;
 
 export interface LayerResult {
   entries: LayerEntry[];
@@ -157,7 +149,7 @@ export async function readLayer(chunks: AsyncIterable<Uint8Array>, opts: ReadLay
       const base = { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs, size: 0 };
       const last = path.at(-1);
       if (e.type === 'file') {
-        const byProver = prover !== undefined && e.size > 0 && e.size <= PROVE_AT_MOST;
+        const byProver = prover !== undefined && e.size > 0;
         // Proven: spooled for the broker, its digest filled in once it answers.
         const { digest, size, pieces } = byProver ? { digest: '', size: e.size, pieces: [] } : await hashContent(tar.data(), Boolean(opts.onContent), opts.signal);
         if (byProver) proved[await prover.add(e.size, tar.data(), opts.signal)] = { file: fileDigests.length };

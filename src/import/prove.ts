@@ -3,14 +3,16 @@
 // content is spooled into a sealed memfd as the tar reader yields it and
 // passed as an fd on one ProveObjects stream; the broker hashes it, holds it
 // for the AddImage that follows, and answers the digests in order at the end.
-// The reader waits while the queue of spooled contents is full, so memory
+// A content too big to spool (SPOOL_AT_MOST) goes as bytes on the same
+// stream, read from the archive as it is sent. The reader waits while the
+// queue of spooled contents is full (or a content goes by bytes), so memory
 // stays bounded whatever the size of the layer. One prover per layer (one
 // call at a time per user, as the broker allows).
 import type { MountgateBroker } from '../client/broker.js';
 import { closeFd } from '../client/broker.js';
 import { sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
 import { socketpair } from '../sys/syscalls.js';
-import { spool } from './upload.js';
+import { exactly, spool } from './upload.js';
 
 /** The digest field of a ProveObjects record. */
 const unclaimed = '0'.repeat(64);
@@ -19,6 +21,8 @@ const unclaimed = '0'.repeat(64);
 const QUEUE: SendWindow = { records: 256, bytes: 32 << 20 };
 /** What may be in flight on the stream. */
 const WINDOW: SendWindow = { records: 256, bytes: 64 << 20 };
+/** Bigger contents are not spooled into a memfd but sent as bytes. */
+export const SPOOL_AT_MOST = 16 << 20;
 
 export class ContentProver {
   private readonly queue: OutgoingObject[] = [];
@@ -31,6 +35,8 @@ export class ContentProver {
   private count = 0;
   private call: Promise<{ digests: string[]; objects: number; bytes: number }> | undefined;
   private sent: Promise<void> | undefined;
+  /** Fails the content being sent by bytes, if one is (its reader waits for it). */
+  private breakBytes: ((err: unknown) => void) | undefined;
 
   /** `tally`: the objects and bytes proven are added to it (one tally for the layers of an image). */
   constructor(
@@ -38,16 +44,46 @@ export class ContentProver {
     private readonly tally: { objects: number; bytes: number } = { objects: 0, bytes: 0 },
   ) {}
 
-  /** Spools one file's content (exactly `size` bytes) and queues it; resolves with its record number once it is queued. */
+  /**
+   * Takes one file's content (exactly `size` bytes): spooled and queued, or,
+   * when it is bigger than SPOOL_AT_MOST, sent as bytes (resolving once the
+   * last of them is written). Resolves with its record number.
+   */
   async add(size: number, chunks: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<number> {
     this.call ??= this.start();
     while (this.failure === undefined && (this.queue.length >= QUEUE.records || this.queuedBytes >= QUEUE.bytes)) await new Promise<void>((r) => this.wakeAdders.push(r));
     if (this.failure !== undefined) throw this.failure;
-    const fd = await spool({ digest: `(record ${this.count})`, size, chunks }, signal);
+    const record = this.count++;
+    if (size > SPOOL_AT_MOST) {
+      let sent!: () => void;
+      let broke!: (err: unknown) => void;
+      const done = new Promise<void>((resolve, reject) => ((sent = resolve), (broke = reject)));
+      done.catch(() => undefined);
+      async function* through(): AsyncGenerator<Buffer> {
+        try {
+          yield* exactly({ digest: `(record ${record})`, size, chunks }, signal);
+          sent();
+        } catch (err) {
+          broke(err);
+          throw err;
+        }
+      }
+      this.queue.push({ digest: unclaimed, size, chunks: through() });
+      this.breakBytes = broke;
+      this.wake();
+      // Sent (or failed) before the reader goes on: the archive is read once, in order.
+      try {
+        await done;
+      } finally {
+        this.breakBytes = undefined;
+      }
+      return record;
+    }
+    const fd = await spool({ digest: `(record ${record})`, size, chunks }, signal);
     this.queue.push({ digest: unclaimed, size, fd });
     this.queuedBytes += size;
     this.wake();
-    return this.count++;
+    return record;
   }
 
   /** Ends the stream; resolves with every record's digest, in order. */
@@ -92,9 +128,11 @@ export class ContentProver {
     // A record cut short (its header says one byte, none follows): the broker refuses the stream.
     if (this.aborted) return [{ digest: unclaimed, size: 1, chunks: (async function* () {})() }];
     if (this.queue.length === 0) return undefined;
+    // A content by bytes goes in a group of its own.
+    if ('chunks' in this.queue[0]!) return this.queue.splice(0, 1);
     let n = 0;
     let bytes = 0;
-    while (n < this.queue.length && n < room.records && (n === 0 || bytes < room.bytes)) bytes += this.queue[n++]!.size;
+    while (n < this.queue.length && n < room.records && (n === 0 || bytes < room.bytes) && 'fd' in this.queue[n]!) bytes += this.queue[n++]!.size;
     const group = this.queue.splice(0, n);
     this.queuedBytes -= bytes;
     const adders = this.wakeAdders;
@@ -106,6 +144,7 @@ export class ContentProver {
   private fail(err: unknown): void {
     this.failure ??= err;
     for (const o of this.queue.splice(0)) if ('fd' in o) closeFd(o.fd);
+    this.breakBytes?.(this.failure);
     this.wake();
   }
 
