@@ -14,7 +14,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
+import { InternalError, InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
 import type { ImageFacts, KeptFor, MountGrant, StoreUsage } from '../policy/images.js';
 import { planComposefsMount, type Plan } from '../policy/plan.js';
 import type { Policy } from '../schema/types.generated.js';
@@ -29,6 +29,7 @@ import { BuildHelpers } from './build-helpers.js';
 import type { BuiltImage } from './image-builder.js';
 import { UploadHelpers } from './upload-helpers.js';
 import { HeldObjects } from './held.js';
+import { BuildMemo, type MemoBuild } from './build-memo.js';
 import { inTurns } from './turns.js';
 
 export interface ImageDeps {
@@ -58,6 +59,13 @@ const publishPerTurn = 64;
 
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
+
+/** A build's result, or what an earlier build of the same manifest found (its image stored). */
+export type Built = BuiltImage | MemoBuild;
+
+function imageBytesOf(built: Built): number {
+  return 'image' in built ? built.image.length : built.imageBytes;
+}
 
 export function imageLimits(policy: Policy) {
   return { ...defaultImageLimits, ...policy.images };
@@ -90,6 +98,8 @@ export class ImageService {
   private readonly helpers: UploadHelpers;
   /** What ProveObjects holds for each user until an AddImage adopts it. */
   readonly held: HeldObjects;
+  /** What builds of manifests found, while their images are stored. */
+  private readonly memo = new BuildMemo();
   /** Users with a ProveObjects under way (one at a time each). */
   private readonly proving = new Set<number>();
   /** Images whose last owner dropped them, their rows still to delete (dropRows). */
@@ -173,10 +183,22 @@ export class ImageService {
     return this.registry.db.usage(uid, except);
   }
 
-  /** Builds the image of the manifest in the sealed memfd `fd`, in a build helper, when it is `uid`'s turn. */
-  build(uid: number, fd: number): Promise<BuiltImage> {
-    const limits = imageLimits(this.deps.policy());
-    return this.builds.run(uid, () => this.builder.build(fd, { maxEntries: limits.maxEntriesPerImage, maxBytes: limits.maxManifestBytes }));
+  /**
+   * Builds the image of the manifest in the sealed memfd `fd`, in a build
+   * helper, when it is `uid`'s turn; or, for a manifest built before whose
+   * image is stored, takes what that build found (build-memo.ts). The check
+   * that the image is stored is in the turn the registration follows in.
+   */
+  async build(uid: number, fd: number): Promise<Built> {
+    const policy = imageLimits(this.deps.policy());
+    const limits = { maxEntries: policy.maxEntriesPerImage, maxBytes: policy.maxManifestBytes };
+    const key = await BuildMemo.key(fd, fstatSync(fd).size, limits);
+    const hit = this.memo.get(key);
+    if (hit && this.registry.stored(hit.imageId)) return hit;
+    if (hit) this.memo.forget(key);
+    const built = await this.builds.run(uid, () => this.builder.build(fd, limits));
+    this.memo.remember(key, built);
+    return built;
   }
 
   /** How uid holds the image another is to be kept for. */
@@ -185,8 +207,8 @@ export class ImageService {
     return { id, holding: owned === undefined ? 'none' : owned.listed ? 'listed' : 'hidden' };
   }
 
-  imageFacts(built: BuiltImage): ImageFacts {
-    return { ...built.facts, metadataBytes: built.image.length };
+  imageFacts(built: Built): ImageFacts {
+    return { ...built.facts, metadataBytes: imageBytesOf(built) };
   }
 
   /**
@@ -197,11 +219,13 @@ export class ImageService {
    * digests, as the reply carries them), once they and the image file are
    * on disk (the reply waits for it).
    */
-  register(uid: number, built: BuiltImage): { imageId: string; owned: OwnedImage; durable: Promise<Buffer> } {
+  register(uid: number, built: Built): { imageId: string; owned: OwnedImage; durable: Promise<Buffer> } {
+    // A remembered build has no image bytes: its image is on disk (build() saw it stored, in this turn).
+    if (!('image' in built) && !this.registry.stored(built.imageId)) throw new InternalError(`image ${built.imageId} was removed while it was being added; add it again`);
     const { owned, durable } = this.registry.register(
       // Its objects stay packed: the registry decodes each turn's rows as it adds them.
-      { id: built.imageId, ...(built.name ? { name: built.name } : {}), ...(built.keptFor ? { keptFor: built.keptFor } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: built.image.length },
-      built.image,
+      { id: built.imageId, ...(built.name ? { name: built.name } : {}), ...(built.keptFor ? { keptFor: built.keptFor } : {}), entries: built.facts.entries, objects: built.objects, bytes: built.facts.bytes, imageBytes: imageBytesOf(built) },
+      'image' in built ? built.image : new Uint8Array(0),
       uid,
       registerRowsPerTurn,
     );

@@ -16,8 +16,7 @@ import { digestPattern } from '../store/objects.js';
 import type { PlanExecutor } from './executor-client.js';
 import type { FairQueue } from './fair-queue.js';
 import type { FdProber } from './fd-probe.js';
-import type { BuiltImage } from './image-builder.js';
-import { checkManifestFd, imageLimits, type ImageService } from './images.js';
+import { checkManifestFd, imageLimits, type Built, type ImageService } from './images.js';
 import { capText } from './reply.js';
 import { dbus } from '../bus/connect.js';
 
@@ -152,7 +151,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   };
 
   type AddArgs = { manifest: number };
-  const addImage: MethodRecord<AddArgs, BuiltImage> = {
+  const addImage: MethodRecord<AddArgs, Built> = {
     method: 'AddImage',
     ruled: true,
     args: (raw) => ({ manifest: fdArg(raw, 'manifest') }),
@@ -183,7 +182,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
       // The list goes in a sealed memfd: no bus message is big enough for every image's.
       const listFd = sys.sealedMemfd('mountgate-missing', missing);
       const count = missing.length / 32;
-      return { signature: 'suh', body: [imageId, count, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: count, ...(built.keptFor ? { keptFor: built.keptFor } : {}) } };
+      return { signature: 'suh', body: [imageId, count, listFd], fd: listFd, audit: { image: imageId, entries: owned.entries, missing: count, ...(built.keptFor ? { keptFor: built.keptFor } : {}), ...('image' in built ? {} : { built: 'remembered' }) } };
     },
   };
 

@@ -253,6 +253,34 @@ t.test('removing the last registration removes the image and its unreferenced ob
   tt.notOk(storeObjects().includes(digestOf('alice private\n')), 'once no image names it, the object is removed');
 });
 
+t.test('the same manifest again, by its user or another, is not built again while its image is stored; once the image is gone, it is', async (tt) => {
+  const m = manifest({ 'memo.txt': 'remembered builds\n'.repeat(40) });
+  const results = (uid: number, from: number) => world.broker.audit.slice(from).filter((l) => l.event === 'result' && l.method === 'AddImage' && (l.caller as { uid: number }).uid === uid);
+  let seen = world.broker.audit.length;
+  const [first] = await probeAs(world.users.carol!, [{ op: 'addImage', manifest: m }]);
+  tt.ok(first!.ok, `carol adds it (${first!.message ?? ''})`);
+  tt.notOk(results(world.users.carol!.uid, seen)[0]?.built, 'built by a build helper');
+  seen = world.broker.audit.length;
+  const [again] = await probeAs(world.users.alice!, [{ op: 'addImage', manifest: m }]);
+  tt.equal(again!.id, first!.id, 'the same image for alice');
+  tt.equal(results(world.users.alice!.uid, seen)[0]?.built, 'remembered', 'from what the first build found, no build helper');
+  tt.same(again!.missing, [digestOf('remembered builds\n'.repeat(40))], 'and alice still has to prove the content: a remembered build proves nothing');
+  await probeAs(world.users.alice!, [{ op: 'removeImage', id: first!.id }]);
+  await probeAs(world.users.carol!, [{ op: 'removeImage', id: first!.id }]);
+  await world.broker.waitFor((l) => l.event === 'store' && world.broker.audit.indexOf(l) >= seen, 10_000).catch(() => undefined);
+  seen = world.broker.audit.length;
+  const [anew, put, mounted] = await probeAs(world.users.carol!, [
+    { op: 'addImage', manifest: m },
+    { op: 'putObjects', records: [{ digest: digestOf('remembered builds\n'.repeat(40)), content: 'remembered builds\n'.repeat(40) }] },
+    { op: 'mountImage', id: '$added' },
+  ]);
+  tt.equal(anew!.id, first!.id);
+  tt.notOk(results(world.users.carol!.uid, seen)[0]?.built, 'its image gone, the manifest is built again');
+  tt.ok(existsSync(join(world.broker.stateDir, 'images', first!.id!, 'image.erofs')), 'and its image written again');
+  tt.ok(put!.ok && mounted!.ok, `uploaded and mounted (${mounted!.message ?? ''})`);
+  await probeAs(world.users.carol!, [{ op: 'removeImage', id: first!.id }]);
+});
+
 t.test('SIGKILL in the middle of PutObjects leaves no wrong or partial object', async (tt) => {
   const big = 'x'.repeat(3 * 1024 * 1024);
   const digest = digestOf(big);
@@ -278,3 +306,4 @@ t.test('SIGKILL in the middle of PutObjects leaves no wrong or partial object', 
     await restarted.stop();
   }
 });
+
