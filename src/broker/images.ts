@@ -56,6 +56,12 @@ const pageRows = 1000;
 
 /** Objects of an upload batch published per turn (a rename and a few rows each): a few ms of the event loop. */
 const publishPerTurn = 64;
+/**
+ * Holds adopted per turn: mostly proofs of objects the store has (three
+ * statements on neighbouring rows each, no rename), so more per turn than a
+ * publish; a rename each for the copies.
+ */
+const adoptPerTurn = 256;
 
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
@@ -285,10 +291,10 @@ export class ImageService {
         }
       });
     const waiting: [string, number][] = [];
-    await inTurns(holds, publishPerTurn, (slice) => step(slice, waiting));
+    await inTurns(holds, adoptPerTurn, (slice) => step(slice, waiting));
     if (waiting.length > 0) {
       await Promise.all(waiting.map(([d]) => this.store.unlinking(d)));
-      await inTurns(waiting, publishPerTurn, (slice) => step(slice, []));
+      await inTurns(waiting, adoptPerTurn, (slice) => step(slice, []));
     }
     if (published === 0) return;
     // The names (and the held copies' contents) are on disk before the answer says the objects are there.
