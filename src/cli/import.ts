@@ -81,9 +81,13 @@ files) becomes an image as it is, owners included: its ids are the
 container's ids, and so are the ids in its ACLs (SCHILY.acl.access and
 .default, kept as the xattrs system.posix_acl_access and
 system.posix_acl_default; a name in an ACL entry without its id is resolved
-on this machine, as tar -x would). It is never unpacked: each file is
-hashed as it streams by, and the contents the broker lacks are read from
-the archive again (from memory for a pipe). An archive file unchanged since
+on this machine, as tar -x would). It is never unpacked, and read once:
+each file's content goes to the broker as it streams by (ProveObjects:
+the broker hashes it and keeps a copy only of what its store lacks;
+"proven" in --json). From a pipe, or from a broker or policy without
+ProveObjects, each file is hashed here instead, and the contents the broker
+lacks are read from the archive again (from memory for a pipe; "uploaded").
+An archive file unchanged since
 an earlier import of yours (same inode, size, mtime and ctime) is not read
 again: what its scan found is kept in $XDG_CACHE_HOME/mountgate/scans
 (--no-digest-cache to read it anyway).
