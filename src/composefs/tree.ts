@@ -21,7 +21,9 @@ import {
   COMPOSEFS_MAX_CHUNKS, ENTRY_TYPE_BITS, EROFS_BLOCK_BITS, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_XATTR_HEADER_SIZE,
   EROFS_XATTR_MAX_SHARED, S_IFCHR, S_IFMT, S_IFREG,
 } from './format.js';
-import { OverlayXattrs, XattrTable, isOverlayKey, roundUp, xattrValueBytes, type Xattr } from './xattrs.js';
+import {
+  OverlayXattrs, XattrTable, isLowerHex64, isObjectPathOf, isOverlayKey, isOwnValue, objectIdentity, roundUp, xattrValueBytes, type Xattr,
+} from './xattrs.js';
 
 /** What an inode is; its content follows from it. */
 export const enum Kind {
@@ -107,6 +109,11 @@ export class InlineFile extends InodeBase {
 
 export class ExternalFile extends InodeBase {
   readonly kind = Kind.ExternalFile;
+  /**
+   * Its digest (64 lowercase hex digits) when it carries its metacopy, and
+   * redirect, as its own (xattrs.ts, VALUE_OWN_METACOPY); else "".
+   */
+  digest = '';
   /** log2 of the chunk size: as few chunks as possible, each at least a block and at most 2^(12+31). */
   readonly chunkBits: number;
   readonly chunkCount: number;
@@ -211,11 +218,23 @@ export class TreeBuilder {
   version: number;
   /** Every inode in manifest order: the depth-first order mkcomposefs rewrites in. */
   readonly inodes: Inode[] = [];
+  /**
+   * By the 64 digits of a metacopy or object redirect: the one file that
+   * carries it as its own, or null once the table holds its records (a
+   * second file with those digits made them: they are shared).
+   */
+  private readonly digits = new Map<string, ExternalFile | null>();
+  /** The xattrs of a file that has none but its own metacopy (and redirect): one array for all of them. */
+  private readonly ownOnly: readonly Xattr[];
+  private readonly ownOnlyWithRedirect: readonly Xattr[];
 
   constructor(readonly codec: TextCodec, minVersion: number, private readonly maxVersion: number) {
     this.table = new XattrTable(codec);
     this.overlay = new OverlayXattrs(this.table);
     this.version = minVersion;
+    // In key order ("trusted.overlay.metacopy" before "trusted.overlay.redirect"): sorting leaves them as they are.
+    this.ownOnly = Object.freeze([this.overlay.ownMetacopy]);
+    this.ownOnlyWithRedirect = Object.freeze([this.overlay.ownMetacopy, this.overlay.ownRedirect]);
   }
 
   /**
@@ -258,6 +277,48 @@ export class TreeBuilder {
   }
 
   /**
+   * The metacopy and redirect of a file whose digest no file has had yet, in
+   * the common shape (a lowercase digest; no backing, or the object path of
+   * the digest), kept as its own: no record, no table entry. Returns false
+   * for any other file, which takes records from the table; so does the first
+   * file of a digest once a second one comes.
+   */
+  private ownFileXattrs(inode: ExternalFile, digest: string | undefined, backing: string | undefined): boolean {
+    if (digest === undefined || !isLowerHex64(digest) || (backing !== undefined && !isObjectPathOf(backing, digest))) return false;
+    if (this.digits.has(digest)) {
+      this.intoTable(digest);
+      return false;
+    }
+    this.digits.set(digest, inode);
+    inode.digest = digest;
+    if (inode.xattrs.length === 0) {
+      // What setXattr would count, without an array of its own.
+      inode.xattrs = (backing === undefined ? this.ownOnly : this.ownOnlyWithRedirect) as Xattr[];
+      inode.xattrBudget = XATTR_BUDGET_HEADER;
+      for (const x of inode.xattrs) inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize);
+      return true;
+    }
+    setXattr(inode, this.overlay.ownMetacopy);
+    if (backing !== undefined) setXattr(inode, this.overlay.ownRedirect);
+    inode.xattrs = inode.xattrs.slice(); // exact size, as below
+    return true;
+  }
+
+  /** The digits are in the table from now on: the file that had them as its own takes its records from it. */
+  private intoTable(digits: string): void {
+    const owner = this.digits.get(digits);
+    this.digits.set(digits, null);
+    if (owner === undefined || owner === null) return;
+    const overlay = this.overlay;
+    const hadRedirect = owner.xattrs.includes(overlay.ownRedirect);
+    owner.xattrs = owner.xattrs.slice();
+    const metacopy = this.table.metacopy(overlay.metacopyKey, owner.digest);
+    setXattr(owner, metacopy);
+    if (hadRedirect) setXattr(owner, this.table.objectRedirect(overlay.redirectKey, owner.digest));
+    owner.digest = '';
+  }
+
+  /**
    * The overlayfs view of one inode, in depth-first order: its parent's marks
    * come after the parent's own. `digest` and `backing` (a string of the
    * codec) are an external file's.
@@ -270,9 +331,16 @@ export class TreeBuilder {
     }
     const overlay = this.overlay;
     if (inode.kind === Kind.ExternalFile) {
+      if (this.ownFileXattrs(inode, digest, backing)) return;
       const metacopy = this.table.metacopy(overlay.metacopyKey, digest);
       setXattr(inode, metacopy);
       if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, metacopy));
+      // Its digits are in the table now: a file that carries them as its own shares them from here on.
+      this.intoTable(metacopy.identity);
+      if (backing !== undefined) {
+        const redirect = objectIdentity(backing, metacopy.identity);
+        if (redirect !== undefined) this.intoTable(redirect);
+      }
     } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
       setXattr(inode, overlay.userWhiteout);
@@ -490,7 +558,7 @@ function sortXattrs(xattrs: Xattr[]): void {
       xattrs[j + 1] = xattrs[j]!;
       j--;
     }
-    xattrs[j + 1] = x;
+    if (j + 1 !== i) xattrs[j + 1] = x; // (an array in order is not written: a file's own pair is one frozen array)
   }
 }
 
@@ -531,7 +599,7 @@ export function isSharedHere(x: Xattr, sharedBefore: number): boolean {
 function shareXattrs(inodes: Inode[]): Xattr[] {
   const shared: Xattr[] = [];
   for (const n of inodes) {
-    for (const x of n.xattrs) if (++x.count === 2) shared.push(x);
+    for (const x of n.xattrs) if (++x.count === 2 && !isOwnValue(x)) shared.push(x);
   }
   // Descending by key, then by value length, then by value bytes.
   for (const x of shared) x.bytes ??= xattrValueBytes(x); // kept for the comparisons
