@@ -135,6 +135,30 @@ export function scanManifest(text: string): ManifestLayout | undefined {
   return { head, count: entries.count, starts: entries.starts, ends: entries.ends };
 }
 
+/**
+ * The end of the object that starts at `at` when it is the rest of its line,
+ * as mountgate writes a manifest (one entry a line): the line ends in "}",
+ * perhaps a comma and spaces, and the next line begins another entry or ends
+ * the array. Found with one native search for the newline, where counting the
+ * brackets reads every character; -1 when the line is not so (the brackets are
+ * counted then). A raw newline cannot be inside a JSON string, but the object
+ * may still go on past it ({"a": {} newline , "b": 1}): that the element is
+ * one JSON value is known only once it is parsed, and a source that finds it
+ * is not gives up on the text, which is then parsed whole.
+ */
+function lineElementEnd(text: string, at: number): number {
+  if (text.charCodeAt(at) !== OPEN_BRACE) return -1;
+  const newline = text.indexOf('\n', at);
+  if (newline < 0) return -1;
+  let end = newline;
+  for (let c = text.charCodeAt(end - 1); c === 0x20 || c === 0x0d || c === 0x09; c = text.charCodeAt(--end - 1));
+  if (text.charCodeAt(end - 1) === COMMA) end--;
+  while (text.charCodeAt(end - 1) === 0x20 || text.charCodeAt(end - 1) === 0x09) end--;
+  if (end - 1 <= at || text.charCodeAt(end - 1) !== CLOSE_BRACE) return -1;
+  const next = text.charCodeAt(skipSpace(text, newline));
+  return next === OPEN_BRACE || next === CLOSE_BRACKET ? end : -1;
+}
+
 /** The elements of the array that opens at `at`: where each is, and the index past the array. */
 function scanElements(text: string, at: number): { starts: Uint32Array; ends: Uint32Array; count: number; end: number } | undefined {
   // Grown by doubling; an entry of a real manifest is 100 bytes or more.
@@ -144,7 +168,8 @@ function scanElements(text: string, at: number): { starts: Uint32Array; ends: Ui
   at = skipSpace(text, at + 1);
   if (text.charCodeAt(at) === CLOSE_BRACKET) return { starts, ends, count, end: at + 1 };
   for (;;) {
-    const end = valueEnd(text, at);
+    let end = lineElementEnd(text, at);
+    if (end < 0) end = valueEnd(text, at);
     if (end < 0) return undefined;
     if (count === starts.length) {
       const grownStarts = new Uint32Array(count * 2);

@@ -130,3 +130,15 @@ t.test('hardlinks, before and after their targets, are resolved in the tree', as
     t.equal(streamedManifestTree(bad, () => ({})), undefined, `a hardlink to ${target} is handed over`);
   }
 });
+
+t.test('an entry that goes on past the end of its line: found by its brackets, or handed over', async (t) => {
+  const x = file('/a', { xattrs: [{ key: 'user.a', value: '' }, { key: 'user.b', value: 'eA==' }] });
+  const text = (entry: string) => `{"version": 1, "entries": [\n${JSON.stringify(root)},\n${entry}\n]}\n`;
+  // The line ends in "}" but the next one does not begin an entry: the brackets are counted.
+  const counted = text(JSON.stringify(x).replace('},{', '}\n,{'));
+  t.ok(streamedManifestTree(counted, () => ({})), 'streamed');
+  // The line ends in "}" and the next begins with "]": taken for the whole entry, which then does not parse.
+  const cut = text(JSON.stringify(x).replace('}]', '}\n]'));
+  t.equal(streamedManifestTree(cut, () => ({})), undefined, 'handed over');
+  for (const json of [counted, cut]) t.ok(writeTree(manifestTextTree(json)).equals(writeCheckedImage(parseManifestText(json))), 'the whole path\'s bytes');
+});
