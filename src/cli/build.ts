@@ -5,6 +5,7 @@
 // load; any command line it does not fully understand (help, an unknown or
 // missing option) goes to the full CLI, which parses it as it always did.
 import { readDump } from '../composefs/dump-tree.js';
+import type { ImageTree } from '../composefs/tree.js';
 import { imageTree, writeTree, type ImageInput } from '../composefs/writer.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 import { readInputBytes, runAction, writeOutput } from './io.js';
@@ -43,21 +44,23 @@ function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: numbe
 export async function buildImageFile(file: string, opts: BuildOptions): Promise<void> {
   if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
   let bytes: Buffer | undefined = readInputBytes(file);
-  let input: ImageInput | undefined;
+  let tree: ImageTree;
   // The input's problems first, then the options'.
   if (opts.fromDump) {
     const strict = !opts.lenient;
     const read = readDump(bytes, strict);
-    input = 'source' in read ? read : { manifest: (await import('../composefs/convert.js')).manifestFromParsedDump(read.data, read.dump, { strict }), consume: true };
+    bytes = undefined; // (a dump's inline contents still hold views of it)
+    let input: ImageInput | undefined = 'source' in read ? read : { manifest: (await import('../composefs/convert.js')).manifestFromParsedDump(read.data, read.dump, { strict }), consume: true };
+    tree = imageTree(input, versions(opts));
+    input = undefined;
   } else {
-    const { manifestText, parseManifestText } = await import('../manifest/load.js');
-    const json = manifestText(bytes);
-    bytes = undefined; // the parse need not hold the bytes as well as their text
-    input = { manifest: parseManifestText(json), consume: true }; // no one else holds it
+    const [{ manifestText }, { manifestTextTree }] = await Promise.all([import('../manifest/load.js'), import('../composefs/manifest-tree.js')]);
+    let json: string | undefined = manifestText(bytes);
+    bytes = undefined; // the build need not hold the bytes as well as their text
+    // The versions are read once the manifest is found sound: its problems come first.
+    tree = manifestTextTree(json, () => versions(opts));
+    json = undefined; // not held while the image is written
   }
-  bytes = undefined; // (a dump's inline contents still hold views of it)
-  const tree = imageTree(input, versions(opts));
-  input = undefined;
   writeOutput(opts.output, writeTree(tree));
 }
 

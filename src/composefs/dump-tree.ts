@@ -134,17 +134,17 @@ class DumpSource implements TreeSource {
   ) {
     this.count = table.count;
   }
-  hasWhiteouts(): boolean {
-    return this.types.includes('whiteout');
-  }
   parent(i: number): number {
     return this.parents[i]!;
   }
   name(i: number): string {
     return baseName(this.table.path(i));
   }
+  isHardlink(i: number): boolean {
+    return this.targets !== null && this.targets[i]! >= 0;
+  }
   hardlinkTarget(i: number): number {
-    return this.targets === null ? -1 : this.targets[i]!;
+    return this.targets![i]!;
   }
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode {
     const t = this.table;

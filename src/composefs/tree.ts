@@ -21,7 +21,9 @@ import {
   COMPOSEFS_MAX_CHUNKS, ENTRY_TYPE_BITS, EROFS_BLOCK_BITS, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_XATTR_HEADER_SIZE,
   EROFS_XATTR_MAX_SHARED, S_IFCHR, S_IFMT, S_IFREG,
 } from './format.js';
-import { OverlayXattrs, XattrTable, isOverlayKey, roundUp, xattrValueBytes, type Xattr } from './xattrs.js';
+import {
+  OverlayXattrs, XattrTable, isLowerHex64, isObjectPathOf, isOverlayKey, isOwnValue, objectIdentity, roundUp, xattrValueBytes, type Xattr,
+} from './xattrs.js';
 
 /** What an inode is; its content follows from it. */
 export const enum Kind {
@@ -107,6 +109,11 @@ export class InlineFile extends InodeBase {
 
 export class ExternalFile extends InodeBase {
   readonly kind = Kind.ExternalFile;
+  /**
+   * Its digest (64 lowercase hex digits) when it carries its metacopy, and
+   * redirect, as its own (xattrs.ts, VALUE_OWN_METACOPY); else "".
+   */
+  digest = '';
   /** log2 of the chunk size: as few chunks as possible, each at least a block and at most 2^(12+31). */
   readonly chunkBits: number;
   readonly chunkCount: number;
@@ -196,19 +203,38 @@ function insertIfAbsent(dir: Directory, entry: Inode | Link): void {
   entries.splice(lo, 0, entry);
 }
 
-type Attributed = Exclude<Entry, { type: 'hardlink' }>;
+export type Attributed = Exclude<Entry, { type: 'hardlink' }>;
 
 /** Builds the tree from a source's entries, in manifest order (depth first, siblings sorted). */
 export class TreeBuilder {
   readonly table: XattrTable;
   readonly overlay: OverlayXattrs;
-  hasWhiteouts = false;
+  /**
+   * The format version: the lowest of the range, or 1 (which marks the
+   * directories holding whiteouts as opaque) from the first whiteout on, when
+   * the range allows it. Only a whiteout's marks depend on it, so deciding it
+   * at the first one is deciding it for the whole tree, without a look ahead.
+   */
+  version: number;
   /** Every inode in manifest order: the depth-first order mkcomposefs rewrites in. */
   readonly inodes: Inode[] = [];
+  /**
+   * By the 64 digits of a metacopy or object redirect: the one file that
+   * carries it as its own, or null once the table holds its records (a
+   * second file with those digits made them: they are shared).
+   */
+  private readonly digits = new Map<string, ExternalFile | null>();
+  /** The xattrs of a file that has none but its own metacopy (and redirect): one array for all of them. */
+  private readonly ownOnly: readonly Xattr[];
+  private readonly ownOnlyWithRedirect: readonly Xattr[];
 
-  constructor(readonly codec: TextCodec, readonly version: number) {
+  constructor(readonly codec: TextCodec, minVersion: number, private readonly maxVersion: number) {
     this.table = new XattrTable(codec);
     this.overlay = new OverlayXattrs(this.table);
+    this.version = minVersion;
+    // In key order ("trusted.overlay.metacopy" before "trusted.overlay.redirect"): sorting leaves them as they are.
+    this.ownOnly = Object.freeze([this.overlay.ownMetacopy]);
+    this.ownOnlyWithRedirect = Object.freeze([this.overlay.ownMetacopy, this.overlay.ownRedirect]);
   }
 
   /**
@@ -236,7 +262,7 @@ export class TreeBuilder {
         // An overlay whiteout inside the image would act on the image's own
         // layer; stored escaped (an empty file with the marks), overlayfs
         // presents it to the upper mount.
-        this.hasWhiteouts = true;
+        if (this.version < 1 && this.maxVersion >= 1) this.version = 1;
         stat.mode = S_IFREG | (stat.mode & ~S_IFMT);
         return new InlineFile(stat, name, at, index, null);
       default:
@@ -248,6 +274,48 @@ export class TreeBuilder {
   ownXattr(inode: Inode, x: Xattr): void {
     inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize) + (inode.xattrs.length === 0 ? XATTR_BUDGET_HEADER : 0);
     addXattr(inode, x);
+  }
+
+  /**
+   * The metacopy and redirect of a file whose digest no file has had yet, in
+   * the common shape (a lowercase digest; no backing, or the object path of
+   * the digest), kept as its own: no record, no table entry. Returns false
+   * for any other file, which takes records from the table; so does the first
+   * file of a digest once a second one comes.
+   */
+  private ownFileXattrs(inode: ExternalFile, digest: string | undefined, backing: string | undefined): boolean {
+    if (digest === undefined || !isLowerHex64(digest) || (backing !== undefined && !isObjectPathOf(backing, digest))) return false;
+    if (this.digits.has(digest)) {
+      this.intoTable(digest);
+      return false;
+    }
+    this.digits.set(digest, inode);
+    inode.digest = digest;
+    if (inode.xattrs.length === 0) {
+      // What setXattr would count, without an array of its own.
+      inode.xattrs = (backing === undefined ? this.ownOnly : this.ownOnlyWithRedirect) as Xattr[];
+      inode.xattrBudget = XATTR_BUDGET_HEADER;
+      for (const x of inode.xattrs) inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize);
+      return true;
+    }
+    setXattr(inode, this.overlay.ownMetacopy);
+    if (backing !== undefined) setXattr(inode, this.overlay.ownRedirect);
+    inode.xattrs = inode.xattrs.slice(); // exact size, as below
+    return true;
+  }
+
+  /** The digits are in the table from now on: the file that had them as its own takes its records from it. */
+  private intoTable(digits: string): void {
+    const owner = this.digits.get(digits);
+    this.digits.set(digits, null);
+    if (owner === undefined || owner === null) return;
+    const overlay = this.overlay;
+    const hadRedirect = owner.xattrs.includes(overlay.ownRedirect);
+    owner.xattrs = owner.xattrs.slice();
+    const metacopy = this.table.metacopy(overlay.metacopyKey, owner.digest);
+    setXattr(owner, metacopy);
+    if (hadRedirect) setXattr(owner, this.table.objectRedirect(overlay.redirectKey, owner.digest));
+    owner.digest = '';
   }
 
   /**
@@ -263,9 +331,16 @@ export class TreeBuilder {
     }
     const overlay = this.overlay;
     if (inode.kind === Kind.ExternalFile) {
+      if (this.ownFileXattrs(inode, digest, backing)) return;
       const metacopy = this.table.metacopy(overlay.metacopyKey, digest);
       setXattr(inode, metacopy);
       if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, metacopy));
+      // Its digits are in the table now: a file that carries them as its own shares them from here on.
+      this.intoTable(metacopy.identity);
+      if (backing !== undefined) {
+        const redirect = objectIdentity(backing, metacopy.identity);
+        if (redirect !== undefined) this.intoTable(redirect);
+      }
     } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
       setXattr(inode, overlay.userWhiteout);
@@ -291,12 +366,15 @@ export interface TreeSource {
   /** How the source's strings hold bytes; every string it gives is of this codec. */
   readonly codec: TextCodec;
   readonly count: number;
-  hasWhiteouts(): boolean;
   /** The entry the directory holding entry i (i > 0) comes from. */
   parent(i: number): number;
   /** The name of entry i in its directory (a string of the codec). */
   name(i: number): string;
-  /** The entry a hardlink entry points to (never a directory nor a hardlink); -1 when entry i is not a hardlink. */
+  isHardlink(i: number): boolean;
+  /**
+   * The entry a hardlink entry points to (never a directory nor a hardlink):
+   * asked once every entry is in the tree, as a hardlink may come before its target.
+   */
   hardlinkTarget(i: number): number;
   /** The inode of entry i (not a hardlink), with its own xattrs and then its overlay xattrs. */
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode;
@@ -332,11 +410,6 @@ class ManifestSource implements TreeSource {
     });
     return targets;
   }
-  hasWhiteouts(): boolean {
-    const entries = this.entries;
-    for (let i = 0; i < entries.length; i++) if (entries[i]?.type === 'whiteout') return true;
-    return false;
-  }
   parent(i: number): number {
     return this.parents[i]!;
   }
@@ -346,35 +419,43 @@ class ManifestSource implements TreeSource {
     if (this.consume && e.type === 'hardlink') this.entries[i] = undefined; // the last use of a hardlink entry
     return ownString(path.slice(path.lastIndexOf('/') + 1));
   }
+  isHardlink(i: number): boolean {
+    return this.targets.has(i);
+  }
   hardlinkTarget(i: number): number {
-    return this.targets.get(i) ?? -1;
+    return this.targets.get(i)!;
   }
   inode(b: TreeBuilder, i: number, name: string, parent: Directory | null): Inode {
-    const e = this.entries[i] as Attributed;
-    const stat: Stat = { mode: ENTRY_TYPE_BITS[e.type] | e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtime.sec, mtimeNsec: e.mtime.nsec };
-    const codec = this.codec;
-    let inode: Inode;
-    switch (e.type) {
-      case 'file':
-        inode = b.inode('file', stat, i, name, parent, e.size, e.inline !== undefined && e.size > 0 ? Buffer.from(e.inline, 'base64') : null, '', 0);
-        break;
-      case 'symlink':
-        inode = b.inode('symlink', stat, i, name, parent, 0, null, codec.text(e.target), 0);
-        break;
-      case 'chardev':
-      case 'blockdev':
-        inode = b.inode(e.type, stat, i, name, parent, e.size ?? 0, null, '', e.rdev);
-        break;
-      default:
-        inode = b.inode(e.type, stat, i, name, parent, e.size ?? 0, null, '', 0);
-    }
-    inode.nlink = e.nlink ?? 0;
-    if (e.xattrs) for (const given of e.xattrs) b.ownXattr(inode, b.table.fromBase64(b.table.key(codec.text(given.key)), given.value));
-    const file = e.type === 'file' ? e : undefined;
-    b.addOverlayXattrs(inode, e.type === 'whiteout', file?.digest, file?.backing === undefined ? undefined : codec.text(file.backing));
+    const inode = entryInode(b, this.entries[i] as Attributed, i, name, parent);
     if (this.consume) this.entries[i] = undefined;
     return inode;
   }
+}
+
+/** The inode of checked manifest entry i (not a hardlink), with its own xattrs and then its overlay xattrs. */
+export function entryInode(b: TreeBuilder, e: Attributed, i: number, name: string, parent: Directory | null): Inode {
+  const stat: Stat = { mode: ENTRY_TYPE_BITS[e.type] | e.mode, uid: e.uid, gid: e.gid, mtimeSec: e.mtime.sec, mtimeNsec: e.mtime.nsec };
+  const codec = b.codec;
+  let inode: Inode;
+  switch (e.type) {
+    case 'file':
+      inode = b.inode('file', stat, i, name, parent, e.size, e.inline !== undefined && e.size > 0 ? Buffer.from(e.inline, 'base64') : null, '', 0);
+      break;
+    case 'symlink':
+      inode = b.inode('symlink', stat, i, name, parent, 0, null, codec.text(e.target), 0);
+      break;
+    case 'chardev':
+    case 'blockdev':
+      inode = b.inode(e.type, stat, i, name, parent, e.size ?? 0, null, '', e.rdev);
+      break;
+    default:
+      inode = b.inode(e.type, stat, i, name, parent, e.size ?? 0, null, '', 0);
+  }
+  inode.nlink = e.nlink ?? 0;
+  if (e.xattrs) for (const given of e.xattrs) b.ownXattr(inode, b.table.fromBase64(b.table.key(codec.text(given.key)), given.value));
+  const file = e.type === 'file' ? e : undefined;
+  b.addOverlayXattrs(inode, e.type === 'whiteout', file?.digest, file?.backing === undefined ? undefined : codec.text(file.backing));
+  return inode;
 }
 
 /**
@@ -383,7 +464,7 @@ class ManifestSource implements TreeSource {
  * every path would live as long as the tree. Concatenating and slicing again
  * copies it once, into a string of its own.
  */
-function ownString(s: string): string {
+export function ownString(s: string): string {
   return s.length < 13 ? s : ` ${s}`.slice(1);
 }
 
@@ -422,16 +503,15 @@ function buildInodes(source: TreeSource, b: TreeBuilder): Directory {
   const inodeOfEntry: Array<Inode | undefined> = new Array(source.count);
   inodeOfEntry[0] = root;
   const links: Link[] = [];
-  const linkTargets: number[] = [];
+  const linkEntries: number[] = [];
   for (let i = 1; i < source.count; i++) {
     const parent = inodeOfEntry[source.parent(i)] as Directory;
     const name = source.name(i);
-    const target = source.hardlinkTarget(i);
-    if (target >= 0) {
+    if (source.isHardlink(i)) {
       const link = new Link(name, root);
       parent.entries.push(link);
       links.push(link);
-      linkTargets.push(target);
+      linkEntries.push(i);
       continue;
     }
     const inode = source.inode(b, i, name, parent);
@@ -441,7 +521,7 @@ function buildInodes(source: TreeSource, b: TreeBuilder): Directory {
   }
   const incoming = new Map<Inode, number>();
   for (let k = 0; k < links.length; k++) {
-    const target = inodeOfEntry[linkTargets[k]!]!;
+    const target = inodeOfEntry[source.hardlinkTarget(linkEntries[k]!)]!;
     links[k]!.target = target;
     incoming.set(target, (incoming.get(target) ?? 0) + 1);
   }
@@ -478,7 +558,7 @@ function sortXattrs(xattrs: Xattr[]): void {
       xattrs[j + 1] = xattrs[j]!;
       j--;
     }
-    xattrs[j + 1] = x;
+    if (j + 1 !== i) xattrs[j + 1] = x; // (an array in order is not written: a file's own pair is one frozen array)
   }
 }
 
@@ -519,7 +599,7 @@ export function isSharedHere(x: Xattr, sharedBefore: number): boolean {
 function shareXattrs(inodes: Inode[]): Xattr[] {
   const shared: Xattr[] = [];
   for (const n of inodes) {
-    for (const x of n.xattrs) if (++x.count === 2) shared.push(x);
+    for (const x of n.xattrs) if (++x.count === 2 && !isOwnValue(x)) shared.push(x);
   }
   // Descending by key, then by value length, then by value bytes.
   for (const x of shared) x.bytes ??= xattrValueBytes(x); // kept for the comparisons
@@ -561,10 +641,8 @@ export function buildTree(manifest: Manifest, minVersion: number, maxVersion: nu
 
 /** The image's tree of a source, at format `version` (or, given a range, the lowest that fits). */
 export function buildTreeOf(source: TreeSource, minVersion: number, maxVersion: number): ImageTree {
-  // Format 1 changed how whiteouts are marked; use it only when needed.
-  const version = minVersion < 1 && maxVersion >= 1 && source.hasWhiteouts() ? 1 : minVersion;
   const codec = source.codec;
-  const b = new TreeBuilder(codec, version);
+  const b = new TreeBuilder(codec, minVersion, maxVersion);
   const root = buildInodes(source, b);
   for (const inode of b.inodes) {
     if (inode.kind !== Kind.Directory) continue;
@@ -575,5 +653,5 @@ export function buildTreeOf(source: TreeSource, minVersion: number, maxVersion: 
   addRootWhiteouts(root);
   rankKeys(b.table);
   const numbered = numberInodes(root);
-  return { ...numbered, codec, version, sharedXattrs: shareXattrs(numbered.inodes) };
+  return { ...numbered, codec, version: b.version, sharedXattrs: shareXattrs(numbered.inodes) };
 }

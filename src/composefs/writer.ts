@@ -278,7 +278,7 @@ function encodeXattrArea(buf: Buffer, at: number, inode: Inode, layout: Layout):
       buf.writeUInt32LE((sharedBase + x.sharedOffset) / 4, ref);
       ref += 4;
     } else {
-      encodeXattrEntry(buf, inline, x);
+      encodeXattrEntry(buf, inline, x, inode.kind === Kind.ExternalFile ? inode.digest : '');
       inline += x.entrySize;
     }
   }

@@ -16,7 +16,7 @@ import { xxh32 } from './xxhash.js';
 // ---- digests ---------------------------------------------------------------------
 
 /** A digest as the schema spells it: 64 lowercase hex digits. */
-function isLowerHex64(s: string): boolean {
+export function isLowerHex64(s: string): boolean {
   if (s.length !== 64) return false;
   for (let i = 0; i < 64; i++) {
     const c = s.charCodeAt(i);
@@ -41,7 +41,7 @@ function isObjectPath(s: string): boolean {
  * digits: a metacopy's identity), their first two, "/", the rest; compared
  * natively, as this runs once per external file.
  */
-function isObjectPathOf(path: string, digits: string): boolean {
+export function isObjectPathOf(path: string, digits: string): boolean {
   return (
     path.length === 65 && digits.length === 64 && path.charCodeAt(2) === 0x2f && path.charCodeAt(0) === digits.charCodeAt(0) &&
     path.charCodeAt(1) === digits.charCodeAt(1) && path.endsWith(digits.substring(2))
@@ -85,6 +85,15 @@ const NO_DIGEST = '-';
  * so that equal values still meet in one record.
  */
 const VALUE_OBJECT_REDIRECT = 3;
+/**
+ * The metacopy of the external file that carries it, whose digest is the
+ * file's own (ExternalFile.digest) and no other file's: one record per image
+ * stands for all of them (an xattr that only one inode carries is never
+ * shared, so it needs no identity of its own). Likewise the redirect to the
+ * object path of that digest.
+ */
+const VALUE_OWN_METACOPY = 4;
+const VALUE_OWN_REDIRECT = 5;
 
 /** One distinct xattr; every inode that carries it points to this record. */
 export interface Xattr {
@@ -146,11 +155,24 @@ export class XattrTable {
    * identity.
    */
   redirect(key: XattrKey, backing: string, metacopy: Xattr): Xattr {
-    let identity: string;
-    if (isObjectPathOf(backing, metacopy.identity)) identity = metacopy.identity;
-    else if (isObjectPath(backing)) identity = backing.slice(0, 2) + backing.slice(3);
-    else return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
+    const identity = objectIdentity(backing, metacopy.identity);
+    if (identity === undefined) return key.values.get(backing) ?? this.add(key, VALUE_REDIRECT, backing, null);
+    return this.objectRedirect(key, identity);
+  }
+
+  /** The redirect to the object path of a digest (its 64 digits). */
+  objectRedirect(key: XattrKey, identity: string): Xattr {
     return this.objectRedirects.get(identity) ?? this.add(key, VALUE_OBJECT_REDIRECT, identity, null);
+  }
+
+  /** The one record of the image that stands for every file's own metacopy (VALUE_OWN_METACOPY). */
+  ownMetacopy(key: XattrKey): Xattr {
+    return ownRecord(key, VALUE_OWN_METACOPY, 4 + 32);
+  }
+
+  /** The one record that stands for every file's own redirect (VALUE_OWN_REDIRECT): "/ab/cdef...". */
+  ownRedirect(key: XattrKey): Xattr {
+    return ownRecord(key, VALUE_OWN_REDIRECT, 2 + 64);
   }
 
   metacopy(key: XattrKey, digest: string | undefined): Xattr {
@@ -178,6 +200,27 @@ export class XattrTable {
   }
 }
 
+/**
+ * The identity of a redirect to `backing` when it is an object path ("ab/cdef...",
+ * lowercase): its 64 digits, as the string `digits` when they are those. Undefined otherwise.
+ */
+export function objectIdentity(backing: string, digits: string): string | undefined {
+  if (isObjectPathOf(backing, digits)) return digits;
+  return isObjectPath(backing) ? backing.slice(0, 2) + backing.slice(3) : undefined;
+}
+
+function ownRecord(key: XattrKey, kind: number, valueSize: number): Xattr {
+  return {
+    key, kind, bytes: null, identity: '', valueSize, count: 0, sharedOffset: -1,
+    entrySize: roundUp(EROFS_XATTR_ENTRY_SIZE + key.suffix.length + valueSize, 4),
+  };
+}
+
+/** Whether a record stands for a value of the inode that carries it (never shared). */
+export function isOwnValue(x: Xattr): boolean {
+  return x.kind >= VALUE_OWN_METACOPY;
+}
+
 function newKey(text: string, codec: TextCodec): XattrKey {
   const bytes = codec.bytes(text);
   let prefixIndex = 0;
@@ -196,44 +239,62 @@ function newKey(text: string, codec: TextCodec): XattrKey {
   };
 }
 
-/** The value bytes of an xattr, encoded at `at`. */
-function encodeXattrValue(x: Xattr, buf: Buffer, at: number): void {
+/** "/ab/cdef..." from the 64 digits "abcdef...", at `at`. */
+function encodeObjectRedirect(digits: string, buf: Buffer, at: number): void {
+  buf[at] = 0x2f;
+  buf[at + 1] = digits.charCodeAt(0);
+  buf[at + 2] = digits.charCodeAt(1);
+  buf[at + 3] = 0x2f;
+  for (let i = 2; i < digits.length; i++) buf[at + 2 + i] = digits.charCodeAt(i);
+}
+
+/** struct ovl_metacopy: version 0, length, flags, digest algorithm, then the digest from its hex. */
+function encodeMetacopy(hex: string, size: number, buf: Buffer, at: number): void {
+  buf[at] = 0;
+  buf[at + 1] = size & 0xff;
+  buf[at + 2] = 0;
+  buf[at + 3] = FSVERITY_HASH_ALG_SHA256;
+  buf.write(hex, at + 4, 'hex');
+}
+
+/** The value bytes of an xattr, encoded at `at`; `ownDigest` is the digest of the file that carries it. */
+function encodeXattrValue(x: Xattr, buf: Buffer, at: number, ownDigest: string): void {
   if (x.kind === VALUE_BYTES) {
     buf.set(x.bytes!, at);
   } else if (x.kind === VALUE_REDIRECT) {
     buf[at] = 0x2f; // "/"
     x.key.codec.write(buf, at + 1, x.identity, x.valueSize - 1);
   } else if (x.kind === VALUE_OBJECT_REDIRECT) {
-    buf[at] = 0x2f; // "/ab/cdef...", from the 64 digits "abcdef..."
-    buf[at + 1] = x.identity.charCodeAt(0);
-    buf[at + 2] = x.identity.charCodeAt(1);
-    buf[at + 3] = 0x2f;
-    for (let i = 2; i < x.identity.length; i++) buf[at + 2 + i] = x.identity.charCodeAt(i);
+    encodeObjectRedirect(x.identity, buf, at);
+  } else if (x.kind === VALUE_OWN_REDIRECT) {
+    encodeObjectRedirect(ownDigest, buf, at);
+  } else if (x.kind === VALUE_OWN_METACOPY) {
+    encodeMetacopy(ownDigest, x.valueSize, buf, at);
   } else if (x.valueSize > 0) {
-    buf[at] = 0; // struct ovl_metacopy: version 0, length, flags, digest algorithm
-    buf[at + 1] = x.valueSize & 0xff;
-    buf[at + 2] = 0;
-    buf[at + 3] = FSVERITY_HASH_ALG_SHA256;
-    buf.write(x.identity, at + 4, 'hex');
+    encodeMetacopy(x.identity, x.valueSize, buf, at);
   }
 }
 
 export function xattrValueBytes(x: Xattr): Buffer {
   if (x.bytes) return x.bytes;
+  if (isOwnValue(x)) throw new Error('composefs writer: a file\'s own xattr has no bytes apart from the file');
   const b = Buffer.alloc(x.valueSize);
-  encodeXattrValue(x, b, 0);
+  encodeXattrValue(x, b, 0, '');
   return b;
 }
 
 
-/** One xattr entry (header, key suffix, value) at `at`; its padding stays zero. */
-export function encodeXattrEntry(buf: Buffer, at: number, x: Xattr): void {
+/**
+ * One xattr entry (header, key suffix, value) at `at`; its padding stays zero.
+ * `ownDigest`: the digest of the file that carries it, for its own metacopy and redirect.
+ */
+export function encodeXattrEntry(buf: Buffer, at: number, x: Xattr, ownDigest = ''): void {
   const suffix = x.key.suffix;
   XATTR_ENTRY.nameLength.write(buf, at, suffix.length);
   XATTR_ENTRY.nameIndex.write(buf, at, x.key.prefixIndex);
   XATTR_ENTRY.valueSize.write(buf, at, x.valueSize);
   buf.set(suffix, at + EROFS_XATTR_ENTRY_SIZE);
-  encodeXattrValue(x, buf, at + EROFS_XATTR_ENTRY_SIZE + suffix.length);
+  encodeXattrValue(x, buf, at + EROFS_XATTR_ENTRY_SIZE + suffix.length, ownDigest);
 }
 
 export function roundUp(n: number, to: number): number {
@@ -244,6 +305,9 @@ export function roundUp(n: number, to: number): number {
 export class OverlayXattrs {
   readonly metacopyKey: XattrKey;
   readonly redirectKey: XattrKey;
+  /** What stands for a file's own metacopy and redirect (see VALUE_OWN_METACOPY). */
+  readonly ownMetacopy: Xattr;
+  readonly ownRedirect: Xattr;
   readonly escapedWhiteout: Xattr;
   readonly userWhiteout: Xattr;
   readonly escapedWhiteouts: Xattr;
@@ -256,6 +320,8 @@ export class OverlayXattrs {
     const x = Buffer.from('x');
     this.metacopyKey = table.key(OVERLAY_METACOPY);
     this.redirectKey = table.key(OVERLAY_REDIRECT);
+    this.ownMetacopy = table.ownMetacopy(this.metacopyKey);
+    this.ownRedirect = table.ownRedirect(this.redirectKey);
     this.escapedWhiteout = table.fromBytes(table.key(OVERLAY_ESCAPED_WHITEOUT), empty);
     this.userWhiteout = table.fromBytes(table.key(OVERLAY_USER_WHITEOUT), empty);
     this.escapedWhiteouts = table.fromBytes(table.key(OVERLAY_ESCAPED_WHITEOUTS), empty);

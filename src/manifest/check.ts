@@ -51,8 +51,12 @@ function checkEncodable(v: ByteText, what: string, index: number, field: string)
   return true;
 }
 
-/** Every value of an entry that becomes bytes in the image; returns whether one is given as bytes. */
-function checkEntryEncodable(e: Entry, index: number): boolean {
+/**
+ * Every value of an entry that becomes bytes in the image has UTF-8 bytes
+ * (or is canonical base64); returns whether one is given as bytes, which
+ * makes the manifest's codec BINARY_TEXT.
+ */
+export function checkEntryEncodable(e: Entry, index: number): boolean {
   let bytes = checkEncodable(e.path, 'path', index, 'path');
   if (e.type === 'hardlink') return checkEncodable(e.target, 'hardlink target', index, 'target') || bytes;
   if (e.type === 'symlink') bytes = checkEncodable(e.target, 'symlink target', index, 'target') || bytes;
@@ -170,29 +174,52 @@ function checkTypeSpecific(entry: Entry, index: number, codec: TextCodec): void 
 export function checkManifest(manifest: Manifest): asserts manifest is CheckedManifest {
   const entries = manifest.entries;
   if (entries.length > MAX_ENTRIES) throw new InvalidManifestError(`has ${entries.length} entries, at most ${MAX_ENTRIES}`, '/entries');
-  // Not stored in the image, but echoed on the bus and in logs: it must be text too.
-  if (manifest.name !== undefined) checkEncodable(manifest.name, 'name', -1, '/name');
+  checkManifestName(manifest);
+  if (entries.length === 0) throw new InvalidManifestError('the first entry must be the root directory "/"', '/entries/0');
   // Values with no bytes go first: the codec would otherwise turn them into some.
   let anyBytes = false;
   for (let i = 0; i < entries.length; i++) if (checkEntryEncodable(entries[i]!, i)) anyBytes = true;
-  const codec = anyBytes ? BINARY_TEXT : UTF8_TEXT;
-  const first = entries[0];
-  if (!first || codec.text(first.path) !== '/' || first.type !== 'dir') {
-    throw new InvalidManifestError('the first entry must be the root directory "/"', '/entries/0');
-  }
-  // Ancestors of the previous entry, and the entry itself (paths, and whether
-  // each is a directory): with sorted paths, an entry's parent is on this stack.
-  const stackPaths: string[] = [];
-  const stackIsDir: boolean[] = [];
-  let previous: string | undefined;
-  let hasHardlinks = false;
+  const checker = new EntryChecker(anyBytes ? BINARY_TEXT : UTF8_TEXT);
+  for (let i = 0; i < entries.length; i++) checker.check(entries[i]!, i);
+  if (checker.hasHardlinks) checkHardlinks(entries, checker.codec);
+  if (checker.tight) checkImageXattrs(entries, checker.codec, checker.seenBase64, checker.tight);
+}
+
+/** Not stored in the image, but echoed on the bus and in logs: the name must be text too. */
+export function checkManifestName(manifest: Pick<Manifest, 'name'>): void {
+  if (manifest.name !== undefined) checkEncodable(manifest.name, 'name', -1, '/name');
+}
+
+/**
+ * The checks of each entry in turn, in manifest order, with what they need
+ * of the entries before it (the previous path, the directories above it):
+ * all of checkManifest but the encodings, which decide the codec first, and
+ * what needs every entry (hardlink targets, which may come later, and the
+ * room left for the image's own xattrs on the entries in `tight`).
+ */
+export class EntryChecker {
+  /** Ancestors of the previous entry, and the entry itself: paths, whether each is a directory, their indexes. */
+  private readonly stackPaths: string[] = [];
+  private readonly stackIsDir: boolean[] = [];
+  private readonly stackIndexes: number[] = [];
+  private previous: string | undefined;
+  hasHardlinks = false;
   /** Entries whose own xattrs come close enough to the budget that what the image adds may not fit. */
-  let tight: Set<number> | undefined;
-  const seenBase64 = new Map<string, number>();
-  for (let i = 0; i < entries.length; i++) {
-    const entry = entries[i]!;
+  tight: Set<number> | undefined;
+  /** Decoded lengths of the xattr values seen (values repeat). */
+  readonly seenBase64 = new Map<string, number>();
+
+  constructor(readonly codec: TextCodec) {}
+
+  /** Checks entry i, the one after the last checked; returns the index of the directory holding it (-1 for the root). */
+  check(entry: Entry, i: number): number {
+    const codec = this.codec;
     const path = codec.text(entry.path);
+    if (i === 0 && (path !== '/' || entry.type !== 'dir')) {
+      throw new InvalidManifestError('the first entry must be the root directory "/"', '/entries/0');
+    }
     checkPath(path, i, codec);
+    const previous = this.previous;
     if (previous !== undefined) {
       const order = comparePaths(previous, path);
       if (order === 0) throw new InvalidManifestError(`path "${codec.show(path)}" appears twice`, at(i, 'path'));
@@ -200,32 +227,36 @@ export function checkManifest(manifest: Manifest): asserts manifest is CheckedMa
         throw new InvalidManifestError(`entries are not sorted by path: "${codec.show(path)}" must come before "${codec.show(previous)}"`, at(i, 'path'));
       }
     }
-    previous = path;
+    this.previous = path;
+    const stackPaths = this.stackPaths;
+    let parent = -1;
     if (i > 0) {
-      // The parent is the path up to the last "/" (no string is cut for it).
+      // With sorted paths, an entry's parent is on the stack: the path up to the last "/" (no string is cut for it).
       const cut = path.lastIndexOf('/');
       const parentLength = cut === 0 ? 1 : cut;
       let top = stackPaths.length - 1;
       while (top >= 0 && !holdsOrIs(stackPaths[top]!, path, parentLength)) top--;
       stackPaths.length = top + 1;
-      stackIsDir.length = top + 1;
+      this.stackIsDir.length = top + 1;
+      this.stackIndexes.length = top + 1;
       if (top < 0 || stackPaths[top]!.length !== parentLength) {
         throw new InvalidManifestError(`parent directory "${codec.show(parentPath(path))}" of "${codec.show(baseName(path))}" is not in the manifest`, at(i, 'path'));
       }
-      if (!stackIsDir[top]) throw new InvalidManifestError(`parent "${codec.show(parentPath(path))}" is not a directory`, at(i, 'path'));
+      if (!this.stackIsDir[top]) throw new InvalidManifestError(`parent "${codec.show(parentPath(path))}" is not a directory`, at(i, 'path'));
+      parent = this.stackIndexes[top]!;
     }
     stackPaths.push(path);
-    stackIsDir.push(entry.type === 'dir');
+    this.stackIsDir.push(entry.type === 'dir');
+    this.stackIndexes.push(i);
     if (entry.type === 'hardlink') {
-      hasHardlinks = true;
+      this.hasHardlinks = true;
     } else if (entry.xattrs !== undefined && entry.xattrs.length > 0) {
-      const budget = checkXattrs(entry.xattrs, i, seenBase64, codec); // decoded value lengths are remembered: values repeat
-      if (budget > MAX_XATTR_BUDGET - IMAGE_XATTRS_MAX) (tight ??= new Set()).add(i);
+      const budget = checkXattrs(entry.xattrs, i, this.seenBase64, codec);
+      if (budget > MAX_XATTR_BUDGET - IMAGE_XATTRS_MAX) (this.tight ??= new Set()).add(i);
     }
     if (entry.type === 'symlink' || entry.type === 'file') checkTypeSpecific(entry, i, codec);
+    return parent;
   }
-  if (hasHardlinks) checkHardlinks(entries, codec);
-  if (tight) checkImageXattrs(entries, codec, seenBase64, tight);
 }
 
 /**

@@ -18,7 +18,7 @@ import { validate, type ValidationIssue } from '../schema/validate.js';
 import type { Manifest } from '../schema/types.generated.js';
 import { checkManifest, type CheckedManifest } from './check.js';
 import { InvalidManifestError } from './errors.js';
-import { MAX_MANIFEST_BYTES } from './limits.js';
+import { MAX_ENTRIES, MAX_MANIFEST_BYTES } from './limits.js';
 
 export { InvalidManifestError } from './errors.js';
 
@@ -98,12 +98,24 @@ function entryTypeIssue(value: unknown): ValidationIssue | undefined {
 /** The schema's verdict, each entry checked against its own kind only. */
 function passesSchemaByKind(value: unknown): boolean {
   if (!byKind.document(value)) return false;
-  for (const entry of (value as { entries: unknown[] }).entries) {
-    const type = (entry as { type?: unknown } | null)?.type;
-    const check = typeof type === 'string' ? byKind.kinds.get(type) : undefined;
-    if (check === undefined || !check(entry)) return false;
-  }
+  for (const entry of (value as { entries: unknown[] }).entries) if (!entryPassesSchema(entry)) return false;
   return true;
+}
+
+/** Whether one parsed entry passes the schema (against the kind its type names). */
+export function entryPassesSchema(entry: unknown): boolean {
+  const type = (entry as { type?: unknown } | null)?.type;
+  const check = typeof type === 'string' ? byKind.kinds.get(type) : undefined;
+  return check !== undefined && check(entry);
+}
+
+/**
+ * Whether a manifest's members other than its entries pass the schema: `head`
+ * holds them; its `count` entries are checked one by one (entryPassesSchema).
+ */
+export function headPassesSchema(head: Record<string, unknown>, count: number): boolean {
+  // Of "entries", the document's validator asks only for an array of 1 to maxItems (MAX_ENTRIES) items.
+  return count >= 1 && count <= MAX_ENTRIES && byKind.document({ ...head, entries: [null] });
 }
 
 /**

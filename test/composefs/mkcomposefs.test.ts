@@ -5,6 +5,7 @@
 // manifest, must be byte for byte the one `mkcomposefs --from-file` writes for
 // the same dump. Skipped, saying so, without the tools ($MOUNTGATE_REF_COMPOSEFS/bin or PATH).
 import t from 'tap';
+import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,4 +73,31 @@ t.test('redirects to object paths, the file\'s own or not, are shared as mkcompo
   t.ok(writeImage(manifestFromDumpText(dump)).equals(reference), 'manifest path: byte-identical to mkcomposefs --from-file');
   const direct = dumpTreeSource(parseDumpTable(dump), true);
   t.ok(direct && writeSourceImage(direct).equals(reference), 'direct dump path: the same');
+});
+
+t.test('metacopies and redirects kept as a file\'s own, and those shared, in any order: as mkcomposefs writes them', { skip: !mkcomposefs ? 'mkcomposefs not found ($MOUNTGATE_REF_COMPOSEFS/bin or PATH)' : false }, async (t) => {
+  const work = mkdtempSync(join(tmpdir(), 'mountgate-mkcomposefs-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const digests = ['7cc1da80364d50e9eccf06d5a581ca090d212755eaf6fd154db0ffc15cce3aa7', '66a013e96334bece8e11131d8498df145270740aa75f258bab625b3377ee37bc', 'a3d1815f4c33c0dd67bec58c0855a1fe3b8e6412fa8f68b0381a041c5534ea8a'];
+  const objectPath = (d: string) => `${d.slice(0, 2)}/${d.slice(2)}`;
+  // A file's digest (or none), its backing (none, its own object path, another digest's), and an xattr of its own or not.
+  const spec = fc.record({ digest: fc.nat(3), backing: fc.constantFrom('none', 'own', 'other'), other: fc.nat(2), xattr: fc.boolean() });
+  let shared = 0;
+  fc.assert(fc.property(fc.array(spec, { minLength: 1, maxLength: 8 }), (files) => {
+    const lines = files.map((f, i) => {
+      const digest = digests[f.digest];
+      const backing = f.backing === 'none' ? '-' : objectPath(f.backing === 'own' && digest ? digest : digests[f.other]!);
+      return `/f${i} 4096 100644 1 0 0 0 0.0 ${backing} - ${digest ?? '-'}${f.xattr ? ' user.x=1' : ''}\n`;
+    });
+    const dump = Buffer.from('/ 4096 40755 2 0 0 0 0.0 - - -\n' + lines.join(''));
+    const dumpFile = join(work, 'tree.dump');
+    writeFileSync(dumpFile, dump);
+    execFileSync(mkcomposefs!, ['--from-file', dumpFile, join(work, 'reference.cfs')]);
+    const reference = readFileSync(join(work, 'reference.cfs'));
+    if (new Set(files.map((f) => f.digest)).size < files.length) shared++;
+    if (!writeImage(manifestFromDumpText(dump)).equals(reference)) throw new Error(`manifest path differs:\n${dump}`);
+    const direct = dumpTreeSource(parseDumpTable(dump), true);
+    if (!direct || !writeSourceImage(direct).equals(reference)) throw new Error(`direct dump path differs:\n${dump}`);
+  }), { numRuns: 60, seed: 31 });
+  t.ok(shared >= 20, `${shared} of 60 trees with a digest on more than one file`);
 });
