@@ -62,6 +62,8 @@ const publishPerTurn = 64;
  * publish; a rename each for the copies.
  */
 const adoptPerTurn = 256;
+/** Renames of adopted copies under way at once, on libuv's pool. */
+const renamesAtOnce = 32;
 
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
@@ -262,7 +264,10 @@ export class ImageService {
     if (holds.length === 0) return;
     const db = this.registry.db;
     let published = 0;
-    const step = (slice: [string, number][], waiting: [string, number][]) =>
+    /** The slice's proofs in one transaction; the copies to publish, and those whose digest's old file is being unlinked, are returned. */
+    const prove = (slice: [string, number][]) => {
+      const copies: [string, number, string][] = [];
+      const waiting: [string, number][] = [];
       db.transaction(() => {
         for (const [digest, size] of slice) {
           const hold = this.held.get(uid, digest);
@@ -277,10 +282,7 @@ export class ImageService {
             if (hold.file !== undefined) waiting.push([digest, size]);
             else this.held.release(uid, digest, true);
           } else if (hold.file !== undefined) {
-            this.store.publish(hold.file, digest);
-            db.recordPossession(uid, digest);
-            this.held.release(uid, digest, false);
-            published++;
+            copies.push([digest, size, hold.file]);
           } else if (this.store.has(digest)) {
             // Pinned: its rows went with the last image that needed it, its file stayed for this hold.
             db.recordPossession(uid, digest);
@@ -290,11 +292,42 @@ export class ImageService {
           }
         }
       });
+      return { copies, waiting };
+    };
+    /**
+     * Publishes copies by renames off the event loop, renamesAtOnce at a time
+     * (one each on the loop, on a journaled ext4, was ~0.1 ms: 4.5 s of it
+     * for 45k), then proves those renamed in one transaction.
+     */
+    const publish = async (copies: [string, number, string][]) => {
+      const renamed: string[] = [];
+      for (let k = 0; k < copies.length; k += renamesAtOnce) {
+        const group = copies.slice(k, k + renamesAtOnce);
+        const done = await Promise.all(group.map(([digest, , file]) => this.store.publishAsync(file, digest).then(() => true, () => false)));
+        group.forEach(([digest], i) => done[i] && renamed.push(digest));
+      }
+      db.transaction(() => {
+        for (const digest of renamed) {
+          // Published: the file is the object's.
+          db.recordPossession(uid, digest);
+          this.held.release(uid, digest, false);
+          published++;
+        }
+      });
+    };
     const waiting: [string, number][] = [];
-    await inTurns(holds, adoptPerTurn, (slice) => step(slice, waiting));
+    for (let at = 0; at < holds.length; at += adoptPerTurn) {
+      const r = prove(holds.slice(at, at + adoptPerTurn));
+      waiting.push(...r.waiting);
+      if (r.copies.length > 0) await publish(r.copies);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     if (waiting.length > 0) {
       await Promise.all(waiting.map(([d]) => this.store.unlinking(d)));
-      await inTurns(waiting, adoptPerTurn, (slice) => step(slice, []));
+      for (let at = 0; at < waiting.length; at += adoptPerTurn) {
+        const r = prove(waiting.slice(at, at + adoptPerTurn));
+        if (r.copies.length > 0) await publish(r.copies);
+      }
     }
     if (published === 0) return;
     // The names (and the held copies' contents) are on disk before the answer says the objects are there.
@@ -305,6 +338,7 @@ export class ImageService {
       closeSync(fd);
     }
   }
+
 
   /**
    * Receives PutObjects records from `streamFd` (which it owns from the call

@@ -13,7 +13,7 @@ import { InvalidRequestError } from '../errors.js';
 import { byteText, escapeBytes } from '../manifest/text.js';
 import { validateManifest } from '../manifest/load.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
-import type { ContentProver } from './prove.js';
+import { PROVE_AT_MOST, type ContentProver } from './prove.js';
 import { readTar, type SplitSink, type TarEntry } from './tar.js';
 import { TarSplitRecorder, type SplitRecord } from './tarsplit.js';
 
@@ -64,7 +64,12 @@ export interface ReadLayerOptions {
   /** Called after every entry. */
   onEntry?: (entries: number, bytes: number) => void;
   signal?: AbortSignal;
-  /** Has the broker hash the contents (ProveObjects) as the layer is read, instead of hashing them here: a prover for this layer. */
+  /**
+   * Has the broker hash the contents (ProveObjects) as the layer is read,
+   * instead of hashing them here: a prover for this layer. Contents of at
+   * most PROVE_AT_MOST bytes go to it; bigger ones are hashed here and
+   * uploaded after AddImage.
+   */
   prover?: () => ContentProver;
 }
 
@@ -149,7 +154,7 @@ export async function readLayer(chunks: AsyncIterable<Uint8Array>, opts: ReadLay
       const base = { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs, size: 0 };
       const last = path.at(-1);
       if (e.type === 'file') {
-        const byProver = prover !== undefined && e.size > 0;
+        const byProver = prover !== undefined && e.size > 0 && e.size <= PROVE_AT_MOST;
         // Proven: spooled for the broker, its digest filled in once it answers.
         const { digest, size, pieces } = byProver ? { digest: '', size: e.size, pieces: [] } : await hashContent(tar.data(), Boolean(opts.onContent), opts.signal);
         if (byProver) proved[await prover.add(e.size, tar.data(), opts.signal)] = { file: fileDigests.length };

@@ -3,16 +3,17 @@
 // content is spooled into a sealed memfd as the tar reader yields it and
 // passed as an fd on one ProveObjects stream; the broker hashes it, holds it
 // for the AddImage that follows, and answers the digests in order at the end.
-// A content too big to spool (SPOOL_AT_MOST) goes as bytes on the same
-// stream, read from the archive as it is sent. The reader waits while the
-// queue of spooled contents is full (or a content goes by bytes), so memory
-// stays bounded whatever the size of the layer. One prover per layer (one
-// call at a time per user, as the broker allows).
+// The reader waits while the queue of spooled contents is full, so memory
+// stays bounded whatever the size of the layer; a content bigger than
+// PROVE_AT_MOST is hashed by the reader instead and uploaded after AddImage
+// (a memfd of it would take its size in memory; sent as bytes, the broker
+// would have to write a copy of it even when its store has it). One prover
+// per layer (one call at a time per user, as the broker allows).
 import type { MountgateBroker } from '../client/broker.js';
 import { closeFd } from '../client/broker.js';
 import { sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
 import { socketpair } from '../sys/syscalls.js';
-import { exactly, spool } from './upload.js';
+import { spool } from './upload.js';
 
 /** The digest field of a ProveObjects record. */
 const unclaimed = '0'.repeat(64);
@@ -21,8 +22,8 @@ const unclaimed = '0'.repeat(64);
 const QUEUE: SendWindow = { records: 256, bytes: 32 << 20 };
 /** What may be in flight on the stream. */
 const WINDOW: SendWindow = { records: 256, bytes: 64 << 20 };
-/** Bigger contents are not spooled into a memfd but sent as bytes. */
-export const SPOOL_AT_MOST = 16 << 20;
+/** The biggest content proven (spooled whole into a memfd). */
+export const PROVE_AT_MOST = 64 << 20;
 
 export class ContentProver {
   private readonly queue: OutgoingObject[] = [];
@@ -35,8 +36,6 @@ export class ContentProver {
   private count = 0;
   private call: Promise<{ digests: string[]; objects: number; bytes: number }> | undefined;
   private sent: Promise<void> | undefined;
-  /** Fails the content being sent by bytes, if one is (its reader waits for it). */
-  private breakBytes: ((err: unknown) => void) | undefined;
 
   /** `tally`: the objects and bytes proven are added to it (one tally for the layers of an image). */
   constructor(
@@ -44,41 +43,13 @@ export class ContentProver {
     private readonly tally: { objects: number; bytes: number } = { objects: 0, bytes: 0 },
   ) {}
 
-  /**
-   * Takes one file's content (exactly `size` bytes): spooled and queued, or,
-   * when it is bigger than SPOOL_AT_MOST, sent as bytes (resolving once the
-   * last of them is written). Resolves with its record number.
-   */
+  /** Spools one file's content (exactly `size` bytes, at most PROVE_AT_MOST) and queues it; resolves with its record number once it is queued. */
   async add(size: number, chunks: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<number> {
+    if (size > PROVE_AT_MOST) throw new RangeError(`a content of ${size} bytes is not proven as it is read (at most ${PROVE_AT_MOST})`);
     this.call ??= this.start();
     while (this.failure === undefined && (this.queue.length >= QUEUE.records || this.queuedBytes >= QUEUE.bytes)) await new Promise<void>((r) => this.wakeAdders.push(r));
     if (this.failure !== undefined) throw this.failure;
     const record = this.count++;
-    if (size > SPOOL_AT_MOST) {
-      let sent!: () => void;
-      let broke!: (err: unknown) => void;
-      const done = new Promise<void>((resolve, reject) => ((sent = resolve), (broke = reject)));
-      done.catch(() => undefined);
-      async function* through(): AsyncGenerator<Buffer> {
-        try {
-          yield* exactly({ digest: `(record ${record})`, size, chunks }, signal);
-          sent();
-        } catch (err) {
-          broke(err);
-          throw err;
-        }
-      }
-      this.queue.push({ digest: unclaimed, size, chunks: through() });
-      this.breakBytes = broke;
-      this.wake();
-      // Sent (or failed) before the reader goes on: the archive is read once, in order.
-      try {
-        await done;
-      } finally {
-        this.breakBytes = undefined;
-      }
-      return record;
-    }
     const fd = await spool({ digest: `(record ${record})`, size, chunks }, signal);
     this.queue.push({ digest: unclaimed, size, fd });
     this.queuedBytes += size;
@@ -128,11 +99,9 @@ export class ContentProver {
     // A record cut short (its header says one byte, none follows): the broker refuses the stream.
     if (this.aborted) return [{ digest: unclaimed, size: 1, chunks: (async function* () {})() }];
     if (this.queue.length === 0) return undefined;
-    // A content by bytes goes in a group of its own.
-    if ('chunks' in this.queue[0]!) return this.queue.splice(0, 1);
     let n = 0;
     let bytes = 0;
-    while (n < this.queue.length && n < room.records && (n === 0 || bytes < room.bytes) && 'fd' in this.queue[n]!) bytes += this.queue[n++]!.size;
+    while (n < this.queue.length && n < room.records && (n === 0 || bytes < room.bytes)) bytes += this.queue[n++]!.size;
     const group = this.queue.splice(0, n);
     this.queuedBytes -= bytes;
     const adders = this.wakeAdders;
@@ -144,7 +113,6 @@ export class ContentProver {
   private fail(err: unknown): void {
     this.failure ??= err;
     for (const o of this.queue.splice(0)) if ('fd' in o) closeFd(o.fd);
-    this.breakBytes?.(this.failure);
     this.wake();
   }
 

@@ -72,7 +72,7 @@ const WINDOW: SendWindow = { records: 256, bytes: 64 << 20 };
 const SPOOL_AT_MOST = 16 << 20;
 
 /** The chunks of an object, checked against the size the archive gave it when it was first read. */
-export async function* exactly(o: ObjectContent, signal?: AbortSignal, onChunk?: (bytes: number) => void): AsyncGenerator<Buffer> {
+async function* exactly(o: ObjectContent, signal?: AbortSignal, onChunk?: (bytes: number) => void): AsyncGenerator<Buffer> {
   let seen = 0;
   for await (const c of o.chunks) {
     signal?.throwIfAborted();

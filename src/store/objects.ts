@@ -14,7 +14,7 @@
 // deletions queued leaves files no row names: the reconciliation at start
 // drops them.
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { readdir, rm, unlink } from 'node:fs/promises';
+import { readdir, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { objectPath } from '../composefs/format.js';
 import * as sys from '../sys/syscalls.js';
@@ -93,6 +93,13 @@ export class ObjectStore {
   /** Whether the store has a file of the digest (a stat; no row is asked). */
   has(digest: string): boolean {
     return existsSync(join(this.objectsDir, objectPath(digest)));
+  }
+
+  /** publish, by a rename off the event loop (the caller proves the object once it resolves). */
+  async publishAsync(tmpName: string, digest: string): Promise<void> {
+    if (this.inFlight.has(digest)) throw new Error(`object ${digest} is being deleted: wait for unlinking() before publishing it`);
+    this.doomed.delete(digest);
+    await rename(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
   }
 
   /** The unlink under way of the digest's file, if one is: a publish of it waits for that. */
