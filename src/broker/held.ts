@@ -1,24 +1,23 @@
 // Objects the broker holds for a user between a ProveObjects and the
 // AddImage that needs them. ProveObjects hashes files the caller passes and
-// answers their digests; an object the store lacks is copied into the
-// store's tmp directory and held by that file, one the store has is held by
-// a pin on the store's own file (it is not deleted while pinned, even if the
-// last image that needs it goes): nothing is written for it. Either way the
-// AddImage that follows finds the caller's proof. Had only the proofs of what
-// the store already had been kept, and without the pin, AddImage's list of
-// missing objects would tell the caller whether anyone's image holds a given
-// content (or did, moments before).
+// answers their digests; an object the store lacks is copied and given its
+// name in the store (no image needs it yet, so the database does not record
+// it: the pin keeps it), one the store has is only pinned (nothing is
+// written for it). A pinned file is not deleted, even when the last image
+// that needs it goes. Either way the AddImage that follows finds the
+// caller's proof. Had only the proofs of what the store already had been
+// kept, and without the pin, AddImage's list of missing objects would tell
+// the caller whether anyone's image holds a given content (or did, moments
+// before).
 //
 // Holds are transient by design: in memory, each until AddImage adopts it
-// (the object is then published and proven as PutObjects would) or until it
-// expires (`heldMs`), its file removed or its pin let go then. They are
-// bounded per user (bytes by the user's quota, objects by the policy's
-// entries per image), and a restart drops them all with the tmp directory
-// (and the reconciliation at start, the pinned files no image needs): a
-// client whose AddImage then reports objects missing uploads them with
-// PutObjects, as without.
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+// (the object is then recorded present and proven, as PutObjects would) or
+// until it expires (`heldMs`), its pin let go then (and the file deleted if
+// no image needs it). They are bounded per user (bytes by the user's quota,
+// objects by the policy's entries per image), and a restart drops them all
+// (the reconciliation at start deletes the files no image needs): a client
+// whose AddImage then reports objects missing uploads them with PutObjects,
+// as without.
 
 /** How long a hold lasts unless AddImage adopts it first. */
 export const heldMs = 10 * 60_000;
@@ -26,8 +25,6 @@ export const heldMs = 10 * 60_000;
 export interface Hold {
   size: number;
   expires: number;
-  /** The copy in tmp/ that holds it, or undefined: the store's own file, pinned. */
-  file?: string;
 }
 
 export class HeldObjects {
@@ -38,7 +35,6 @@ export class HeldObjects {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly tmpDir: string,
     /** Told when the last pin of a digest goes (its file may be deleted then, if no image needs it). */
     private readonly onUnpinned: (digest: string) => void = () => undefined,
     private readonly now: () => number = Date.now,
@@ -63,12 +59,8 @@ export class HeldObjects {
     return [...(this.byUid.get(uid) ?? [])].map(([d, h]) => [d, h.size]);
   }
 
-  /**
-   * Records a hold of the object by `file` (a copy in tmp/) or, without one,
-   * by a pin of the store's file. A hold uid had of it already is renewed and
-   * kept as it was: then returns false, and `file` is the caller's to remove.
-   */
-  add(uid: number, digest: string, size: number, file?: string): boolean {
+  /** Records uid's hold of the object, a pin of its file in the store; one uid had already is renewed (returns false). */
+  add(uid: number, digest: string, size: number): boolean {
     let mine = this.byUid.get(uid);
     if (!mine) this.byUid.set(uid, (mine = new Map()));
     const had = mine.get(digest);
@@ -76,15 +68,15 @@ export class HeldObjects {
       had.expires = this.now() + heldMs;
       return false;
     }
-    mine.set(digest, { size, expires: this.now() + heldMs, ...(file !== undefined ? { file } : {}) });
+    mine.set(digest, { size, expires: this.now() + heldMs });
     this.bytesOf.set(uid, (this.bytesOf.get(uid) ?? 0) + size);
-    if (file === undefined) this.pins.set(digest, (this.pins.get(digest) ?? 0) + 1);
+    this.pins.set(digest, (this.pins.get(digest) ?? 0) + 1);
     this.arm();
     return true;
   }
 
-  /** Ends a hold: with `removeFile`, its copy goes too (off the event loop); a pin is let go. */
-  release(uid: number, digest: string, removeFile: boolean): void {
+  /** Ends a hold: its pin is let go. */
+  release(uid: number, digest: string): void {
     const mine = this.byUid.get(uid);
     const hold = mine?.get(digest);
     if (!mine || !hold) return;
@@ -94,26 +86,22 @@ export class HeldObjects {
       this.byUid.delete(uid);
       this.bytesOf.delete(uid);
     }
-    if (hold.file === undefined) {
-      const n = this.pins.get(digest)! - 1;
-      if (n > 0) this.pins.set(digest, n);
-      else {
-        this.pins.delete(digest);
-        this.onUnpinned(digest);
-      }
-    } else if (removeFile) {
-      void rm(join(this.tmpDir, hold.file), { force: true }).catch(() => undefined);
+    const n = this.pins.get(digest)! - 1;
+    if (n > 0) this.pins.set(digest, n);
+    else {
+      this.pins.delete(digest);
+      this.onUnpinned(digest);
     }
   }
 
-  /** Drops every hold past its time, with its file or pin. */
+  /** Drops every hold past its time. */
   expire(): number {
     const now = this.now();
     let gone = 0;
     for (const [uid, mine] of [...this.byUid]) {
       for (const [digest, hold] of [...mine]) {
         if (hold.expires > now) continue;
-        this.release(uid, digest, true);
+        this.release(uid, digest);
         gone++;
       }
     }

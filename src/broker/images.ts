@@ -11,7 +11,6 @@
 // (upload-helpers.ts) and killed at their deadlines.
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InternalError, InvalidRequestError, LimitExceededError, TimeoutError } from '../errors.js';
@@ -128,7 +127,7 @@ export class ImageService {
     });
     this.helpers = new UploadHelpers([this.store.tmpDir, String(streamIdleMs), ...(deps.features.fsVerity ? ['--verity'] : [])]);
     // The last pin of an object no image needs any more lets its file go.
-    this.held = new HeldObjects(this.store.tmpDir, (digest) => {
+    this.held = new HeldObjects((digest) => {
       if (!this.registry.db.isPresent(digest)) this.store.discard([digest]);
     });
     this.registry = new ImageRegistry(deps.stateDir, () => this.store.list());
@@ -264,71 +263,26 @@ export class ImageService {
     if (holds.length === 0) return;
     const db = this.registry.db;
     let published = 0;
-    /** The slice's proofs in one transaction; the copies to publish, and those whose digest's old file is being unlinked, are returned. */
-    const prove = (slice: [string, number][]) => {
-      const copies: [string, number, string][] = [];
-      const waiting: [string, number][] = [];
+    /** The slice's proofs in one transaction. */
+    const prove = (slice: [string, number][]) =>
       db.transaction(() => {
         for (const [digest, size] of slice) {
-          const hold = this.held.get(uid, digest);
-          if (!hold || db.wantedSize(uid, digest) !== size) continue;
+          if (!this.held.get(uid, digest) || db.wantedSize(uid, digest) !== size) continue;
           if (db.hasProven(uid, digest)) {
-            this.held.release(uid, digest, true);
+            // Nothing to prove.
           } else if (db.isPresent(digest)) {
             db.recordPossession(uid, digest);
-            this.held.release(uid, digest, true);
-          } else if (this.store.unlinking(digest)) {
-            // A pin came too late for this unlink (or a copy waits for it): the copy once it is done; a pin has nothing left.
-            if (hold.file !== undefined) waiting.push([digest, size]);
-            else this.held.release(uid, digest, true);
-          } else if (hold.file !== undefined) {
-            copies.push([digest, size, hold.file]);
-          } else if (this.store.has(digest)) {
-            // Pinned: its rows went with the last image that needed it, its file stayed for this hold.
+          } else if (!this.store.unlinking(digest) && this.store.has(digest)) {
+            // The file a ProveObjects published (or one a pin kept when its last image went): present from now on,
+            // and its name not synced yet.
             db.recordPossession(uid, digest);
-            this.held.release(uid, digest, false);
-          } else {
-            this.held.release(uid, digest, true);
+            published++;
           }
+          // Proven, or gone (AddImage lists it): the hold has done its work.
+          this.held.release(uid, digest);
         }
       });
-      return { copies, waiting };
-    };
-    /**
-     * Publishes copies by renames off the event loop, renamesAtOnce at a time
-     * (one each on the loop, on a journaled ext4, was ~0.1 ms: 4.5 s of it
-     * for 45k), then proves those renamed in one transaction.
-     */
-    const publish = async (copies: [string, number, string][]) => {
-      const renamed: string[] = [];
-      for (let k = 0; k < copies.length; k += renamesAtOnce) {
-        const group = copies.slice(k, k + renamesAtOnce);
-        const done = await Promise.all(group.map(([digest, , file]) => this.store.publishAsync(file, digest).then(() => true, () => false)));
-        group.forEach(([digest], i) => done[i] && renamed.push(digest));
-      }
-      db.transaction(() => {
-        for (const digest of renamed) {
-          // Published: the file is the object's.
-          db.recordPossession(uid, digest);
-          this.held.release(uid, digest, false);
-          published++;
-        }
-      });
-    };
-    const waiting: [string, number][] = [];
-    for (let at = 0; at < holds.length; at += adoptPerTurn) {
-      const r = prove(holds.slice(at, at + adoptPerTurn));
-      waiting.push(...r.waiting);
-      if (r.copies.length > 0) await publish(r.copies);
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    if (waiting.length > 0) {
-      await Promise.all(waiting.map(([d]) => this.store.unlinking(d)));
-      for (let at = 0; at < waiting.length; at += adoptPerTurn) {
-        const r = prove(waiting.slice(at, at + adoptPerTurn));
-        if (r.copies.length > 0) await publish(r.copies);
-      }
-    }
+    await inTurns(holds, adoptPerTurn, prove);
     if (published === 0) return;
     // The names (and the held copies' contents) are on disk before the answer says the objects are there.
     const fd = openSync(this.store.objectsDir, 'r');
@@ -374,8 +328,9 @@ export class ImageService {
   /**
    * ProveObjects: hashes the files (or bytes) of `streamFd`'s records in an
    * upload helper and holds each object for uid (held.ts) until an AddImage
-   * adopts it: a link to the store's file when it has the content, else a
-   * copy. Answers the digests in record order (32 raw bytes each). Limits are
+   * adopts it: a pin on the store's file of it, the helper's copy published
+   * there first when the store lacks it. Answers the digests in record order
+   * (32 raw bytes each), once the copies have their names. Limits are
    * the caller's: bytes within what its quota leaves, objects within the
    * policy's entries per image, less what it holds already; one call of a
    * user's at a time. A call that fails holds nothing new.
@@ -395,29 +350,35 @@ export class ImageService {
     this.proving.add(uid);
     try {
       await this.drive(uid, streamFd, socket, async () => `${JSON.stringify({ prove: allowance })}\n`, {
-        batch: (items, settled) =>
-          inTurns(items as [string, number, string | null, number][], publishPerTurn, (slice) => {
+        batch: async (items, settled) => {
+          const copies: [string, string][] = [];
+          await inTurns(items as [string, number, string | null, number][], publishPerTurn, (slice) => {
             if (settled()) return;
             for (const [digest, size, tmp, index] of slice) {
-              // The store had it when the helper looked: pinned, if it still has it in this turn; else the helper's copy holds it.
-              const pin = tmp === null && (this.registry.db.isPresent(digest) || this.held.pinned(digest)) && !this.store.unlinking(digest);
               digests[index] = Buffer.from(digest, 'hex');
               objects++;
               bytes += size;
-              // Gone from the store since the helper looked (its last image removed just then): not held, so AddImage will list it and the client send it.
-              if (tmp === null && !pin) continue;
-              if (this.held.add(uid, digest, size, tmp ?? undefined)) fresh.push(digest);
-              // Held already (renewed): this call's copy is not needed.
-              else if (tmp !== null) void rm(join(this.store.tmpDir, tmp), { force: true }).catch(() => undefined);
+              const inStore = (this.registry.db.isPresent(digest) || this.held.pinned(digest)) && !this.store.unlinking(digest);
+              // Gone from the store since the helper looked (its last image removed just then), and no copy: not held, so AddImage will list it and the client send it.
+              if (tmp === null && !inStore) continue;
+              // Pinned before its copy is published: a deletion of the digest's file queued meanwhile leaves the new one.
+              if (this.held.add(uid, digest, size)) fresh.push(digest);
+              if (tmp !== null && !inStore && !this.store.unlinking(digest)) copies.push([tmp, digest]);
             }
-          }),
-        // Nothing to sync: a hold is made durable when adopted.
+          });
+          // The copies get their objects' names now, while the helper hashes on (at AddImage they would be
+          // renames one after the other: 4.5 s of a 45k-object AddImage); a copy not needed stays in tmp/ and
+          // goes with the call's tmp files.
+          for (let k = 0; k < copies.length; k += renamesAtOnce) {
+            await Promise.all(copies.slice(k, k + renamesAtOnce).map(([tmp, digest]) => this.store.publishAsync(tmp, digest).catch(() => this.held.release(uid, digest))));
+          }
+        },
+        // Nothing to sync: what an AddImage adopts is made durable then.
         end: async () => 'done' as const,
-        keepTmp: true,
       });
     } catch (err) {
-      // The copies went with the call's tmp files (drive); the pins are let go.
-      for (const d of fresh) this.held.release(uid, d, false);
+      // The pins are let go: a published copy no image needs is deleted then (onUnpinned); the rest went with the tmp files.
+      for (const d of fresh) this.held.release(uid, d);
       throw err;
     } finally {
       this.proving.delete(uid);
@@ -432,20 +393,14 @@ export class ImageService {
    * `handlers.batch` (in order), and once it reached the end and the batches
    * are done, either has it sync (PutObjects: the published names made
    * durable) or ends. The helper is killed at the deadline when it goes quiet,
-   * and what it left in tmp/ under its prefix is removed (on success too,
-   * unless `keepTmp`).
+   * and what it left in tmp/ under its prefix is removed in every case.
    */
   private async drive(
     uid: number,
     streamFd: number,
     socket: boolean,
     firstLine: () => Promise<string>,
-    handlers: {
-      batch(items: unknown[][], settled: () => boolean): Promise<void>;
-      end(): Promise<'sync' | 'done'>;
-      /** The call's tmp files are the batches' to keep when it succeeds (ProveObjects' copies, now holds). */
-      keepTmp?: boolean;
-    },
+    handlers: { batch(items: unknown[][], settled: () => boolean): Promise<void>; end(): Promise<'sync' | 'done'> },
   ): Promise<void> {
     let first: string;
     try {
@@ -481,7 +436,7 @@ export class ImageService {
         child.kill('SIGKILL');
         // Once it is gone: a hashing thread of a helper still dying could create a file after the listing.
         const gone = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once('exit', () => r()));
-        const dropped = err || !handlers.keepTmp ? gone.then(() => this.store.dropTmp(prefix)).catch(() => undefined) : Promise.resolve();
+        const dropped = gone.then(() => this.store.dropTmp(prefix)).catch(() => undefined);
         this.memory.soon();
         void dropped.then(() => (err ? reject(err) : resolve()));
       };
