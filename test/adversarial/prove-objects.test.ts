@@ -8,6 +8,7 @@
 // nothing is held after a refusal, the broker tree's fds come back, and
 // others are served meanwhile.
 import t from 'tap';
+import { applyPolicy as applyTo } from '../helpers/broker.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -32,12 +33,7 @@ t.before(async () => {
 });
 
 /** Applies a policy with SIGHUP and waits for the broker to say it did. */
-async function applyPolicy(p: object): Promise<void> {
-  const seen = world.broker.audit.length;
-  writeFileSync(world.broker.policyPath, JSON.stringify(p));
-  world.broker.process.kill('SIGHUP');
-  await world.broker.waitFor((l) => l.event === 'policy' && world.broker.audit.indexOf(l) >= seen && l.allowed === true);
-}
+const applyPolicy = (p: object) => applyTo(world.broker, p);
 t.teardown(() => world?.teardown());
 
 const verity = (b: Buffer) => new FsVerityHasher().update(b).digest().toString('hex');

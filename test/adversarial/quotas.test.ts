@@ -3,7 +3,8 @@
 // metadata (its EROFS file) did not count toward maxBytesPerUser; concurrent
 // AddImage calls of one user could get past maxImagesPerUser.
 import t from 'tap';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { applyPolicy as applyTo } from '../helpers/broker.js';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FsVerityHasher } from '../../src/verity/fsverity.js';
 import { createAdvWorld, errorName, type AdvWorld, type Reply } from './helpers/adv-world.js';
@@ -21,12 +22,7 @@ t.before(async () => {
 });
 
 /** Applies a policy with SIGHUP and waits for the broker to say it did. */
-async function applyPolicy(p: object): Promise<void> {
-  const seen = world.broker.audit.length;
-  writeFileSync(world.broker.policyPath, JSON.stringify(p));
-  world.broker.process.kill('SIGHUP');
-  await world.broker.waitFor((l) => l.event === 'policy' && world.broker.audit.indexOf(l) >= seen && l.allowed === true);
-}
+const applyPolicy = (p: object) => applyTo(world.broker, p);
 t.teardown(() => world?.teardown());
 
 const mtime = { sec: 1700000000, nsec: 0 };

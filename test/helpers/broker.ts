@@ -74,3 +74,11 @@ export async function startBroker(busAddress: string, policy?: Policy | string, 
     stop,
   };
 }
+
+/** Applies a policy to a running broker (its policy file, then SIGHUP) and waits for it to say it did. */
+export async function applyPolicy(broker: BrokerHandle, policy: object): Promise<void> {
+  const seen = broker.audit.length;
+  writeFileSync(broker.policyPath, JSON.stringify(policy));
+  broker.process.kill('SIGHUP');
+  await broker.waitFor((l) => l.event === 'policy' && broker.audit.indexOf(l) >= seen && l.allowed === true);
+}
