@@ -67,6 +67,14 @@ const renamesAtOnce = 32;
 /** How long a PutObjects stream may go without a byte before the call ends. */
 export const streamIdleMs = 60_000;
 
+/** What a batch handler of an upload helper's call (ImageService.drive) may ask of the call. */
+interface DriveCall {
+  /** Whether the call is over (answered or failed): nothing more is to be done for it. */
+  settled(): boolean;
+  /** Ends the call with this failure (the helper killed, its tmp files removed). */
+  fail(err: Error): void;
+}
+
 /** A build's result, or what an earlier build of the same manifest found (its image stored). */
 export type Built = BuiltImage | MemoBuild;
 
@@ -250,11 +258,11 @@ export class ImageService {
 
   /**
    * Turns what uid holds (ProveObjects) and its images need into proofs, as
-   * PutObjects would: an object the store has is proven at once (the held
-   * link goes); one it lacks is published from the held file. A slice per
-   * turn, one transaction each; an object whose old file is being unlinked
-   * waits for that. Holds no image of uid needs stay until they expire.
-   * Resolves once what was published is on disk.
+   * PutObjects would: every hold pins a file in the store (the store's own,
+   * or the copy ProveObjects published), so each is proven where that file
+   * is there, and let go. A slice per turn, one transaction each. Holds no
+   * image of uid needs stay until they expire. Resolves once the files this
+   * made present are on disk.
    */
   private async adopt(uid: number): Promise<void> {
     // In digest order: neighbouring digests share the database's pages (in the order of the files, each
@@ -293,7 +301,6 @@ export class ImageService {
     }
   }
 
-
   /**
    * Receives PutObjects records from `streamFd` (which it owns from the call
    * on) in an upload helper. Each object is hashed there; the front publishes
@@ -306,19 +313,21 @@ export class ImageService {
     let bytes = 0;
     // Objects whose old file's unlink was under way when their batch came: published once it is done, before the sync.
     let deferred: Promise<void> = Promise.resolve();
-    const credit = (batch: [string, number, string | null][], settled: () => boolean) => {
+    const credit = (batch: [string, number, string | null][], call: DriveCall) => {
       const done = this.publish(uid, batch);
       objects += done.objects;
       bytes += done.bytes;
       if (done.waiting.length === 0) return;
-      deferred = deferred.then(async () => {
-        await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
-        if (!settled()) credit(done.waiting, settled);
-      });
+      deferred = deferred
+        .then(async () => {
+          await Promise.all(done.waiting.map((w) => this.store.unlinking(w[0])));
+          if (!call.settled()) credit(done.waiting, call);
+        })
+        .catch((err: Error) => call.fail(err));
     };
     await this.drive(uid, streamFd, socket, () => this.pendingLine(uid), {
       // Each batch published a slice per turn (a batch of 1024 in one turn held every other call for 0.2-0.3 s).
-      batch: (items, settled) => inTurns(items as [string, number, string | null][], publishPerTurn, (slice) => !settled() && credit(slice, settled)),
+      batch: (items, call) => inTurns(items as [string, number, string | null][], publishPerTurn, (slice) => !call.settled() && credit(slice, call)),
       // Every publish is done (the deferred ones too) before the helper makes the names durable.
       end: () => deferred.then(() => 'sync' as const),
     });
@@ -350,10 +359,10 @@ export class ImageService {
     this.proving.add(uid);
     try {
       await this.drive(uid, streamFd, socket, async () => `${JSON.stringify({ prove: allowance })}\n`, {
-        batch: async (items, settled) => {
+        batch: async (items, call) => {
           const copies: [string, string][] = [];
           await inTurns(items as [string, number, string | null, number][], publishPerTurn, (slice) => {
-            if (settled()) return;
+            if (call.settled()) return;
             for (const [digest, size, tmp, index] of slice) {
               digests[index] = Buffer.from(digest, 'hex');
               objects++;
@@ -400,7 +409,7 @@ export class ImageService {
     streamFd: number,
     socket: boolean,
     firstLine: () => Promise<string>,
-    handlers: { batch(items: unknown[][], settled: () => boolean): Promise<void>; end(): Promise<'sync' | 'done'> },
+    handlers: { batch(items: unknown[][], call: DriveCall): Promise<void>; end(): Promise<'sync' | 'done'> },
   ): Promise<void> {
     let first: string;
     try {
@@ -440,7 +449,7 @@ export class ImageService {
         this.memory.soon();
         void dropped.then(() => (err ? reject(err) : resolve()));
       };
-      const isSettled = () => settled;
+      const call: DriveCall = { settled: () => settled, fail: (err) => finish(err) };
       // The helper says it is alive several times a second unless a read is stuck (a file on a filesystem that does not answer).
       const arm = () => {
         clearTimeout(timer);
@@ -468,7 +477,7 @@ export class ImageService {
         if (Array.isArray(line.b)) {
           const batch = line.b as unknown[][];
           objects += batch.length;
-          publishing = publishing.then(() => handlers.batch(batch, isSettled)).catch((err: Error) => finish(err));
+          publishing = publishing.then(() => handlers.batch(batch, call)).catch((err: Error) => finish(err));
         } else if (line.end) {
           void publishing
             .then(() => handlers.end())

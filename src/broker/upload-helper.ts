@@ -249,20 +249,12 @@ function flushBatch(): Promise<void> {
 
 /** An object whose content hashed to `actual` (`received` bytes): into the batch, or the end of the call. */
 function completed(digest: string, size: number, tmp: string | null, received: number, actual: string, proved?: { index: number; present: boolean }): void {
-  if (proved) {
-    if (received !== size) throw new Refusal(`record ${proved.index}: got ${received} bytes, expected ${size}; nothing of it is held`);
-    batch.push([actual, size, proved.present ? null : tmp, proved.index]);
-    if (!proved.present) {
-      batchWritten += size;
-      wroteAny = true;
-    }
-    objects++;
-    if (batch.length >= batchObjects || batchWritten >= batchBytes) void flushBatch();
-    return;
-  }
-  if (received !== size) throw new Refusal(`object ${digest}: got ${received} bytes, expected ${size}; nothing of it was stored`);
-  if (actual !== digest) throw new Refusal(`object ${digest}: its content hashes to ${actual}; nothing of it was stored`);
-  batch.push([digest, size, tmp]);
+  if (received !== size) throw new Refusal(proved ? `record ${proved.index}: got ${received} bytes, expected ${size}; nothing of it is held` : `object ${digest}: got ${received} bytes, expected ${size}; nothing of it was stored`);
+  // ProveObjects claims no digest: what it hashed to is the object's.
+  if (!proved && actual !== digest) throw new Refusal(`object ${digest}: its content hashes to ${actual}; nothing of it was stored`);
+  // A proven object the store has is pinned, not copied: the helper made no file for it.
+  if (proved?.present) tmp = null;
+  batch.push(proved ? [actual, size, tmp, proved.index] : [digest, size, tmp]);
   if (tmp) {
     batchWritten += size;
     wroteAny = true;
@@ -323,6 +315,8 @@ async function run(): Promise<void> {
       const byFd = (raw & BY_FD) !== 0n;
       const size = Number(raw & ~BY_FD);
       const index = records++;
+      // Where the content is copied: ProveObjects copies what the store may lack (the thread decides once it knows the digest), PutObjects what it lacks.
+      let tmp: string | null;
       if (proving) {
         // ProveObjects: the broker says what the content is; the caller claims only its size.
         if (digest !== zeroDigest) throw new Refusal(`record ${index} claims a digest; ProveObjects records carry 32 zero bytes where PutObjects has the digest (the broker computes it)`);
@@ -330,36 +324,24 @@ async function run(): Promise<void> {
         if (records > proving.records) throw new LimitRefusal(`more than ${proving.records} record(s): that is as many objects as the broker may hold for you now (the policy's maxEntriesPerImage, less what it holds for you already); send fewer per call, or add the image that needs what is held`);
         heldBytes += size;
         if (heldBytes > proving.bytes) throw new LimitRefusal(`holding these objects would take more than the ${proving.bytes} byte(s) your quota leaves (what your images take and what the broker holds for you count); nothing of this call is held`);
-        const tmp = `${prefix}.${serial++}`;
-        if (byFd) {
-          const fd = reader.takeFd();
-          if (fd === undefined) throw new Refusal(`record ${index} takes its content from a passed fd, but no fd came with it${kind === 'socket' ? '' : ' (fds can only be passed on an AF_UNIX socket)'}`);
-          const id = nextId++;
-          claims.set(id, { digest, size, tmp, index });
-          pool.add({ id, fd, size, tmp, prove: true });
-        } else {
-          const sink = new Sink(tmp);
-          for await (const chunk of reader.chunks(size)) sink.update(chunk);
-          completed(digest, size, tmp, sink.received, sink.finish(), { index, present: false });
-          done();
-        }
-        continue;
+        tmp = `${prefix}.${serial++}`;
+      } else {
+        const expected = pending.get(digest);
+        if (expected === undefined) throw new Refusal(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
+        if (size !== expected.size) throw new Refusal(`object ${digest} is ${expected.size} bytes in your image, but the stream says ${size}`);
+        pending.delete(digest);
+        tmp = expected.present ? null : `${prefix}.${serial++}`;
       }
-      const expected = pending.get(digest);
-      if (expected === undefined) throw new Refusal(`object ${digest} is not missing from any of your images; add the image first (AddImage)`);
-      if (size !== expected.size) throw new Refusal(`object ${digest} is ${expected.size} bytes in your image, but the stream says ${size}`);
-      pending.delete(digest);
-      const tmp = expected.present ? null : `${prefix}.${serial++}`;
       if (byFd) {
         const fd = reader.takeFd();
-        if (fd === undefined) throw new Refusal(`the record of object ${digest} takes its content from a passed fd, but no fd came with it${kind === 'socket' ? '' : ' (fds can only be passed on an AF_UNIX socket)'}`);
+        if (fd === undefined) throw new Refusal(`${proving ? `record ${index}` : `the record of object ${digest}`} takes its content from a passed fd, but no fd came with it${kind === 'socket' ? '' : ' (fds can only be passed on an AF_UNIX socket)'}`);
         const id = nextId++;
         claims.set(id, { digest, size, tmp, index });
-        pool.add({ id, fd, size, tmp });
+        pool.add({ id, fd, size, tmp, ...(proving ? { prove: true } : {}) });
       } else {
         const sink = new Sink(tmp);
         for await (const chunk of reader.chunks(size)) sink.update(chunk);
-        completed(digest, size, tmp, sink.received, sink.finish());
+        completed(digest, size, tmp, sink.received, sink.finish(), proving ? { index, present: false } : undefined);
         done();
       }
     }

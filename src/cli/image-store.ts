@@ -180,6 +180,8 @@ Examples:
         digestCache = opts.digestCache === false ? undefined : DigestCache.load();
         const cache = digestCache;
         fromDirectory = async (b) => {
+          // Connected, and allowed: the broker hashes what the cache does not know (it would hash it again anyway).
+          const prove = b ? await proveWith(b, proven) : undefined;
           let made: Manifest;
           ({ manifest: made, sources } = await manifestFromDirectory(source, {
             ...(opts.name ? { name: opts.name } : {}),
@@ -187,8 +189,7 @@ Examples:
             ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
             onProgress: (entries, bytes) => progress.readAt(entries, bytes),
             ...(cache ? { digestCache: cache } : {}),
-            // Connected: the broker hashes what the cache does not know (it would hash it again anyway).
-            ...(b ? { prove: proveWith(b, proven) } : {}),
+            ...(prove ? { prove } : {}),
           }));
           progress.done();
           cache?.save();

@@ -137,7 +137,7 @@ export async function addArchive(program: Command, source: string, opts: Archive
     const broker = await connect(busAddress ? { busAddress } : {});
     let proving: boolean;
     try {
-      proving = (await broker.getInfo()).methods.includes('ProveObjects');
+      proving = await broker.allows('ProveObjects');
     } catch (err) {
       broker.close();
       throw err;

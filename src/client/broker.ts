@@ -128,6 +128,11 @@ export class MountgateBroker {
     return { objects: Number(objects), bytes: Number(bytes) };
   }
 
+  /** Whether the broker's policy lets you call `method` now (GetInfo's methods; none from a broker older than that list). */
+  async allows(method: string): Promise<boolean> {
+    return (await this.getInfo()).methods.includes(method);
+  }
+
   /**
    * Proves objects without naming them (see the interface XML): the records
    * in `streamFd` carry sizes and fds (or bytes), the broker hashes them and

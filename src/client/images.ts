@@ -506,7 +506,7 @@ async function sendFiles(fd: number, todo: { digest: string; size: number; path:
 }
 
 /** The digest field of a ProveObjects record: the broker computes it. */
-const unclaimed = '0'.repeat(64);
+export const UNCLAIMED_DIGEST = '0'.repeat(64);
 
 /**
  * Has the broker hash `files` and hold them for the next AddImage
@@ -524,7 +524,7 @@ export async function proveFiles(broker: Pick<MountgateBroker, 'proveObjects'>, 
     if (at >= files.length) return undefined;
     const group = files.slice(at, at + room.records);
     at += group.length;
-    return openGroup(group.map((f) => ({ digest: unclaimed, size: f.size, path: f.path })));
+    return openGroup(group.map((f) => ({ digest: UNCLAIMED_DIGEST, size: f.size, path: f.path })));
   };
   const sent = sendObjects(writeFd, open, (group) => group.forEach((o) => onBytes(o.size)), proved);
   const [w, p] = await Promise.allSettled([sent, proved]);
@@ -534,24 +534,18 @@ export async function proveFiles(broker: Pick<MountgateBroker, 'proveObjects'>, 
 }
 
 /**
- * manifestFromDirectory's `prove` for `broker`: ProveObjects when the broker
- * says its policy lets you call it (GetInfo's methods; what it proved is
- * added to `tally`), else, from an older broker or a policy without it, the
- * digests hashed here as before.
+ * manifestFromDirectory's `prove` for `broker` (what it proved added to
+ * `tally`), when the broker's policy lets you call ProveObjects; undefined
+ * from an older broker or a policy without it: the files are then hashed
+ * here, as before.
  */
-export function proveWith(broker: Pick<MountgateBroker, 'proveObjects' | 'getInfo'>, tally: { objects: number; bytes: number } = { objects: 0, bytes: 0 }): NonNullable<FromDirectoryOptions['prove']> {
+export async function proveWith(broker: Pick<MountgateBroker, 'proveObjects' | 'allows'>, tally: { objects: number; bytes: number } = { objects: 0, bytes: 0 }): Promise<FromDirectoryOptions['prove']> {
+  if (!(await broker.allows('ProveObjects'))) return undefined;
   return async (files, onBytes) => {
-    if ((await broker.getInfo()).methods.includes('ProveObjects')) {
-      const digests = await proveFiles(broker, files, onBytes);
-      tally.objects += files.length;
-      tally.bytes += files.reduce((n, f) => n + f.size, 0);
-      return digests;
-    }
-    return files.map((f) => {
-      const read = fileDigest(f.path, onBytes);
-      if (read.size !== f.size) throw new InvalidRequestError(`${showText(f.path)} changed while it was read (${f.size} bytes, then ${read.size})`);
-      return read.digest;
-    });
+    const digests = await proveFiles(broker, files, onBytes);
+    tally.objects += files.length;
+    tally.bytes += files.reduce((n, f) => n + f.size, 0);
+    return digests;
   };
 }
 

@@ -11,12 +11,9 @@
 // per layer (one call at a time per user, as the broker allows).
 import type { MountgateBroker } from '../client/broker.js';
 import { closeFd } from '../client/broker.js';
-import { sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
+import { sendObjects, UNCLAIMED_DIGEST, type OutgoingObject, type SendWindow } from '../client/images.js';
 import { socketpair } from '../sys/syscalls.js';
 import { spool } from './upload.js';
-
-/** The digest field of a ProveObjects record. */
-const unclaimed = '0'.repeat(64);
 
 /** Contents spooled and not yet sent, at most (beside what the stream has in flight). */
 const QUEUE: SendWindow = { records: 256, bytes: 32 << 20 };
@@ -51,7 +48,7 @@ export class ContentProver {
     if (this.failure !== undefined) throw this.failure;
     const record = this.count++;
     const fd = await spool({ digest: `(record ${record})`, size, chunks }, signal);
-    this.queue.push({ digest: unclaimed, size, fd });
+    this.queue.push({ digest: UNCLAIMED_DIGEST, size, fd });
     this.queuedBytes += size;
     this.wake();
     return record;
@@ -97,7 +94,7 @@ export class ContentProver {
   private async take(room: SendWindow): Promise<OutgoingObject[] | undefined> {
     while (this.queue.length === 0 && !this.ended && !this.aborted) await new Promise<void>((r) => (this.wakeTaker = r));
     // A record cut short (its header says one byte, none follows): the broker refuses the stream.
-    if (this.aborted) return [{ digest: unclaimed, size: 1, chunks: (async function* () {})() }];
+    if (this.aborted) return [{ digest: UNCLAIMED_DIGEST, size: 1, chunks: (async function* () {})() }];
     if (this.queue.length === 0) return undefined;
     let n = 0;
     let bytes = 0;

@@ -84,10 +84,7 @@ export class ObjectStore {
    * that the object is still wanted and not yet present.
    */
   publish(tmpName: string, digest: string): void {
-    if (this.inFlight.has(digest)) throw new Error(`object ${digest} is being deleted: wait for unlinking() before publishing it`);
-    // Queued but not started: the rename replaces the old file, which then stays.
-    this.doomed.delete(digest);
-    renameSync(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
+    renameSync(...this.publishing(tmpName, digest));
   }
 
   /** Whether the store has a file of the digest (a stat; no row is asked). */
@@ -97,9 +94,15 @@ export class ObjectStore {
 
   /** publish, by a rename off the event loop (the caller proves the object once it resolves). */
   async publishAsync(tmpName: string, digest: string): Promise<void> {
+    await rename(...this.publishing(tmpName, digest));
+  }
+
+  /** What a publish renames, from and to; refused while the digest's old file is being unlinked. */
+  private publishing(tmpName: string, digest: string): [string, string] {
     if (this.inFlight.has(digest)) throw new Error(`object ${digest} is being deleted: wait for unlinking() before publishing it`);
+    // Queued but not started: the rename replaces the old file, which then stays.
     this.doomed.delete(digest);
-    await rename(join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest)));
+    return [join(this.tmpDir, tmpName), join(this.objectsDir, objectPath(digest))];
   }
 
   /** The unlink under way of the digest's file, if one is: a publish of it waits for that. */

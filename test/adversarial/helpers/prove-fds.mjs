@@ -15,11 +15,10 @@ const require = createRequire(join(pkg, 'package.json'));
 const { USocket } = require('usocket');
 const { connect } = await import(join(pkg, 'dist', 'src', 'index.js'));
 const { pipe, sealedMemfd, socketpair } = await import(join(pkg, 'dist', 'src', 'sys', 'syscalls.js'));
-const { recordHeader } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
+const { recordHeader, UNCLAIMED_DIGEST: zero } = await import(join(pkg, 'dist', 'src', 'client', 'images.js'));
 const spec = JSON.parse(process.argv[2]);
 const factory = fdFactory(pkg);
 const broker = await connect();
-const zero = '0'.repeat(64);
 const made = [];
 const mk = (s) => {
   const m = factory.make(s);
