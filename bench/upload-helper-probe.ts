@@ -8,14 +8,15 @@
 // time: a first upload (the store lacks every object) and a hash-only one (a
 // second user). Writes no results file (not part of the suite).
 //   sudo bash bench/run.sh upload-helper-probe [--tree /usr/share/icons] [--runs 3] [--stores-in DIR] [--wrap 'strace -f -c -o /tmp/out']
+//     [--prove] [--nice N] [--node-flags '--no-opt']
 // (--wrap: the first run's first upload runs its helper under that command; no CPU figures then)
 import { execFileSync, spawn } from 'node:child_process';
 import { constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { getPriority, loadavg, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Channel } from '../src/broker/channel.js';
-import { manifestFromDirectory, sendObjects, type OutgoingObject } from '../src/client/images.js';
+import { manifestFromDirectory, sendObjects, UNCLAIMED_DIGEST, type OutgoingObject } from '../src/client/images.js';
 import { objectPath } from '../src/composefs/format.js';
 import { socketpair } from '../src/sys/syscalls.js';
 
@@ -39,6 +40,10 @@ const perfCall = arg('--perf-call', '');
 const extraFlags = arg('--node-flags', '').split(' ').filter(Boolean);
 /** Each upload's tmp files in a new subdirectory of a tmp/ marked +T (ext4's Orlov allocator then spreads it to a little-used block group). */
 const topdir = process.argv.includes('--topdir');
+/** ProveObjects' records (no digest claimed; the helper copies what the store lacks, and says which it has) instead of PutObjects'. */
+const prove = process.argv.includes('--prove');
+/** The helper's nice value above ours (the front starts its helpers at node-flags.ts's helperNice). */
+const nice = Number(arg('--nice', '0'));
 let uploads = 0;
 /** Another build's helper (--helper path/to/upload-helper.js), to compare two builds in one run. */
 const helperPath = arg('--helper', new URL('../dist/src/broker/upload-helper.js', import.meta.url).pathname);
@@ -81,6 +86,7 @@ async function upload(store: string, present: boolean, wrapper?: string): Promis
   const cmd = wrapper && wrapper !== 'perf' ? [...wrapper.split(' '), process.execPath] : [process.execPath];
   const child = spawn(cmd[0]!, [...cmd.slice(1), '--max-old-space-size=256', ...extraFlags, helperPath, tmp, '60000'], { stdio: ['pipe', 'pipe', 'inherit', theirs], env: { MALLOC_ARENA_MAX: '2' } });
   const channel = new Channel(ours);
+  if (nice) setPriority(child.pid!, getPriority() + nice);
   // Let it start its threads, as a spare does before its call comes.
   await new Promise((r) => setTimeout(r, 1000));
   const recorder = wrapper === 'perf' ? spawn('perf', ['record', '-q', '-g', '-F', '1999', '-p', String(child.pid), '-o', perfCall], { stdio: 'inherit' }) : undefined;
@@ -88,7 +94,7 @@ async function upload(store: string, present: boolean, wrapper?: string): Promis
   const before = cpuOf(child.pid!);
   const t0 = performance.now();
   await channel.send({ type: 'call', prefix, kind: 'socket' }, [streamTheirs]);
-  child.stdin!.write(`${JSON.stringify({ pending: todo.map((o) => [o.digest, o.size, present]) })}\n`);
+  child.stdin!.write(`${JSON.stringify(prove ? { prove: { bytes: 2 ** 50, records: 10_000_000 } } : { pending: todo.map((o) => [o.digest, o.size, present]) })}\n`);
   let cpu = { user: 0, sys: 0 };
   const answered = new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (text) => {
@@ -110,7 +116,7 @@ async function upload(store: string, present: boolean, wrapper?: string): Promis
     if (at >= todo.length) return undefined;
     const group = todo.slice(at, at + room.records);
     at += group.length;
-    return group.map((o) => ({ digest: o.digest, size: o.size, fd: openSync(o.path, constants.O_RDONLY | constants.O_NOFOLLOW) }));
+    return group.map((o) => ({ digest: prove ? UNCLAIMED_DIGEST : o.digest, size: o.size, fd: openSync(o.path, constants.O_RDONLY | constants.O_NOFOLLOW) }));
   };
   await sendObjects(streamOurs, next, () => undefined, answered);
   const ms = performance.now() - t0;

@@ -7,7 +7,8 @@ import type { Command } from 'commander';
 import { lookupAccount } from '../accounts/load.js';
 import { invertIdMap, isInitialIdMap, namespaceMap, parseIdMapText, showIdMap } from '../client/idmaps.js';
 import { listedNames } from '../client/image-ref.js';
-import { directorySize, findObjects, manifestFromDirectory, manifestObjects, proveWith, resolveImageRef, uploadImage } from '../client/images.js';
+import { directorySize, findObjects, manifestFromDirectory, manifestObjects, resolveImageRef, uploadImage } from '../client/images.js';
+import { proveWith } from '../client/prover.js';
 import { parseManifest } from '../manifest/load.js';
 import { addArchive, archiveOptions, isArchiveSource } from './import.js';
 import type { IdRange, Manifest } from '../schema/types.generated.js';
@@ -181,7 +182,7 @@ Examples:
         const cache = digestCache;
         fromDirectory = async (b) => {
           // Connected, and allowed: the broker hashes what the cache does not know (it would hash it again anyway).
-          const prove = b ? await proveWith(b, proven) : undefined;
+          const prover = b ? await proveWith(b, proven) : undefined;
           let made: Manifest;
           ({ manifest: made, sources } = await manifestFromDirectory(source, {
             ...(opts.name ? { name: opts.name } : {}),
@@ -189,7 +190,7 @@ Examples:
             ...(owners.gidMap ? { gidMap: owners.gidMap } : {}),
             onProgress: (entries, bytes) => progress.readAt(entries, bytes),
             ...(cache ? { digestCache: cache } : {}),
-            ...(prove ? { prove } : {}),
+            ...(prover ? { prover } : {}),
           }));
           progress.done();
           cache?.save();

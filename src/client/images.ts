@@ -18,6 +18,8 @@ import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } fro
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from './broker.js';
 import { cachedStat, type DigestCache } from './digest-cache.js';
+import { trace } from '../trace.js';
+import type { Prover } from './prover.js';
 
 /** The backing path of an object in a composefs object directory. */
 export { objectPath };
@@ -42,18 +44,13 @@ export interface FromDirectoryOptions {
   /** Digests of files unchanged since an earlier import (see digest-cache.ts): such a file is not read. */
   digestCache?: DigestCache;
   /**
-   * Has the broker hash the files (ProveObjects, see proveFiles) instead of
-   * hashing them here: called once, after the walk, with every file whose
-   * digest is not cached; answers their digests in order, `onBytes` hearing
-   * of the bytes as they go.
+   * Has the broker hash the files (ProveObjects, see proveWith) instead of
+   * hashing them here: every file whose digest is not cached is queued on it
+   * as the walk meets it, so the broker hashes while the walk goes on; the
+   * digests come at the end. A walk that fails aborts it (the broker holds
+   * nothing of the call).
    */
-  prove?: (files: ProveFile[], onBytes: (bytes: number) => void) => Promise<string[]>;
-}
-
-/** A file for the broker to hash: where it is and the size the walk saw. */
-export interface ProveFile {
-  path: string | Buffer;
-  size: number;
+  prover?: Prover;
 }
 
 export interface DirectoryManifest {
@@ -138,8 +135,10 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
   const SLASH = Buffer.from('/');
   let hashed = 0;
   const onBytes = opts.onProgress && ((n: number) => opts.onProgress!(entries.length, (hashed += n)));
-  /** Files left for the broker to hash (opts.prove): their entries, completed once it answers. */
-  const toProve: { entry: Extract<Entry, { type: 'file' }>; file: ProveFile; st: BigIntStats }[] = [];
+  /** Files the broker hashes (opts.prover): their entries and records, completed once it answers. */
+  const toProve: { entry: Extract<Entry, { type: 'file' }>; path: string | Buffer; record: number; st: BigIntStats }[] = [];
+  const prover = opts.prover;
+  if (prover) prover.onPassed = (n) => onBytes?.(n);
 
   const common = (st: BigIntStats) => ({
     mode: Number(st.mode & 0o7777n),
@@ -186,10 +185,10 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
       const cache = opts.digestCache;
       let digest = cache?.get(cachedStat(st));
       const size = Number(st.size);
-      if (digest === undefined && opts.prove) {
+      if (digest === undefined && prover) {
         const entry = { ...base, type: 'file' as const, size, digest: '', backing: '' };
         entries.push(entry);
-        toProve.push({ entry, file: { path: hostPath, size }, st });
+        toProve.push({ entry, path: hostPath, record: await prover.addFile(hostPath, size), st });
         return;
       }
       if (digest === undefined) {
@@ -219,18 +218,25 @@ export async function manifestFromDirectory(dir: string, opts: FromDirectoryOpti
     }
   }
 
-  await visit(Buffer.from(root), SLASH, rootStat);
-  if (toProve.length > 0) {
-    const digests = await opts.prove!(toProve.map((p) => p.file), (n) => onBytes?.(n));
+  try {
+    await visit(Buffer.from(root), SLASH, rootStat);
+  } catch (err) {
+    await prover?.abort();
+    throw err;
+  }
+  trace(`walked (${entries.length} entries, ${toProve.length} files proven)`);
+  if (prover) {
+    const digests = await prover.finish();
+    trace('ProveObjects answered');
     if (digests.length !== toProve.length) throw new InvalidRequestError(`the broker answered ${digests.length} digest(s) for ${toProve.length} file(s)`);
-    toProve.forEach(({ entry, file, st }, k) => {
-      const digest = digests[k]!;
+    for (const { entry, path, record, st } of toProve) {
+      const digest = digests[record]!;
       entry.digest = digest;
       entry.backing = objectPath(digest);
       // The broker hashed what it read after this stat: a write since changed ctime, and the record no longer matches.
       opts.digestCache?.set(cachedStat(st), digest);
-      if (!sources.has(digest)) sources.set(digest, file.path);
-    });
+      if (!sources.has(digest)) sources.set(digest, path);
+    }
   }
   const manifest = validateManifest({ version: 1, name: opts.name ?? (basename(root) || 'root'), entries });
   return { manifest, sources };
@@ -507,47 +513,6 @@ async function sendFiles(fd: number, todo: { digest: string; size: number; path:
 
 /** The digest field of a ProveObjects record: the broker computes it. */
 export const UNCLAIMED_DIGEST = '0'.repeat(64);
-
-/**
- * Has the broker hash `files` and hold them for the next AddImage
- * (ProveObjects): each is opened here and passed as an fd (no byte goes
- * through the socket), a group at a time as the window allows. Answers their
- * digests in order. A file whose size changed since the walk is an error
- * naming it.
- */
-export async function proveFiles(broker: Pick<MountgateBroker, 'proveObjects'>, files: ProveFile[], onBytes: (bytes: number) => void = () => undefined): Promise<string[]> {
-  const [readFd, writeFd] = socketpair();
-  const proved = broker.proveObjects(readFd).finally(() => closeFd(readFd));
-  proved.catch(() => undefined);
-  let at = 0;
-  const open = async (room: SendWindow): Promise<OutgoingObject[] | undefined> => {
-    if (at >= files.length) return undefined;
-    const group = files.slice(at, at + room.records);
-    at += group.length;
-    return openGroup(group.map((f) => ({ digest: UNCLAIMED_DIGEST, size: f.size, path: f.path })));
-  };
-  const sent = sendObjects(writeFd, open, (group) => group.forEach((o) => onBytes(o.size)), proved);
-  const [w, p] = await Promise.allSettled([sent, proved]);
-  if (p.status === 'rejected') throw p.reason;
-  if (w.status === 'rejected') throw w.reason;
-  return p.value.digests;
-}
-
-/**
- * manifestFromDirectory's `prove` for `broker` (what it proved added to
- * `tally`), when the broker's policy lets you call ProveObjects; undefined
- * from an older broker or a policy without it: the files are then hashed
- * here, as before.
- */
-export async function proveWith(broker: Pick<MountgateBroker, 'proveObjects' | 'allows'>, tally: { objects: number; bytes: number } = { objects: 0, bytes: 0 }): Promise<FromDirectoryOptions['prove']> {
-  if (!(await broker.allows('ProveObjects'))) return undefined;
-  return async (files, onBytes) => {
-    const digests = await proveFiles(broker, files, onBytes);
-    tally.objects += files.length;
-    tally.bytes += files.reduce((n, f) => n + f.size, 0);
-    return digests;
-  };
-}
 
 /**
  * Registers `manifest` with the broker and uploads the objects it reports

@@ -271,3 +271,28 @@ t.test('an archive that breaks off while its contents are proven: the import fai
   tt.same(list[0]!.images, [], 'no image registered');
   await world.served(tt, world.users.bob!);
 });
+
+t.test('a directory walk that fails after some of its files were proven: the import fails naming what it could not read, nothing is registered or held', async (tt) => {
+  const carol = world.users.carol!;
+  const dir = join(world.dirs.carol!, 'half-readable');
+  mkdirSync(join(dir, 'a'), { recursive: true });
+  // Passed to the broker as the walk meets them, before it reaches z/.
+  for (let k = 0; k < 5; k++) writeFileSync(join(dir, 'a', `f${k}`), Buffer.alloc(20_000, 97 + k));
+  mkdirSync(join(dir, 'z'));
+  execFileSync('chown', ['-R', `${carol.uid}:${carol.gid}`, dir]);
+  execFileSync('chmod', ['000', join(dir, 'z')]);
+  const seen = world.broker.audit.length;
+  const heldBefore = heldFiles(carol);
+  const r = await runAs(carol, [process.execPath, cliPath, 'image', 'add', dir, '--name', 'half', '--no-digest-cache'], { busAddress: world.bus.address, timeoutMs: 120_000 });
+  execFileSync('chmod', ['755', join(dir, 'z')]);
+  tt.not(r.code, 0, 'the import fails');
+  tt.match(r.stderr, /z/, `naming the directory it could not read (${r.stderr.trim().split('\n').at(-1)})`);
+  tt.match(r.stderr, /permission denied|EACCES/i, 'and why');
+  const calls = world.broker.audit.slice(seen).filter((l) => l.event === 'decision' && l.method === 'ProveObjects');
+  tt.ok(calls.length > 0, 'the files were being proven during the walk');
+  tt.match(calls.find((l) => l.allowed === false)?.message, /the stream ended 1 bytes before the end of an object/, 'the client cut its ProveObjects inside a record, so the broker refused it and held nothing');
+  tt.same(heldFiles(carol), heldBefore, 'no copy of this import left in tmp/');
+  const list = await world.probeAs(carol, [{ op: 'listImages' }]);
+  tt.same((list[0]!.images as { name?: string }[]).filter((i) => i.name === 'half'), [], 'no image registered');
+  await world.served(tt, world.users.bob!);
+});
