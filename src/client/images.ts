@@ -12,6 +12,7 @@ import { basename, join, resolve } from 'node:path';
 import type { Entry, IdRange, Manifest } from '../schema/types.generated.js';
 import { objectPath } from '../composefs/format.js';
 import { validateManifest } from '../manifest/load.js';
+import { manifestJson } from '../manifest/format.js';
 import { byteText, showText, utf8Text } from '../manifest/text.js';
 import { FsVerityHasher } from '../verity/fsverity.js';
 import { getXattr, listXattrs, pipe, sealedMemfd, socketpair, SyscallError } from '../sys/syscalls.js';
@@ -328,9 +329,9 @@ export interface UploadResult {
   uploaded: { objects: number; bytes: number };
 }
 
-/** The manifest JSON in a sealed memfd: the only kind of manifest fd the broker reads (it can neither stall nor change). */
-function manifestFd(manifest: Manifest): number {
-  return sealedMemfd('mountgate-manifest', Buffer.from(JSON.stringify(manifest)));
+/** The manifest JSON (one entry a line: see manifest/format.ts) in a sealed memfd: the only kind of manifest fd the broker reads (it can neither stall nor change). */
+export function manifestFd(manifest: Manifest): number {
+  return sealedMemfd('mountgate-manifest', Buffer.from(manifestJson(manifest)));
 }
 
 /** Streams the records of `digests` into `writeFd` (closed at the end, or on error). */

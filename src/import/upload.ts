@@ -15,8 +15,8 @@ import type { Manifest } from '../schema/types.generated.js';
 import { InvalidRequestError, NotFoundError } from '../errors.js';
 import { closeFd, type MountgateBroker } from '../client/broker.js';
 import { listedNames } from '../client/image-ref.js';
-import { manifestObjects, sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
-import { memfdCreate, sealImmutable, sealedMemfd, socketpair } from '../sys/syscalls.js';
+import { manifestFd, manifestObjects, sendObjects, type OutgoingObject, type SendWindow } from '../client/images.js';
+import { memfdCreate, sealImmutable, socketpair } from '../sys/syscalls.js';
 import { trace } from '../trace.js';
 
 export interface ObjectContent {
@@ -173,7 +173,7 @@ export async function uploadImported(
   const listing = await broker.listImages();
   const before = new Set(listing.map((i) => i.id));
   opts.signal?.throwIfAborted();
-  const fd = sealedMemfd('mountgate-manifest', Buffer.from(JSON.stringify(manifest)));
+  const fd = manifestFd(manifest);
   let added: { imageId: string; missing: string[] };
   try {
     added = await broker.addImage(fd);

@@ -144,12 +144,13 @@ export function scanManifest(text: string): ManifestLayout | undefined {
  * counted then). A raw newline cannot be inside a JSON string, but the object
  * may still go on past it ({"a": {} newline , "b": 1}): that the element is
  * one JSON value is known only once it is parsed, and a source that finds it
- * is not gives up on the text, which is then parsed whole.
+ * is not gives up on the text, which is then parsed whole. `newline` is the
+ * first newline at or after `at` (-1: none), which the caller finds once per
+ * line: a text of few lines (JSON.stringify's, all on one) is not searched to
+ * its end again for every entry.
  */
-function lineElementEnd(text: string, at: number): number {
-  if (text.charCodeAt(at) !== OPEN_BRACE) return -1;
-  const newline = text.indexOf('\n', at);
-  if (newline < 0) return -1;
+function lineElementEnd(text: string, at: number, newline: number): number {
+  if (newline < 0 || text.charCodeAt(at) !== OPEN_BRACE) return -1;
   let end = newline;
   for (let c = text.charCodeAt(end - 1); c === 0x20 || c === 0x0d || c === 0x09; c = text.charCodeAt(--end - 1));
   if (text.charCodeAt(end - 1) === COMMA) end--;
@@ -167,8 +168,11 @@ function scanElements(text: string, at: number): { starts: Uint32Array; ends: Ui
   let count = 0;
   at = skipSpace(text, at + 1);
   if (text.charCodeAt(at) === CLOSE_BRACKET) return { starts, ends, count, end: at + 1 };
+  // The next newline at or after `at`, found again only once `at` has passed it (-1: the text has no more).
+  let newline = text.indexOf('\n', at);
   for (;;) {
-    let end = lineElementEnd(text, at);
+    if (newline >= 0 && newline < at) newline = text.indexOf('\n', at);
+    let end = lineElementEnd(text, at, newline);
     if (end < 0) end = valueEnd(text, at);
     if (end < 0) return undefined;
     if (count === starts.length) {

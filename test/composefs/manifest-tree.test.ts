@@ -10,6 +10,8 @@ import fc from 'fast-check';
 import { streamedManifestTree, manifestTextTree } from '../../src/composefs/manifest-tree.js';
 import { writeCheckedImage, writeTree } from '../../src/composefs/writer.js';
 import { formatManifest } from '../../src/cli/manifest.js';
+import { manifestJson } from '../../src/manifest/format.js';
+import { scanManifest } from '../../src/manifest/scan.js';
 import { InvalidManifestError } from '../../src/manifest/errors.js';
 import { manifestText, parseManifestText } from '../../src/manifest/load.js';
 import { codecFor, UTF8_TEXT } from '../../src/manifest/text.js';
@@ -27,10 +29,10 @@ function outcome(build: () => Buffer): Outcome {
   }
 }
 
-/** The texts a manifest may come as: one entry a line (as mountgate writes it), compact, indented, members reordered with CRLF. */
+/** The texts a manifest may come as: one entry a line (as mountgate writes it, for people and for the broker), compact (JSON.stringify's single line), indented, members reordered with CRLF. */
 function layouts(m: Manifest): string[] {
   const reordered = `{\r\n"entries" :\r\n[ ${m.entries.map((e) => JSON.stringify(e)).join(' ,\r\n')} ] ,\t"version":1${m.name === undefined ? '' : `, "name": ${JSON.stringify(m.name)}`} }\r\n`;
-  return [formatManifest(m), JSON.stringify(m), JSON.stringify(m, null, 2), reordered];
+  return [formatManifest(m), manifestJson(m), JSON.stringify(m), JSON.stringify(m, null, 2), reordered];
 }
 
 const counts = { streamed: 0, handedOver: 0, refused: 0 };
@@ -141,4 +143,31 @@ t.test('an entry that goes on past the end of its line: found by its brackets, o
   const cut = text(JSON.stringify(x).replace('}]', '}\n]'));
   t.equal(streamedManifestTree(cut, () => ({})), undefined, 'handed over');
   for (const json of [counted, cut]) t.ok(writeTree(manifestTextTree(json)).equals(writeCheckedImage(parseManifestText(json))), 'the whole path\'s bytes');
+});
+
+t.test('a manifest on one line (JSON.stringify\'s) is scanned in one pass: the newline is searched for once, not once per entry to the end of the text', async (t) => {
+  const entries: Manifest['entries'] = [{ path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: { sec: 1, nsec: 0 } }];
+  for (let i = 0; i < 2000; i++) entries.push({ path: `/d${String(i).padStart(5, '0')}`, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: { sec: 1, nsec: 0 } });
+  const m: Manifest = { version: 1, name: 'flat', keptFor: 'a'.repeat(64), entries };
+  const searches = (text: string) => {
+    const indexOf = String.prototype.indexOf;
+    let newlineSearches = 0;
+    String.prototype.indexOf = function (this: string, search: string, from?: number) {
+      if (search === '\n') newlineSearches++;
+      return indexOf.call(this, search, from);
+    };
+    try {
+      const layout = scanManifest(text);
+      t.equal(layout?.count, entries.length, 'every entry found');
+    } finally {
+      String.prototype.indexOf = indexOf;
+    }
+    return newlineSearches;
+  };
+  t.equal(searches(JSON.stringify(m)), 1, 'one line: one search');
+  const lined = manifestJson(m);
+  const lines = lined.split('\n').length;
+  const n = searches(lined);
+  t.ok(n >= entries.length && n <= lines, `one entry a line (as the client sends it): at most one search a line (${n} for ${lines} lines)`);
+  t.same(JSON.parse(manifestJson(m)), m, 'manifestJson keeps every member (keptFor too) and every entry');
 });
