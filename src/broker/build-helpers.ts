@@ -179,6 +179,11 @@ export class BuildHelpers {
     }
   }
 
+  /** Has a helper ready for a build expected soon (the AddImage a ProveObjects call is for): see IdlePool.warm. */
+  warm(): void {
+    this.pool.warm();
+  }
+
   /** Lets the idle helpers go. */
   close(): void {
     this.pool.close();

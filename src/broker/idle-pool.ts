@@ -47,6 +47,16 @@ export class IdlePool<T extends PooledHelper> {
     this.idle.push(entry);
   }
 
+  /**
+   * Has a helper idle for a call expected soon (started now unless one is
+   * idle already): its start overlaps what the caller does before the call.
+   * At most one is started so, however often it is asked.
+   */
+  warm(): void {
+    if (this.closed || this.idle.some((e) => e.helper.alive)) return;
+    this.give(this.start());
+  }
+
   /** Helpers idle now. */
   get idleCount(): number {
     return this.idle.length;

@@ -382,8 +382,12 @@ export class ImageService {
             await Promise.all(copies.slice(k, k + renamesAtOnce).map(([tmp, digest]) => this.store.publishAsync(tmp, digest).catch(() => this.held.release(uid, digest))));
           }
         },
-        // Nothing to sync: what an AddImage adopts is made durable then.
-        end: async () => 'done' as const,
+        // Nothing to sync: what an AddImage adopts is made durable then. That AddImage comes next: its
+        // build helper starts now, while the client makes its manifest (a start is 0.1-0.2 s here).
+        end: async () => {
+          this.builder.warm();
+          return 'done' as const;
+        },
       });
     } catch (err) {
       // The pins are let go: a published copy no image needs is deleted then (onUnpinned); the rest went with the tmp files.

@@ -74,3 +74,24 @@ t.test('a helper that died is never handed out again', async (tt) => {
   tt.equal(p.idleCount, 0, 'a dead helper given back is dropped');
   p.close();
 });
+
+t.test('warm: one helper started ahead of an expected call, taken by it; never a second while one is idle; let go when idle; none once closed', async (tt) => {
+  const { p, started } = pool(50);
+  p.warm();
+  tt.equal(started.length, 1, 'warm starts one');
+  tt.equal(p.idleCount, 1, 'which waits idle');
+  p.warm();
+  p.warm();
+  tt.equal(started.length, 1, 'asked again while it waits: none more');
+  const a = p.take();
+  tt.equal(a, started[0], 'the call takes the warm helper');
+  tt.equal(started.length, 1, 'and starts none');
+  p.give(a);
+  p.warm();
+  tt.equal(started.length, 1, 'one given back counts as warm');
+  await sleep(120);
+  tt.ok(a.killed, 'a warm helper no call took is let go like any idle one');
+  p.close();
+  p.warm();
+  tt.equal(started.length, 1, 'a closed pool starts none');
+});
