@@ -295,6 +295,10 @@ async function run(): Promise<void> {
         completed(claim.digest, claim.size, claim.tmp, r.received, r.digest, proving ? { index: claim.index, present: r.present === true } : undefined);
         done();
       }
+      // What a thread finished is acknowledged at once, not only at every ackEvery-th record: a sender whose
+      // window is full (a few large files can fill its bytes) sends nothing more until it hears, and the
+      // reader may be waiting for it already.
+      ack();
     } catch (err) {
       failed(err);
     }

@@ -296,3 +296,18 @@ t.test('a directory walk that fails after some of its files were proven: the imp
   tt.same((list[0]!.images as { name?: string }[]).filter((i) => i.name === 'half'), [], 'no image registered');
   await world.served(tt, world.users.bob!);
 });
+
+t.test('`image add DIR` of files that fill the stream\'s byte window (three of 25 MiB, past its 64 MiB): each acknowledged as soon as it is hashed, so nothing stalls', async (tt) => {
+  const alice = world.users.alice!;
+  await applyPolicy({ ...policy(['*']), images: { maxBytesPerUser: 512 << 20, maxEntriesPerImage: maxEntries } });
+  tt.teardown(() => applyPolicy(policy(['*'])));
+  const dir = join(world.dirs.alice!, 'big-files');
+  mkdirSync(dir, { recursive: true });
+  for (let k = 0; k < 3; k++) writeFileSync(join(dir, `f${k}`), Buffer.alloc(25 << 20, 48 + k));
+  execFileSync('chown', ['-R', `${alice.uid}:${alice.gid}`, dir]);
+  const r = await runAs(alice, [process.execPath, cliPath, 'image', 'add', dir, '--name', 'big-files', '--json', '--no-digest-cache'], { busAddress: world.bus.address, timeoutMs: 120_000 });
+  tt.equal(r.code, 0, `image add exits 0${r.code ? `: ${r.stderr}` : ''}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { id: string; uploaded: { objects: number }; proven: { objects: number; bytes: number } };
+  tt.match(out, { uploaded: { objects: 0 }, proven: { objects: 3, bytes: 75 << 20 } }, 'all three proven, nothing uploaded after');
+  await world.probeAs(alice, [{ op: 'removeImage', id: out.id }]);
+});
