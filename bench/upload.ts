@@ -264,9 +264,12 @@ try {
       const t0 = performance.now();
       const r = await runAs(world.users.alice!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'add', view, '--name', 'usr', '--json'], {
         busAddress: world.bus.address,
+        env: { MOUNTGATE_TRACE_STARTUP: '1' },
         timeoutMs: 3_600_000,
       });
       const ms = performance.now() - t0;
+      // The client's phases (ms since it started): the walk with ProveObjects, AddImage, the upload.
+      console.log(`  phases: ${r.stderr.split('\n').filter((l) => l.startsWith('mountgate: trace ')).map((l) => l.slice('mountgate: trace '.length)).join(' | ')}`);
       if (r.code !== 0) throw new Error(`mountgate image add ${wholeTree} failed (${r.code}): ${r.stderr.slice(-2000)}`);
       const added = JSON.parse(r.stdout) as { id: string; uploaded: { objects: number; bytes: number } };
       const images = JSON.parse((await runAs(world.users.alice!, [process.execPath, join(pkgRoot, 'bin', 'mountgate'), 'image', 'ls', '--json'], { busAddress: world.bus.address })).stdout) as { id: string; objects: number; missing: number }[];
