@@ -3,21 +3,10 @@
 import type { Command } from 'commander';
 import { manifestFromDumpText, manifestToDump } from '../composefs/convert.js';
 import { serializeDump } from '../composefs/dump.js';
+import { manifestJson } from '../manifest/format.js';
 import { parseManifest } from '../manifest/load.js';
 import type { Manifest } from '../schema/types.generated.js';
 import { readInputBytes, runAction, writeOutput } from './io.js';
-
-/**
- * A manifest as JSON text: one entry per line, so a large manifest stays
- * readable and diffs line by line.
- */
-export function formatManifest(m: Manifest): string {
-  const head: Record<string, unknown> = { version: m.version };
-  if (m.name !== undefined) head.name = m.name;
-  const lines = m.entries.map((e) => '    ' + JSON.stringify(e));
-  const headText = JSON.stringify(head, null, 2).slice(0, -2);
-  return `${headText},\n  "entries": [\n${lines.join(',\n')}\n  ]\n}\n`;
-}
 
 export function loadManifestFile(file: string): Manifest {
   return parseManifest(readInputBytes(file));
@@ -50,7 +39,7 @@ Example:
     .action(
       runAction((file: string, opts: FromDumpOptions) => {
         const m = manifestFromDumpText(readInputBytes(file), { strict: !opts.lenient, ...(opts.name ? { name: opts.name } : {}) });
-        writeOutput(opts.output, formatManifest(m));
+        writeOutput(opts.output, manifestJson(m));
       }),
     );
 

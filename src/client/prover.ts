@@ -155,9 +155,7 @@ export class Prover {
     while (n < this.queue.length && n < room.records && (n === 0 || bytes < room.bytes)) bytes += this.queue[n++]!.size;
     const group = this.queue.splice(0, n);
     this.queuedBytes -= bytes;
-    const adders = this.wakeAdders;
-    this.wakeAdders = [];
-    for (const w of adders) w();
+    this.wakeAdding();
     return group;
   }
 
@@ -167,10 +165,15 @@ export class Prover {
     this.wake();
   }
 
+  /** Wakes the stream's taker and every adder waiting for room. */
   private wake(): void {
     const t = this.wakeTaker;
     this.wakeTaker = undefined;
     t?.();
+    this.wakeAdding();
+  }
+
+  private wakeAdding(): void {
     const adders = this.wakeAdders;
     this.wakeAdders = [];
     for (const w of adders) w();

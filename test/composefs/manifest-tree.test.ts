@@ -9,7 +9,6 @@ import t from 'tap';
 import fc from 'fast-check';
 import { streamedManifestTree, manifestTextTree } from '../../src/composefs/manifest-tree.js';
 import { writeCheckedImage, writeTree } from '../../src/composefs/writer.js';
-import { formatManifest } from '../../src/cli/manifest.js';
 import { manifestJson } from '../../src/manifest/format.js';
 import { scanManifest } from '../../src/manifest/scan.js';
 import { InvalidManifestError } from '../../src/manifest/errors.js';
@@ -29,10 +28,10 @@ function outcome(build: () => Buffer): Outcome {
   }
 }
 
-/** The texts a manifest may come as: one entry a line (as mountgate writes it, for people and for the broker), compact (JSON.stringify's single line), indented, members reordered with CRLF. */
+/** The texts a manifest may come as: one entry a line (as mountgate writes it, for people and for the broker: manifestJson), compact (JSON.stringify's single line), indented, members reordered with CRLF. */
 function layouts(m: Manifest): string[] {
   const reordered = `{\r\n"entries" :\r\n[ ${m.entries.map((e) => JSON.stringify(e)).join(' ,\r\n')} ] ,\t"version":1${m.name === undefined ? '' : `, "name": ${JSON.stringify(m.name)}`} }\r\n`;
-  return [formatManifest(m), manifestJson(m), JSON.stringify(m), JSON.stringify(m, null, 2), reordered];
+  return [manifestJson(m), JSON.stringify(m), JSON.stringify(m, null, 2), reordered];
 }
 
 const counts = { streamed: 0, handedOver: 0, refused: 0 };
@@ -89,7 +88,7 @@ t.test('generated manifests as text, in every layout: streamed, to the whole pat
 t.test('values given as {"base64"}: handed to the whole path, which builds them', async (t) => {
   const before = counts.handedOver;
   fc.assert(fc.property(treeInput, (input) => {
-    agree(Buffer.from(formatManifest(toManifest(input, true))));
+    agree(Buffer.from(manifestJson(toManifest(input, true))));
   }), { numRuns: 50, seed: 22 });
   t.equal(counts.handedOver - before, 100);
 });
