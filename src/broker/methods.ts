@@ -46,6 +46,16 @@ export interface MethodRecord<A = unknown, F = unknown, G = unknown> {
   method: BrokerMethod;
   /** Whether the policy's rule for the method and the caller's limits apply (checked before any work). */
   ruled: boolean;
+  /**
+   * Whether the call reads or changes the broker's store (its images,
+   * objects, proofs and holds). Its answer then waits until every change
+   * committed so far is on disk (BrokerDeps.durable): what it says may rest
+   * on any of them, its own or another caller's (an image another call is
+   * storing, an object another upload published). A call that does not
+   * touch the store answers without waiting for the disk, so one user's
+   * writes never hold it up.
+   */
+  store: boolean;
   /** The typed arguments; throws InvalidRequestError naming the argument. Reads no caller data. */
   args(raw: RawArgs): A;
   /** The same arguments from Explain's request_json and fds. */
@@ -108,6 +118,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const getInfo: MethodRecord<Record<string, never>, undefined> = {
     method: 'GetInfo',
     ruled: false,
+    store: false,
     args: () => ({}),
     explainArgs: () => ({}),
     facts: () => undefined,
@@ -135,6 +146,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const bindIdmapped: MethodRecord<BindArgs, SourceFacts, ReturnType<typeof decideBind>['grant']> = {
     method: 'BindIdmapped',
     ruled: true,
+    store: false,
     args: (raw) => ({ directory: fdArg(raw, 'directory'), request: jsonRequest('bind-request', 'request_json', stringArg(raw, 'request_json')) }),
     explainArgs: (json, fds) => {
       if (fds[0] === undefined) throw new InvalidRequestError('explaining BindIdmapped takes the directory as fds[0]');
@@ -154,6 +166,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const addImage: MethodRecord<AddArgs, Built> = {
     method: 'AddImage',
     ruled: true,
+    store: true,
     args: (raw) => ({ manifest: fdArg(raw, 'manifest') }),
     explainArgs: (_json, fds) => {
       if (fds[0] === undefined) throw new InvalidRequestError('explaining AddImage takes the manifest memfd as fds[0]');
@@ -190,6 +203,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const putObjects: MethodRecord<PutArgs, undefined> = {
     method: 'PutObjects',
     ruled: true,
+    store: true,
     args(raw) {
       const stream = fdArg(raw, 'stream');
       // Every check asks the kernel about the fd itself, never a filesystem.
@@ -215,6 +229,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const proveObjects: MethodRecord<PutArgs, undefined> = {
     method: 'ProveObjects',
     ruled: true,
+    store: true,
     // The same stream as PutObjects', checked the same way.
     args: (raw) => putObjects.args(raw),
     explainArgs: (_json, fds) => {
@@ -237,6 +252,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const mountImage: MethodRecord<MountArgs, MountFacts, MountGrant> = {
     method: 'MountImage',
     ruled: true,
+    store: true,
     args: (raw) => ({ imageId: stringArg(raw, 'image_id'), request: jsonRequest('mount-request', 'request_json', stringArg(raw, 'request_json')) }),
     explainArgs: (json) => {
       const w = explainObject(json);
@@ -266,6 +282,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const listImages: MethodRecord<Record<string, never>, undefined> = {
     method: 'ListImages',
     ruled: true,
+    store: true,
     args: () => ({}),
     explainArgs: () => ({}),
     facts: () => undefined,
@@ -280,6 +297,7 @@ export function methodRecords(deps: MethodDeps): Map<BrokerMethod, MethodRecord>
   const removeImage: MethodRecord<RemoveRequest, RemoveFacts> = {
     method: 'RemoveImage',
     ruled: true,
+    store: true,
     args: (raw) => removeRequest(stringArg(raw, 'request_json'), 'request_json'),
     explainArgs: (json) => removeRequest(json, 'request_json'),
     facts(call, args) {

@@ -34,8 +34,9 @@ export interface BrokerDeps {
   accounts?: AccountCache;
   /**
    * Resolves once every change to the broker's state committed so far is on
-   * disk (the store's durable()): each reply waits for it, so that nothing
-   * a caller was told is lost in a crash. Default: nothing to wait for.
+   * disk (the store's durable()): the reply of every call that touches the
+   * store (MethodRecord.store) waits for it, so that nothing a caller was
+   * told is lost in a crash. Default: nothing to wait for.
    */
   durable?: () => Promise<void>;
 }
@@ -190,7 +191,7 @@ export class BrokerService {
       }
       const reply = await r.execute(call, args, facts, verdict, plan);
       try {
-        await this.durable();
+        if (r.store) await this.durable();
       } catch (err) {
         if (reply.fd !== undefined) closeQuietly(reply.fd);
         throw err;
@@ -202,7 +203,7 @@ export class BrokerService {
       if (err instanceof MountgateError) audit({ event: 'decision', method, allowed: false, reason: err.reason, message: err.message });
       else audit({ event: 'error', method, message: String((err as Error)?.stack ?? err) });
       // A refusal may follow work already committed (a PutObjects cut off mid-way keeps what it proved): on disk first too.
-      await this.durable().catch((e: Error) => audit({ event: 'error', method, message: `the broker's state could not be made durable: ${e.message}` }));
+      if (this.deps.methods.get(method)?.store !== false) await this.durable().catch((e: Error) => audit({ event: 'error', method, message: `the broker's state could not be made durable: ${e.message}` }));
       this.replyError(msg, error);
     } finally {
       done?.();
