@@ -37,6 +37,12 @@ const policy: Policy = {
 };
 const world = await createWorld({ users: { alice: {}, bob: {}, carol: {} }, policy });
 const load1 = () => readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+/** CPU the whole machine spent (ms, from /proc/stat's ticks): during an import, the client's, the broker's and the bus daemon's together. */
+function machineCpuMs(): number {
+  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).map(Number);
+  const idle = ticks[3]! + ticks[4]!;
+  return (ticks.slice(0, 8).reduce((a, b) => a + b, 0) - idle) * 10;
+}
 /** The user's XDG_CACHE_HOME (a test user's HOME does not exist). */
 function cacheOf(user: TestUser): string {
   const dir = join(world.scratch, `cache-${user.uid}`);
@@ -46,12 +52,14 @@ function cacheOf(user: TestUser): string {
 }
 async function add(user: TestUser, label: string, pre: string[] = [], extra: string[] = []) {
   const cacheDir = cacheOf(user);
+  const cpu0 = machineCpuMs();
   const t0 = performance.now();
   const r = await runAs(user, [...pre, process.execPath, ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${kind}-${label}-${process.pid}.cpuprofile`] : []), cli, 'image', 'add', source, '--name', 'deb', '--json', ...extra], { busAddress: world.bus.address, env: { MOUNTGATE_TRACE_STARTUP: '1', XDG_CACHE_HOME: cacheDir }, timeoutMs: 600_000 });
   const ms = performance.now() - t0;
+  const machineCpu = machineCpuMs() - cpu0;
   if (r.code !== 0) throw new Error(r.stderr);
   const marks = r.stderr.split('\n').filter((l) => l.includes('trace')).map((l) => l.replace('mountgate: trace ', '')).join(' | ');
-  console.log(`${kind} ${label}: ${ms.toFixed(0)} ms (load ${load1()}): ${marks} :: ${r.stdout.trim().slice(-80)}`);
+  console.log(`${kind} ${label}: ${ms.toFixed(0)} ms (load ${load1()}, machine cpu ${machineCpu} ms): ${marks} :: ${r.stdout.trim().slice(-80)}`);
 }
 try {
   const [alice, bob, carol] = [world.users.alice!, world.users.bob!, world.users.carol!];

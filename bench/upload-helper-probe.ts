@@ -8,7 +8,7 @@
 // time: a first upload (the store lacks every object) and a hash-only one (a
 // second user). Writes no results file (not part of the suite).
 //   sudo bash bench/run.sh upload-helper-probe [--tree /usr/share/icons] [--runs 3] [--stores-in DIR] [--wrap 'strace -f -c -o /tmp/out']
-//     [--prove] [--nice N] [--node-flags '--no-opt']
+//     [--prove] [--cold] [--nice N] [--node-flags '--no-opt']
 // (--wrap: the first run's first upload runs its helper under that command; no CPU figures then)
 import { execFileSync, spawn } from 'node:child_process';
 import { constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -40,6 +40,8 @@ const perfCall = arg('--perf-call', '');
 const extraFlags = arg('--node-flags', '').split(' ').filter(Boolean);
 /** Each upload's tmp files in a new subdirectory of a tmp/ marked +T (ext4's Orlov allocator then spreads it to a little-used block group). */
 const topdir = process.argv.includes('--topdir');
+/** The call sent as soon as the helper is started (as ProveObjects' helper is, with no spare), not after a second: its start-up counts. */
+const cold = process.argv.includes('--cold');
 /** ProveObjects' records (no digest claimed; the helper copies what the store lacks, and says which it has) instead of PutObjects'. */
 const prove = process.argv.includes('--prove');
 /** The helper's nice value above ours (the front starts its helpers at node-flags.ts's helperNice). */
@@ -87,8 +89,8 @@ async function upload(store: string, present: boolean, wrapper?: string): Promis
   const child = spawn(cmd[0]!, [...cmd.slice(1), '--max-old-space-size=256', ...extraFlags, helperPath, tmp, '60000'], { stdio: ['pipe', 'pipe', 'inherit', theirs], env: { MALLOC_ARENA_MAX: '2' } });
   const channel = new Channel(ours);
   if (nice) setPriority(child.pid!, getPriority() + nice);
-  // Let it start its threads, as a spare does before its call comes.
-  await new Promise((r) => setTimeout(r, 1000));
+  // Let it start its threads, as a spare does before its call comes (--cold: no time for that).
+  if (!cold) await new Promise((r) => setTimeout(r, 1000));
   const recorder = wrapper === 'perf' ? spawn('perf', ['record', '-q', '-g', '-F', '1999', '-p', String(child.pid), '-o', perfCall], { stdio: 'inherit' }) : undefined;
   if (recorder) await new Promise((r) => setTimeout(r, 500));
   const before = cpuOf(child.pid!);
