@@ -20,12 +20,12 @@ const { ImageService } = (await dist('broker/images.js')) as typeof import('../.
 const { FsVerityHasher } = (await dist('verity/fsverity.js')) as typeof import('../../src/verity/fsverity.js');
 const { recordHeader } = (await dist('client/images.js')) as typeof import('../../src/client/images.js');
 const { pipe } = (await dist('sys/syscalls.js')) as typeof import('../../src/sys/syscalls.js');
-const { objectPath } = (await dist('store/objects.js')) as typeof import('../../src/store/objects.js');
+const { objectPath, unlinkBatch } = (await dist('store/objects.js')) as typeof import('../../src/store/objects.js');
 const { ObjectList } = (await dist('store/object-list.js')) as typeof import('../../src/store/object-list.js');
 
 const content = (k: number) => Buffer.from(`object ${k}\n`);
 const digestOf = (b: Buffer) => new FsVerityHasher().update(b).digest().toString('hex');
-/** 40 objects: one batch of 32 unlinks under way, 8 queued behind it. */
+/** 40 objects: one batch of unlinks under way (unlinkBatch of them), the rest queued behind it. */
 const ks = Array.from({ length: 40 }, (_, k) => k);
 const digests = ks.map((k) => digestOf(content(k)));
 const sizeOf = Object.fromEntries(ks.map((k) => [digests[k]!, content(k).length]));
@@ -68,7 +68,9 @@ t.test('objects uploaded again while their old files are being unlinked are all 
   svc.remove(1001, image('a').id);
   await tick();
   const inFlight = digests.filter((d) => svc.store.unlinking(d));
-  tt.equal(inFlight.length, 32, 'the rows went, and a batch of 32 unlinks is under way (held in the pool)');
+  const queuedCount = ks.length - unlinkBatch;
+  tt.ok(queuedCount > 0, 'some unlinks are left queued behind the batch');
+  tt.equal(inFlight.length, unlinkBatch, `the rows went, and a batch of ${unlinkBatch} unlinks is under way (held in the pool)`);
 
   // Registered in turns: its rows (what the upload is checked against) are in after a few;
   // its file waits for the held pool like the unlinks, so durable is not awaited here.
@@ -76,14 +78,14 @@ t.test('objects uploaded again while their old files are being unlinked are all 
   for (let k = 0; k < 100 && svc.registry.ownedBy(image('b').id, 1002)?.missing !== 40; k++) await tick();
   tt.equal(svc.registry.ownedBy(image('b').id, 1002)?.missing, 40, "the second image's rows are in: the second user lacks all 40");
   const second = upload(1002);
-  // The 8 still queued are published over their old files; the 32 wait for their unlinks.
+  // Those still queued are published over their old files; those being unlinked wait for it.
   const queued = digests.filter((d) => !inFlight.includes(d));
   const published = () => queued.every((d) => statSync(file(d)).ino !== oldInodes[digests.indexOf(d)]);
   const tmpLeft = () => readdirSync(svc.store.tmpDir).length;
-  // Bounded, for a clear failure (a wrong front publishes the 32 at once, and tmp stays empty).
-  for (let k = 0; k < 500 && !(published() && tmpLeft() >= 32); k++) await sleep(20);
-  tt.ok(published(), 'the 8 whose unlink had not started are published over their old files');
-  tt.equal(tmpLeft(), 32, 'the 32 objects whose old files are being unlinked wait in tmp, not yet published');
+  // Bounded, for a clear failure (a wrong front publishes those being unlinked at once, and tmp stays empty).
+  for (let k = 0; k < 500 && !(published() && tmpLeft() >= unlinkBatch); k++) await sleep(20);
+  tt.ok(published(), `the ${queuedCount} whose unlink had not started are published over their old files`);
+  tt.equal(tmpLeft(), unlinkBatch, `the ${unlinkBatch} objects whose old files are being unlinked wait in tmp, not yet published`);
   tt.ok(inFlight.every((d) => svc.store.unlinking(d)), 'their unlinks are still held');
 
   // Let the pool go: the unlinks finish, then the waiting objects are published.
@@ -101,10 +103,10 @@ t.test('objects uploaded again while their old files are being unlinked are all 
     }
   });
   tt.same(lost, [], 'every object of the second image is in the store');
-  tt.ok(inFlight.every((d) => statSync(file(d)).ino !== oldInodes[digests.indexOf(d)]), 'the files of the 32 are new: published after their old ones were unlinked');
+  tt.ok(inFlight.every((d) => statSync(file(d)).ino !== oldInodes[digests.indexOf(d)]), `the files of the ${unlinkBatch} are new: published after their old ones were unlinked`);
   tt.ok(digests.every((d) => svc.registry.db.isPresent(d)), 'and recorded present');
   tt.equal(svc.registry.ownedBy(image('b').id, 1002)?.missing, 0, 'the second user lacks nothing');
   tt.same(svc.registry.db.check(), [], 'the database is consistent');
-  tt.same(reports.at(-1)?.deleted, 32, 'the report counts the 32 old files unlinked');
+  tt.same(reports.at(-1)?.deleted, unlinkBatch, `the report counts the ${unlinkBatch} old files unlinked`);
   svc.registry.db.close();
 });
