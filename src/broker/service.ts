@@ -145,11 +145,13 @@ export class BrokerService {
     let caller: CallerIdentity | undefined;
     let done: (() => void) | undefined;
     const audit = (record: AuditRecord) => this.deps.audit({ ...record, caller: this.auditCaller(caller, msg) });
+    const record = this.deps.methods.get(method);
+    /** Its answer, a refusal after work too, waits for the disk (MethodRecord.store; Explain and unknown calls do). */
+    const waitsForDisk = record?.store !== false;
     try {
       caller = await this.identify(msg.sender);
       const policy = this.deps.policy.policy;
       const usage = this.usage.snapshot(caller.uid);
-      const record = this.deps.methods.get(method);
       const ruled = method === 'Explain' || record?.ruled === true;
       if (ruled) {
         // Bound: may this caller call this method at all, and now? Before any work.
@@ -191,7 +193,7 @@ export class BrokerService {
       }
       const reply = await r.execute(call, args, facts, verdict, plan);
       try {
-        if (r.store) await this.durable();
+        if (waitsForDisk) await this.durable();
       } catch (err) {
         if (reply.fd !== undefined) closeQuietly(reply.fd);
         throw err;
@@ -203,7 +205,7 @@ export class BrokerService {
       if (err instanceof MountgateError) audit({ event: 'decision', method, allowed: false, reason: err.reason, message: err.message });
       else audit({ event: 'error', method, message: String((err as Error)?.stack ?? err) });
       // A refusal may follow work already committed (a PutObjects cut off mid-way keeps what it proved): on disk first too.
-      if (this.deps.methods.get(method)?.store !== false) await this.durable().catch((e: Error) => audit({ event: 'error', method, message: `the broker's state could not be made durable: ${e.message}` }));
+      if (waitsForDisk) await this.durable().catch((e: Error) => audit({ event: 'error', method, message: `the broker's state could not be made durable: ${e.message}` }));
       this.replyError(msg, error);
     } finally {
       done?.();
