@@ -104,8 +104,9 @@ function problems(): string[] {
     }
   }
   for (const d of present) if (!files.has(d)) out.push(`object ${d.slice(0, 12)} is recorded present but has no file`);
-  const stage = join(state, '..', 'run', 'stage');
-  if (existsSync(stage) && readdirSync(stage).length) out.push(`the staging mount holds ${readdirSync(stage).length} point(s)`);
+  // The lock helpers end when the executor's pipe closes; their namespace, and whatever was staged in it, with them.
+  const lockHelpers = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && (() => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('mountgate-lock-'); } catch { return false; } })());
+  if (lockHelpers.length) out.push(`${lockHelpers.length} lock helper(s) outlived the broker`);
   const loops = execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
   if (loops) out.push(`${loops} loop device(s) attached`);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => / - (erofs|overlay) /.test(l)).length;

@@ -85,7 +85,11 @@ const fdDiff = (before: string[], after: string[]) => {
   return out;
 };
 const loops = () => execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
-const staged = () => readdirSync(join(world.broker.stateDir, '..', 'run', 'stage')).length;
+/** The points staged in the lock helper's namespace (its root, seen through /proc): 0 between binds. */
+const staged = () => {
+  const stage = tree(world.broker.pid).find((p) => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('mountgate-lock-stage'); } catch { return false; } });
+  return stage === undefined ? -1 : readdirSync(`/proc/${stage}/root`).length;
+};
 /** The front: the executor's child running front.js. */
 const frontPid = () => tree(world.broker.pid).find((p) => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('front.js'); } catch { return false; } });
 /** A process's main thread: CPU time (user+system) and time it waited on a run queue for a CPU, in ms (/proc/PID/schedstat). */

@@ -142,7 +142,7 @@ async function main(opts: Options): Promise<void> {
     return probed;
   };
   if (!opts.acceptFront) await kernelFeatures();
-  const locker = new MountLocker(join(opts.runtimeDir, 'stage'));
+  const locker = new MountLocker(opts.runtimeDir);
   const log = (message: string) => stdoutAudit({ event: 'error', message: `executor: ${message}` });
   const loop = watchEventLoop();
 
@@ -279,7 +279,7 @@ const program = new Command('mountgated')
   .option('--bus-address <address>', 'D-Bus address to serve on instead of the system bus (tests, demos)')
   .option('--policy <file>', 'policy file; missing means the built-in default', '/etc/mountgate/policy.json')
   .option('--state-dir <dir>', "the broker's state directory (the store and the registry; owned by the front's user)", '/var/lib/mountgate')
-  .option('--runtime-dir <dir>', "the executor's runtime directory (root only: the private staging mount for binds)", '/run/mountgate')
+  .option('--runtime-dir <dir>', "the executor's runtime directory (root only: its lock helper mounts a private tmpfs over it, in that helper's own mount namespace, to stage binds)", '/run/mountgate')
   .option('--front-user <name>', 'the unprivileged system user the front runs as', 'mountgate')
   .addOption(new Option('--erofs-backing <how>', 'how EROFS images are mounted: auto (file-backed when the kernel can) or loop (always a loop device)').choices(['auto', 'loop']).default('auto'))
   .option('--accept-front', "start no front: accept the front's connection (it runs as a service of its own) on the socket systemd passes, or else on --front-socket")

@@ -19,8 +19,8 @@ export type PlanStep =
   /** Overlayfs over the current mount as lower layer, the object store as data-only layer; read-only. */
   | { step: 'overlay'; dataDir: string; verity: boolean }
   /**
-   * Re-clone the detached mount inside a user+mount namespace of the broker's,
-   * where the kernel locks every flag it carries (no one can clear them) and
+   * Re-clone the detached mount from the copy the kernel propagates into a
+   * user+mount namespace of the broker's, where it locks every flag it carries (no one can clear them) and
    * refuses the clone if locked mounts lie below (nothing they hide shows).
    */
   | { step: 'lock' }
@@ -79,7 +79,7 @@ export function describePlan(plan: Plan): string[] {
       case 'clone':
         return `clone: open_tree(fd ${s.fd}, OPEN_TREE_CLONE | AT_RECURSIVE) -> detached mount, keeping the source mount's flags`;
       case 'lock':
-        return 'lock: attach at a private staging point, clone it non-recursively in a fresh user+mount namespace (the kernel locks every flag; it refuses if mounts lie below) -> detached mount';
+        return 'lock: attach at the lock helper\'s staging point, clone the copy propagated into its user+mount namespace non-recursively (the kernel locks every flag; it refuses if mounts lie below) -> detached mount';
       case 'setattr':
         return `setattr: mount_setattr(${s.set.join(', ')})`;
       case 'erofs':

@@ -209,11 +209,14 @@ export function umount2(target: string, flags = 0): void {
   check(`umount2 ${target}`, umount2Fn(target, flags) as number);
 }
 
-/** mount_setattr's propagation field: make the mount at fd private (nothing propagates in or out). */
-export function makePrivate(fd: number): void {
+/**
+ * mount_setattr's propagation field: make the mount at fd private (nothing
+ * propagates in or out), with `recursive` every mount of its tree too.
+ */
+export function makePrivate(fd: number, recursive = false): void {
   const MS_PRIVATE = 1 << 18;
   const attr = { attr_set: 0, attr_clr: 0, propagation: MS_PRIVATE, userns_fd: 0 };
-  check('mount_setattr', syscall(NR.mount_setattr, 'int', fd, 'str', '', 'uint', AT_EMPTY_PATH, koffi.pointer(MountAttrStruct), attr, 'size_t', koffi.sizeof(MountAttrStruct)));
+  check('mount_setattr', syscall(NR.mount_setattr, 'int', fd, 'str', '', 'uint', AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), koffi.pointer(MountAttrStruct), attr, 'size_t', koffi.sizeof(MountAttrStruct)));
 }
 
 const chrootFn = libc.func('int chroot(const char *path)');

@@ -67,7 +67,6 @@ const startFront = () => {
 t.teardown(async () => {
   for (const f of fronts) await f.stop();
   await executor.stop();
-  spawnSync('umount', ['--lazy', join(dir, 'run', 'stage')], { stdio: 'ignore' });
   await bus.stop();
   removeUser(alice);
   rmSync(dir, { recursive: true, force: true });

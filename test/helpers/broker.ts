@@ -1,6 +1,6 @@
 // A real broker process (bin/mountgated, built) on a private bus, with a
 // policy file of the test's choosing, and its audit lines collected.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -52,8 +52,6 @@ export async function startBroker(busAddress: string, policy?: Policy | string, 
       child.kill('SIGTERM');
       await exited;
     }
-    // A broker killed with SIGKILL (a test of crashes) leaves its staging mount: detach it before removing the tree.
-    spawnSync('umount', ['--lazy', join(runtimeDir, 'stage')], { stdio: 'ignore' });
     rmSync(dir, { recursive: true, force: true });
   };
   try {

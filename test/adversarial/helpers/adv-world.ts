@@ -56,7 +56,7 @@ export interface AdvWorld extends World {
   brokerFds(): number;
   /** If an earlier case killed the broker, starts a new one on the same state (so later cases still test something); true if it did. */
   restartIfDead(tt: Tap.Test): Promise<boolean>;
-  /** SIGKILLs the broker's whole process tree and unmounts what it left under its directory (its staging mount). */
+  /** SIGKILLs the broker's whole process tree and unmounts anything left under its directory. */
   killBroker(): Promise<void>;
 }
 
@@ -160,7 +160,7 @@ export async function createAdvWorld(spec: WorldSpec): Promise<AdvWorld> {
     async restartIfDead(tt: Tap.Test) {
       const p = world.broker.process;
       if (p.exitCode === null && p.signalCode === null) return false;
-      // A broker that died by itself may have left its staging mount and its front behind.
+      // A broker that died by itself may have left its front and helpers behind.
       for (const pid of treePids(world.broker.pid).slice(1)) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -189,7 +189,7 @@ export async function createAdvWorld(spec: WorldSpec): Promise<AdvWorld> {
       tt.ok((r.ms ?? Infinity) < maxMs, `${label} is answered within ${maxMs} ms (took ${r.ms ?? 'forever'} ms)`);
     },
   });
-  // A broker an earlier case SIGKILLed may have left its staging mount: the world's own teardown would fail on it.
+  // A broker an earlier case SIGKILLed may have left mounts under its directory: the world's own teardown would fail on them.
   const teardown = world.teardown;
   adv.teardown = async () => {
     const dir = dirname(world.broker.stateDir);
