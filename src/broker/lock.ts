@@ -55,7 +55,8 @@ import { helperIdleMs } from './idle-pool.js';
  *                      "N done"      (the executor has its copy, or gave up)
  *   stage -> clone     "N clone" / "N release"
  *   to the executor    "ready PID" (clone's pid, once), "N fd FD" (clone's
- *                      fd of the locked mount), "N errno E stage|clone"
+ *                      fd of the locked mount), "N errno E stage|clone",
+ *                      "N released" (after "N done": nothing is staged)
  */
 const helperProgram = String.raw`
 use strict; $| = 1;
@@ -108,7 +109,7 @@ while (my $line = <STDIN>) {
     $staged{$n} = 1; print $to_clone "$n clone\n";
   } else {
     if (delete $staged{$n}) { syscall(166, my $p = "/$n", 2); rmdir "/$n" }
-    print $to_clone "$n release\n";
+    print $to_clone "$n release\n"; print "$n released\n";
   }
 }
 `;
@@ -230,26 +231,43 @@ export class MountLocker {
       sys.makePrivate(mountFd, true);
       const helpers = await this.running();
       const n = this.next++;
+      const deadline = Date.now() + lockTimeoutMs;
       helpers.send(`${n} stage ${mountFd}`);
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), lockTimeoutMs)));
+      const line = await this.reply(helpers, deadline);
       try {
-        const line = await Promise.race([helpers.next(), timeout]);
-        if (line === 'timeout') {
-          this.drop(helpers);
-          throw new Error(`the lock helpers did not answer within ${lockTimeoutMs} ms; they were stopped`);
-        }
-        if (line === undefined) {
-          this.drop(helpers);
-          throw new Error(`the lock helpers exited: ${helpers.why()}`);
-        }
         return this.answer(helpers, n, line);
       } finally {
-        clearTimeout(timer);
-        helpers.send(`${n} done`);
+        // A lock returns, and the next one starts, only once stage has detached
+        // this one: between locks nothing is staged. Helpers that fail to say so
+        // are stopped, and whatever they staged goes with their namespace.
+        if (helpers.alive) {
+          helpers.send(`${n} done`);
+          const ack = await this.reply(helpers, deadline).catch(() => undefined);
+          if (ack !== `${n} released`) this.drop(helpers);
+        }
       }
     } finally {
       closeSync(mountFd);
+    }
+  }
+
+  /** The helpers' next line, before `deadline`; helpers that exit or miss it are stopped, and the lock fails. */
+  private async reply(helpers: LockHelpers, deadline: number): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), Math.max(0, deadline - Date.now()))));
+    try {
+      const line = await Promise.race([helpers.next(), timeout]);
+      if (line === 'timeout') {
+        this.drop(helpers);
+        throw new Error(`the lock helpers did not answer within ${lockTimeoutMs} ms; they were stopped`);
+      }
+      if (line === undefined) {
+        this.drop(helpers);
+        throw new Error(`the lock helpers exited: ${helpers.why()}`);
+      }
+      return line;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
