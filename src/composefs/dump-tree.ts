@@ -27,7 +27,7 @@ import { normalizeLookupPath, pathProblem } from '../manifest/paths.js';
 import { BINARY_TEXT, type TextCodec } from '../manifest/text.js';
 import { dumpBytes, endsWithNewline, parseDumpTable, type DumpEntry, type DumpTable } from './dump.js';
 import { ENTRY_TYPE_BITS, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
-import type { Directory, Inode, Stat, TreeBuilder, TreeSource } from './tree.js';
+import { Kind, type Directory, type Inode, type Stat, type TreeBuilder, type TreeSource } from './tree.js';
 
 type EntryType = keyof typeof ENTRY_TYPE_BITS;
 
@@ -160,6 +160,11 @@ class DumpSource implements TreeSource {
     // A plain file's count is 1 + its hardlinks unless the line says otherwise: the line's count either way.
     inode.nlink = type === 'dir' ? 0 : t.nlink[i]!;
     if (t.hasXattrs(i)) for (const x of t.xattrs(i)) b.ownXattr(inode, b.table.fromBytes(b.table.key(x.key.toString('latin1')), x.value));
+    if (inode.kind === Kind.ExternalFile && t.stageDigest(i, b.digests)) {
+      // The common shape (a digest; no backing, or its object path) without a string of either.
+      const payload = t.payloadAgainstStaged(i, b.digests);
+      if (payload !== 2 && b.stagedFileXattrs(inode, payload === 1)) return inode;
+    }
     const backing = isFile ? t.payload(i) : null;
     b.addOverlayXattrs(inode, type === 'whiteout', isFile ? (t.digest(i) ?? undefined) : undefined, backing === null ? undefined : backing.toString('latin1'));
     return inode;

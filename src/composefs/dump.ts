@@ -11,6 +11,7 @@
 // mode accepts those; the converter then drops the ignored values.
 import { InvalidManifestError } from '../manifest/errors.js';
 import { loneSurrogateIndex } from '../manifest/text.js';
+import type { DigestPool } from './digests.js';
 import { COMPOSEFS_INLINE_MAX, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './format.js';
 
 export interface DumpXattr {
@@ -298,6 +299,26 @@ export class DumpTable {
   digest(row: number): string | null {
     const d = this.field(row, DIGEST);
     return d === null ? null : d.toString('latin1').toLowerCase();
+  }
+  /**
+   * Stages the row's digest in `pool` (DigestPool.stageHex), read in place
+   * unless escaped; false when the row has none. With `objectPath`, also
+   * whether the row's payload, as written, is that digest's object path in
+   * lowercase (an escaped one is taken as not: the caller takes the general way).
+   */
+  stageDigest(row: number, pool: DigestPool<unknown>): boolean {
+    const start = this.ranges[(row * RANGES + DIGEST) * 2]!;
+    if (start < 0) return false;
+    // The parse made sure of 64 hex digits: in place, only an escape fails.
+    if (pool.stageHex(this.data, start, this.ranges[(row * RANGES + DIGEST) * 2 + 1]!)) return true;
+    const d = this.field(row, DIGEST)!;
+    return pool.stageHex(d, 0, d.length);
+  }
+  /** Whether the row has no payload (0), a payload that is the staged digest's object path as written (1), or another (2). */
+  payloadAgainstStaged(row: number, pool: DigestPool<unknown>): number {
+    const start = this.ranges[(row * RANGES + PAYLOAD) * 2]!;
+    if (start < 0) return 0;
+    return pool.isStagedObjectPath(this.data, start, this.ranges[(row * RANGES + PAYLOAD) * 2 + 1]!) ? 1 : 2;
   }
   hasXattrs(row: number): boolean {
     return this.ranges[(row * RANGES + XATTRS) * 2]! >= 0;

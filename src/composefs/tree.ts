@@ -17,12 +17,13 @@ import { InvalidManifestError } from '../manifest/errors.js';
 import { MAX_XATTR_BUDGET, XATTR_BUDGET_HEADER, xattrBudgetCost } from '../manifest/limits.js';
 import { comparePaths } from '../manifest/paths.js';
 import { codecFor, type TextCodec } from '../manifest/text.js';
+import { DigestPool } from './digests.js';
 import {
   COMPOSEFS_MAX_CHUNKS, ENTRY_TYPE_BITS, EROFS_BLOCK_BITS, EROFS_CHUNK_FORMAT_BLKBITS_MASK, EROFS_XATTR_HEADER_SIZE,
   EROFS_XATTR_MAX_SHARED, S_IFCHR, S_IFMT, S_IFREG,
 } from './format.js';
 import {
-  OverlayXattrs, XattrTable, isLowerHex64, isObjectPathOf, isOverlayKey, isOwnValue, objectIdentity, roundUp, xattrValueBytes, type Xattr,
+  OverlayXattrs, XattrTable, isObjectPathOf, isOverlayKey, isOwnValue, objectIdentity, roundUp, xattrValueBytes, type Xattr,
 } from './xattrs.js';
 
 /** What an inode is; its content follows from it. */
@@ -110,10 +111,10 @@ export class InlineFile extends InodeBase {
 export class ExternalFile extends InodeBase {
   readonly kind = Kind.ExternalFile;
   /**
-   * Its digest (64 lowercase hex digits) when it carries its metacopy, and
-   * redirect, as its own (xattrs.ts, VALUE_OWN_METACOPY); else "".
+   * Its digest's id in the tree's pool (ImageTree.digests) when it carries its
+   * metacopy, and redirect, as its own (xattrs.ts, VALUE_OWN_METACOPY); else -1.
    */
-  digest = '';
+  digest = -1;
   /** log2 of the chunk size: as few chunks as possible, each at least a block and at most 2^(12+31). */
   readonly chunkBits: number;
   readonly chunkCount: number;
@@ -156,6 +157,8 @@ export interface ImageTree {
   minMtimeNsec: number;
   /** The xattrs more than one inode carries, in their on-disk order, each with its sharedOffset. */
   sharedXattrs: Xattr[];
+  /** The digests the files that carry their own metacopy have (ExternalFile.digest). */
+  digests: DigestPool<ExternalFile | null>;
 }
 
 function bitLength(n: number): number {
@@ -219,11 +222,11 @@ export class TreeBuilder {
   /** Every inode in manifest order: the depth-first order mkcomposefs rewrites in. */
   readonly inodes: Inode[] = [];
   /**
-   * By the 64 digits of a metacopy or object redirect: the one file that
-   * carries it as its own, or null once the table holds its records (a
+   * Every digest of a metacopy or object redirect seen, each with the one file
+   * that carries it as its own, or null once the table holds its records (a
    * second file with those digits made them: they are shared).
    */
-  private readonly digits = new Map<string, ExternalFile | null>();
+  readonly digests = new DigestPool<ExternalFile | null>();
   /** The xattrs of a file that has none but its own metacopy (and redirect): one array for all of them. */
   private readonly ownOnly: readonly Xattr[];
   private readonly ownOnlyWithRedirect: readonly Xattr[];
@@ -284,38 +287,68 @@ export class TreeBuilder {
    * file of a digest once a second one comes.
    */
   private ownFileXattrs(inode: ExternalFile, digest: string | undefined, backing: string | undefined): boolean {
-    if (digest === undefined || !isLowerHex64(digest) || (backing !== undefined && !isObjectPathOf(backing, digest))) return false;
-    if (this.digits.has(digest)) {
-      this.intoTable(digest);
+    const digests = this.digests;
+    if (digest === undefined || !digests.stageString(digest) || (backing !== undefined && !isObjectPathOf(backing, digest))) return false;
+    const seen = digests.findStaged();
+    if (seen >= 0) {
+      this.intoTable(seen);
       return false;
     }
-    this.digits.set(digest, inode);
-    inode.digest = digest;
-    if (inode.xattrs.length === 0) {
-      // What setXattr would count, without an array of its own.
-      inode.xattrs = (backing === undefined ? this.ownOnly : this.ownOnlyWithRedirect) as Xattr[];
-      inode.xattrBudget = XATTR_BUDGET_HEADER;
-      for (const x of inode.xattrs) inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize);
-      return true;
-    }
-    setXattr(inode, this.overlay.ownMetacopy);
-    if (backing !== undefined) setXattr(inode, this.overlay.ownRedirect);
-    inode.xattrs = inode.xattrs.slice(); // exact size, as below
+    this.takeOwnXattrs(inode, backing !== undefined);
     return true;
   }
 
-  /** The digits are in the table from now on: the file that had them as its own takes its records from it. */
-  private intoTable(digits: string): void {
-    const owner = this.digits.get(digits);
-    this.digits.set(digits, null);
-    if (owner === undefined || owner === null) return;
+  /**
+   * addOverlayXattrs for an external file whose digest its source has staged
+   * in `digests` (lowercase or not) and whose backing is none (`withRedirect`
+   * false) or the object path of that digest, in lowercase: the file's own
+   * metacopy and redirect without a string of either. False, with nothing
+   * done, when a file has had the digest already: then addOverlayXattrs.
+   */
+  stagedFileXattrs(inode: ExternalFile, withRedirect: boolean): boolean {
+    if (this.digests.findStaged() >= 0) return false;
+    escapeOverlayKeys(this.overlay, inode);
+    this.takeOwnXattrs(inode, withRedirect);
+    return true;
+  }
+
+  /** The staged digest, which no file has had, is the file's own from now on. */
+  private takeOwnXattrs(inode: ExternalFile, withRedirect: boolean): void {
+    inode.digest = this.digests.addStaged(inode);
+    if (inode.xattrs.length === 0) {
+      // What setXattr would count, without an array of its own.
+      inode.xattrs = (withRedirect ? this.ownOnlyWithRedirect : this.ownOnly) as Xattr[];
+      inode.xattrBudget = XATTR_BUDGET_HEADER;
+      for (const x of inode.xattrs) inode.xattrBudget += xattrBudgetCost(x.key.bytes.length, x.valueSize);
+      return;
+    }
+    setXattr(inode, this.overlay.ownMetacopy);
+    if (withRedirect) setXattr(inode, this.overlay.ownRedirect);
+    inode.xattrs = inode.xattrs.slice(); // exact size, as below
+  }
+
+  /** The 64 digits are in the table from now on (see intoTable). */
+  private digitsIntoTable(digits: string): void {
+    const digests = this.digests;
+    if (!digests.stageString(digits)) return; // (a metacopy without digest: no file carries that as its own)
+    const seen = digests.findStaged();
+    if (seen < 0) digests.addStaged(null);
+    else this.intoTable(seen);
+  }
+
+  /** Digest `id` is in the table from now on: the file that had it as its own takes its records from it. */
+  private intoTable(id: number): void {
+    const owner = this.digests.value(id);
+    if (owner === null) return;
+    this.digests.setValue(id, null);
     const overlay = this.overlay;
+    const digits = this.digests.hex(id);
     const hadRedirect = owner.xattrs.includes(overlay.ownRedirect);
     owner.xattrs = owner.xattrs.slice();
-    const metacopy = this.table.metacopy(overlay.metacopyKey, owner.digest);
+    const metacopy = this.table.metacopy(overlay.metacopyKey, digits);
     setXattr(owner, metacopy);
-    if (hadRedirect) setXattr(owner, this.table.objectRedirect(overlay.redirectKey, owner.digest));
-    owner.digest = '';
+    if (hadRedirect) setXattr(owner, this.table.objectRedirect(overlay.redirectKey, digits));
+    owner.digest = -1;
   }
 
   /**
@@ -324,22 +357,18 @@ export class TreeBuilder {
    * codec) are an external file's.
    */
   addOverlayXattrs(inode: Inode, whiteout: boolean, digest: string | undefined, backing: string | undefined): void {
-    const xattrs = inode.xattrs;
-    for (let i = 0; i < xattrs.length; i++) {
-      // Renamed in place; composefs keeps the budget of the old name.
-      if (isOverlayKey(xattrs[i]!.key)) xattrs[i] = this.overlay.escaped(xattrs[i]!);
-    }
     const overlay = this.overlay;
+    escapeOverlayKeys(overlay, inode);
     if (inode.kind === Kind.ExternalFile) {
       if (this.ownFileXattrs(inode, digest, backing)) return;
       const metacopy = this.table.metacopy(overlay.metacopyKey, digest);
       setXattr(inode, metacopy);
       if (backing !== undefined) setXattr(inode, this.table.redirect(overlay.redirectKey, backing, metacopy));
       // Its digits are in the table now: a file that carries them as its own shares them from here on.
-      this.intoTable(metacopy.identity);
+      this.digitsIntoTable(metacopy.identity);
       if (backing !== undefined) {
         const redirect = objectIdentity(backing, metacopy.identity);
-        if (redirect !== undefined) this.intoTable(redirect);
+        if (redirect !== undefined) this.digitsIntoTable(redirect);
       }
     } else if (whiteout) {
       setXattr(inode, overlay.escapedWhiteout);
@@ -355,6 +384,12 @@ export class TreeBuilder {
     // and a tree has as many such arrays as files: keep an exact copy.
     if (inode.xattrs.length > 0) inode.xattrs = inode.xattrs.slice();
   }
+}
+
+/** A user's trusted.overlay.* xattrs renamed in place (composefs keeps the budget of the old name). */
+function escapeOverlayKeys(overlay: OverlayXattrs, inode: Inode): void {
+  const xattrs = inode.xattrs;
+  for (let i = 0; i < xattrs.length; i++) if (isOverlayKey(xattrs[i]!.key)) xattrs[i] = overlay.escaped(xattrs[i]!);
 }
 
 /**
@@ -653,5 +688,5 @@ export function buildTreeOf(source: TreeSource, minVersion: number, maxVersion: 
   addRootWhiteouts(root);
   rankKeys(b.table);
   const numbered = numberInodes(root);
-  return { ...numbered, codec, version: b.version, sharedXattrs: shareXattrs(numbered.inodes) };
+  return { ...numbered, codec, version: b.version, sharedXattrs: shareXattrs(numbered.inodes), digests: b.digests };
 }

@@ -24,6 +24,7 @@ import {
   INODE_EXTENDED, SUPERBLOCK, XATTR_BODY_HEADER, erofsFileType, inodeFormat, writeStruct,
 } from './format.js';
 import { Kind, Link, buildTree, buildTreeOf, isSharedHere, sharedXattrCount, xattrAreaBytes, type Directory, type ImageTree, type Inode, type TreeSource } from './tree.js';
+import type { DigestPool } from './digests.js';
 import { encodeXattrEntry, roundUp } from './xattrs.js';
 
 export interface WriteOptions {
@@ -264,7 +265,7 @@ function encodeInode(buf: Buffer, at: number, inode: Inode, layout: Layout, bloc
 }
 
 /** The xattr area: header, references to shared xattrs, then the inline ones. */
-function encodeXattrArea(buf: Buffer, at: number, inode: Inode, layout: Layout): void {
+function encodeXattrArea(buf: Buffer, at: number, inode: Inode, layout: Layout, digests: DigestPool<unknown>): void {
   const sharedCount = layout.sharedCount[inode.ino]!;
   XATTR_BODY_HEADER.nameFilter.write(buf, at, xattrNameFilter(inode));
   XATTR_BODY_HEADER.sharedCount.write(buf, at, sharedCount);
@@ -278,7 +279,7 @@ function encodeXattrArea(buf: Buffer, at: number, inode: Inode, layout: Layout):
       buf.writeUInt32LE((sharedBase + x.sharedOffset) / 4, ref);
       ref += 4;
     } else {
-      encodeXattrEntry(buf, inline, x, inode.kind === Kind.ExternalFile ? inode.digest : '');
+      encodeXattrEntry(buf, inline, x, digests, inode.kind === Kind.ExternalFile ? inode.digest : -1);
       inline += x.entrySize;
     }
   }
@@ -392,7 +393,7 @@ function layoutImage(t: ImageTree, out: Output, layout: Layout, measuring: boole
     buf = out.take(nonTail + shape.tailSize);
     if (!buf) continue;
     encodeInode(buf, at, inode, layout, blockAddr);
-    if (layout.xattrSize[ino]! > 0) encodeXattrArea(buf, at + nonTail - layout.xattrSize[ino]!, inode, layout);
+    if (layout.xattrSize[ino]! > 0) encodeXattrArea(buf, at + nonTail - layout.xattrSize[ino]!, inode, layout, t.digests);
     if (shape.tailSize > 0) encodeTail(buf, at + nonTail, inode, shape.tailSize, layout, blocks, t.codec);
   }
   align(out, EROFS_SLOT_SIZE);

@@ -5,6 +5,7 @@
 // matter of counting references. Also the overlay xattrs the writer adds
 // (metacopy, redirect, the whiteout and opaque marks), made once per image.
 import type { TextCodec } from '../manifest/text.js';
+import type { DigestPool } from './digests.js';
 import {
   EROFS_XATTR_ENTRY_SIZE, EROFS_XATTR_FILTER_BITS, EROFS_XATTR_FILTER_SEED, EROFS_XATTR_WRITE_PREFIXES,
   FSVERITY_HASH_ALG_SHA256, OVERLAY_ESCAPE_PREFIX, OVERLAY_ESCAPED_OPAQUE, OVERLAY_ESCAPED_WHITEOUT,
@@ -248,17 +249,19 @@ function encodeObjectRedirect(digits: string, buf: Buffer, at: number): void {
   for (let i = 2; i < digits.length; i++) buf[at + 2 + i] = digits.charCodeAt(i);
 }
 
-/** struct ovl_metacopy: version 0, length, flags, digest algorithm, then the digest from its hex. */
-function encodeMetacopy(hex: string, size: number, buf: Buffer, at: number): void {
+/** struct ovl_metacopy's header: version 0, length, flags, digest algorithm (the digest follows). */
+function encodeMetacopyHeader(size: number, buf: Buffer, at: number): void {
   buf[at] = 0;
   buf[at + 1] = size & 0xff;
   buf[at + 2] = 0;
   buf[at + 3] = FSVERITY_HASH_ALG_SHA256;
-  buf.write(hex, at + 4, 'hex');
 }
 
-/** The value bytes of an xattr, encoded at `at`; `ownDigest` is the digest of the file that carries it. */
-function encodeXattrValue(x: Xattr, buf: Buffer, at: number, ownDigest: string): void {
+/**
+ * The value bytes of an xattr, encoded at `at`; `own` holds the digest
+ * (`ownDigest`) of the file that carries it, for its own metacopy and redirect.
+ */
+function encodeXattrValue(x: Xattr, buf: Buffer, at: number, own: DigestPool<unknown> | null, ownDigest: number): void {
   if (x.kind === VALUE_BYTES) {
     buf.set(x.bytes!, at);
   } else if (x.kind === VALUE_REDIRECT) {
@@ -267,11 +270,14 @@ function encodeXattrValue(x: Xattr, buf: Buffer, at: number, ownDigest: string):
   } else if (x.kind === VALUE_OBJECT_REDIRECT) {
     encodeObjectRedirect(x.identity, buf, at);
   } else if (x.kind === VALUE_OWN_REDIRECT) {
-    encodeObjectRedirect(ownDigest, buf, at);
+    buf[at] = 0x2f;
+    own!.writeHex(ownDigest, buf, at + 1, true);
   } else if (x.kind === VALUE_OWN_METACOPY) {
-    encodeMetacopy(ownDigest, x.valueSize, buf, at);
+    encodeMetacopyHeader(x.valueSize, buf, at);
+    own!.copyTo(ownDigest, buf, at + 4);
   } else if (x.valueSize > 0) {
-    encodeMetacopy(x.identity, x.valueSize, buf, at);
+    encodeMetacopyHeader(x.valueSize, buf, at);
+    buf.write(x.identity, at + 4, 'hex');
   }
 }
 
@@ -279,22 +285,23 @@ export function xattrValueBytes(x: Xattr): Buffer {
   if (x.bytes) return x.bytes;
   if (isOwnValue(x)) throw new Error('composefs writer: a file\'s own xattr has no bytes apart from the file');
   const b = Buffer.alloc(x.valueSize);
-  encodeXattrValue(x, b, 0, '');
+  encodeXattrValue(x, b, 0, null, -1);
   return b;
 }
 
 
 /**
  * One xattr entry (header, key suffix, value) at `at`; its padding stays zero.
- * `ownDigest`: the digest of the file that carries it, for its own metacopy and redirect.
+ * `own` and `ownDigest`: the pool and id of the digest of the file that
+ * carries it, for its own metacopy and redirect.
  */
-export function encodeXattrEntry(buf: Buffer, at: number, x: Xattr, ownDigest = ''): void {
+export function encodeXattrEntry(buf: Buffer, at: number, x: Xattr, own: DigestPool<unknown> | null = null, ownDigest = -1): void {
   const suffix = x.key.suffix;
   XATTR_ENTRY.nameLength.write(buf, at, suffix.length);
   XATTR_ENTRY.nameIndex.write(buf, at, x.key.prefixIndex);
   XATTR_ENTRY.valueSize.write(buf, at, x.valueSize);
   buf.set(suffix, at + EROFS_XATTR_ENTRY_SIZE);
-  encodeXattrValue(x, buf, at + EROFS_XATTR_ENTRY_SIZE + suffix.length, ownDigest);
+  encodeXattrValue(x, buf, at + EROFS_XATTR_ENTRY_SIZE + suffix.length, own, ownDigest);
 }
 
 export function roundUp(n: number, to: number): number {
