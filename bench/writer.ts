@@ -17,7 +17,7 @@
 // mountgate runs as a user runs it: the program bin/mountgate itself (its
 // #! line, node and its flags, found on PATH), not `node bin/mountgate`.
 // Writes bench/results/writer.json.
-// Run: bash bench/run.sh writer [--runs N] [--sizes 1000,10000,...] [--cli path/to/bin/mountgate] [--out NAME.json]
+// Run: bash bench/run.sh writer [--runs N] [--sizes 1000,10000,...] [--cli path/to/bin/mountgate] [--out NAME.json | /abs/path.json]
 // Needs mkcomposefs and composefs-info on PATH or under $MOUNTGATE_REF_COMPOSEFS/bin.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -274,5 +274,7 @@ mkdirSync(results, { recursive: true });
 const result = { bench: 'writer', date: new Date().toISOString(), runs, targets, series, fixedCosts: fixed, cases };
 const problems = shapeProblems(result);
 if (problems.length > 0) throw new Error(`the writer's result does not have the shape: ${problems.join('; ')}`);
-writeFileSync(join(results, argument('--out', 'writer.json')), JSON.stringify(result, null, 2) + '\n');
-console.log(`wrote ${join(results, argument('--out', 'writer.json'))}`);
+// --out NAME.json lands in bench/results; an absolute path (a run not to be reported) where it says.
+const out = resolve(results, argument('--out', 'writer.json'));
+writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
+console.log(`wrote ${out}`);
