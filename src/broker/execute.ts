@@ -43,8 +43,13 @@ function mountErofs(image: string, loop: boolean): number {
   }
 }
 
-/** A read-only overlay with `lower` (a detached mount fd) as its layer and dataDir as data-only layer. */
-function mountOverlay(lower: number, dataDir: string, verity: boolean): number {
+/**
+ * A read-only overlay with `lower` (a detached mount fd) as its layer and
+ * dataDir as data-only layer: nosuid, nodev, and noexec when asked, on the
+ * overlay's own mount (a flag of the layer's mount does not reach what the
+ * caller execs through the overlay).
+ */
+function mountOverlay(lower: number, dataDir: string, verity: boolean, noexec: boolean): number {
   const fs = sys.fsopen('overlay');
   try {
     sys.fsconfigString(fs, 'source', 'composefs');
@@ -54,7 +59,7 @@ function mountOverlay(lower: number, dataDir: string, verity: boolean): number {
     sys.fsconfigString(fs, 'redirect_dir', 'on');
     if (verity) sys.fsconfigString(fs, 'verity', 'require');
     sys.fsconfigCreate(fs);
-    return sys.fsmount(fs, sys.MOUNT_ATTR.RDONLY | sys.MOUNT_ATTR.NOSUID | sys.MOUNT_ATTR.NODEV);
+    return sys.fsmount(fs, sys.MOUNT_ATTR.RDONLY | sys.MOUNT_ATTR.NOSUID | sys.MOUNT_ATTR.NODEV | (noexec ? sys.MOUNT_ATTR.NOEXEC : 0));
   } finally {
     closeSync(fs);
   }
@@ -91,7 +96,7 @@ export async function executePlan(plan: Plan, fds: number[], { userns, locker }:
           const lower = mountFd;
           mountFd = undefined;
           try {
-            mountFd = mountOverlay(lower, step.dataDir, step.verity);
+            mountFd = mountOverlay(lower, step.dataDir, step.verity, step.noexec);
           } finally {
             // The overlay holds its own reference to the layer.
             closeSync(lower);

@@ -40,7 +40,7 @@ export function checkPlan(plan: unknown, fdCount: number): { plan: Plan } | { pr
         case 'clone': return Number.isInteger(step.fd) && step.fd >= 0 && step.fd < fdCount;
         case 'setattr': return Array.isArray(step.set) && step.set.every((a) => attrs.has(a));
         case 'erofs': return isPath(step.image) && typeof step.loop === 'boolean';
-        case 'overlay': return isPath(step.dataDir) && typeof step.verity === 'boolean';
+        case 'overlay': return isPath(step.dataDir) && typeof step.verity === 'boolean' && typeof step.noexec === 'boolean';
         case 'lock':
         case 'reply': return true;
         default: return false;

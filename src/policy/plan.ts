@@ -16,8 +16,13 @@ export type PlanStep =
   | { step: 'setattr'; set: MountAttr[] }
   /** Mount a broker-written composefs EROFS image file read-only as a detached mount: file-backed, or through a loop device (kernels before 6.12). */
   | { step: 'erofs'; image: string; loop: boolean }
-  /** Overlayfs over the current mount as lower layer, the object store as data-only layer; read-only. */
-  | { step: 'overlay'; dataDir: string; verity: boolean }
+  /**
+   * Overlayfs over the current mount as lower layer, the object store as
+   * data-only layer; read-only, nosuid, nodev, and noexec when asked. (What a
+   * caller execs or maps is the overlay's file: a flag of the layer below
+   * does not reach it, so the overlay carries its own.)
+   */
+  | { step: 'overlay'; dataDir: string; verity: boolean; noexec: boolean }
   /**
    * Re-clone the detached mount from the copy the kernel propagates into a
    * user+mount namespace of the broker's, where it locks every flag it carries (no one can clear them) and
@@ -63,7 +68,7 @@ export function planComposefsMount(grant: MountGrant, image: string, dataDir: st
       { step: 'userns', uidMap: grant.uidMap, gidMap: grant.gidMap },
       { step: 'erofs', image, loop: !kernel.fileBackedErofs },
       { step: 'setattr', set },
-      { step: 'overlay', dataDir, verity },
+      { step: 'overlay', dataDir, verity, noexec: grant.noexec },
       { step: 'reply' },
     ],
   };
@@ -85,7 +90,7 @@ export function describePlan(plan: Plan): string[] {
       case 'erofs':
         return `erofs: fsopen(erofs), source=${s.image} (${s.loop ? 'through a read-only autoclear loop device' : 'file-backed'}, read-only) -> detached mount`;
       case 'overlay':
-        return `overlay: lowerdir+=<the idmapped erofs mount>, datadir+=${s.dataDir}, metacopy=on, redirect_dir=on${s.verity ? ', verity=require' : ''}, read-only`;
+        return `overlay: lowerdir+=<the idmapped erofs mount>, datadir+=${s.dataDir}, metacopy=on, redirect_dir=on${s.verity ? ', verity=require' : ''}, read-only, nosuid, nodev${s.noexec ? ', noexec' : ''}`;
       case 'reply':
         return 'reply: return the detached mount as an fd';
     }

@@ -3,7 +3,7 @@
 // fds, bursts of pipelined calls), so tests see the broker's own refusals.
 //   node probe-client.mjs '<ops JSON>'   -> one JSON line per op on stdout
 // An image id "$added" stands for the id the last addImage op of the same run returned.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, createWriteStream, existsSync, openSync, readdirSync, constants } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -218,8 +218,19 @@ async function runOp(bus, op) {
     closeSync(r);
     if (out.ok) out = { ok: true, objects: Number(out.body[0]), bytes: Number(out.body[1]) };
   } else if (op.op === 'mountImage') {
-    out = await call(bus, 'MountImage', 'ss', [imageId(op.id), JSON.stringify(op.request ?? {})]);
-    if (out.ok) out = { ok: true, info: JSON.parse(out.body[1]) };
+    // exec: a path in the image, run through the mount the broker returned (a
+    // child given its fd as fd 3 execs /proc/self/fd/3/PATH): what it printed, or the errno.
+    out = await call(bus, 'MountImage', 'ss', [imageId(op.id), JSON.stringify(op.request ?? {})], { keepFds: op.exec !== undefined });
+    if (out.ok) {
+      let ran;
+      if (op.exec !== undefined) {
+        const fd = kept.pop();
+        const r = spawnSync(`/proc/self/fd/3/${op.exec}`, [], { stdio: ['ignore', 'pipe', 'pipe', fd], timeout: 10000 });
+        closeSync(fd);
+        ran = r.error ? r.error.code : r.stdout.toString().trim();
+      }
+      out = { ok: true, info: JSON.parse(out.body[1]), ...(ran !== undefined ? { ran } : {}) };
+    }
   } else if (op.op === 'listImages') {
     out = await call(bus, 'ListImages', '', []);
     if (out.ok) out = { ok: true, images: JSON.parse(out.body[0]) };

@@ -76,6 +76,23 @@ t.test('a user adds an image, uploads its objects and mounts it', async (tt) => 
   tt.same(storeObjects().sort(), [digestOf(shared), digestOf('alice private\n')].sort(), 'the store holds exactly the two objects');
 });
 
+t.test('MountImage with noexec: a program in the image does not run through the mount the user gets; without it, it does', async (tt) => {
+  const script = '#!/bin/sh\necho ran\n';
+  const [added] = await probeAs(world.users.alice!, [
+    { op: 'addImage', manifest: manifest({}, [{ path: '/x', type: 'file', mode: 0o755, uid: 0, gid: 0, mtime, size: script.length, inline: Buffer.from(script).toString('base64') }]) },
+  ]);
+  tt.ok(added!.ok, `AddImage answered (${added!.message ?? ''})`);
+  const [refused, ran] = await probeAs(world.users.alice!, [
+    { op: 'mountImage', id: added!.id, request: { noexec: true }, exec: 'x' },
+    { op: 'mountImage', id: added!.id, exec: 'x' },
+  ]);
+  tt.ok(refused!.ok && ran!.ok, 'both mounts granted');
+  tt.equal(refused!.ran, 'EACCES', 'noexec holds on the mount the caller execs through');
+  tt.equal(ran!.ran, 'ran', 'without noexec the program runs');
+  const [removed] = await probeAs(world.users.alice!, [{ op: 'removeImage', id: added!.id }]);
+  tt.ok(removed!.ok, 'removed again');
+});
+
 t.test('Explain shows the composefs plan for an image, and refuses for a stranger', async (tt) => {
   const [list] = await probeAs(world.users.alice!, [{ op: 'listImages' }]);
   const id = (list!.images as { id: string }[])[0]!.id;

@@ -12,13 +12,13 @@ const overlayOf = (steps: PlanStep[]) => steps.find((s) => s.step === 'overlay')
 t.test('a kernel with fs-verity: the overlay requires verity', async (tt) => {
   const plan = planComposefsMount(grant, image, dataDir, { verity: true, fileBackedErofs: true });
   tt.same(plan.steps.map((s) => s.step), ['userns', 'erofs', 'setattr', 'overlay', 'reply']);
-  tt.same(overlayOf(plan.steps), { step: 'overlay', dataDir, verity: true });
-  tt.match(describePlan(plan).find((l) => l.startsWith('overlay:')), /, verity=require, read-only$/, 'explain says so');
+  tt.same(overlayOf(plan.steps), { step: 'overlay', dataDir, verity: true, noexec: false });
+  tt.match(describePlan(plan).find((l) => l.startsWith('overlay:')), /, verity=require, read-only, nosuid, nodev$/, 'explain says so');
 });
 
 t.test('a kernel without fs-verity: no verity option', async (tt) => {
   const plan = planComposefsMount(grant, image, dataDir, { verity: false, fileBackedErofs: true });
-  tt.same(overlayOf(plan.steps), { step: 'overlay', dataDir, verity: false });
+  tt.same(overlayOf(plan.steps), { step: 'overlay', dataDir, verity: false, noexec: false });
   tt.notMatch(describePlan(plan).join('\n'), /verity/);
 });
 
@@ -28,7 +28,9 @@ t.test('EROFS file-backed where the kernel can, else through a loop device', asy
   tt.same(erofs(false), { step: 'erofs', image, loop: true });
 });
 
-t.test('noexec in the grant is set with the idmap', async (tt) => {
-  const setattr = planComposefsMount({ ...grant, noexec: true }, image, dataDir, { verity: true, fileBackedErofs: true }).steps.find((s) => s.step === 'setattr');
-  tt.same(setattr, { step: 'setattr', set: ['idmap', 'nosuid', 'nodev', 'noexec'] });
+t.test('noexec in the grant is set on the overlay, what the caller execs through, and on the layer with the idmap', async (tt) => {
+  const plan = planComposefsMount({ ...grant, noexec: true }, image, dataDir, { verity: true, fileBackedErofs: true });
+  tt.same(overlayOf(plan.steps), { step: 'overlay', dataDir, verity: true, noexec: true });
+  tt.same(plan.steps.find((s) => s.step === 'setattr'), { step: 'setattr', set: ['idmap', 'nosuid', 'nodev', 'noexec'] });
+  tt.match(describePlan(plan).find((l) => l.startsWith('overlay:')), /, read-only, nosuid, nodev, noexec$/, 'explain says so');
 });
