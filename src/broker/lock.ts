@@ -56,7 +56,9 @@ import { helperIdleMs } from './idle-pool.js';
  *   stage -> clone     "N clone" / "N release"
  *   to the executor    "ready PID" (clone's pid, once), "N fd FD" (clone's
  *                      fd of the locked mount), "N errno E stage|clone",
- *                      "N released" (after "N done": nothing is staged)
+ *                      "N released" (clone's, after "N done": nothing is
+ *                      staged, and clone holds no reference to the mount,
+ *                      which would keep it busy: a umount right after EBUSY)
  */
 const helperProgram = String.raw`
 use strict; $| = 1;
@@ -90,6 +92,7 @@ if ($clone == 0) {
       $held{$n} = $fd; print "$n fd $fd\n";
     } else {
       my $fd = delete $held{$n}; syscall(3, $fd) if defined $fd;
+      print "$n released\n";
     }
   }
   exit 0;
@@ -109,7 +112,7 @@ while (my $line = <STDIN>) {
     $staged{$n} = 1; print $to_clone "$n clone\n";
   } else {
     if (delete $staged{$n}) { syscall(166, my $p = "/$n", 2); rmdir "/$n" }
-    print $to_clone "$n release\n"; print "$n released\n";
+    print $to_clone "$n release\n";
   }
 }
 `;

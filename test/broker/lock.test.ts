@@ -6,7 +6,7 @@
 // killed, are let go when idle, and end with close(). Runs as root in the test run's private mount
 // namespace.
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -143,6 +143,58 @@ t.test('a mount below the directory: the clone is refused (EINVAL), and the next
   const fd = await locker.lock(detached());
   tt.same(clearable(fd), [], 'the next lock is served, locked');
   closeSync(fd);
+});
+
+/**
+ * A watcher of the clone helper: once the helper holds one fd more than now
+ * (the locked mount it cloned), it stops the helper for `holdMs` and lets it
+ * go on. Prints "stopped" when it caught the helper so, "missed" otherwise.
+ */
+const holdWatcher = String.raw`
+my ($pid, $holdMs) = @ARGV;
+my $count = sub { opendir(my $d, "/proc/$pid/fd") or return -1; my $n = () = readdir($d); $n };
+my $base = $count->();
+print "watching\n"; $| = 1;
+my $until = time + 5;
+while (time < $until) {
+  if ($count->() > $base) { kill 'STOP', $pid; print "stopped\n"; select(undef, undef, undef, $holdMs / 1000); kill 'CONT', $pid; exit 0 }
+}
+print "missed\n";
+`;
+
+t.test('a locked mount unmounts at once: the clone helper holds no reference to it once the lock returns', async (tt) => {
+  const at = join(base, 'busy');
+  mkdirSync(at);
+  closeSync(await locker.lock(detached())); // the helpers are running
+  const clonePid = ours().clone[0]!;
+  // Held between its clone and its release for 300 ms: a lock that returned
+  // before the helper let its fd go would leave the mount busy here.
+  let caught = 0;
+  for (let attempt = 0; attempt < 5 && caught === 0; attempt++) {
+    const watcher = spawn('perl', ['-e', holdWatcher, String(clonePid), '300'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const said: string[] = [];
+    const ended = new Promise<void>((resolve) => watcher.once('close', () => resolve()));
+    await new Promise<void>((resolve) => watcher.stdout.on('data', (d: Buffer) => {
+      said.push(...d.toString().trim().split('\n'));
+      if (said.includes('watching')) resolve();
+    }));
+    const fd = await locker.lock(detached());
+    sys.moveMount(fd, at);
+    closeSync(fd);
+    let busy = false;
+    try {
+      sys.umount2(at);
+    } catch (err) {
+      if ((err as sys.SyscallError).code !== 'EBUSY') throw err;
+      busy = true;
+      sys.umount2(at, 2); // MNT_DETACH
+    }
+    await ended;
+    if (!said.includes('stopped')) continue;
+    caught++;
+    tt.notOk(busy, 'the mount was not busy: the lock returned only after the helper had let its fd go');
+  }
+  tt.ok(caught > 0, 'the watcher caught the helper holding the mount (in 5 tries)');
 });
 
 t.test('nothing is staged in this namespace or left staged in the helper\'s', async (tt) => {
