@@ -161,7 +161,7 @@ export function decideMountImage(input: {
   checks.push(...hostSideChecks('uidMap', uidMap, caller.uid, account.subuids), ...hostSideChecks('gidMap', gidMap, account.gid, account.subgids));
   checks.push({
     ok: true,
-    message: `flags: nosuid, nodev${input.request.noexec ? ', noexec' : ''}, read-only; read-only holds in the filesystems themselves (EROFS and an overlay without an upper layer cannot be written); the other flags are not locked, which is safe because an image holds no device nodes and only ids you control`,
+    message: `flags: nosuid, nodev${input.request.noexec ? ', noexec' : ''}, read-only, set on the mount you get and locked (no one it is handed to can clear them); read-only also holds in the filesystems themselves (EROFS and an overlay without an upper layer cannot be written)`,
   });
   return verdictOf('MountImage', checks, { uidMap, gidMap, noexec: input.request.noexec ?? false });
 }

@@ -56,7 +56,9 @@ export function planBind(grant: BindGrant): Plan {
 /**
  * A composefs mount: the EROFS image, idmapped into the caller's ids (only
  * the EROFS layer can be idmapped: overlayfs refuses MOUNT_ATTR_IDMAP), then
- * a read-only overlay whose data-only layer holds the content objects.
+ * a read-only overlay whose data-only layer holds the content objects,
+ * locked as a bind is: no one the mount is handed to can clear its flags
+ * (a noexec the grant set holds against the caller's own processes too).
  */
 export function planComposefsMount(grant: MountGrant, image: string, dataDir: string, kernel: { verity: boolean; fileBackedErofs: boolean }): Plan {
   const verity = kernel.verity;
@@ -69,6 +71,7 @@ export function planComposefsMount(grant: MountGrant, image: string, dataDir: st
       { step: 'erofs', image, loop: !kernel.fileBackedErofs },
       { step: 'setattr', set },
       { step: 'overlay', dataDir, verity, noexec: grant.noexec },
+      { step: 'lock' },
       { step: 'reply' },
     ],
   };

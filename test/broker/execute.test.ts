@@ -13,8 +13,10 @@ import { closeSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { executePlan } from '../../src/broker/execute.js';
+import { MountLocker } from '../../src/broker/lock.js';
 import { writeImage } from '../../src/composefs/writer.js';
 import { planComposefsMount } from '../../src/policy/plan.js';
+import * as sys from '../../src/sys/syscalls.js';
 import { moveMount } from '../../src/sys/syscalls.js';
 import { UserNamespaceCache } from '../../src/sys/userns.js';
 import { FsVerityHasher } from '../../src/verity/fsverity.js';
@@ -22,7 +24,10 @@ import { FsVerityHasher } from '../../src/verity/fsverity.js';
 const base = mkdtempSync(join(tmpdir(), 'mountgate-execute-'));
 const objectsDir = join(base, 'objects');
 const cache = new UserNamespaceCache();
+mkdirSync(join(base, 'run'));
+const locker = new MountLocker(join(base, 'run'), 60_000);
 t.teardown(() => {
+  locker.close();
   cache.close();
   rmSync(base, { recursive: true, force: true });
 });
@@ -44,15 +49,33 @@ writeFileSync(image, writeImage({
 }));
 const grant = { uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false };
 
+/** Which of the mount's flags (those it has: `noexec` says whether that is one) real root could clear at fd, one at a time (each set again after). */
+function clearableFlags(fd: number, noexec: boolean): string[] {
+  const out: string[] = [];
+  const bits = { ro: sys.MOUNT_ATTR.RDONLY, nosuid: sys.MOUNT_ATTR.NOSUID, nodev: sys.MOUNT_ATTR.NODEV, ...(noexec ? { noexec: sys.MOUNT_ATTR.NOEXEC } : {}) };
+  for (const [name, bit] of Object.entries(bits)) {
+    try {
+      sys.mountSetattr(fd, 0, bit);
+      out.push(name);
+      sys.mountSetattr(fd, bit);
+    } catch (err) {
+      if ((err as sys.SyscallError).code !== 'EPERM') throw err;
+    }
+  }
+  return out;
+}
+
 /**
  * Mounts the image by the plan at a fresh directory; returns the overlay's
  * mount and super options, what reading /f gives, and what running /x gives.
  */
-async function mountAndRead(verity: boolean, noexec = false): Promise<{ flags: string[]; options: string[]; read: string; ran: string }> {
+async function mountAndRead(verity: boolean, noexec = false): Promise<{ flags: string[]; options: string[]; read: string; ran: string; clearable: string[] }> {
   const mnt = mkdtempSync(join(base, 'mnt-'));
   const plan = planComposefsMount({ ...grant, noexec }, image, objectsDir, { verity, fileBackedErofs: true });
-  const { mountFd } = await executePlan(plan, [], { userns: cache });
+  const { mountFd } = await executePlan(plan, [], { userns: cache, locker });
+  let clearable: string[];
   try {
+    clearable = clearableFlags(mountFd, noexec);
     moveMount(mountFd, mnt);
   } finally {
     closeSync(mountFd);
@@ -73,7 +96,7 @@ async function mountAndRead(verity: boolean, noexec = false): Promise<{ flags: s
     } catch (err) {
       ran = (err as NodeJS.ErrnoException).code ?? String(err);
     }
-    return { flags, options, read, ran };
+    return { flags, options, read, ran, clearable };
   } finally {
     execFileSync('umount', [mnt]);
   }
@@ -92,13 +115,15 @@ t.test('the same image without verity: no option, and the data reads', async (tt
 });
 
 t.test('a grant with noexec: the overlay the caller gets is noexec, and a program in the image does not run', async (tt) => {
-  const { flags, ran } = await mountAndRead(false, true);
+  const { flags, ran, clearable } = await mountAndRead(false, true);
   tt.ok(['ro', 'nosuid', 'nodev', 'noexec'].every((f) => flags.includes(f)), `the overlay's mount is ro, nosuid, nodev, noexec (${flags.join(',')})`);
   tt.equal(ran, 'EACCES', 'exec through it is refused');
+  tt.same(clearable, [], 'and the flags are locked: even real root clears none of them');
 });
 
 t.test('without noexec: ro, nosuid and nodev, and the program runs', async (tt) => {
-  const { flags, ran } = await mountAndRead(false);
+  const { flags, ran, clearable } = await mountAndRead(false);
   tt.ok(['ro', 'nosuid', 'nodev'].every((f) => flags.includes(f)) && !flags.includes('noexec'), `ro, nosuid, nodev (${flags.join(',')})`);
   tt.equal(ran, 'ran');
+  tt.same(clearable, [], 'locked');
 });

@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { executePlan } from '../../src/broker/execute.js';
+import { MountLocker } from '../../src/broker/lock.js';
 import { writeImage } from '../../src/composefs/writer.js';
 import { comparePaths } from '../../src/manifest/paths.js';
 import { planComposefsMount } from '../../src/policy/plan.js';
@@ -82,6 +83,8 @@ const mnt = join(base, 'mnt');
 mkdirSync(objectsDir, { mode: 0o755 });
 mkdirSync(mnt);
 const cache = new UserNamespaceCache();
+mkdirSync(join(base, 'run'));
+const locker = new MountLocker(join(base, 'run'), 60_000);
 
 function mountedHere(): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4]?.startsWith(base));
@@ -89,6 +92,7 @@ function mountedHere(): string[] {
 
 t.teardown(() => {
   cache.close();
+  locker.close();
   for (let i = 0; i < 10 && mountedHere().length > 0; i++) umount2Fn(mnt, MNT_DETACH);
   rmSync(base, { recursive: true, force: true });
 });
@@ -300,7 +304,7 @@ async function roundTrip(manifest: Manifest, contents: Map<string, Buffer>, labe
   try {
     const problem = fsck(image);
     if (problem !== undefined) return [`fsck.erofs: ${problem}`];
-    const { mountFd } = await executePlan(planComposefsMount(grant, image, objectsDir, { verity: false, fileBackedErofs: true }), [], { userns: cache });
+    const { mountFd } = await executePlan(planComposefsMount(grant, image, objectsDir, { verity: false, fileBackedErofs: true }), [], { userns: cache, locker });
     try {
       moveMount(mountFd, mnt);
     } finally {

@@ -11,7 +11,7 @@ const overlayOf = (steps: PlanStep[]) => steps.find((s) => s.step === 'overlay')
 
 t.test('a kernel with fs-verity: the overlay requires verity', async (tt) => {
   const plan = planComposefsMount(grant, image, dataDir, { verity: true, fileBackedErofs: true });
-  tt.same(plan.steps.map((s) => s.step), ['userns', 'erofs', 'setattr', 'overlay', 'reply']);
+  tt.same(plan.steps.map((s) => s.step), ['userns', 'erofs', 'setattr', 'overlay', 'lock', 'reply']);
   tt.same(overlayOf(plan.steps), { step: 'overlay', dataDir, verity: true, noexec: false });
   tt.match(describePlan(plan).find((l) => l.startsWith('overlay:')), /, verity=require, read-only, nosuid, nodev$/, 'explain says so');
 });
