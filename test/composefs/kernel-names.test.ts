@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { executePlan } from '../../src/broker/execute.js';
+import { MountLocker } from '../../src/broker/lock.js';
 import { writeImage } from '../../src/composefs/writer.js';
 import { validateManifest } from '../../src/manifest/load.js';
 import { planComposefsMount } from '../../src/policy/plan.js';
@@ -42,9 +43,12 @@ const mnt = join(base, 'mnt');
 mkdirSync(objectsDir, { mode: 0o755 });
 mkdirSync(mnt);
 const cache = new UserNamespaceCache();
+mkdirSync(join(base, 'run'));
+const locker = new MountLocker(join(base, 'run'), 60_000);
 const mountedHere = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4]?.startsWith(base));
 t.teardown(() => {
   cache.close();
+  locker.close();
   for (let i = 0; i < 10 && mountedHere().length > 0; i++) umount2Fn(mnt, MNT_DETACH);
   rmSync(base, { recursive: true, force: true });
 });
@@ -108,7 +112,7 @@ t.test('byte names: fsck.erofs is clean, readdir lists every name in byte order,
   const image = join(base, 'names.cfs');
   writeFileSync(image, writeImage(m), { mode: 0o644 });
   t.equal(fsck(image), undefined, 'fsck.erofs finds no error');
-  const { mountFd } = await executePlan(planComposefsMount({ uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false }, image, objectsDir, { verity: false, fileBackedErofs: true }), [], { userns: cache });
+  const { mountFd } = await executePlan(planComposefsMount({ uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false }, image, objectsDir, { verity: false, fileBackedErofs: true }), [], { userns: cache, locker });
   try {
     moveMount(mountFd, mnt);
   } finally {
