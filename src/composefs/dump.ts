@@ -302,9 +302,7 @@ export class DumpTable {
   }
   /**
    * Stages the row's digest in `pool` (DigestPool.stageHex), read in place
-   * unless escaped; false when the row has none. With `objectPath`, also
-   * whether the row's payload, as written, is that digest's object path in
-   * lowercase (an escaped one is taken as not: the caller takes the general way).
+   * unless escaped; false when the row has none.
    */
   stageDigest(row: number, pool: DigestPool<unknown>): boolean {
     const start = this.ranges[(row * RANGES + DIGEST) * 2]!;
@@ -314,7 +312,11 @@ export class DumpTable {
     const d = this.field(row, DIGEST)!;
     return pool.stageHex(d, 0, d.length);
   }
-  /** Whether the row has no payload (0), a payload that is the staged digest's object path as written (1), or another (2). */
+  /**
+   * Whether the row has no payload (0), a payload that is the staged digest's
+   * object path in lowercase as written (1), or another (2: an escaped one
+   * too, which the caller takes the general way).
+   */
   payloadAgainstStaged(row: number, pool: DigestPool<unknown>): number {
     const start = this.ranges[(row * RANGES + PAYLOAD) * 2]!;
     if (start < 0) return 0;

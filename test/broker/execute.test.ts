@@ -16,10 +16,10 @@ import { executePlan } from '../../src/broker/execute.js';
 import { MountLocker } from '../../src/broker/lock.js';
 import { writeImage } from '../../src/composefs/writer.js';
 import { planComposefsMount } from '../../src/policy/plan.js';
-import * as sys from '../../src/sys/syscalls.js';
 import { moveMount } from '../../src/sys/syscalls.js';
 import { UserNamespaceCache } from '../../src/sys/userns.js';
 import { FsVerityHasher } from '../../src/verity/fsverity.js';
+import { clearableFlags } from '../helpers/mount-flags.js';
 
 const base = mkdtempSync(join(tmpdir(), 'mountgate-execute-'));
 const objectsDir = join(base, 'objects');
@@ -49,22 +49,6 @@ writeFileSync(image, writeImage({
 }));
 const grant = { uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false };
 
-/** Which of the mount's flags (those it has: `noexec` says whether that is one) real root could clear at fd, one at a time (each set again after). */
-function clearableFlags(fd: number, noexec: boolean): string[] {
-  const out: string[] = [];
-  const bits = { ro: sys.MOUNT_ATTR.RDONLY, nosuid: sys.MOUNT_ATTR.NOSUID, nodev: sys.MOUNT_ATTR.NODEV, ...(noexec ? { noexec: sys.MOUNT_ATTR.NOEXEC } : {}) };
-  for (const [name, bit] of Object.entries(bits)) {
-    try {
-      sys.mountSetattr(fd, 0, bit);
-      out.push(name);
-      sys.mountSetattr(fd, bit);
-    } catch (err) {
-      if ((err as sys.SyscallError).code !== 'EPERM') throw err;
-    }
-  }
-  return out;
-}
-
 /**
  * Mounts the image by the plan at a fresh directory; returns the overlay's
  * mount and super options, what reading /f gives, and what running /x gives.
@@ -75,7 +59,7 @@ async function mountAndRead(verity: boolean, noexec = false): Promise<{ flags: s
   const { mountFd } = await executePlan(plan, [], { userns: cache, locker });
   let clearable: string[];
   try {
-    clearable = clearableFlags(mountFd, noexec);
+    clearable = clearableFlags(mountFd, noexec ? ['ro', 'nosuid', 'nodev', 'noexec'] : ['ro', 'nosuid', 'nodev']);
     moveMount(mountFd, mnt);
   } finally {
     closeSync(mountFd);

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LockError, MountLocker } from '../../src/broker/lock.js';
 import * as sys from '../../src/sys/syscalls.js';
+import { clearableFlags } from '../helpers/mount-flags.js';
 
 const base = mkdtempSync(join(tmpdir(), 'mountgate-lock-'));
 const runtimeDir = join(base, 'run');
@@ -44,21 +45,6 @@ function detached(recursive = false): number {
   const fd = sys.openTreeClone(sourceFd, recursive);
   sys.mountSetattr(fd, flags);
   return fd;
-}
-
-/** Which of the four flags real root could clear on the mount at fd, one at a time. */
-function clearable(fd: number): string[] {
-  const out: string[] = [];
-  for (const [name, bit] of Object.entries({ ro: sys.MOUNT_ATTR.RDONLY, nosuid: sys.MOUNT_ATTR.NOSUID, nodev: sys.MOUNT_ATTR.NODEV, noexec: sys.MOUNT_ATTR.NOEXEC })) {
-    try {
-      sys.mountSetattr(fd, 0, bit);
-      out.push(name);
-      sys.mountSetattr(fd, bit);
-    } catch (err) {
-      if ((err as sys.SyscallError).code !== 'EPERM') throw err;
-    }
-  }
-  return out;
 }
 
 function isOpen(fd: number): boolean {
@@ -95,7 +81,7 @@ const ours = () => {
 t.test('the control: the same clone unlocked has every flag clearable by real root', async (tt) => {
   const fd = detached();
   try {
-    tt.same(clearable(fd), ['ro', 'nosuid', 'nodev', 'noexec'], 'real root clears each flag of an unlocked clone');
+    tt.same(clearableFlags(fd), ['ro', 'nosuid', 'nodev', 'noexec'], 'real root clears each flag of an unlocked clone');
   } finally {
     closeSync(fd);
   }
@@ -106,14 +92,14 @@ t.test('a locked clone: no flag can be cleared, even by real root, attached or n
   const fd = await locker.lock(unlocked);
   tt.notOk(isOpen(unlocked), 'the unlocked mount fd was consumed');
   try {
-    tt.same(clearable(fd), [], 'real root clears no flag of the detached locked clone');
+    tt.same(clearableFlags(fd), [], 'real root clears no flag of the detached locked clone');
     const at = join(base, 'attached');
     mkdirSync(at);
     sys.moveMount(fd, at);
     const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === at) ?? '';
     tt.match(line, / ro,nosuid,nodev,noexec/, `attached with its flags (${line.split(' ').slice(4, 6).join(' ')})`);
     tt.notMatch(line, /shared:|master:/, `private: it neither propagates nor receives, though its source is shared (${readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === source)?.split(' ')[6]})`);
-    tt.same(clearable(fd), [], 'attached here, real root clears no flag either');
+    tt.same(clearableFlags(fd), [], 'attached here, real root clears no flag either');
     closeSync(fd);
     sys.umount2(at);
   } catch (err) {
@@ -141,7 +127,7 @@ t.test('a mount below the directory: the clone is refused (EINVAL), and the next
     if (mountedBelow()) sys.umount2(below);
   }
   const fd = await locker.lock(detached());
-  tt.same(clearable(fd), [], 'the next lock is served, locked');
+  tt.same(clearableFlags(fd), [], 'the next lock is served, locked');
   closeSync(fd);
 });
 
@@ -212,7 +198,7 @@ t.test('nothing is staged in this namespace or left staged in the helper\'s', as
 t.test('locks that race are all served, each locked', async (tt) => {
   const fds = await Promise.all(Array.from({ length: 24 }, () => locker.lock(detached())));
   tt.equal(new Set(fds).size, 24, '24 distinct mounts');
-  tt.same(fds.filter((fd) => clearable(fd).length > 0), [], 'none has a clearable flag');
+  tt.same(fds.filter((fd) => clearableFlags(fd).length > 0), [], 'none has a clearable flag');
   fds.forEach((fd) => closeSync(fd));
 });
 
@@ -224,7 +210,7 @@ t.test('killed helpers are started again by the next lock; close() ends them', a
   // The first lock after the kill may find the old pair gone mid-call; then the next one starts a new pair.
   let fd = await locker.lock(detached()).catch(() => undefined);
   fd ??= await locker.lock(detached());
-  tt.same(clearable(fd), [], 'a lock after the kill is served, locked');
+  tt.same(clearableFlags(fd), [], 'a lock after the kill is served, locked');
   closeSync(fd);
   const after = ours();
   tt.equal(after.stage.length, 1, 'one new stage helper');
@@ -253,6 +239,6 @@ t.test('idle helpers are let go, and the next lock starts them again', async (tt
   for (let i = 0; i < 100 && ours().stage.includes(started[0]!); i++) await new Promise((r) => setTimeout(r, 20));
   tt.notOk(ours().stage.includes(started[0]!), 'it is gone once idle');
   const fd = await idle.lock(detached());
-  tt.same(clearable(fd), [], 'the next lock is served, locked');
+  tt.same(clearableFlags(fd), [], 'the next lock is served, locked');
   closeSync(fd);
 });
