@@ -1,13 +1,15 @@
 // The privileged part of mountgated: it only mounts. Over its private
 // channel it receives plans (the typed steps of src/policy/plan.ts) and the
-// caller fds they name, checks their shape, carries them out and sends the
-// mount fd back. It knows no policy, parses no JSON but the frames the front
-// sent, and opens only the image and object-store paths a plan names, without
+// caller fds they name, checks that each is a plan the front's planner makes
+// (checkPlan: the steps in their order, the flags every mount gets, no id of
+// a system account in its idmap), carries them out and sends the mount fd
+// back. It knows no policy, parses no JSON but the frames the front sent
+// (and reads /etc/login.defs once), and opens only the image and object-store paths a plan names, without
 // following any symlink, and only when the front's user owns them: the front
 // writes everything the kernel is asked to parse.
-import { closeSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync, readFileSync } from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
-import type { Plan, PlanStep } from '../policy/plan.js';
+import type { MountAttr, Plan, PlanStep } from '../policy/plan.js';
 import { mountFacts, readMountTable } from '../sys/mountinfo.js';
 import * as sys from '../sys/syscalls.js';
 import type { Channel, Frame } from './channel.js';
@@ -28,8 +30,67 @@ function isPath(v: unknown): v is string {
   return typeof v === 'string' && isAbsolute(v) && normalize(v) === v && !v.includes('\0') && v.length < 4096;
 }
 
-/** The plan's steps if every one has the shape plan.ts declares, else a sentence saying which does not. */
-export function checkPlan(plan: unknown, fdCount: number): { plan: Plan } | { problem: string } {
+/**
+ * Where the system's own accounts end: login.defs' UID_MIN and GID_MIN (1000
+ * when it does not say). No id below is ever a caller's own (useradd gives
+ * users ids from there, and subordinate ranges lie above).
+ */
+export interface IdFloor {
+  uid: number;
+  gid: number;
+}
+
+/** The floor /etc/login.defs sets (its text given, or read; 1000 for what it does not say). */
+export function systemIdFloor(text?: string): IdFloor {
+  let defs = text;
+  if (defs === undefined) {
+    try {
+      defs = readFileSync('/etc/login.defs', 'utf8');
+    } catch {
+      defs = '';
+    }
+  }
+  const value = (key: string) => {
+    const m = new RegExp(`^\\s*${key}\\s+(\\d+)\\s*$`, 'm').exec(defs!);
+    return m ? Number(m[1]) : 1000;
+  };
+  return { uid: value('UID_MIN'), gid: value('GID_MIN') };
+}
+
+/** The step sequences plan.ts makes, and nothing else: every mount is idmapped, nosuid, nodev and locked before it is handed back. */
+const SEQUENCES: Record<Plan['method'], readonly PlanStep['step'][]> = {
+  BindIdmapped: ['userns', 'clone', 'setattr', 'lock', 'reply'],
+  MountImage: ['userns', 'erofs', 'setattr', 'overlay', 'lock', 'reply'],
+};
+const ALWAYS_SET: readonly MountAttr[] = ['idmap', 'nosuid', 'nodev'];
+
+/**
+ * What is wrong with a plan's idmap, or undefined: no range maps an id of a
+ * system account on its host side, nor, for a bind (where the on-disk side
+ * is the host's files), on its on-disk side. The front's policy allows a
+ * caller only ids it controls on both sides; this holds whatever the front
+ * says: a front that asked to show root's files (on-disk 0) as someone's
+ * own, or to give anything to its own system user, is refused here.
+ */
+function idmapProblem(method: Plan['method'], step: Extract<PlanStep, { step: 'userns' }>, floor: IdFloor): string | undefined {
+  for (const [name, map, min] of [['uid_map', step.uidMap, floor.uid], ['gid_map', step.gidMap, floor.gid]] as const) {
+    for (const r of map) {
+      if (r.count < 1 || r.from + r.count > 2 ** 32 || r.to + r.count > 2 ** 32) return `${name} range ${r.from} ${r.to} ${r.count} is not a range of ids`;
+      if (r.to < min) return `${name} range ${r.from} ${r.to} ${r.count} maps onto ids of system accounts (below ${min})`;
+      if (method === 'BindIdmapped' && r.from < min) return `${name} range ${r.from} ${r.to} ${r.count} shows files of system accounts (on-disk ids below ${min})`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The plan if it is one plan.ts makes (its steps of the shapes it declares,
+ * in the order it puts them, with the flags every mount gets and an idmap of
+ * no system account), else a sentence saying what is wrong. The front decides
+ * what a caller may have; this is what the executor holds to whatever the
+ * front sends.
+ */
+export function checkPlan(plan: unknown, fdCount: number, floor: IdFloor = systemIdFloor()): { plan: Plan } | { problem: string } {
   const p = plan as Plan | undefined;
   if (!p || typeof p !== 'object' || (p.method !== 'BindIdmapped' && p.method !== 'MountImage') || !Array.isArray(p.steps) || p.steps.length > 16) return { problem: 'not a plan' };
   for (const [k, s] of p.steps.entries()) {
@@ -48,6 +109,16 @@ export function checkPlan(plan: unknown, fdCount: number): { plan: Plan } | { pr
     })();
     if (!ok) return { problem: `step ${k} (${String(step?.step)}) is malformed` };
   }
+  const sequence = SEQUENCES[p.method];
+  const steps = p.steps.map((s) => s.step);
+  if (steps.length !== sequence.length || steps.some((s, k) => s !== sequence[k])) {
+    return { problem: `a ${p.method} plan is ${sequence.join(', ')}, not ${steps.join(', ')}` };
+  }
+  const set = (p.steps.find((s) => s.step === 'setattr') as Extract<PlanStep, { step: 'setattr' }>).set;
+  const missing = ALWAYS_SET.filter((a) => !set.includes(a));
+  if (missing.length > 0) return { problem: `the setattr step lacks ${missing.join(', ')}, which every mount gets` };
+  const problem = idmapProblem(p.method, p.steps[0] as Extract<PlanStep, { step: 'userns' }>, floor);
+  if (problem) return { problem };
   return { plan: p };
 }
 
@@ -93,7 +164,8 @@ function closeAll(fds: number[]): void {
  * mount table says about one mount: a read of this process's own
  * mountinfo, which no caller can stall) on the channel until it closes.
  */
-export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid: number }, log: (message: string) => void): void {
+export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid: number; idFloor?: IdFloor }, log: (message: string) => void): void {
+  const floor = deps.idFloor ?? systemIdFloor();
   channel.on('frame', (frame: Frame, fds: number[]) => {
     if (frame.type === 'up' || frame.type === 'reload-policy') return; // the front's start and reload: main.ts's business
     if (frame.type === 'mount-facts' && typeof frame.id === 'number' && fds.length === 0) {
@@ -113,7 +185,7 @@ export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid:
     const id = frame.id;
     const answer = (reply: Frame, mountFd?: number) =>
       channel.send({ id, ...reply }, mountFd === undefined ? [] : [mountFd]).catch(() => undefined).finally(() => mountFd !== undefined && closeAll([mountFd]));
-    const checked = checkPlan(frame.plan, fds.length);
+    const checked = checkPlan(frame.plan, fds.length, floor);
     if ('problem' in checked) {
       closeAll(fds);
       void answer({ ok: false, code: 'BadPlan', message: checked.problem });
