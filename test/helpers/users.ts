@@ -38,12 +38,12 @@ function runMark(): string {
   return /^\d+ [0-9a-f]+$/.test(runId) ? `mountgate test run ${runId}` : 'mountgate test user';
 }
 
-/** Creates a user; `subids: false` creates one without subordinate ranges. */
-export function createUser(prefix = 'mgt', opts: { subids?: boolean } = {}): TestUser {
+/** Creates a user; `subids: false` creates one without subordinate ranges, `system: true` a system account (an id below UID_MIN). */
+export function createUser(prefix = 'mgt', opts: { subids?: boolean; system?: boolean } = {}): TestUser {
   const name = `${prefix}-${randomBytes(3).toString('hex')}`;
   // SUB_*_COUNT=0: useradd allocates no ranges of its own from login.defs.
   run('useradd', ['--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--user-group',
-    '--comment', runMark(), '--key', 'SUB_UID_COUNT=0', '--key', 'SUB_GID_COUNT=0', name]);
+    '--comment', runMark(), '--key', 'SUB_UID_COUNT=0', '--key', 'SUB_GID_COUNT=0', ...(opts.system ? ['--system'] : []), name]);
   const start = Math.max(highestEnd('/etc/subuid'), highestEnd('/etc/subgid'), 1_000_000_000);
   const range = `${start}-${start + rangeSize - 1}`;
   if (opts.subids !== false) run('usermod', ['--add-subuids', range, '--add-subgids', range, name]);

@@ -22,7 +22,7 @@ export interface World {
 
 export interface WorldSpec {
   /** name -> options; every user gets a directory of its own. */
-  users: Record<string, { subids?: boolean }>;
+  users: Record<string, { subids?: boolean; system?: boolean }>;
   policy?: Policy | ((users: Record<string, TestUser>) => Policy);
   /** dbus-daemon limits of the private bus (the policy is always the production one). */
   busLimits?: Record<string, number>;

@@ -17,7 +17,7 @@ let world: World;
 
 t.before(async () => {
   world = await createWorld({
-    users: { alice: {}, bob: {}, carol: {} },
+    users: { alice: {}, bob: {}, carol: {}, daemon: { system: true } },
     policy: {
       version: 1,
       methods: { AddImage: all, PutObjects: all, MountImage: all, ListImages: all, RemoveImage: all, Explain: all },
@@ -91,6 +91,22 @@ t.test('MountImage with noexec: a program in the image does not run through the 
   tt.equal(ran!.ran, 'ran', 'without noexec the program runs');
   const [removed] = await probeAs(world.users.alice!, [{ op: 'removeImage', id: added!.id }]);
   tt.ok(removed!.ok, 'removed again');
+});
+
+t.test("a system account's MountImage is refused (the executor maps no id below UID_MIN), and the broker goes on serving", async (tt) => {
+  const daemon = world.users.daemon!;
+  tt.ok(daemon.uid < 1000, `a system account (uid ${daemon.uid})`);
+  const [added] = await probeAs(daemon, [{ op: 'addImage', manifest: manifest({}) }]);
+  tt.ok(added!.ok, `AddImage answered (${added!.message ?? ''})`);
+  const [refused] = await probeAs(daemon, [{ op: 'mountImage', id: added!.id }]);
+  tt.equal(refused!.ok, false, 'no mount');
+  tt.equal(refused!.name, 'org.mountgate.Error.PolicyDenied');
+  tt.match(refused!.message, new RegExp(`uid_map range 0 ${daemon.uid} 1 maps onto ids of system accounts`), `its reason: ${refused!.message}`);
+  const [ok] = await probeAs(world.users.alice!, [{ op: 'addImage', manifest: manifest({}) }]);
+  const [mounted] = await probeAs(world.users.alice!, [{ op: 'mountImage', id: ok!.id }]);
+  tt.ok(mounted!.ok, `then alice's MountImage is granted (${mounted!.message ?? ''})`);
+  await probeAs(daemon, [{ op: 'removeImage', id: added!.id }]);
+  await probeAs(world.users.alice!, [{ op: 'removeImage', id: ok!.id }]);
 });
 
 t.test('Explain shows the composefs plan for an image, and refuses for a stranger', async (tt) => {
