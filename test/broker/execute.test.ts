@@ -9,17 +9,16 @@
 // through a plain overlay of it).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { executePlan } from '../../src/broker/execute.js';
 import { MountLocker } from '../../src/broker/lock.js';
-import { writeImage } from '../../src/composefs/writer.js';
 import { planComposefsMount } from '../../src/policy/plan.js';
 import { moveMount } from '../../src/sys/syscalls.js';
 import { UserNamespaceCache } from '../../src/sys/userns.js';
-import { FsVerityHasher } from '../../src/verity/fsverity.js';
 import { clearableFlags } from '../helpers/mount-flags.js';
+import { imageMtime, writeObjectImage } from '../helpers/object-image.js';
 
 const base = mkdtempSync(join(tmpdir(), 'mountgate-execute-'));
 const objectsDir = join(base, 'objects');
@@ -33,20 +32,9 @@ t.teardown(() => {
 });
 
 const content = Buffer.from('data behind the overlay\n'.repeat(300));
-const digest = new FsVerityHasher().update(content).digest().toString('hex');
-mkdirSync(join(objectsDir, digest.slice(0, 2)), { recursive: true, mode: 0o755 });
-writeFileSync(join(objectsDir, digest.slice(0, 2), digest.slice(2)), content, { mode: 0o444 });
-const mtime = { sec: 1700000000, nsec: 0 };
 const script = Buffer.from('#!/bin/sh\necho ran\n');
 const image = join(base, 'image.cfs');
-writeFileSync(image, writeImage({
-  version: 1,
-  entries: [
-    { path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime },
-    { path: '/f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: content.length, digest, backing: `${digest.slice(0, 2)}/${digest.slice(2)}` },
-    { path: '/x', type: 'file', mode: 0o755, uid: 0, gid: 0, mtime, size: script.length, inline: script.toString('base64') },
-  ],
-}));
+writeObjectImage(image, objectsDir, content, [{ path: '/x', type: 'file', mode: 0o755, uid: 0, gid: 0, mtime: imageMtime, size: script.length, inline: script.toString('base64') }]);
 const grant = { uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: false };
 
 /**

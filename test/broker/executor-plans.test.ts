@@ -10,18 +10,17 @@
 // root (tests run in a private mount namespace).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Channel, type Frame } from '../../src/broker/channel.js';
 import { serveExecutor, systemIdFloor } from '../../src/broker/executor.js';
 import { MountLocker } from '../../src/broker/lock.js';
-import { writeImage } from '../../src/composefs/writer.js';
 import { planBind, planComposefsMount, type Plan } from '../../src/policy/plan.js';
 import { moveMount, socketpair } from '../../src/sys/syscalls.js';
 import { UserNamespaceCache } from '../../src/sys/userns.js';
-import { FsVerityHasher } from '../../src/verity/fsverity.js';
 import type { IdRange } from '../../src/schema/types.generated.js';
+import { writeObjectImage } from '../helpers/object-image.js';
 
 const base = mkdtempSync(join(tmpdir(), 'mountgate-executor-plans-'));
 const objectsDir = join(base, 'objects');
@@ -30,18 +29,8 @@ const cache = new UserNamespaceCache();
 const locker = new MountLocker(join(base, 'run'), 60_000);
 
 const content = Buffer.from('read through the mount the good plan made\n');
-const digest = new FsVerityHasher().update(content).digest().toString('hex');
-mkdirSync(join(objectsDir, digest.slice(0, 2)), { recursive: true, mode: 0o755 });
-writeFileSync(join(objectsDir, digest.slice(0, 2), digest.slice(2)), content, { mode: 0o444 });
-const mtime = { sec: 1700000000, nsec: 0 };
 const image = join(base, 'image.cfs');
-writeFileSync(image, writeImage({
-  version: 1,
-  entries: [
-    { path: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime },
-    { path: '/f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime, size: content.length, digest, backing: `${digest.slice(0, 2)}/${digest.slice(2)}` },
-  ],
-}));
+writeObjectImage(image, objectsDir, content);
 const grant = { uidMap: [{ from: 0, to: 100000, count: 65536 }], gidMap: [{ from: 0, to: 200000, count: 65536 }], noexec: true };
 const good = planComposefsMount(grant, image, objectsDir, { verity: false, fileBackedErofs: true });
 
