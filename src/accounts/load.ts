@@ -2,15 +2,17 @@
 // to know about it. A subuid range removed by the administrator must stop
 // working at once: lookupAccount reads the files afresh, and AccountCache
 // (for the broker, which asks for every call) asks the kernel on every lookup
-// whether any file changed, and reads and parses again when one did.
+// whether any file changed (login.defs too, for where user accounts' ids begin), and reads and parses again when one did.
 import { readFileSync, statSync } from 'node:fs';
-import { groupsOf, parseGroup, parsePasswd, parseSubIds, subIdsOf, type GroupEntry, type PasswdEntry, type SubIdEntry } from './parse.js';
+import { groupsOf, parseGroup, parseIdFloor, parsePasswd, parseSubIds, subIdsOf, type GroupEntry, type IdFloor, type PasswdEntry, type SubIdEntry } from './parse.js';
 
 export interface AccountFiles {
   passwd: string;
   group: string;
   subuid: string;
   subgid: string;
+  /** Where user accounts' ids begin (UID_MIN, GID_MIN); absent: /etc/login.defs. */
+  loginDefs?: string;
 }
 
 export const systemAccountFiles: AccountFiles = {
@@ -18,6 +20,7 @@ export const systemAccountFiles: AccountFiles = {
   group: '/etc/group',
   subuid: '/etc/subuid',
   subgid: '/etc/subgid',
+  loginDefs: '/etc/login.defs',
 };
 
 export interface Account {
@@ -28,6 +31,8 @@ export interface Account {
   groups: string[];
   subuids: { start: number; count: number }[];
   subgids: { start: number; count: number }[];
+  /** The floor of user accounts' ids on this system (login.defs): ids below are system accounts'. */
+  idFloor: IdFloor;
 }
 
 function readOrEmpty(path: string): string {
@@ -44,6 +49,7 @@ interface ParsedFiles {
   group: GroupEntry[];
   subuid: SubIdEntry[];
   subgid: SubIdEntry[];
+  idFloor: IdFloor;
 }
 
 function accountOf(uid: number, parsed: ParsedFiles): Account | undefined {
@@ -58,6 +64,7 @@ function accountOf(uid: number, parsed: ParsedFiles): Account | undefined {
     subuids: subIdsOf(parsed.subuid, user.name, user.uid),
     // subgid lines name the user too (by name or by uid), not a group.
     subgids: subIdsOf(parsed.subgid, user.name, user.uid),
+    idFloor: parsed.idFloor,
   };
 }
 
@@ -68,6 +75,7 @@ export function lookupAccount(uid: number, files: AccountFiles = systemAccountFi
     group: parseGroup(readOrEmpty(files.group)),
     subuid: parseSubIds(readOrEmpty(files.subuid)),
     subgid: parseSubIds(readOrEmpty(files.subgid)),
+    idFloor: parseIdFloor(readOrEmpty(files.loginDefs ?? '/etc/login.defs')),
   });
 }
 
@@ -110,6 +118,7 @@ function frozen(account: Account | undefined): Account | undefined {
   Object.freeze(account.groups);
   Object.freeze(account.subuids);
   Object.freeze(account.subgids);
+  Object.freeze(account.idFloor);
   return Object.freeze(account);
 }
 
@@ -132,6 +141,7 @@ export class AccountCache {
       group: new WatchedFile(files.group, parseGroup, nowNs),
       subuid: new WatchedFile(files.subuid, parseSubIds, nowNs),
       subgid: new WatchedFile(files.subgid, parseSubIds, nowNs),
+      idFloor: new WatchedFile(files.loginDefs ?? '/etc/login.defs', parseIdFloor, nowNs),
     };
   }
 
@@ -140,9 +150,10 @@ export class AccountCache {
     const group = this.files.group.current();
     const subuid = this.files.subuid.current();
     const subgid = this.files.subgid.current();
-    if (passwd.changed || group.changed || subuid.changed || subgid.changed) this.accounts.clear();
+    const idFloor = this.files.idFloor.current();
+    if (passwd.changed || group.changed || subuid.changed || subgid.changed || idFloor.changed) this.accounts.clear();
     if (this.accounts.has(uid)) return this.accounts.get(uid);
-    const account = frozen(accountOf(uid, { passwd: passwd.value, group: group.value, subuid: subuid.value, subgid: subgid.value }));
+    const account = frozen(accountOf(uid, { passwd: passwd.value, group: group.value, subuid: subuid.value, subgid: subgid.value, idFloor: idFloor.value }));
     if (this.accounts.size >= maxCachedAccounts) this.accounts.clear();
     this.accounts.set(uid, account);
     return account;

@@ -71,3 +71,18 @@ export function groupsOf(groups: GroupEntry[], user: PasswdEntry): string[] {
   }
   return [...names].sort();
 }
+
+/** Where the system's own accounts end: the first uid and gid of a user account (login.defs' UID_MIN and GID_MIN). */
+export interface IdFloor {
+  uid: number;
+  gid: number;
+}
+
+/** UID_MIN and GID_MIN of a login.defs text; 1000 (shadow's default) for what it does not set. */
+export function parseIdFloor(text: string): IdFloor {
+  const value = (key: string) => {
+    const m = new RegExp(`^\\s*${key}\\s+(\\d+)\\s*$`, 'm').exec(text);
+    return m ? Number(m[1]) : 1000;
+  };
+  return { uid: value('UID_MIN'), gid: value('GID_MIN') };
+}

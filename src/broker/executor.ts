@@ -9,6 +9,8 @@
 // writes everything the kernel is asked to parse.
 import { closeSync, fstatSync, readFileSync } from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
+import { parseIdFloor, type IdFloor } from '../accounts/parse.js';
+import { systemSide } from '../policy/idmap.js';
 import type { MountAttr, Plan, PlanStep } from '../policy/plan.js';
 import { mountFacts, readMountTable } from '../sys/mountinfo.js';
 import * as sys from '../sys/syscalls.js';
@@ -30,31 +32,13 @@ function isPath(v: unknown): v is string {
   return typeof v === 'string' && isAbsolute(v) && normalize(v) === v && !v.includes('\0') && v.length < 4096;
 }
 
-/**
- * Where the system's own accounts end: login.defs' UID_MIN and GID_MIN (1000
- * when it does not say). No id below is ever a caller's own (useradd gives
- * users ids from there, and subordinate ranges lie above).
- */
-export interface IdFloor {
-  uid: number;
-  gid: number;
-}
-
-/** The floor /etc/login.defs sets (its text given, or read; 1000 for what it does not say). */
-export function systemIdFloor(text?: string): IdFloor {
-  let defs = text;
-  if (defs === undefined) {
-    try {
-      defs = readFileSync('/etc/login.defs', 'utf8');
-    } catch {
-      defs = '';
-    }
+/** The floor of user accounts' ids this machine's /etc/login.defs sets (see parseIdFloor). */
+export function systemIdFloor(): IdFloor {
+  try {
+    return parseIdFloor(readFileSync('/etc/login.defs', 'utf8'));
+  } catch {
+    return parseIdFloor('');
   }
-  const value = (key: string) => {
-    const m = new RegExp(`^\\s*${key}\\s+(\\d+)\\s*$`, 'm').exec(defs!);
-    return m ? Number(m[1]) : 1000;
-  };
-  return { uid: value('UID_MIN'), gid: value('GID_MIN') };
 }
 
 /** The step sequences plan.ts makes, and nothing else: every mount is idmapped, nosuid, nodev and locked before it is handed back. */
@@ -75,9 +59,11 @@ const ALWAYS_SET: readonly MountAttr[] = ['idmap', 'nosuid', 'nodev'];
 function idmapProblem(method: Plan['method'], step: Extract<PlanStep, { step: 'userns' }>, floor: IdFloor): string | undefined {
   for (const [name, map, min] of [['uid_map', step.uidMap, floor.uid], ['gid_map', step.gidMap, floor.gid]] as const) {
     for (const r of map) {
-      if (r.count < 1 || r.from + r.count > 2 ** 32 || r.to + r.count > 2 ** 32) return `${name} range ${r.from} ${r.to} ${r.count} is not a range of ids`;
-      if (r.to < min) return `${name} range ${r.from} ${r.to} ${r.count} maps onto ids of system accounts (below ${min})`;
-      if (method === 'BindIdmapped' && r.from < min) return `${name} range ${r.from} ${r.to} ${r.count} shows files of system accounts (on-disk ids below ${min})`;
+      const range = `${name} range ${r.from} ${r.to} ${r.count}`;
+      if (r.count < 1 || r.from + r.count > 2 ** 32 || r.to + r.count > 2 ** 32) return `${range} is not a range of ids`;
+      const side = systemSide(r, min, method === 'BindIdmapped');
+      if (side === 'host') return `${range} maps onto ids of system accounts (below ${min})`;
+      if (side === 'disk') return `${range} shows files of system accounts (on-disk ids below ${min})`;
     }
   }
   return undefined;

@@ -11,6 +11,6 @@ export function identityOf(uid: number, pid: number, accounts: AccountCache): Ca
   return {
     uid,
     pid,
-    account: { name: account.name, gid: account.gid, groups: account.groups, subuids: account.subuids, subgids: account.subgids },
+    account: { name: account.name, gid: account.gid, groups: account.groups, subuids: account.subuids, subgids: account.subgids, idFloor: account.idFloor },
   };
 }

@@ -5,7 +5,7 @@
 import type { Reason } from '../errors.js';
 import type { BindRequest, IdRange, Policy } from '../schema/types.generated.js';
 import { defaultLimits } from './default.js';
-import { controlledIds, covers, identityMap, type Interval, shapeProblems } from './idmap.js';
+import { controlledIds, covers, identityMap, type Interval, shapeProblems, systemSide } from './idmap.js';
 
 export const brokerMethods = ['GetInfo', 'BindIdmapped', 'Explain', 'AddImage', 'PutObjects', 'ProveObjects', 'MountImage', 'ListImages', 'RemoveImage'] as const;
 export type BrokerMethod = (typeof brokerMethods)[number];
@@ -22,6 +22,8 @@ export interface CallerIdentity {
     groups: string[];
     subuids: { start: number; count: number }[];
     subgids: { start: number; count: number }[];
+    /** Where user accounts' ids begin (login.defs); no map may reach below (systemIdChecks). Absent: not checked here (the executor still does). */
+    idFloor?: { uid: number; gid: number };
   };
 }
 
@@ -233,6 +235,27 @@ export function bindMapChecks(
   return { checks, map };
 }
 
+/**
+ * The executor's rule, said to the caller before it asks: no range of a map
+ * may reach an id of a system account (below login.defs' UID_MIN or
+ * GID_MIN) on its host side, nor, for a bind (`disk`), on its on-disk side.
+ * Only a caller that is a system account (whose own ids are there) meets it.
+ */
+export function systemIdChecks(caller: CallerIdentity, maps: { uidMap: IdRange[]; gidMap: IdRange[] }, disk: boolean): Check[] {
+  const floor = caller.account?.idFloor;
+  if (!floor) return [];
+  const checks: Check[] = [];
+  for (const [name, map, min, key] of [['uidMap', maps.uidMap, floor.uid, 'UID_MIN'], ['gidMap', maps.gidMap, floor.gid, 'GID_MIN']] as const) {
+    map.forEach((r, k) => {
+      const side = systemSide(r, min, disk);
+      if (!side) return;
+      const ids = side === 'host' ? `host ids ${fmtRange(r.to, r.count)}` : `on-disk ids ${fmtRange(r.from, r.count)}`;
+      checks.push({ ok: false, reason: 'PolicyDenied', message: `${name}[${k}] ${fmtRange(r.from, r.count)} -> ${fmtRange(r.to, r.count)}: ${ids} include ids of system accounts (below ${key} ${min} in /etc/login.defs); mountgate mounts only for user accounts` });
+    });
+  }
+  return checks;
+}
+
 export interface BindDecisionInput {
   caller: CallerIdentity;
   request: BindRequest;
@@ -248,7 +271,7 @@ export function decideBind({ caller, request, source, policy, usage }: BindDecis
   const account = caller.account!;
   const uid = bindMapChecks('uidMap', request.uidMap, caller.uid, account.subuids);
   const gid = bindMapChecks('gidMap', request.gidMap, account.gid, account.subgids);
-  checks.push(...uid.checks, ...gid.checks);
+  checks.push(...uid.checks, ...gid.checks, ...systemIdChecks(caller, { uidMap: uid.map, gidMap: gid.map }, true));
   const flags = ['nosuid', 'nodev', ...(request.readOnly ? ['ro'] : []), ...(request.noexec ? ['noexec'] : [])];
   const inherited = source.mountOptions.filter((o) => !flags.includes(o));
   checks.push({

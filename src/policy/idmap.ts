@@ -115,3 +115,18 @@ export function rootlessMap(own: number, subordinate: { start: number; count: nu
   }
   return map;
 }
+
+/**
+ * Which side of a range reaches below the floor of user accounts' ids
+ * (login.defs' UID_MIN or GID_MIN): 'host' when its host ids do, 'disk' when
+ * its on-disk ids do and `disk` asks (a bind's on-disk ids are the host's own
+ * files; an image's are its own), else undefined. No caller's own ids are
+ * there, and the executor refuses any plan whose idmap is (executor.ts): a
+ * map onto them would give files to a system account, or show root's files
+ * as someone's.
+ */
+export function systemSide(r: IdRange, floor: number, disk: boolean): 'host' | 'disk' | undefined {
+  if (r.to < floor) return 'host';
+  if (disk && r.from < floor) return 'disk';
+  return undefined;
+}

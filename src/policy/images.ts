@@ -2,7 +2,7 @@
 // image, which objects must it still upload, may it mount it with this map.
 import type { IdRange, MountRequest, Policy } from '../schema/types.generated.js';
 import { defaultImageLimits } from './default.js';
-import { limitChecks, methodChecks, verdictOf, type CallerIdentity, type Check, type UsageFacts, type Verdict } from './decide.js';
+import { limitChecks, methodChecks, systemIdChecks, verdictOf, type CallerIdentity, type Check, type UsageFacts, type Verdict } from './decide.js';
 import { controlledIds, covers, rootlessMap, shapeProblems } from './idmap.js';
 
 /** What the broker learned from a validated manifest. */
@@ -159,6 +159,7 @@ export function decideMountImage(input: {
   const uidMap = input.request.uidMap ?? rootlessMap(caller.uid, account.subuids);
   const gidMap = input.request.gidMap ?? rootlessMap(account.gid, account.subgids);
   checks.push(...hostSideChecks('uidMap', uidMap, caller.uid, account.subuids), ...hostSideChecks('gidMap', gidMap, account.gid, account.subgids));
+  checks.push(...systemIdChecks(caller, { uidMap, gidMap }, false));
   checks.push({
     ok: true,
     message: `flags: nosuid, nodev${input.request.noexec ? ', noexec' : ''}, read-only, set on the mount you get and locked (no one it is handed to can clear them); read-only also holds in the filesystems themselves (EROFS and an overlay without an upper layer cannot be written)`,

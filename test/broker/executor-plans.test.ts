@@ -14,6 +14,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Channel, type Frame } from '../../src/broker/channel.js';
+import { parseIdFloor } from '../../src/accounts/parse.js';
 import { serveExecutor, systemIdFloor } from '../../src/broker/executor.js';
 import { MountLocker } from '../../src/broker/lock.js';
 import { planBind, planComposefsMount, type Plan } from '../../src/policy/plan.js';
@@ -143,8 +144,8 @@ t.test('after them, the good plan mounts the image, noexec, and its file reads',
 });
 
 t.test('the floor of system ids is login.defs\' UID_MIN and GID_MIN, 1000 where it says nothing', async (tt) => {
-  tt.same(systemIdFloor('# comment\nUID_MIN\t\t 2000\nGID_MIN 3000\nSYS_UID_MIN 100\n'), { uid: 2000, gid: 3000 });
-  tt.same(systemIdFloor('#UID_MIN 5\nUID_MINIMUM 7\n'), { uid: 1000, gid: 1000 }, 'a commented or other key is not read');
+  tt.same(parseIdFloor('# comment\nUID_MIN\t\t 2000\nGID_MIN 3000\nSYS_UID_MIN 100\n'), { uid: 2000, gid: 3000 });
+  tt.same(parseIdFloor('#UID_MIN 5\nUID_MINIMUM 7\n'), { uid: 1000, gid: 1000 }, 'a commented or other key is not read');
   const floor = systemIdFloor();
   tt.ok(floor.uid >= 1 && floor.gid >= 1, `this machine's: uid ${floor.uid}, gid ${floor.gid}`);
 });

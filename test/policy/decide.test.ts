@@ -12,6 +12,9 @@ const alice: CallerIdentity = {
 };
 const noSubids: CallerIdentity = { ...alice, account: { ...alice.account!, subuids: [], subgids: [] } };
 const unknown: CallerIdentity = { uid: 4242, pid: 1 };
+/** A system account (uid 995, below login.defs' UID_MIN) with subordinate ranges and a directory of its own. */
+const daemon: CallerIdentity = { uid: 995, pid: 7, account: { ...alice.account!, name: 'daemon', gid: 993, idFloor: { uid: 1000, gid: 1000 } } };
+const withFloor: CallerIdentity = { ...alice, account: { ...alice.account!, idFloor: { uid: 1000, gid: 1000 } } };
 const home: SourceFacts = { kind: 'directory', ownerUid: 1000, fsType: 'ext4', fsDenied: false, path: '/home/alice/src', inBrokerNamespace: true, mountOptions: [], mountsBelow: [] };
 const idle = { inFlight: 0, lastMinute: 0 };
 
@@ -32,6 +35,9 @@ const nobody: Policy = { version: 1, methods: {} };
 
 const rows: Row[] = [
   { name: 'identity over own ids on an owned directory', allowed: true },
+  { name: 'a user account, with the floor of system ids known', caller: withFloor, allowed: true },
+  { name: 'a system account: its own uid is below UID_MIN', caller: daemon, source: { ownerUid: 995 }, allowed: false, reason: 'PolicyDenied', message: /uidMap\[0\] 995 -> 995: host ids 995 include ids of system accounts \(below UID_MIN 1000 in \/etc\/login\.defs\)/ },
+  { name: 'a system account mapping only subordinate ids: allowed', caller: daemon, source: { ownerUid: 995 }, request: { uidMap: [{ from: 100000, to: 100000, count: 10 }], gidMap: [{ from: 100000, to: 100000, count: 10 }] }, allowed: true },
   { name: 'explicit swap of own uid and a subordinate id', request: { uidMap: [{ from: 1000, to: 100999, count: 1 }, { from: 100999, to: 1000, count: 1 }] }, allowed: true },
   { name: 'unknown uid', caller: unknown, allowed: false, reason: 'PolicyDenied', message: /uid 4242 has no entry in \/etc\/passwd/ },
   { name: 'no subordinate ids', caller: noSubids, allowed: false, reason: 'PolicyDenied', message: /no range in \/etc\/subuid or \/etc\/subgid/ },
