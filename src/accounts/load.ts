@@ -2,7 +2,8 @@
 // to know about it. A subuid range removed by the administrator must stop
 // working at once: lookupAccount reads the files afresh, and AccountCache
 // (for the broker, which asks for every call) asks the kernel on every lookup
-// whether any file changed (login.defs too, for where user accounts' ids begin), and reads and parses again when one did.
+// whether any file changed (login.defs too, for where user accounts' ids
+// begin), and reads and parses again when one did.
 import { readFileSync, statSync } from 'node:fs';
 import { groupsOf, parseGroup, parseIdFloor, parsePasswd, parseSubIds, subIdsOf, type GroupEntry, type IdFloor, type PasswdEntry, type SubIdEntry } from './parse.js';
 
@@ -15,12 +16,15 @@ export interface AccountFiles {
   loginDefs?: string;
 }
 
+/** Where the system says user accounts' ids begin (UID_MIN, GID_MIN). */
+export const loginDefsPath = '/etc/login.defs';
+
 export const systemAccountFiles: AccountFiles = {
   passwd: '/etc/passwd',
   group: '/etc/group',
   subuid: '/etc/subuid',
   subgid: '/etc/subgid',
-  loginDefs: '/etc/login.defs',
+  loginDefs: loginDefsPath,
 };
 
 export interface Account {
@@ -75,8 +79,13 @@ export function lookupAccount(uid: number, files: AccountFiles = systemAccountFi
     group: parseGroup(readOrEmpty(files.group)),
     subuid: parseSubIds(readOrEmpty(files.subuid)),
     subgid: parseSubIds(readOrEmpty(files.subgid)),
-    idFloor: parseIdFloor(readOrEmpty(files.loginDefs ?? '/etc/login.defs')),
+    idFloor: readIdFloor(files.loginDefs),
   });
+}
+
+/** The floor of user accounts' ids a login.defs sets (parseIdFloor; a missing file sets none: the defaults). */
+export function readIdFloor(path: string = loginDefsPath): IdFloor {
+  return parseIdFloor(readOrEmpty(path));
 }
 
 /**
@@ -141,7 +150,7 @@ export class AccountCache {
       group: new WatchedFile(files.group, parseGroup, nowNs),
       subuid: new WatchedFile(files.subuid, parseSubIds, nowNs),
       subgid: new WatchedFile(files.subgid, parseSubIds, nowNs),
-      idFloor: new WatchedFile(files.loginDefs ?? '/etc/login.defs', parseIdFloor, nowNs),
+      idFloor: new WatchedFile(files.loginDefs ?? loginDefsPath, parseIdFloor, nowNs),
     };
   }
 

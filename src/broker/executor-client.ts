@@ -58,7 +58,7 @@ function executorError(code: string, message: string): Error {
   if (code === 'Lock:EINVAL') return new PolicyDeniedError('the directory has a mount below it (the kernel refused to clone it without uncovering what that mount hides); bind a directory with no mounts below it');
   // The filesystem does not take an idmap (a FUSE server that did not opt in, for one).
   if (code === 'mount_setattr:EINVAL') return new UnsupportedError("the directory's filesystem cannot be idmapped (the kernel refused MOUNT_ATTR_IDMAP); FUSE filesystems allow it only when their server opts in");
-  // A plan the executor holds to other rules than the front's policy: an idmap onto a system account's ids (a caller that is one).
-  if (code === 'BadPlan') return new PolicyDeniedError(`the executor refused the mount: ${message}; mountgate mounts only for ids of user accounts (login.defs UID_MIN and GID_MIN and up)`);
+  // A plan the front granted and the executor refuses (checkPlan: what it holds to whatever the front says).
+  if (code === 'BadPlan') return new PolicyDeniedError(`the executor refused the mount: ${message}`);
   return new Error(`the executor failed: ${code}: ${message}`);
 }

@@ -4,12 +4,14 @@
 // (checkPlan: the steps in their order, the flags every mount gets, no id of
 // a system account in its idmap), carries them out and sends the mount fd
 // back. It knows no policy, parses no JSON but the frames the front sent
-// (and reads /etc/login.defs once), and opens only the image and object-store paths a plan names, without
-// following any symlink, and only when the front's user owns them: the front
-// writes everything the kernel is asked to parse.
-import { closeSync, fstatSync, readFileSync } from 'node:fs';
+// (and reads /etc/login.defs once), and opens only the image and
+// object-store paths a plan names, without following any symlink, and only
+// when the front's user owns them: the front writes everything the kernel is
+// asked to parse.
+import { closeSync, fstatSync } from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
-import { parseIdFloor, type IdFloor } from '../accounts/parse.js';
+import { readIdFloor } from '../accounts/load.js';
+import type { IdFloor } from '../accounts/parse.js';
 import { systemSide } from '../policy/idmap.js';
 import type { MountAttr, Plan, PlanStep } from '../policy/plan.js';
 import { mountFacts, readMountTable } from '../sys/mountinfo.js';
@@ -30,15 +32,6 @@ function isRanges(v: unknown): boolean {
 
 function isPath(v: unknown): v is string {
   return typeof v === 'string' && isAbsolute(v) && normalize(v) === v && !v.includes('\0') && v.length < 4096;
-}
-
-/** The floor of user accounts' ids this machine's /etc/login.defs sets (see parseIdFloor). */
-export function systemIdFloor(): IdFloor {
-  try {
-    return parseIdFloor(readFileSync('/etc/login.defs', 'utf8'));
-  } catch {
-    return parseIdFloor('');
-  }
 }
 
 /** The step sequences plan.ts makes, and nothing else: every mount is idmapped, nosuid, nodev and locked before it is handed back. */
@@ -76,7 +69,7 @@ function idmapProblem(method: Plan['method'], step: Extract<PlanStep, { step: 'u
  * what a caller may have; this is what the executor holds to whatever the
  * front sends.
  */
-export function checkPlan(plan: unknown, fdCount: number, floor: IdFloor = systemIdFloor()): { plan: Plan } | { problem: string } {
+export function checkPlan(plan: unknown, fdCount: number, floor: IdFloor = readIdFloor()): { plan: Plan } | { problem: string } {
   const p = plan as Plan | undefined;
   if (!p || typeof p !== 'object' || (p.method !== 'BindIdmapped' && p.method !== 'MountImage') || !Array.isArray(p.steps) || p.steps.length > 16) return { problem: 'not a plan' };
   for (const [k, s] of p.steps.entries()) {
@@ -151,7 +144,7 @@ function closeAll(fds: number[]): void {
  * mountinfo, which no caller can stall) on the channel until it closes.
  */
 export function serveExecutor(channel: Channel, deps: ExecutorDeps & { frontUid: number; idFloor?: IdFloor }, log: (message: string) => void): void {
-  const floor = deps.idFloor ?? systemIdFloor();
+  const floor = deps.idFloor ?? readIdFloor();
   channel.on('frame', (frame: Frame, fds: number[]) => {
     if (frame.type === 'up' || frame.type === 'reload-policy') return; // the front's start and reload: main.ts's business
     if (frame.type === 'mount-facts' && typeof frame.id === 'number' && fds.length === 0) {

@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Channel, type Frame } from '../../src/broker/channel.js';
 import { parseIdFloor } from '../../src/accounts/parse.js';
-import { serveExecutor, systemIdFloor } from '../../src/broker/executor.js';
+import { readIdFloor } from '../../src/accounts/load.js';
+import { serveExecutor } from '../../src/broker/executor.js';
 import { MountLocker } from '../../src/broker/lock.js';
 import { planBind, planComposefsMount, type Plan } from '../../src/policy/plan.js';
 import { moveMount, socketpair } from '../../src/sys/syscalls.js';
@@ -146,6 +147,6 @@ t.test('after them, the good plan mounts the image, noexec, and its file reads',
 t.test('the floor of system ids is login.defs\' UID_MIN and GID_MIN, 1000 where it says nothing', async (tt) => {
   tt.same(parseIdFloor('# comment\nUID_MIN\t\t 2000\nGID_MIN 3000\nSYS_UID_MIN 100\n'), { uid: 2000, gid: 3000 });
   tt.same(parseIdFloor('#UID_MIN 5\nUID_MINIMUM 7\n'), { uid: 1000, gid: 1000 }, 'a commented or other key is not read');
-  const floor = systemIdFloor();
+  const floor = readIdFloor();
   tt.ok(floor.uid >= 1 && floor.gid >= 1, `this machine's: uid ${floor.uid}, gid ${floor.gid}`);
 });
