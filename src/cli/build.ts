@@ -8,7 +8,7 @@ import { readDump } from '../composefs/dump-tree.js';
 import type { ImageTree } from '../composefs/tree.js';
 import { imageTree, writeTree, type ImageInput } from '../composefs/writer.js';
 import { InvalidManifestError } from '../manifest/errors.js';
-import { readInputBytes, runAction, writeOutput } from './io.js';
+import { inputFileSize, readInputBytes, runAction, writeOutput } from './io.js';
 
 export interface BuildOptions {
   output: string;
@@ -43,23 +43,35 @@ function versions(opts: BuildOptions): { minVersion?: number; maxVersion?: numbe
  */
 export async function buildImageFile(file: string, opts: BuildOptions): Promise<void> {
   if (opts.output === '-' && process.stdout.isTTY) throw new Error('standard output is a terminal: refusing to write an image there');
-  let bytes: Buffer | undefined = readInputBytes(file);
   let tree: ImageTree;
   // The input's problems first, then the options'.
   if (opts.fromDump) {
     const strict = !opts.lenient;
-    const read = readDump(bytes, strict);
-    bytes = undefined; // (a dump's inline contents still hold views of it)
+    const read = readDump(readInputBytes(file), strict);
     let input: ImageInput | undefined = 'source' in read ? read : { manifest: (await import('../composefs/convert.js')).manifestFromParsedDump(read.data, read.dump, { strict }), consume: true };
     tree = imageTree(input, versions(opts));
     input = undefined;
   } else {
-    const [{ manifestText }, { manifestTextTree }] = await Promise.all([import('../manifest/load.js'), import('../composefs/manifest-tree.js')]);
-    let json: string | undefined = manifestText(bytes);
-    bytes = undefined; // the build need not hold the bytes as well as their text
-    // The versions are read once the manifest is found sound: its problems come first.
-    tree = manifestTextTree(json, () => versions(opts));
-    json = undefined; // not held while the image is written
+    // A large manifest's entries are checked on a worker, started first so that its start overlaps the reading;
+    // the text is read into memory it shares.
+    const { CheckAhead, CHECK_AHEAD_MIN_BYTES } = await import('../composefs/check-ahead.js');
+    const size = inputFileSize(file);
+    let ahead = size !== undefined && size >= CHECK_AHEAD_MIN_BYTES ? new CheckAhead() : undefined;
+    try {
+      let bytes: Buffer | undefined = readInputBytes(file, ahead !== undefined);
+      const [{ manifestTextBytes }, { manifestTextTree }] = await Promise.all([import('../manifest/load.js'), import('../composefs/manifest-tree.js')]);
+      if (ahead === undefined && bytes.length >= CHECK_AHEAD_MIN_BYTES) ahead = new CheckAhead();
+      let text: Buffer | undefined = manifestTextBytes(bytes, ahead !== undefined);
+      bytes = undefined; // (the same bytes when they are ASCII)
+      ahead?.share(text);
+      let json: string | undefined = text.toString('latin1');
+      text = undefined; // the build need not hold the bytes as well as their text
+      // The versions are read once the manifest is found sound: its problems come first.
+      tree = manifestTextTree(json, () => versions(opts), ahead);
+      json = undefined; // not held while the image is written
+    } finally {
+      ahead?.stop();
+    }
   }
   writeOutput(opts.output, writeTree(tree));
 }

@@ -23,6 +23,7 @@ import { UTF8_TEXT, type TextCodec } from '../manifest/text.js';
 import type { Entry } from '../schema/types.generated.js';
 import { entryInode, Kind, ownString, type Attributed, type Directory, type ImageTree, type Inode, type Link, type TreeBuilder, type TreeSource } from './tree.js';
 import { imageTree, type WriteOptions } from './writer.js';
+import type { CheckAhead } from './check-ahead.js';
 
 /** The streaming path gives up on the text; the whole-manifest path decides. */
 class GiveUp extends Error {}
@@ -30,7 +31,8 @@ class GiveUp extends Error {}
 class ManifestTextSource implements TreeSource {
   readonly codec: TextCodec = UTF8_TEXT;
   readonly count: number;
-  private readonly checker = new EntryChecker(UTF8_TEXT);
+  /** Checks each entry here, unless a worker checks them ahead (`ahead`). */
+  private readonly checker: EntryChecker | undefined;
   /** The entry the tree is asking about, parsed and checked, and the index of its directory; let go once its inode is made. */
   private entry: Entry | undefined;
   private index = -1;
@@ -39,24 +41,32 @@ class ManifestTextSource implements TreeSource {
   private readonly hardlinks = new Map<number, string>();
   private root: Directory | undefined;
 
-  constructor(private readonly text: string, private readonly layout: ManifestLayout) {
+  constructor(private readonly text: string, private readonly layout: ManifestLayout, private readonly ahead?: CheckAhead) {
     this.count = layout.count;
+    this.checker = ahead === undefined ? new EntryChecker(UTF8_TEXT) : undefined;
   }
 
   /** Entry i, the one after the last (the tree asks in manifest order). */
   private at(i: number): Entry {
     if (i === this.index) return this.entry!;
+    const ahead = this.ahead;
+    if (ahead !== undefined && !ahead.checked(i)) throw new GiveUp();
     let value: unknown;
     try {
       value = JSON.parse(this.text.slice(this.layout.starts[i], this.layout.ends[i]));
     } catch {
       throw new GiveUp();
     }
-    if (!entryPassesSchema(value)) throw new GiveUp();
     const entry = value as Entry;
-    if (checkEntryEncodable(entry, i)) throw new GiveUp(); // bytes: the codec is binary
-    this.parentIndex = this.checker.check(entry, i);
-    if (this.checker.tight) throw new GiveUp();
+    if (ahead !== undefined) {
+      // The same text the worker parsed and checked: the same entry.
+      this.parentIndex = ahead.parents[i]!;
+    } else {
+      if (!entryPassesSchema(value)) throw new GiveUp();
+      if (checkEntryEncodable(entry, i)) throw new GiveUp(); // bytes: the codec is binary
+      this.parentIndex = this.checker!.check(entry, i);
+      if (this.checker!.tight) throw new GiveUp();
+    }
     this.entry = entry;
     this.index = i;
     return entry;
@@ -116,8 +126,8 @@ function childNamed(dir: Directory, name: string): Inode | Link | undefined {
   return undefined;
 }
 
-/** The text as a tree source, when its document and entry boundaries are as the streaming path expects. */
-function manifestTextSource(json: string): TreeSource | undefined {
+/** Where a text's entries are, when its document and entry boundaries are as the streaming path expects. */
+function streamableLayout(json: string): ManifestLayout | undefined {
   const layout = scanManifest(json);
   if (layout === undefined || !headPassesSchema(layout.head, layout.count)) return undefined;
   try {
@@ -125,22 +135,26 @@ function manifestTextSource(json: string): TreeSource | undefined {
   } catch {
     return undefined;
   }
-  return new ManifestTextSource(json, layout);
+  return layout;
 }
 
 /**
  * The tree of a manifest's JSON text built entry by entry, or undefined when
  * the streaming path gives up on it (on any problem: the whole-manifest path
- * words it). `options` is asked for when the build begins.
+ * words it). `options` is asked for when the build begins. With `ahead`, a
+ * worker checks the entries (check-ahead.ts); it is let go either way.
  */
-export function streamedManifestTree(json: string, options: () => WriteOptions): ImageTree | undefined {
-  const source = manifestTextSource(json);
-  if (source === undefined) return undefined;
+export function streamedManifestTree(json: string, options: () => WriteOptions, ahead?: CheckAhead): ImageTree | undefined {
   try {
-    return imageTree({ source }, options());
+    const layout = streamableLayout(json);
+    if (layout === undefined) return undefined;
+    ahead?.start(layout);
+    return imageTree({ source: new ManifestTextSource(json, layout, ahead) }, options());
   } catch (err) {
     if (err instanceof GiveUp || err instanceof InvalidManifestError) return undefined;
     throw err;
+  } finally {
+    ahead?.stop();
   }
 }
 
@@ -150,10 +164,12 @@ export function streamedManifestTree(json: string, options: () => WriteOptions):
  * throws InvalidManifestError, as parseManifestText and the writer do. The
  * options may be given as a function, asked for once the manifest's own
  * problems would have been found (a bad option is reported after them).
+ * `ahead`: a worker to check the entries while the tree is built (for a
+ * large manifest: CHECK_AHEAD_MIN_BYTES), given the same text (share).
  */
-export function manifestTextTree(json: string, options: WriteOptions | (() => WriteOptions) = {}): ImageTree {
+export function manifestTextTree(json: string, options: WriteOptions | (() => WriteOptions) = {}, ahead?: CheckAhead): ImageTree {
   const optionsNow = typeof options === 'function' ? options : () => options;
-  const streamed = streamedManifestTree(json, optionsNow);
+  const streamed = streamedManifestTree(json, optionsNow, ahead);
   if (streamed !== undefined) return streamed;
   const manifest = parseManifestText(json);
   return imageTree({ manifest, consume: true }, optionsNow());

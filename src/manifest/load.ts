@@ -174,34 +174,57 @@ export function parseManifest(text: string | Buffer): CheckedManifest {
  * does not hold both.
  */
 export function manifestText(bytes: Buffer): string {
-  checkManifestSize(bytes.length);
-  if (isAscii(bytes)) return bytes.toString('latin1');
-  if (!isUtf8(bytes)) throw new InvalidManifestError('is not valid UTF-8: JSON text is UTF-8; write a name that is not UTF-8 as {"base64": "..."}', '(document)');
-  return asciiJson(bytes);
+  return manifestTextBytes(bytes).toString('latin1');
 }
 
 /**
- * UTF-8 JSON text as a string of one byte per character, which it would not
- * be decoded as it is: V8 holds a string with any character above U+00FF at
- * two bytes per character, so one accented name doubled the memory of a
- * 40 MB manifest's text. Outside its strings JSON is ASCII, and inside them
- * a \uXXXX escape parses to the character it names, so every character
- * beyond ASCII is written as its escape (UTF-16 units, as JSON counts them).
+ * manifestText's text as its bytes, ASCII: `bytes` themselves when they are
+ * ASCII. `shared`: in a SharedArrayBuffer of their size, for a worker to read
+ * too (`bytes` themselves when they are ASCII and already so).
+ */
+export function manifestTextBytes(bytes: Buffer, shared = false): Buffer {
+  checkManifestSize(bytes.length);
+  if (isAscii(bytes)) return shared && !isWholeShared(bytes) ? copyInto(bytes.length, [bytes], true) : bytes;
+  if (!isUtf8(bytes)) throw new InvalidManifestError('is not valid UTF-8: JSON text is UTF-8; write a name that is not UTF-8 as {"base64": "..."}', '(document)');
+  return asciiJson(bytes, shared);
+}
+
+function isWholeShared(bytes: Buffer): boolean {
+  return bytes.buffer instanceof SharedArrayBuffer && bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength;
+}
+
+function copyInto(length: number, pieces: Buffer[], shared: boolean): Buffer {
+  const out = shared ? Buffer.from(new SharedArrayBuffer(length)) : Buffer.allocUnsafe(length);
+  let at = 0;
+  for (const piece of pieces) at += piece.copy(out, at);
+  return out;
+}
+
+/**
+ * UTF-8 JSON text as ASCII, to be held as a string of one byte per
+ * character, which it would not be if decoded as it is: V8 holds a string
+ * with any character above U+00FF at two bytes per character, so one
+ * accented name doubled the memory of a 40 MB manifest's text. Outside its
+ * strings JSON is ASCII, and inside them a \uXXXX escape parses to the
+ * character it names, so every character beyond ASCII is written as its
+ * escape (UTF-16 units, as JSON counts them).
  * (The position a JSON syntax error names counts the escaped text.)
  */
-function asciiJson(bytes: Buffer): string {
+function asciiJson(bytes: Buffer, shared: boolean): Buffer {
   // Most of a manifest is ASCII: only the pieces that are not are decoded
   // and escaped, each piece cut at a character boundary (not before a
   // continuation byte, 10xxxxxx).
   const pieces: Buffer[] = [];
+  let length = 0;
   for (let start = 0; start < bytes.length; ) {
     let end = Math.min(start + ASCII_PIECE, bytes.length);
     while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end++;
     const piece = bytes.subarray(start, end);
     pieces.push(isAscii(piece) ? piece : Buffer.from(escapeNonAscii(piece.toString('utf8')), 'latin1'));
+    length += pieces[pieces.length - 1]!.length;
     start = end;
   }
-  return Buffer.concat(pieces).toString('latin1');
+  return copyInto(length, pieces, shared);
 }
 
 /** How much of a manifest's text asciiJson looks at a time. */

@@ -15,7 +15,7 @@ import { InvalidManifestError } from '../../src/manifest/errors.js';
 import { manifestText, parseManifestText } from '../../src/manifest/load.js';
 import { codecFor, UTF8_TEXT } from '../../src/manifest/text.js';
 import type { Manifest } from '../../src/schema/types.generated.js';
-import { mutate, toManifest, treeInput } from '../fuzz/properties.js';
+import { asText, mutate, toManifest, treeInput } from '../fuzz/properties.js';
 
 type Outcome = { image: Buffer } | { refusal: string };
 
@@ -58,18 +58,6 @@ function agree(bytes: Buffer): boolean {
     if (JSON.stringify(viaText) !== JSON.stringify(whole)) throw new Error(`manifestTextTree says ${'image' in viaText ? 'an image' : viaText.refusal}, the whole path ${'image' in whole ? 'an image' : whole.refusal}, ${show()}`);
   }
   return streamedBoth;
-}
-
-/**
- * The manifest with every {"base64"} value given as text instead (each byte
- * as the character of that code point, which keeps the order of names): the
- * generator's names are mostly not UTF-8, and only text is streamed.
- */
-function asText(m: Manifest): Manifest {
-  return JSON.parse(JSON.stringify(m), (_key, v: unknown) => {
-    const b64 = (v as { base64?: unknown } | null)?.base64;
-    return typeof b64 === 'string' && Object.keys(v as object).length === 1 ? Buffer.from(b64, 'base64').toString('latin1') : v;
-  }) as Manifest;
 }
 
 t.test('generated manifests as text, in every layout: streamed, to the whole path\'s bytes', async (t) => {

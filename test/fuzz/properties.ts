@@ -183,6 +183,18 @@ function sortedKeys(v: unknown): unknown {
 }
 
 /**
+ * The manifest with every {"base64"} value given as text instead (each byte
+ * as the character of that code point, which keeps the order of names): the
+ * generator's names are mostly not UTF-8, and only text is streamed.
+ */
+export function asText(m: Manifest): Manifest {
+  return JSON.parse(JSON.stringify(m), (_key, v: unknown) => {
+    const b64 = (v as { base64?: unknown } | null)?.base64;
+    return typeof b64 === 'string' && Object.keys(v as object).length === 1 ? Buffer.from(b64, 'base64').toString('latin1') : v;
+  }) as Manifest;
+}
+
+/**
  * What an image keeps of a manifest, one line per entry: no directory sizes,
  * no sizes of special files, no digest of a file whose content is inline (the
  * image has no metacopy for it), xattrs in byte order of keys.
