@@ -54,7 +54,7 @@ export async function buildImageFile(file: string, opts: BuildOptions): Promise<
   } else {
     // A large manifest's entries are checked on a worker, started first so that its start overlaps the reading;
     // the text is read into memory it shares.
-    const { CheckAhead, CHECK_AHEAD_MIN_BYTES } = await import('../composefs/check-ahead.js');
+    const { CheckAhead, CHECK_AHEAD_MIN_BYTES } = await import('./check-ahead.js');
     const size = inputFileSize(file);
     let ahead = size !== undefined && size >= CHECK_AHEAD_MIN_BYTES ? new CheckAhead() : undefined;
     try {

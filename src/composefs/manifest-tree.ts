@@ -23,7 +23,22 @@ import { UTF8_TEXT, type TextCodec } from '../manifest/text.js';
 import type { Entry } from '../schema/types.generated.js';
 import { entryInode, Kind, ownString, type Attributed, type Directory, type ImageTree, type Inode, type Link, type TreeBuilder, type TreeSource } from './tree.js';
 import { imageTree, type WriteOptions } from './writer.js';
-import type { CheckAhead } from './check-ahead.js';
+
+/**
+ * Checks of a manifest's entries made elsewhere, ahead of the build (the CLI's
+ * worker: cli/check-ahead.ts): the same checks the streaming path makes, of
+ * the same text.
+ */
+export interface CheckAhead {
+  /** Begins the checks of the entries `layout` finds. */
+  start(layout: ManifestLayout): void;
+  /** Whether entry i and every one before it passed (waits until it is known); false: the build gives up. */
+  checked(i: number): boolean;
+  /** Entry i's directory (-1 for the root), once checked(i). */
+  readonly parents: Int32Array<ArrayBufferLike>;
+  /** The checks are no longer needed. */
+  stop(): void;
+}
 
 /** The streaming path gives up on the text; the whole-manifest path decides. */
 class GiveUp extends Error {}
@@ -142,7 +157,7 @@ function streamableLayout(json: string): ManifestLayout | undefined {
  * The tree of a manifest's JSON text built entry by entry, or undefined when
  * the streaming path gives up on it (on any problem: the whole-manifest path
  * words it). `options` is asked for when the build begins. With `ahead`, a
- * worker checks the entries (check-ahead.ts); it is let go either way.
+ * worker checks the entries (cli/check-ahead.ts); it is let go either way.
  */
 export function streamedManifestTree(json: string, options: () => WriteOptions, ahead?: CheckAhead): ImageTree | undefined {
   try {

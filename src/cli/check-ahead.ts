@@ -1,9 +1,9 @@
 // A large manifest's entries checked on a second thread, ahead of the build
-// that turns them into inodes. The streaming path (manifest-tree.ts) parses
-// each entry, checks it against the schema of its kind and by EntryChecker,
-// and only then makes its inode; the checks are about a fifth of building
-// /usr's image. Here a worker does the parse and the checks of every entry in
-// order and publishes, in memory both threads share, how many entries from
+// that turns them into inodes. The streaming path (composefs/manifest-tree.ts)
+// parses each entry, checks it against the schema of its kind and by
+// EntryChecker, and only then makes its inode; the checks are about a fifth
+// of building /usr's image. Here a worker does the parse and the checks of
+// every entry in order and publishes, in memory both threads share, how many entries from
 // the first it found sound and each one's directory; the build parses each
 // entry again for its inode, but never uses one the worker has not passed.
 // So the build takes nothing the single-threaded path would not, and gives up
@@ -14,6 +14,7 @@
 // from, in memory both threads share (manifestText's text is ASCII bytes).
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import type { CheckAhead as EntryChecksAhead } from '../composefs/manifest-tree.js';
 import type { ManifestLayout } from '../manifest/scan.js';
 
 /** The control words: how many entries from the first the worker found sound, and whether it gave up. */
@@ -64,7 +65,7 @@ function sharedCopy(from: Uint32Array, count: number): SharedArrayBuffer {
  */
 function workerUrl(): URL {
   if (!import.meta.url.endsWith('.ts')) return new URL('./check-ahead-worker.js', import.meta.url);
-  const built = new URL('../../dist/src/composefs/check-ahead-worker.js', import.meta.url);
+  const built = new URL('../../dist/src/cli/check-ahead-worker.js', import.meta.url);
   return existsSync(built) ? built : new URL('./check-ahead-worker.ts', import.meta.url);
 }
 
@@ -74,7 +75,7 @@ function workerUrl(): URL {
  * heap, the schema's validators) overlaps the reading; `start` gives it the
  * text.
  */
-export class CheckAhead {
+export class CheckAhead implements EntryChecksAhead {
   private readonly control = new Int32Array(new SharedArrayBuffer(8));
   /** Entry i's directory, valid once `checked(i)` said so. */
   parents: Int32Array<ArrayBufferLike> = new Int32Array(0);

@@ -1,5 +1,5 @@
 // A large manifest's entries checked on a worker ahead of the build
-// (composefs/check-ahead.ts): the build takes exactly what the
+// (cli/check-ahead.ts): the build takes exactly what the
 // single-threaded streaming path takes and builds the same bytes, gives up
 // where it gives up (at an entry the worker refuses, however late), and falls
 // back to the whole-manifest path, in its words, when the worker is gone.
@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CHECK_AHEAD_MIN_BYTES, CheckAhead, PUBLISH_EVERY } from '../../src/composefs/check-ahead.js';
+import { CHECK_AHEAD_MIN_BYTES, CheckAhead, PUBLISH_EVERY } from '../../src/cli/check-ahead.js';
 import { manifestTextTree, streamedManifestTree } from '../../src/composefs/manifest-tree.js';
 import { writeCheckedImage, writeTree } from '../../src/composefs/writer.js';
 import { InvalidManifestError } from '../../src/manifest/errors.js';
