@@ -53,16 +53,16 @@ export async function buildImageFile(file: string, opts: BuildOptions): Promise<
     input = undefined;
   } else {
     // A large manifest's entries are checked on a worker, started first so that its start overlaps the reading;
-    // the text is read into memory it shares.
+    // it reads the text from memory both threads share.
     const { CheckAhead, CHECK_AHEAD_MIN_BYTES } = await import('./check-ahead.js');
     const size = inputFileSize(file);
     let ahead = size !== undefined && size >= CHECK_AHEAD_MIN_BYTES ? new CheckAhead() : undefined;
     try {
-      let bytes: Buffer | undefined = readInputBytes(file, ahead !== undefined);
+      let bytes: Buffer | undefined = readInputBytes(file);
       const [{ manifestTextBytes }, { manifestTextTree }] = await Promise.all([import('../manifest/load.js'), import('../composefs/manifest-tree.js')]);
       if (ahead === undefined && bytes.length >= CHECK_AHEAD_MIN_BYTES) ahead = new CheckAhead();
       let text: Buffer | undefined = manifestTextBytes(bytes, ahead !== undefined);
-      bytes = undefined; // (the same bytes when they are ASCII)
+      bytes = undefined; // (the same bytes when they are ASCII and not shared)
       ahead?.share(text);
       let json: string | undefined = text.toString('latin1');
       text = undefined; // the build need not hold the bytes as well as their text

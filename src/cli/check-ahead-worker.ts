@@ -1,12 +1,10 @@
-// The worker of check-ahead.ts: checks a manifest's entries in order, as the
-// streaming path checks them (the schema of each entry's kind, the encodings,
-// EntryChecker), and publishes how far it got and each entry's directory.
+// The worker of check-ahead.ts: checks a manifest's entries in order with
+// the streaming path's checks (checkStreamedEntry), and publishes how far it got and each entry's directory.
 // It stops at the first entry it is not sure of, as that path gives up there.
 import { parentPort } from 'node:worker_threads';
-import { checkEntryEncodable, EntryChecker } from '../manifest/check.js';
-import { entryPassesSchema } from '../manifest/load.js';
+import { EntryChecker } from '../manifest/check.js';
+import { checkStreamedEntry } from '../manifest/load.js';
 import { UTF8_TEXT } from '../manifest/text.js';
-import type { Entry } from '../schema/types.generated.js';
 import { CHECKED, GAVE_UP, PUBLISH_EVERY, type CheckAheadData } from './check-ahead.js';
 
 function checkEntries(data: CheckAheadData): boolean {
@@ -17,12 +15,9 @@ function checkEntries(data: CheckAheadData): boolean {
   const control = new Int32Array(data.control);
   const checker = new EntryChecker(UTF8_TEXT);
   for (let i = 0; i < data.count; i++) {
-    const value: unknown = JSON.parse(text.toString('latin1', starts[i]!, ends[i]!));
-    if (!entryPassesSchema(value)) return false;
-    const entry = value as Entry;
-    if (checkEntryEncodable(entry, i)) return false; // bytes: the codec is binary
-    parents[i] = checker.check(entry, i);
-    if (checker.tight) return false;
+    const parent = checkStreamedEntry(checker, JSON.parse(text.toString('latin1', starts[i]!, ends[i]!)), i);
+    if (parent === undefined) return false;
+    parents[i] = parent;
     if (i % PUBLISH_EVERY === PUBLISH_EVERY - 1) {
       Atomics.store(control, CHECKED, i + 1);
       Atomics.notify(control, CHECKED);

@@ -97,16 +97,13 @@ export class CheckAhead implements EntryChecksAhead {
   private text: Buffer | undefined;
 
   /**
-   * The manifest's text as manifestTextBytes gives it (ASCII), which the
-   * worker will read where it is when it is the whole of a SharedArrayBuffer
-   * (manifestTextBytes(bytes, true)), else from a copy made there. Held here
-   * only until `start`: then only the worker holds it, until it is done.
+   * The manifest's text in shared memory, as manifestTextBytes(bytes, true)
+   * gives it (ASCII), which the worker reads where it is. Held here only
+   * until `start`: then only the worker holds it, until it is done.
    */
   share(text: Buffer): void {
     if (!(text.buffer instanceof SharedArrayBuffer && text.byteOffset === 0 && text.length === text.buffer.byteLength)) {
-      const shared = Buffer.from(new SharedArrayBuffer(text.length));
-      text.copy(shared);
-      text = shared;
+      throw new TypeError('CheckAhead.share takes the whole of a SharedArrayBuffer (manifestTextBytes(bytes, true))');
     }
     this.text = text;
   }

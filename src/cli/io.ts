@@ -1,46 +1,16 @@
 // The small helpers the file commands share (manifest, image): reading FILE
 // or "-", writing -o FILE or stdout whole or not at all, and turning errors
 // into "mountgate: <message>" with exit code 3 for invalid input.
-import { closeSync, fstatSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { exitCodes } from '../errors.js';
 import { InvalidManifestError } from '../manifest/errors.js';
 
-/**
- * Reads a whole file, or stdin for "-"; `shared`: into a SharedArrayBuffer,
- * which a worker thread can read too (a regular file is read straight into
- * it, anything else copied there).
- */
-export function readInputBytes(file: string, shared = false): Buffer {
+/** Reads a whole file, or stdin for "-". */
+export function readInputBytes(file: string): Buffer {
   try {
-    if (!shared) return file === '-' ? readFileSync(0) : readFileSync(file);
-    return file === '-' ? sharedCopy(readFileSync(0)) : readShared(file);
+    return file === '-' ? readFileSync(0) : readFileSync(file);
   } catch (err) {
     throw new Error(`cannot read ${file === '-' ? 'standard input' : file}: ${(err as Error).message}`);
-  }
-}
-
-/** The bytes in shared memory of their size. */
-function sharedCopy(bytes: Buffer): Buffer {
-  const shared = Buffer.from(new SharedArrayBuffer(bytes.length));
-  bytes.copy(shared);
-  return shared;
-}
-
-/** A file's bytes, read into shared memory of its size (read again whole, should it have grown or shrunk since its fstat). */
-function readShared(file: string): Buffer {
-  const fd = openSync(file, 'r');
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) return sharedCopy(readFileSync(fd));
-    const bytes = Buffer.from(new SharedArrayBuffer(st.size));
-    for (let length = 0; length < bytes.length; ) {
-      const n = readSync(fd, bytes, length, bytes.length - length, length);
-      if (n === 0) return sharedCopy(readFileSync(file));
-      length += n;
-    }
-    return readSync(fd, Buffer.alloc(1), 0, 1, bytes.length) === 0 ? bytes : sharedCopy(readFileSync(file));
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -14,9 +14,9 @@
 // with the words it always used: the schema's problems before the checks',
 // whatever entries they are in. test/composefs/manifest-tree.test.ts compares
 // the two paths on generated and mutated manifests.
-import { checkEntryEncodable, checkManifestName, EntryChecker } from '../manifest/check.js';
+import { checkManifestName, EntryChecker } from '../manifest/check.js';
 import { InvalidManifestError } from '../manifest/errors.js';
-import { entryPassesSchema, headPassesSchema, parseManifestText } from '../manifest/load.js';
+import { checkStreamedEntry, headPassesSchema, parseManifestText } from '../manifest/load.js';
 import { comparePaths, pathProblem } from '../manifest/paths.js';
 import { scanManifest, type ManifestLayout } from '../manifest/scan.js';
 import { UTF8_TEXT, type TextCodec } from '../manifest/text.js';
@@ -72,16 +72,11 @@ class ManifestTextSource implements TreeSource {
     } catch {
       throw new GiveUp();
     }
+    // Checked ahead: the same text the worker parsed and checked, so the same entry.
+    const parent = ahead !== undefined ? ahead.parents[i]! : checkStreamedEntry(this.checker!, value, i);
+    if (parent === undefined) throw new GiveUp();
     const entry = value as Entry;
-    if (ahead !== undefined) {
-      // The same text the worker parsed and checked: the same entry.
-      this.parentIndex = ahead.parents[i]!;
-    } else {
-      if (!entryPassesSchema(value)) throw new GiveUp();
-      if (checkEntryEncodable(entry, i)) throw new GiveUp(); // bytes: the codec is binary
-      this.parentIndex = this.checker!.check(entry, i);
-      if (this.checker!.tight) throw new GiveUp();
-    }
+    this.parentIndex = parent;
     this.entry = entry;
     this.index = i;
     return entry;

@@ -15,8 +15,8 @@ import { isAscii, isUtf8 } from 'node:buffer';
 import { schemaDocuments } from '../schema/documents.generated.js';
 import * as kindValidators from '../schema/validate-manifest-kinds.generated.js';
 import { validate, type ValidationIssue } from '../schema/validate.js';
-import type { Manifest } from '../schema/types.generated.js';
-import { checkManifest, type CheckedManifest } from './check.js';
+import type { Entry, Manifest } from '../schema/types.generated.js';
+import { checkEntryEncodable, checkManifest, type CheckedManifest, type EntryChecker } from './check.js';
 import { InvalidManifestError } from './errors.js';
 import { MAX_ENTRIES, MAX_MANIFEST_BYTES } from './limits.js';
 
@@ -110,6 +110,21 @@ export function entryPassesSchema(entry: unknown): boolean {
 }
 
 /**
+ * The checks the streaming build makes of parsed entry i, the one after the
+ * last `checker` checked (text codec): the schema of its kind, the encodings,
+ * EntryChecker. The index of its directory, or undefined when the streaming
+ * path must give up (the whole-manifest path then words the problem); throws
+ * InvalidManifestError for what EntryChecker refuses.
+ */
+export function checkStreamedEntry(checker: EntryChecker, value: unknown, i: number): number | undefined {
+  if (!entryPassesSchema(value)) return undefined;
+  const entry = value as Entry;
+  if (checkEntryEncodable(entry, i)) return undefined; // bytes: the codec is binary
+  const parent = checker.check(entry, i);
+  return checker.tight ? undefined : parent;
+}
+
+/**
  * Whether a manifest's members other than its entries pass the schema: `head`
  * holds them; its `count` entries are checked one by one (entryPassesSchema).
  */
@@ -180,17 +195,13 @@ export function manifestText(bytes: Buffer): string {
 /**
  * manifestText's text as its bytes, ASCII: `bytes` themselves when they are
  * ASCII. `shared`: in a SharedArrayBuffer of their size, for a worker to read
- * too (`bytes` themselves when they are ASCII and already so).
+ * too.
  */
 export function manifestTextBytes(bytes: Buffer, shared = false): Buffer {
   checkManifestSize(bytes.length);
-  if (isAscii(bytes)) return shared && !isWholeShared(bytes) ? copyInto(bytes.length, [bytes], true) : bytes;
+  if (isAscii(bytes)) return shared ? copyInto(bytes.length, [bytes], true) : bytes;
   if (!isUtf8(bytes)) throw new InvalidManifestError('is not valid UTF-8: JSON text is UTF-8; write a name that is not UTF-8 as {"base64": "..."}', '(document)');
   return asciiJson(bytes, shared);
-}
-
-function isWholeShared(bytes: Buffer): boolean {
-  return bytes.buffer instanceof SharedArrayBuffer && bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength;
 }
 
 function copyInto(length: number, pieces: Buffer[], shared: boolean): Buffer {
